@@ -1,0 +1,118 @@
+// Elementwise kernels over flat f32 arrays: activations, their gradients, and bias-add.
+//
+// dims: n elements; for bias_add the array is row-major (n / cols, cols).
+// Activation gradients are written in terms of the forward OUTPUT y (ReLU: y > 0 exactly when
+// x > 0), so the backward never needs the pre-activation kept alive.
+//   activation_forward   bindings: 0 dims, 1 x (read), 2 y (write)
+//   activation_backward  bindings: 0 dims, 1 y (read), 2 dy (read), 3 dx (write)
+//   bias_add             bindings: 0 dims, 1 bias (cols, read), 2 y (in place)
+
+struct Dims {
+    n: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 256u;
+// 0: ReLU, 1: sigmoid, 2: tanh, 3: identity
+override OP: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
+}
+
+// ReLU keeps NaN (NaN < 0 is false) and maps -inf to 0.
+fn relu(x: f32) -> f32 {
+    return select(x, 0.0, x < 0.0);
+}
+
+// Two-sided form: exp never overflows, so +-inf give exactly 1 and 0.
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// NaN test on the bits: compilers may fold `x != x` to false.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Builtin tanh may overflow to NaN for large |x| on some drivers; tanh(+-9) is already +-1
+// in f32, so clamping changes nothing else. NaN is passed through explicitly.
+fn tanh_safe(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    return tanh(clamp(x, -9.0, 9.0));
+}
+
+fn activate(x: f32) -> f32 {
+    switch OP {
+        case 0u: { return relu(x); }
+        case 1u: { return sigmoid(x); }
+        case 2u: { return tanh_safe(x); }
+        default: { return x; }
+    }
+}
+
+// dL/dx from dL/dy and y = f(x). ReLU'(0) is 0 (the subgradient PyTorch and Keras use).
+fn activate_grad(y: f32, dy: f32) -> f32 {
+    switch OP {
+        case 0u: { return select(0.0, dy, y > 0.0); }
+        case 1u: { return dy * y * (1.0 - y); }
+        case 2u: { return dy * (1.0 - y * y); }
+        default: { return dy; }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> x_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn activation_forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        y_out[i] = activate(x_in[i]);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> y_in: array<f32>;
+@group(0) @binding(2) var<storage, read> dy_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn activation_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        dx_out[i] = activate_grad(y_in[i], dy_in[i]);
+    }
+}
+
+@group(0) @binding(1) var<storage, read> bias: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y_inout: array<f32>;
+
+@compute @workgroup_size(WG)
+fn bias_add(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        y_inout[i] = y_inout[i] + bias[i % dims.cols];
+    }
+}

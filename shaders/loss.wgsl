@@ -1,0 +1,118 @@
+// Losses with their gradients. Each kernel writes the gradient and a per-row (or per-element)
+// loss into a scratch buffer in one pass over many workgroups; `mean` in reduce.wgsl then
+// reduces the scratch buffer to out[0] (deterministic, no float atomics).
+//
+// softmax_xent_rows: one invocation per row of logits (rows, cols), labels (rows, u32) ->
+//     grad (rows, cols) = (softmax(logits) - onehot(label)) / rows,
+//     row_loss[row] = logsumexp(row) - row[label]
+//   An out-of-range label makes that row's loss NaN, so it cannot pass silently.
+//   bindings: 0 dims, 1 logits, 2 labels, 3 grad (write), 4 row_loss (write)
+// pointwise (LOSS override): one invocation per element of prediction p and target t ->
+//     grad = dL/dp / n, elem_loss = L(p, t)
+//   LOSS 0: mean squared error          (p - t)^2
+//   LOSS 1: binary cross-entropy        -(t log p + (1 - t) log(1 - p)), p clamped to [eps, 1 - eps]
+//   LOSS 2: binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
+//   bindings: 0 dims, 1 prediction, 2 target, 3 grad (write), 4 elem_loss (write)
+
+struct Dims {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 64u;
+const BCE_EPS: f32 = 1e-7;
+override LOSS: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
+}
+
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+
+@compute @workgroup_size(WG)
+fn softmax_xent_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = linear_index(wid, nwg, lid);
+    if (row >= dims.rows) {
+        return;
+    }
+    let inv_rows = 1.0 / f32(dims.rows);
+    let base = row * dims.cols;
+    var m = logits[base];
+    for (var j = 1u; j < dims.cols; j++) {
+        let v = logits[base + j];
+        if (v > m) {
+            m = v;
+        }
+    }
+    var s = 0.0;
+    for (var j = 0u; j < dims.cols; j++) {
+        s = s + exp(logits[base + j] - m);
+    }
+    let label = labels[row];
+    let inv_s = 1.0 / s;
+    for (var j = 0u; j < dims.cols; j++) {
+        let p = exp(logits[base + j] - m) * inv_s;
+        grad[base + j] = (p - select(0.0, 1.0, j == label)) * inv_rows;
+    }
+    var row_loss = log(s) + m - logits[base + min(label, dims.cols - 1u)];
+    if (label >= dims.cols) {
+        row_loss = bitcast<f32>(0x7fc00000u);
+    }
+    loss[row] = row_loss;
+}
+
+@group(0) @binding(1) var<storage, read> prediction: array<f32>;
+@group(0) @binding(2) var<storage, read> target_: array<f32>;
+
+@compute @workgroup_size(WG)
+fn pointwise(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    let n = dims.rows;
+    if (i >= n) {
+        return;
+    }
+    let p = prediction[i];
+    let t = target_[i];
+    var l = 0.0;
+    var g = 0.0;
+    switch LOSS {
+        case 0u: {
+            let d = p - t;
+            l = d * d;
+            g = 2.0 * d;
+        }
+        case 1u: {
+            let q = clamp(p, BCE_EPS, 1.0 - BCE_EPS);
+            l = -(t * log(q) + (1.0 - t) * log(1.0 - q));
+            g = (q - t) / (q * (1.0 - q));
+        }
+        default: {
+            l = max(p, 0.0) - p * t + log(1.0 + exp(-abs(p)));
+            var sig = 0.0;
+            if (p >= 0.0) {
+                sig = 1.0 / (1.0 + exp(-p));
+            } else {
+                let e = exp(p);
+                sig = e / (1.0 + e);
+            }
+            g = sig - t;
+        }
+    }
+    grad[i] = g / f32(n);
+    loss[i] = l;
+}

@@ -1,0 +1,100 @@
+// Optimizer updates over flat f32 buffers, one invocation per parameter, in place.
+//
+// sgd (PyTorch semantics):  g = grad + wd * p;  v = momentum * v + g;
+//                           step = nesterov ? g + momentum * v : v  (plain g without momentum)
+//                           p = p - lr * step
+//   bindings: 0 params, 1 p (rw), 2 grad, 3 velocity (rw)
+// adam / adamw:  g = grad (+ wd * p for Adam's L2 form); m = b1 m + (1 - b1) g;
+//                v = b2 v + (1 - b2) g^2;  p = p - lr * (m / bc1) / (sqrt(v / bc2) + eps)
+//                AdamW instead decays first: p = p * (1 - lr * wd).
+//   bc1 = 1 - b1^t, bc2 = 1 - b2^t are computed on the host for step t (in f64).
+//   bindings: 0 params, 1 p (rw), 2 grad, 3 m (rw), 4 v (rw)
+
+struct SgdParams {
+    n: u32,
+    nesterov: u32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct AdamParams {
+    n: u32,
+    decoupled: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG: u32 = 256u;
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
+}
+
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> moment1: array<f32>;
+
+@group(0) @binding(0) var<uniform> sgd_p: SgdParams;
+
+@compute @workgroup_size(WG)
+fn sgd(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= sgd_p.n) {
+        return;
+    }
+    let p = param[i];
+    var g = grad[i] + sgd_p.weight_decay * p;
+    if (sgd_p.momentum != 0.0) {
+        let v = sgd_p.momentum * moment1[i] + g;
+        moment1[i] = v;
+        if (sgd_p.nesterov != 0u) {
+            g = g + sgd_p.momentum * v;
+        } else {
+            g = v;
+        }
+    }
+    param[i] = p - sgd_p.lr * g;
+}
+
+@group(0) @binding(0) var<uniform> adam_p: AdamParams;
+@group(0) @binding(4) var<storage, read_write> moment2: array<f32>;
+
+@compute @workgroup_size(WG)
+fn adam(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= adam_p.n) {
+        return;
+    }
+    var p = param[i];
+    var g = grad[i];
+    if (adam_p.decoupled != 0u) {
+        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
+    } else {
+        g = g + adam_p.weight_decay * p;
+    }
+    let m = adam_p.beta1 * moment1[i] + (1.0 - adam_p.beta1) * g;
+    let v = adam_p.beta2 * moment2[i] + (1.0 - adam_p.beta2) * g * g;
+    moment1[i] = m;
+    moment2[i] = v;
+    param[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v / adam_p.bc2) + adam_p.eps);
+}

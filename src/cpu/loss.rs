@@ -1,0 +1,116 @@
+use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
+
+use super::Scalar;
+use crate::error::{Error, Result};
+
+/// Fused softmax + cross-entropy from integer labels: (mean loss, d_logits), with
+/// d_logits = (softmax - onehot) / rows. An out-of-range label gives a NaN loss.
+pub fn softmax_xent<T: Scalar>(
+    logits: ArrayView2<'_, T>,
+    labels: ArrayView1<'_, u32>,
+) -> Result<(T, Array2<T>)> {
+    let (rows, cols) = logits.dim();
+    if labels.len() != rows {
+        return Err(Error::shape(
+            "softmax_xent",
+            format!("{rows} rows of logits, {} labels", labels.len()),
+        ));
+    }
+    let inv_rows = T::one() / T::of(rows as f64);
+    let mut grad = Array2::zeros((rows, cols));
+    let mut total = T::zero();
+    for (i, row) in logits.rows().into_iter().enumerate() {
+        let mut m = row[0];
+        for &v in row.iter().skip(1) {
+            if v > m {
+                m = v;
+            }
+        }
+        let s = row.iter().fold(T::zero(), |acc, &v| acc + (v - m).exp());
+        let label = labels[i] as usize;
+        for (j, &v) in row.iter().enumerate() {
+            let p = (v - m).exp() / s;
+            let onehot = if j == label { T::one() } else { T::zero() };
+            grad[(i, j)] = (p - onehot) * inv_rows;
+        }
+        let row_loss = if label < cols {
+            s.ln() + m - row[label]
+        } else {
+            T::nan()
+        };
+        total = total + row_loss;
+    }
+    Ok((total * inv_rows, grad))
+}
+
+/// Elementwise losses between a prediction and a target of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PointwiseLoss {
+    /// (p - t)^2
+    MeanSquaredError,
+    /// -(t log p + (1 - t) log(1 - p)) on probabilities, p clamped to [1e-7, 1 - 1e-7]
+    BinaryCrossEntropy,
+    /// binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
+    BinaryCrossEntropyWithLogits,
+}
+
+const BCE_EPS: f64 = 1e-7;
+
+impl PointwiseLoss {
+    /// (loss, dloss/dp) for one element.
+    pub fn eval<T: Scalar>(self, p: T, t: T) -> (T, T) {
+        let one = T::one();
+        match self {
+            PointwiseLoss::MeanSquaredError => {
+                let d = p - t;
+                (d * d, T::of(2.0) * d)
+            }
+            PointwiseLoss::BinaryCrossEntropy => {
+                // f32 rounds 1 - 1e-7 the same way the shader does.
+                let eps = T::of(BCE_EPS);
+                let q = p.max(eps).min(one - eps);
+                let q = if p.is_nan() { p } else { q };
+                (
+                    -(t * q.ln() + (one - t) * (one - q).ln()),
+                    (q - t) / (q * (one - q)),
+                )
+            }
+            PointwiseLoss::BinaryCrossEntropyWithLogits => {
+                let l = p.max(T::zero()) - p * t + (one + (-p.abs()).exp()).ln();
+                let sig = if p >= T::zero() {
+                    one / (one + (-p).exp())
+                } else {
+                    let e = p.exp();
+                    e / (one + e)
+                };
+                (l, sig - t)
+            }
+        }
+    }
+}
+
+/// Mean loss and its gradient (d mean / d prediction) for a pointwise loss.
+pub fn pointwise_loss<T: Scalar>(
+    kind: PointwiseLoss,
+    prediction: ArrayView2<'_, T>,
+    target: ArrayView2<'_, T>,
+) -> Result<(T, Array2<T>)> {
+    if prediction.dim() != target.dim() {
+        return Err(Error::shape(
+            "pointwise_loss",
+            format!(
+                "prediction is {:?}, target is {:?}",
+                prediction.dim(),
+                target.dim()
+            ),
+        ));
+    }
+    let inv_n = T::one() / T::of(prediction.len() as f64);
+    let mut total = T::zero();
+    let grad = Zip::from(&prediction).and(&target).map_collect(|&p, &t| {
+        let (l, g) = kind.eval(p, t);
+        total = total + l;
+        g * inv_n
+    });
+    Ok((total * inv_n, grad))
+}

@@ -1,0 +1,29 @@
+//! ndarray reference implementation of every op, forward and backward.
+//!
+//! Generic over [`Scalar`] (f32 and f64) so gradient checks can run in double precision. Each
+//! function computes exactly what its WGSL kernel computes, including edge values (NaN, inf).
+
+mod activation;
+mod gemm;
+mod loss;
+mod optim;
+mod softmax;
+
+pub use activation::{activation_backward, activation_forward, bias_add, column_sum, Activation};
+pub use gemm::gemm;
+pub use loss::{pointwise_loss, softmax_xent, PointwiseLoss};
+pub use optim::{adam_step, sgd_step};
+pub use softmax::{softmax_backward, softmax_forward};
+
+/// The float types the reference runs in.
+pub trait Scalar:
+    num_traits::Float + ndarray::LinalgScalar + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Converts from f64 (for constants and hyper-parameters).
+    fn of(v: f64) -> Self {
+        <Self as num_traits::NumCast>::from(v).expect("every f64 converts to a float type")
+    }
+}
+
+impl Scalar for f32 {}
+impl Scalar for f64 {}

@@ -1,0 +1,269 @@
+//! Storage buffers on the GPU, views into them, and tensors with a shape.
+//!
+//! Every element is 4 bytes (`f32` or `u32`). A [`View`] is an (offset, len) window into a flat
+//! buffer; offsets must sit on the device's storage-binding alignment so kernels index from 0.
+
+use bytemuck::Pod;
+use ndarray::{ArrayD, IxDyn};
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+/// A flat storage buffer of 4-byte elements.
+#[derive(Debug)]
+pub struct GpuBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    len: usize,
+    label: String,
+}
+
+/// A window of `len` elements starting at element `offset` of a [`GpuBuffer`].
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub buffer: &'a GpuBuffer,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl GpuBuffer {
+    /// A buffer of `len` zeroed elements.
+    pub fn zeros(ctx: &GpuContext, label: &str, len: usize) -> Result<Self> {
+        let bytes = byte_len(label, len)?;
+        let max = ctx.limits().max_buffer_size;
+        if bytes > max {
+            return Err(Error::BufferTooLarge {
+                label: label.to_string(),
+                bytes,
+                limit: max,
+                which: "max_buffer_size",
+            });
+        }
+        // wgpu rejects zero-sized bindings; an empty buffer still gets one element of storage.
+        let size = bytes.max(4);
+        let buffer = ctx.scoped(&format!("allocating `{label}` ({bytes} bytes)"), || {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(GpuBuffer {
+            buffer,
+            len,
+            label: label.to_string(),
+        })
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn from_slice<T: Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Result<Self> {
+        check_elem::<T>()?;
+        let buf = Self::zeros(ctx, label, data.len())?;
+        buf.write(ctx, 0, data)?;
+        Ok(buf)
+    }
+
+    /// Number of 4-byte elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The label given at creation (used in error messages).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The whole buffer as a view.
+    pub fn full(&self) -> View<'_> {
+        View {
+            buffer: self,
+            offset: 0,
+            len: self.len,
+        }
+    }
+
+    /// A view of `len` elements from `offset`; fails if it does not fit.
+    pub fn view(&self, offset: usize, len: usize) -> Result<View<'_>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::invalid(
+                "view",
+                format!(
+                    "elements {offset}..{} are outside `{}` ({} elements)",
+                    offset.saturating_add(len),
+                    self.label,
+                    self.len
+                ),
+            ));
+        }
+        Ok(View {
+            buffer: self,
+            offset,
+            len,
+        })
+    }
+
+    /// Writes `data` at element `offset` (queued; visible to later submissions).
+    pub fn write<T: Pod>(&self, ctx: &GpuContext, offset: usize, data: &[T]) -> Result<()> {
+        check_elem::<T>()?;
+        if offset.checked_add(data.len()).is_none_or(|end| end > self.len) {
+            return Err(Error::invalid(
+                "write",
+                format!(
+                    "{} elements at offset {offset} do not fit `{}` ({} elements)",
+                    data.len(),
+                    self.label,
+                    self.len
+                ),
+            ));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        ctx.scoped(&format!("writing `{}`", self.label), || {
+            ctx.queue
+                .write_buffer(&self.buffer, offset as u64 * 4, bytemuck::cast_slice(data))
+        })
+    }
+
+    /// Copies the whole buffer back to the host (blocks until the GPU is done).
+    pub fn read<T: Pod>(&self, ctx: &GpuContext) -> Result<Vec<T>> {
+        self.full().read(ctx)
+    }
+}
+
+impl View<'_> {
+    /// Copies this view back to the host through a staging buffer (blocks until done).
+    pub fn read<T: Pod>(&self, ctx: &GpuContext) -> Result<Vec<T>> {
+        check_elem::<T>()?;
+        if self.len == 0 {
+            return Ok(Vec::new());
+        }
+        let label = self.buffer.label.as_str();
+        let bytes = self.len as u64 * 4;
+        let op = format!("reading back `{label}`");
+        let (staging, submission) = ctx.scoped(&op, || {
+            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgtrain staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+            encoder.copy_buffer_to_buffer(
+                &self.buffer.buffer,
+                self.offset as u64 * 4,
+                &staging,
+                0,
+                bytes,
+            );
+            let submission = ctx.queue.submit([encoder.finish()]);
+            (staging, submission)
+        })?;
+        let (tx, rx) = flume::bounded(1);
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            // The receiver outlives this callback unless the wait below failed; then nobody cares.
+            let _ = tx.send(r);
+        });
+        // Another thread's poll may run our callback, so wait on the channel, not on poll alone.
+        ctx.wait_for(&op, submission, &rx)?
+            .map_err(|e| Error::ReadBack {
+                label: label.to_string(),
+                message: e.to_string(),
+            })?;
+        let range = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::ReadBack {
+                label: label.to_string(),
+                message: e.to_string(),
+            })?;
+        let out = bytemuck::cast_slice::<u8, T>(&range).to_vec();
+        drop(range);
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+/// A GPU tensor: a buffer of `f32` with a row-major shape.
+#[derive(Debug)]
+pub struct GpuTensor {
+    buffer: GpuBuffer,
+    shape: Vec<usize>,
+}
+
+impl GpuTensor {
+    /// Uploads an ndarray (any layout; copied in row-major order).
+    pub fn from_array<D: ndarray::Dimension>(
+        ctx: &GpuContext,
+        label: &str,
+        array: &ndarray::Array<f32, D>,
+    ) -> Result<Self> {
+        let data: Vec<f32> = array.iter().copied().collect();
+        Ok(GpuTensor {
+            buffer: GpuBuffer::from_slice(ctx, label, &data)?,
+            shape: array.shape().to_vec(),
+        })
+    }
+
+    /// A zero tensor of the given shape.
+    pub fn zeros(ctx: &GpuContext, label: &str, shape: &[usize]) -> Result<Self> {
+        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let len = len.ok_or_else(|| Error::invalid("zeros", format!("shape {shape:?} overflows")))?;
+        Ok(GpuTensor {
+            buffer: GpuBuffer::zeros(ctx, label, len)?,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Downloads the tensor into an ndarray with its shape.
+    pub fn to_array(&self, ctx: &GpuContext) -> Result<ArrayD<f32>> {
+        let data = self.buffer.read::<f32>(ctx)?;
+        ArrayD::from_shape_vec(IxDyn(&self.shape), data)
+            .map_err(|e| Error::shape("to_array", e.to_string()))
+    }
+
+    /// The row-major shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The underlying flat buffer.
+    pub fn buffer(&self) -> &GpuBuffer {
+        &self.buffer
+    }
+
+    /// The whole tensor as a view.
+    pub fn view(&self) -> View<'_> {
+        self.buffer.full()
+    }
+}
+
+fn check_elem<T: Pod>() -> Result<()> {
+    if std::mem::size_of::<T>() != 4 {
+        return Err(Error::invalid(
+            "buffer transfer",
+            format!(
+                "elements must be 4 bytes (f32 or u32), got {} bytes",
+                std::mem::size_of::<T>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn byte_len(label: &str, len: usize) -> Result<u64> {
+    (len as u64).checked_mul(4).ok_or_else(|| Error::BufferTooLarge {
+        label: label.to_string(),
+        bytes: u64::MAX,
+        limit: u64::MAX,
+        which: "address space",
+    })
+}

@@ -1,0 +1,668 @@
+//! Typed constructors for every kernel: each checks its operands and returns a [`Launch`].
+//!
+//! Shapes go to the shaders in `#[repr(C)]` uniform structs mirrored in WGSL.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::launch::LaunchDesc;
+use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Launch, View};
+use crate::optim::{AdamConfig, SgdConfig};
+
+pub(crate) use crate::gpu::launch::PipelineKey;
+
+/// What the GEMM does to each output after `alpha * op(A) op(B) + beta * C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Epilogue {
+    #[default]
+    None,
+    /// `+ bias[col]`
+    Bias,
+    /// `+ bias[col]`, then ReLU
+    BiasRelu,
+    /// ReLU
+    Relu,
+}
+
+impl Epilogue {
+    fn code(self) -> i64 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Bias => 1,
+            Epilogue::BiasRelu => 2,
+            Epilogue::Relu => 3,
+        }
+    }
+
+    /// Whether the epilogue reads a bias vector.
+    pub fn has_bias(self) -> bool {
+        matches!(self, Epilogue::Bias | Epilogue::BiasRelu)
+    }
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C` with op(A) of shape (m, k) and op(B) of shape (k, n).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A is stored (k, m) and used transposed.
+    pub trans_a: bool,
+    /// B is stored (n, k) and used transposed.
+    pub trans_b: bool,
+    pub alpha: f32,
+    /// 0 means C is written without being read.
+    pub beta: f32,
+    pub epilogue: Epilogue,
+}
+
+impl GemmSpec {
+    /// Plain `C = A B`.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            epilogue: Epilogue::None,
+        }
+    }
+
+    /// Uses A transposed (stored (k, m)).
+    pub fn trans_a(mut self, t: bool) -> Self {
+        self.trans_a = t;
+        self
+    }
+
+    /// Uses B transposed (stored (n, k)).
+    pub fn trans_b(mut self, t: bool) -> Self {
+        self.trans_b = t;
+        self
+    }
+
+    /// Sets alpha and beta.
+    pub fn scale(mut self, alpha: f32, beta: f32) -> Self {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+
+    /// Sets the fused epilogue.
+    pub fn epilogue(mut self, e: Epilogue) -> Self {
+        self.epilogue = e;
+        self
+    }
+
+    /// Floating-point operations of one launch (2mnk).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct GemmDims {
+    m: u32,
+    n: u32,
+    k: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    alpha: f32,
+    beta: f32,
+    _pad: u32,
+}
+
+fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()> {
+    if view.len < len {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{what} `{}` has {} elements, needs {len}",
+                view.buffer.label(),
+                view.len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn dim_u32(op: &'static str, name: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::invalid(op, format!("{name} = {v} exceeds u32")))
+}
+
+/// Which GEMM kernel a spec runs on this adapter, and its tile (rows, columns) per workgroup.
+fn gemm_variant(ctx: &GpuContext, spec: &GemmSpec) -> (&'static str, &'static str, u32, u32) {
+    let _ = ctx.kind() == AdapterKind::Cpu;
+    let _ = spec;
+    if std::env::var("WGTRAIN_N16").is_ok() { return ("gemm", "gemm_n16", 8, 128); }
+    if let Ok(r) = std::env::var("WGTRAIN_C4") { return ("gemm", "gemm_c4", r.parse().unwrap(), 32); }
+    ("gemm", "gemm_k4", 32, 8)
+}
+
+/// Builds a GEMM launch. `a`, `b`, `c` (and `bias` for a bias epilogue) are views of at least
+/// m*k, k*n, m*n (and n) elements.
+pub fn gemm(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: View<'_>,
+    b: View<'_>,
+    bias: Option<View<'_>>,
+    c: View<'_>,
+) -> Result<Launch> {
+    const OP: &str = "gemm";
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    if m == 0 || n == 0 {
+        return Err(Error::invalid(OP, format!("empty output ({m} x {n})")));
+    }
+    need(OP, "A", &a, m * k)?;
+    need(OP, "B", &b, k * n)?;
+    need(OP, "C", &c, m * n)?;
+    let bias = match (spec.epilogue.has_bias(), bias) {
+        (true, Some(v)) => {
+            need(OP, "bias", &v, n)?;
+            v
+        }
+        (true, None) => {
+            return Err(Error::invalid(OP, "epilogue adds a bias but no bias was given"))
+        }
+        // Unused by the kernel; any read-only view fills the slot.
+        (false, _) => a,
+    };
+    let (shader, entry, rows, cols) = gemm_variant(ctx, spec);
+    let tiles_m = dim_u32(OP, "m", m)?.div_ceil(rows);
+    let tiles_n = dim_u32(OP, "n", n)?.div_ceil(cols);
+    let dims = GemmDims {
+        m: m as u32,
+        n: n as u32,
+        k: dim_u32(OP, "k", k)?,
+        tiles_m,
+        tiles_n,
+        alpha: spec.alpha,
+        beta: spec.beta,
+        _pad: 0,
+    };
+    let workgroups = tiles_m
+        .checked_mul(tiles_n)
+        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader,
+            entry,
+            constants: vec![
+                ("TRANS_B", spec.trans_b as i64),
+                ("EPILOGUE", spec.epilogue.code()),
+            ],
+            params: dims,
+            bindings: vec![
+                Binding::Read(a),
+                Binding::Read(b),
+                Binding::Read(bias),
+                Binding::ReadWrite(c),
+            ],
+            workgroups,
+        },
+    )
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct Dims4 {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+}
+
+fn dims4(a: usize, b: usize, c: u32) -> Result<Dims4> {
+    Ok(Dims4 {
+        a: dim_u32("kernel", "dimension", a)?,
+        b: dim_u32("kernel", "dimension", b)?,
+        c,
+        d: 0,
+    })
+}
+
+fn groups(n: usize, per_group: usize) -> Result<u32> {
+    dim_u32("dispatch", "workgroups", n.div_ceil(per_group))
+}
+
+fn activation_code(act: Activation) -> i64 {
+    match act {
+        Activation::Relu => 0,
+        Activation::Sigmoid => 1,
+        Activation::Tanh => 2,
+        Activation::Identity => 3,
+    }
+}
+
+pub use crate::cpu::{Activation, PointwiseLoss};
+
+/// `y = f(x)` over `n` elements.
+pub fn activation_forward(
+    ctx: &GpuContext,
+    act: Activation,
+    n: usize,
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    need("activation_forward", "x", &x, n)?;
+    need("activation_forward", "y", &y, n)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "activation_forward",
+            constants: vec![("OP", activation_code(act))],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `dx = f'(x) * dy` from the forward output `y`, over `n` elements.
+pub fn activation_backward(
+    ctx: &GpuContext,
+    act: Activation,
+    n: usize,
+    y: View<'_>,
+    dy: View<'_>,
+    dx: View<'_>,
+) -> Result<Launch> {
+    for (what, v) in [("y", &y), ("dy", &dy), ("dx", &dx)] {
+        need("activation_backward", what, v, n)?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "activation_backward",
+            constants: vec![("OP", activation_code(act))],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(y), Binding::Read(dy), Binding::ReadWrite(dx)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y += bias` in place, `y` row-major (rows, cols), `bias` (cols).
+pub fn bias_add(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if cols == 0 {
+        return Err(Error::invalid("bias_add", "zero columns"));
+    }
+    need("bias_add", "bias", &bias, cols)?;
+    need("bias_add", "y", &y, rows * cols)?;
+    let n = rows * cols;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "bias_add",
+            constants: vec![],
+            params: dims4(n, cols, 0)?,
+            bindings: vec![Binding::Read(bias), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `out[col] (+)= sum over rows of dy[row, col]`: the bias gradient.
+pub fn column_sum(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+    dy: View<'_>,
+    out: View<'_>,
+) -> Result<Launch> {
+    need("column_sum", "dy", &dy, rows * cols)?;
+    need("column_sum", "out", &out, cols)?;
+    check_loops("column_sum", &format!("summing {rows} rows"), rows)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "reduce",
+            entry: "column_sum",
+            constants: vec![],
+            params: dims4(rows, cols, accumulate as u32)?,
+            bindings: vec![Binding::Read(dy), Binding::ReadWrite(out)],
+            workgroups: groups(cols, 64)?,
+        },
+    )
+}
+
+/// Row softmax of a (rows, cols) array.
+pub fn softmax_forward(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if cols == 0 {
+        return Err(Error::invalid("softmax", "zero columns"));
+    }
+    need("softmax_forward", "x", &x, rows * cols)?;
+    need("softmax_forward", "y", &y, rows * cols)?;
+    check_loops("softmax_forward", &format!("a row of {cols}"), 3 * cols)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "softmax",
+            entry: "softmax_forward",
+            constants: vec![],
+            params: dims4(rows, cols, 0)?,
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(rows, 64)?,
+        },
+    )
+}
+
+/// `dx = y * (dy - sum(dy * y))` per row.
+pub fn softmax_backward(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    y: View<'_>,
+    dy: View<'_>,
+    dx: View<'_>,
+) -> Result<Launch> {
+    for (what, v) in [("y", &y), ("dy", &dy), ("dx", &dx)] {
+        need("softmax_backward", what, v, rows * cols)?;
+    }
+    check_loops("softmax_backward", &format!("a row of {cols}"), 2 * cols)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "softmax",
+            entry: "softmax_backward",
+            constants: vec![],
+            params: dims4(rows, cols, 0)?,
+            bindings: vec![Binding::Read(y), Binding::Read(dy), Binding::ReadWrite(dx)],
+            workgroups: groups(rows, 64)?,
+        },
+    )
+}
+
+/// Most loop iterations one invocation may run. llvmpipe stops every invocation after 65,535
+/// loop iterations in total (a guard against infinite loops), so kernels check their loop
+/// counts against this and the constructors reject larger work with a clear error.
+pub const LOOP_LIMIT: usize = 65_000;
+
+fn check_loops(op: &'static str, what: &str, iterations: usize) -> Result<()> {
+    if iterations > LOOP_LIMIT {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{what} needs {iterations} loop iterations per invocation; kernels stay under \
+                 {LOOP_LIMIT} (llvmpipe ends longer loops early). Split the tensor"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct MeanDims {
+    n: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// `total[0] = scale * sum(src[..n])`, deterministic.
+pub fn mean(ctx: &GpuContext, n: usize, scale: f32, src: View<'_>, total: View<'_>) -> Result<Launch> {
+    need("mean", "src", &src, n)?;
+    need("mean", "total", &total, 1)?;
+    check_loops("mean", &format!("summing {n} elements"), n.div_ceil(256) + 8)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "reduce",
+            entry: "mean",
+            constants: vec![],
+            params: MeanDims {
+                n: dim_u32("mean", "n", n)?,
+                scale,
+                _pad: [0; 2],
+            },
+            bindings: vec![Binding::Read(src), Binding::ReadWrite(total)],
+            workgroups: 1,
+        },
+    )
+}
+
+/// A loss: its launches (gradient pass, then the mean) and the per-row scratch they share.
+#[derive(Debug)]
+pub struct LossLaunch {
+    pub launches: [Launch; 2],
+    _scratch: GpuBuffer,
+}
+
+/// Fused softmax + cross-entropy from `u32` labels: one pass writes d_logits to `grad` and each
+/// row's loss to a scratch buffer; a second launch writes the mean loss to `out[0]`.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    logits: View<'_>,
+    labels: View<'_>,
+    grad: View<'_>,
+    out: View<'_>,
+) -> Result<LossLaunch> {
+    const OP: &str = "softmax_xent";
+    if rows == 0 || cols == 0 {
+        return Err(Error::invalid(OP, format!("empty logits ({rows} x {cols})")));
+    }
+    need(OP, "logits", &logits, rows * cols)?;
+    need(OP, "labels", &labels, rows)?;
+    need(OP, "grad", &grad, rows * cols)?;
+    check_loops(OP, &format!("a row of {cols} classes"), 3 * cols)?;
+    let scratch = GpuBuffer::zeros(ctx, "softmax_xent row losses", rows)?;
+    let rows_pass = Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "loss",
+            entry: "softmax_xent_rows",
+            constants: vec![],
+            params: dims4(rows, cols, 0)?,
+            bindings: vec![
+                Binding::Read(logits),
+                Binding::Read(labels),
+                Binding::ReadWrite(grad),
+                Binding::ReadWrite(scratch.full()),
+            ],
+            workgroups: groups(rows, 64)?,
+        },
+    )?;
+    let mean = mean(ctx, rows, 1.0 / rows as f32, scratch.full(), out)?;
+    Ok(LossLaunch {
+        launches: [rows_pass, mean],
+        _scratch: scratch,
+    })
+}
+
+/// A pointwise loss over `n` elements: gradient of the mean to `grad`, mean loss to `out[0]`.
+pub fn pointwise_loss(
+    ctx: &GpuContext,
+    kind: PointwiseLoss,
+    n: usize,
+    prediction: View<'_>,
+    target: View<'_>,
+    grad: View<'_>,
+    out: View<'_>,
+) -> Result<LossLaunch> {
+    if n == 0 {
+        return Err(Error::invalid("pointwise_loss", "no elements"));
+    }
+    for (what, v) in [("prediction", &prediction), ("target", &target), ("grad", &grad)] {
+        need("pointwise_loss", what, v, n)?;
+    }
+    let code = match kind {
+        PointwiseLoss::MeanSquaredError => 0,
+        PointwiseLoss::BinaryCrossEntropy => 1,
+        PointwiseLoss::BinaryCrossEntropyWithLogits => 2,
+    };
+    let scratch = GpuBuffer::zeros(ctx, "pointwise losses", n)?;
+    let elems = Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "loss",
+            entry: "pointwise",
+            constants: vec![("LOSS", code)],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![
+                Binding::Read(prediction),
+                Binding::Read(target),
+                Binding::ReadWrite(grad),
+                Binding::ReadWrite(scratch.full()),
+            ],
+            workgroups: groups(n, 64)?,
+        },
+    )?;
+    let mean = mean(ctx, n, 1.0 / n as f32, scratch.full(), out)?;
+    Ok(LossLaunch {
+        launches: [elems, mean],
+        _scratch: scratch,
+    })
+}
+
+/// Uniform block of the `sgd` kernel.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct SgdParams {
+    n: u32,
+    nesterov: u32,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    _pad: [u32; 3],
+}
+
+impl SgdParams {
+    /// The uniform block for `n` parameters.
+    pub fn new(cfg: &SgdConfig, n: usize) -> Result<Self> {
+        cfg.validate()?;
+        Ok(SgdParams {
+            n: dim_u32("sgd", "parameters", n)?,
+            nesterov: cfg.nesterov as u32,
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            _pad: [0; 3],
+        })
+    }
+}
+
+/// Uniform block of the `adam` kernel; rewrite it each step (`Launch::set_params`) for the new
+/// step's bias corrections and learning rate.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AdamParams {
+    n: u32,
+    decoupled: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad: [u32; 3],
+}
+
+impl AdamParams {
+    /// The uniform block for `n` parameters at step `t` (1-based).
+    pub fn new(cfg: &AdamConfig, n: usize, t: u64) -> Result<Self> {
+        cfg.validate()?;
+        let (bc1, bc2) = cfg.bias_corrections(t.max(1));
+        Ok(AdamParams {
+            n: dim_u32("adam", "parameters", n)?,
+            decoupled: cfg.decoupled as u32,
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            bc1,
+            bc2,
+            _pad: [0; 3],
+        })
+    }
+}
+
+fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result<()> {
+    for (what, v) in views {
+        need(op, what, v, n)?;
+    }
+    Ok(())
+}
+
+/// An in-place SGD update of `n` parameters (velocity is unused without momentum).
+pub fn sgd(
+    ctx: &GpuContext,
+    cfg: &SgdConfig,
+    n: usize,
+    param: View<'_>,
+    grad: View<'_>,
+    velocity: View<'_>,
+) -> Result<Launch> {
+    check_flat("sgd", n, &[("param", &param), ("grad", &grad), ("velocity", &velocity)])?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "optim",
+            entry: "sgd",
+            constants: vec![],
+            params: SgdParams::new(cfg, n)?,
+            bindings: vec![
+                Binding::ReadWrite(param),
+                Binding::Read(grad),
+                Binding::ReadWrite(velocity),
+            ],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// An in-place Adam/AdamW update of `n` parameters at step `t`.
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    ctx: &GpuContext,
+    cfg: &AdamConfig,
+    t: u64,
+    n: usize,
+    param: View<'_>,
+    grad: View<'_>,
+    m: View<'_>,
+    v: View<'_>,
+) -> Result<Launch> {
+    check_flat("adam", n, &[("param", &param), ("grad", &grad), ("m", &m), ("v", &v)])?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "optim",
+            entry: "adam",
+            constants: vec![],
+            params: AdamParams::new(cfg, n, t)?,
+            bindings: vec![
+                Binding::ReadWrite(param),
+                Binding::Read(grad),
+                Binding::ReadWrite(m),
+                Binding::ReadWrite(v),
+            ],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}

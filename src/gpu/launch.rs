@@ -1,0 +1,301 @@
+//! Prebuilt kernel launches: a cached pipeline, a bind group and a small uniform buffer of
+//! shape parameters. Built once (when a plan is compiled), encoded every step.
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, View};
+
+/// The WGSL sources, one file per kernel family.
+pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "gemm" => include_str!("../../shaders/gemm.wgsl"),
+        "gemm_tiled" => include_str!("../../shaders/gemm_tiled.wgsl"),
+        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "reduce" => include_str!("../../shaders/reduce.wgsl"),
+        "softmax" => include_str!("../../shaders/softmax.wgsl"),
+        "loss" => include_str!("../../shaders/loss.wgsl"),
+        "optim" => include_str!("../../shaders/optim.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Identifies one specialized pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    shader: &'static str,
+    entry: &'static str,
+    /// Override constants as (name, value); values are small integers.
+    constants: Vec<(&'static str, i64)>,
+    /// Access of each storage binding after the uniform at binding 0 (true = read-write).
+    writes: Vec<bool>,
+}
+
+/// One storage binding of a launch.
+#[derive(Debug, Clone, Copy)]
+pub enum Binding<'a> {
+    Read(View<'a>),
+    ReadWrite(View<'a>),
+}
+
+impl<'a> Binding<'a> {
+    fn view(&self) -> &View<'a> {
+        match self {
+            Binding::Read(v) | Binding::ReadWrite(v) => v,
+        }
+    }
+}
+
+/// What a kernel constructor hands to [`Launch::new`].
+pub(crate) struct LaunchDesc<'a, P: Pod> {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, i64)>,
+    pub params: P,
+    pub bindings: Vec<Binding<'a>>,
+    /// Total workgroups, spread over x/y/z by [`grid`].
+    pub workgroups: u32,
+}
+
+/// A ready-to-encode kernel launch.
+#[derive(Debug)]
+pub struct Launch {
+    label: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
+    grid: [u32; 3],
+}
+
+/// Spreads `total` workgroups over x, y and z so no dimension exceeds `max` (65,535 on most
+/// adapters). Shaders recover the linear index as `x + nx * (y + ny * z)` and skip the excess.
+pub fn grid(total: u32, max: u32) -> Result<[u32; 3]> {
+    if total == 0 {
+        return Ok([0, 1, 1]);
+    }
+    let x = total.min(max);
+    let rest = total.div_ceil(x);
+    let y = rest.min(max);
+    let z = rest.div_ceil(y);
+    if z > max {
+        return Err(Error::invalid(
+            "dispatch",
+            format!("{total} workgroups exceed {max}^3; split the work"),
+        ));
+    }
+    Ok([x, y, z])
+}
+
+impl Launch {
+    pub(crate) fn new<P: Pod>(ctx: &GpuContext, desc: LaunchDesc<'_, P>) -> Result<Self> {
+        let label = format!("{}::{}", desc.shader, desc.entry);
+        let limits = ctx.limits();
+        let align = limits.min_storage_buffer_offset_alignment as usize;
+        for b in &desc.bindings {
+            let v = b.view();
+            if (v.offset * 4) % align != 0 {
+                return Err(Error::invalid(
+                    "launch",
+                    format!(
+                        "{label}: view of `{}` starts at element {}, not on the device's \
+                         {align}-byte storage alignment",
+                        v.buffer.label(),
+                        v.offset
+                    ),
+                ));
+            }
+            let bytes = (v.len.max(1) * 4) as u64;
+            if bytes > limits.max_storage_buffer_binding_size as u64 {
+                return Err(Error::BufferTooLarge {
+                    label: format!("{} (bound by {label})", v.buffer.label()),
+                    bytes,
+                    limit: limits.max_storage_buffer_binding_size as u64,
+                    which: "max_storage_buffer_binding_size",
+                });
+            }
+        }
+        if desc.bindings.len() as u32 > limits.max_storage_buffers_per_shader_stage {
+            return Err(Error::invalid(
+                "launch",
+                format!(
+                    "{label} needs {} storage buffers; the device allows {}",
+                    desc.bindings.len(),
+                    limits.max_storage_buffers_per_shader_stage
+                ),
+            ));
+        }
+        let grid = grid(desc.workgroups, limits.max_compute_workgroups_per_dimension)?;
+        let key = PipelineKey {
+            shader: desc.shader,
+            entry: desc.entry,
+            constants: desc.constants,
+            writes: desc
+                .bindings
+                .iter()
+                .map(|b| matches!(b, Binding::ReadWrite(_)))
+                .collect(),
+        };
+        let pipeline = pipeline(ctx, &key)?;
+        ctx.scoped(&format!("building launch {label}"), || {
+            let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&label),
+                size: std::mem::size_of::<P>().max(16) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            ctx.queue
+                .write_buffer(&params, 0, bytemuck::bytes_of(&desc.params));
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params.as_entire_binding(),
+            }];
+            for (i, b) in desc.bindings.iter().enumerate() {
+                let v = b.view();
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &v.buffer.buffer,
+                        offset: v.offset as u64 * 4,
+                        size: wgpu::BufferSize::new(v.len.max(1) as u64 * 4),
+                    }),
+                });
+            }
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            Launch {
+                label: label.clone(),
+                pipeline: pipeline.clone(),
+                bind_group,
+                params,
+                grid,
+            }
+        })
+    }
+
+    /// Records this launch into a compute pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if self.grid[0] == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid[0], self.grid[1], self.grid[2]);
+    }
+
+    /// Rewrites the launch's uniform parameters (a new learning rate, a step count) without
+    /// rebuilding anything; takes effect for the next submission.
+    pub fn set_params<P: Pod>(&self, ctx: &GpuContext, params: &P) {
+        ctx.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(params));
+    }
+
+    /// `shader::entry`, for profiling and errors.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The workgroup grid this launch dispatches.
+    pub fn grid(&self) -> [u32; 3] {
+        self.grid
+    }
+}
+
+/// Encodes `launches` in one compute pass and submits them as one command buffer.
+pub fn run(ctx: &GpuContext, launches: &[&Launch]) -> Result<()> {
+    ctx.scoped("submitting kernels", || {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgtrain") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgtrain"),
+                timestamp_writes: None,
+            });
+            for l in launches {
+                l.encode(&mut pass);
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+    })
+}
+
+fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+    let mut cache = ctx.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cache.get(key) {
+        return Ok(p.clone());
+    }
+    let source = shader_source(key.shader)
+        .ok_or_else(|| Error::invalid("pipeline", format!("no shader `{}`", key.shader)))?;
+    let op = format!("compiling {}::{}", key.shader, key.entry);
+    let pipeline = ctx.scoped(&op, || {
+        let mut modules = ctx.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = modules.entry(key.shader).or_insert_with(|| {
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(key.shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            };
+            if std::env::var("WGTRAIN_UNCHECKED").is_ok() {
+                unsafe { ctx.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            } else {
+                ctx.device.create_shader_module(desc)
+            }
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, &write) in key.writes.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: !write },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(key.entry),
+                entries: &entries,
+            });
+        let pipeline_layout = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(key.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        ctx.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+    })?;
+    let pipeline = Arc::new(pipeline);
+    cache.insert(key.clone(), pipeline.clone());
+    Ok(pipeline)
+}

@@ -1,0 +1,10 @@
+//! The GPU side: context, buffers, prebuilt launches and the kernels that make them.
+
+mod buffer;
+mod context;
+pub mod kernels;
+mod launch;
+
+pub use buffer::{GpuBuffer, GpuTensor, View};
+pub use context::{AdapterKind, GpuContext, GpuOptions, ADAPTER_ENV};
+pub use launch::{grid, run, Binding, Launch};

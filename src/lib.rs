@@ -1,0 +1,9 @@
+//! wgtrain: a neural-network training engine whose math runs as WGSL compute shaders through
+//! wgpu, with an ndarray reference implementation of every op.
+
+pub mod cpu;
+mod error;
+pub mod gpu;
+pub mod optim;
+
+pub use error::{Error, Result};

@@ -1,0 +1,98 @@
+//! Optimizer hyper-parameters, shared by the CPU reference and the GPU kernels.
+
+use crate::error::{Error, Result};
+
+/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay
+/// (PyTorch's semantics, no dampening).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+}
+
+impl SgdConfig {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f32) -> Self {
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Checks that every value is finite and in range.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.lr.is_finite()
+            && self.lr >= 0.0
+            && (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0
+            && !(self.nesterov && self.momentum == 0.0);
+        if !ok {
+            return Err(Error::invalid("sgd", format!("{self:?}: need finite lr >= 0, momentum in [0, 1), weight_decay >= 0, and momentum > 0 for nesterov")));
+        }
+        Ok(())
+    }
+}
+
+/// Adam, or AdamW with `decoupled` weight decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// AdamW: decay the weights directly instead of adding `weight_decay * p` to the gradient.
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
+    /// Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
+    pub fn adam(lr: f32) -> Self {
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
+    /// AdamW with decoupled weight decay.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Self {
+        AdamConfig {
+            weight_decay,
+            decoupled: true,
+            ..Self::adam(lr)
+        }
+    }
+
+    /// `(1 - beta1^t, 1 - beta2^t)`, computed in f64 and rounded once.
+    pub fn bias_corrections(&self, t: u64) -> (f32, f32) {
+        let t = t.min(i32::MAX as u64) as i32;
+        (
+            (1.0 - (self.beta1 as f64).powi(t)) as f32,
+            (1.0 - (self.beta2 as f64).powi(t)) as f32,
+        )
+    }
+
+    /// Checks that every value is finite and in range.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.lr.is_finite()
+            && self.lr >= 0.0
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps > 0.0
+            && self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0;
+        if !ok {
+            return Err(Error::invalid("adam", format!("{self:?}: need finite lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0")));
+        }
+        Ok(())
+    }
+}
