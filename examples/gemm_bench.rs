@@ -1,22 +1,128 @@
+//! GEMM benchmark: GFLOP/s of wgtrain's GEMM on the GPU adapter against the CPU reference's
+//! ndarray `dot` on the same machine, in the same run.
+//!
+//! `cargo run --release --example gemm_bench [-- --reps N]`
+//! Each figure is the median of N timed runs (default 7) after one warm-up. One GPU run is one
+//! submission of 10 back-to-back GEMMs (packing included on CPU adapters) and its completion,
+//! divided by 10: the per-GEMM cost inside a training step, where one submission carries all
+//! launches. `--single` times one GEMM per submission instead (adds the submit/fence latency);
+//! `--tiled` forces the shared-memory path on every adapter.
+
 use std::time::Instant;
-use wgtrain::gpu::{kernels, run, GpuBuffer, GpuContext};
+
+use ndarray::Array2;
+use wgtrain::gpu::kernels::{self, GemmSpec};
+use wgtrain::gpu::{GpuBuffer, GpuContext};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
 fn main() -> wgtrain::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let per_submit = if args.iter().any(|a| a == "--single") {
+        1
+    } else {
+        10
+    };
+    let forced = if args.iter().any(|a| a == "--tiled") {
+        Some(kernels::GemmPath::Tiled)
+    } else {
+        None
+    };
     let ctx = GpuContext::new()?;
-    println!("{}", ctx.adapter_name());
-    for &(m, n, k) in &[(1024usize, 1024usize, 1024usize), (128, 128, 784), (512,512,512)] {
-        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        let ab = GpuBuffer::from_slice(&ctx, "a", &a)?;
-        let bb = GpuBuffer::from_slice(&ctx, "b", &b)?;
-        let cb = GpuBuffer::zeros(&ctx, "c", m * n)?;
-        let spec = kernels::GemmSpec::new(m, n, k);
-        let l = kernels::gemm(&ctx, &spec, ab.full(), bb.full(), None, cb.full())?;
-        run(&ctx, &[&l])?; ctx.synchronize()?;
-        let reps = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-        let mut times = vec![];
-        for _ in 0..reps { let t = Instant::now(); run(&ctx, &[&l])?; ctx.synchronize()?; times.push(t.elapsed().as_secs_f64()); }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("{m}x{n}x{k}: {:.1} GFLOP/s", spec.flops() / times[reps / 2] / 1e9);
+    let info = ctx.adapter_info();
+    println!(
+        "adapter: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    );
+    println!(
+        "{:<26} {:>8} {:>12} {:>12} {:>8}",
+        "m x n x k (op)", "path", "gpu GFLOP/s", "cpu GFLOP/s", "ratio"
+    );
+    let mut cases: Vec<(String, GemmSpec)> = [128, 256, 512, 1024, 2048]
+        .iter()
+        .map(|&s| (format!("{s}^3"), GemmSpec::new(s, s, s)))
+        .collect();
+    cases.push(("128x128x784 fwd".into(), GemmSpec::new(128, 128, 784)));
+    cases.push((
+        "784x128x128 A^T dW".into(),
+        GemmSpec::new(784, 128, 128).trans_a(true),
+    ));
+    cases.push((
+        "128x784x128 B^T dX".into(),
+        GemmSpec::new(128, 784, 128).trans_b(true),
+    ));
+    cases.push(("128x10x128 fwd".into(), GemmSpec::new(128, 10, 128)));
+    cases.push((
+        "128x10x128 A^T dW".into(),
+        GemmSpec::new(128, 10, 128).trans_a(true),
+    ));
+    cases.push((
+        "128x128x10 B^T dX".into(),
+        GemmSpec::new(128, 128, 10).trans_b(true),
+    ));
+    for (name, mut spec) in cases {
+        spec.path = forced;
+        let (m, n, k) = (spec.m, spec.n, spec.k);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5) % 11) as f32 * 0.1 - 0.5)
+            .collect();
+        let (ga, gb) = (
+            GpuBuffer::from_slice(&ctx, "a", &a)?,
+            GpuBuffer::from_slice(&ctx, "b", &b)?,
+        );
+        let gc = GpuBuffer::zeros(&ctx, "c", m * n)?;
+        let kernel = kernels::gemm(&ctx, &spec, ga.full(), gb.full(), None, gc.full())?;
+        let mut failure = None;
+        let batch: Vec<&wgtrain::gpu::Launch> =
+            (0..per_submit).flat_map(|_| kernel.launches()).collect();
+        let gpu_s = time(reps, || {
+            if let Err(e) = wgtrain::gpu::run(&ctx, &batch).and_then(|_| ctx.synchronize()) {
+                failure = Some(e);
+            }
+        }) / per_submit as f64;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
+        let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
+        let aa = Array2::from_shape_vec((ar, ac), a).expect("shape");
+        let bb = Array2::from_shape_vec((br, bc), b).expect("shape");
+        let cpu_s = time(reps, || {
+            let x = if spec.trans_a { aa.t() } else { aa.view() };
+            let y = if spec.trans_b { bb.t() } else { bb.view() };
+            std::hint::black_box(x.dot(&y));
+        });
+        let (g, c) = (spec.flops() / gpu_s / 1e9, spec.flops() / cpu_s / 1e9);
+        println!(
+            "{name:<26} {:>8} {g:>12.1} {c:>12.1} {:>8.2}",
+            format!("{:?}", kernels::gemm_path(&ctx, &spec)).to_lowercase(),
+            g / c
+        );
     }
     Ok(())
 }

@@ -1,18 +1,25 @@
-// Register-blocked GEMM for CPU adapters (lavapipe/llvmpipe) and a fine fallback elsewhere.
-//
-//   C = alpha * op(A) * op(B) + beta * C   [+ bias] [ReLU]
+// GEMM:  C = alpha * op(A) * op(B) + beta * C   [+ bias] [ReLU]
 //
 // dims: op(A) is (m, k), op(B) is (k, n), C is (m, n), all row-major.
-//   A is stored (m, k), or (k, m) when TRANS_A;  B is stored (k, n), or (n, k) when TRANS_B.
-// bindings: 0 dims (uniform), 1 a, 2 b, 3 bias (n; read only when EPILOGUE has a bias), 4 c.
+//   A is stored (m, k), or (k, m) when transposed; B is stored (k, n), or (n, k) when transposed.
+// With beta == 0, C is written without being read (BLAS rule: NaN in C does not leak in).
+// Epilogue (EPILOGUE override): 0 none, 1 + bias[col], 2 + bias then ReLU, 3 ReLU.
 //
-// Why this shape: llvmpipe runs 8 invocations per SIMD vector. A load whose address is the
-// same for the whole workgroup is one scalar load plus a broadcast; a per-lane address becomes
-// a loop over the 8 lanes. So each invocation owns TM rows of C and reads its A rows per lane
-// (as vec4 along k where the layout allows: 4 k-steps per costly load), while all invocations
-// share TN columns whose B values are read at workgroup-uniform addresses. No workgroup
-// memory, no barriers. Rows and columns past the edge are clamped for loads and skipped for
-// stores, so control flow stays uniform.
+// Two paths, chosen per adapter by the host (src/gpu/kernels.rs):
+//
+// * gemm_tiled (real GPUs, and any shape): 256 invocations share 64x64 tiles of A and B in
+//   workgroup memory, each invocation accumulating a 4x4 block. Transposes are index changes.
+//   bindings: 0 dims, 1 a, 2 b, 3 bias, 4 c
+//
+// * pack + gemm_tex (CPU adapters: lavapipe/llvmpipe). On Mesa's llvmpipe every storage-buffer
+//   load inside a loop becomes a scalar loop over the 8 SIMD lanes with a bounds check per
+//   element (~9 instructions per float), while a texel fetch is a branch-free vector gather
+//   (~3 per float). So `pack` first copies op(A) and op(B) into zero-padded rgba32float
+//   textures (transposes resolved there), and gemm_tex reads only texels: each invocation
+//   owns 4 rows x 16 columns of C, its A rows fetched as vec4 along k (4 k-steps per fetch).
+//   pack bindings: 0 pack_dims, 1 src, 2 dst (texture, write)
+//   gemm_tex bindings: 0 dims, 1 ta (texture: m rows of ceil(k/4) texels),
+//                      2 tb (texture: 4*ceil(k/4) rows of ceil(n/4) texels), 3 bias, 4 c
 
 struct GemmDims {
     m: u32,
@@ -22,42 +29,20 @@ struct GemmDims {
     tiles_n: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    trans: u32,     // bit 0: A transposed, bit 1: B transposed (gemm_tiled only)
 }
 
-const WG: u32 = 8u;   // invocations per workgroup: one llvmpipe SIMD vector
-const TM: u32 = 4u;   // rows of C per invocation
-const TN: u32 = 8u;   // columns of C per workgroup, shared by all its invocations
-const ROWS: u32 = WG * TM;
-
-override TRANS_B: bool = false;
-// 0: none, 1: + bias, 2: + bias then ReLU, 3: ReLU
 override EPILOGUE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> dims: GemmDims;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-// Entry `gemm_k4` (A stored (m, k), k % 4 == 0) reads A as vec4 along k.
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-
-fn b_at(kk: u32, col: u32) -> f32 {
-    if (TRANS_B) {
-        return b[col * dims.k + kk];
-    }
-    return b[kk * dims.n + col];
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
-// (first row, first column) of this workgroup's tile, or m as row when past the last tile.
-fn tile_origin(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
-    let tile = wid.x + nwg.x * (wid.y + nwg.y * wid.z);
-    if (tile >= dims.tiles_m * dims.tiles_n) {
-        return vec2<u32>(dims.m, 0u);
-    }
-    return vec2<u32>((tile % dims.tiles_m) * ROWS, (tile / dims.tiles_m) * TN);
-}
-
+// Applies alpha, beta, bias and ReLU to one accumulated value and stores it (if in range).
 fn finish(row: u32, col: u32, acc: f32) {
     if (row >= dims.m || col >= dims.n) {
         return;
@@ -65,164 +50,225 @@ fn finish(row: u32, col: u32, acc: f32) {
     let idx = row * dims.n + col;
     var v = dims.alpha * acc;
     if (dims.beta != 0.0) {
-        // beta == 0 never reads C, so garbage (even NaN) in C does not leak in (BLAS rule).
         v = v + dims.beta * c[idx];
     }
     if (EPILOGUE == 1u || EPILOGUE == 2u) {
         v = v + bias[col];
     }
     if (EPILOGUE == 2u || EPILOGUE == 3u) {
-        // NaN passes through (NaN < 0 is false); ReLU'(0) is taken as 0 in the backward.
+        // NaN passes through (NaN < 0 is false).
         v = select(v, 0.0, v < 0.0);
     }
     c[idx] = v;
 }
 
-fn b4(kk: u32, c0: u32) -> vec4<f32> {
-    return vec4<f32>(b_at(kk, c0), b_at(kk, c0 + 1u), b_at(kk, c0 + 2u), b_at(kk, c0 + 3u));
-}
-
-// acc(i, h) is rows (i) x columns (4h..4h+4); every index below is a constant, so the arrays
-// live in registers (a loop over them would spill them to scratch memory).
-@compute @workgroup_size(WG)
-fn gemm_k4(
-    @builtin(local_invocation_index) lane: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let origin = tile_origin(wid, nwg);
-    if (origin.x >= dims.m) {
-        return;
-    }
-    let k4 = dims.k / 4u;
-    let last = dims.m - 1u;
-    let r0 = min(origin.x + lane, last) * k4;
-    let r1 = min(origin.x + WG + lane, last) * k4;
-    let r2 = min(origin.x + 2u * WG + lane, last) * k4;
-    let r3 = min(origin.x + 3u * WG + lane, last) * k4;
-    let c0 = min(origin.y, dims.n - 4u);
-    let c1 = min(origin.y + 4u, dims.n - 4u);
-    var acc: array<vec4<f32>, 8>;
-    for (var kq = 0u; kq < k4; kq++) {
-        let a0 = a4[r0 + kq];
-        let a1 = a4[r1 + kq];
-        let a2 = a4[r2 + kq];
-        let a3 = a4[r3 + kq];
-        let kk = kq * 4u;
-        var b0 = b4(kk, c0);
-        var b1 = b4(kk, c1);
-        acc[0] = fma(vec4(a0.x), b0, acc[0]); acc[1] = fma(vec4(a0.x), b1, acc[1]);
-        acc[2] = fma(vec4(a1.x), b0, acc[2]); acc[3] = fma(vec4(a1.x), b1, acc[3]);
-        acc[4] = fma(vec4(a2.x), b0, acc[4]); acc[5] = fma(vec4(a2.x), b1, acc[5]);
-        acc[6] = fma(vec4(a3.x), b0, acc[6]); acc[7] = fma(vec4(a3.x), b1, acc[7]);
-        b0 = b4(kk + 1u, c0);
-        b1 = b4(kk + 1u, c1);
-        acc[0] = fma(vec4(a0.y), b0, acc[0]); acc[1] = fma(vec4(a0.y), b1, acc[1]);
-        acc[2] = fma(vec4(a1.y), b0, acc[2]); acc[3] = fma(vec4(a1.y), b1, acc[3]);
-        acc[4] = fma(vec4(a2.y), b0, acc[4]); acc[5] = fma(vec4(a2.y), b1, acc[5]);
-        acc[6] = fma(vec4(a3.y), b0, acc[6]); acc[7] = fma(vec4(a3.y), b1, acc[7]);
-        b0 = b4(kk + 2u, c0);
-        b1 = b4(kk + 2u, c1);
-        acc[0] = fma(vec4(a0.z), b0, acc[0]); acc[1] = fma(vec4(a0.z), b1, acc[1]);
-        acc[2] = fma(vec4(a1.z), b0, acc[2]); acc[3] = fma(vec4(a1.z), b1, acc[3]);
-        acc[4] = fma(vec4(a2.z), b0, acc[4]); acc[5] = fma(vec4(a2.z), b1, acc[5]);
-        acc[6] = fma(vec4(a3.z), b0, acc[6]); acc[7] = fma(vec4(a3.z), b1, acc[7]);
-        b0 = b4(kk + 3u, c0);
-        b1 = b4(kk + 3u, c1);
-        acc[0] = fma(vec4(a0.w), b0, acc[0]); acc[1] = fma(vec4(a0.w), b1, acc[1]);
-        acc[2] = fma(vec4(a1.w), b0, acc[2]); acc[3] = fma(vec4(a1.w), b1, acc[3]);
-        acc[4] = fma(vec4(a2.w), b0, acc[4]); acc[5] = fma(vec4(a2.w), b1, acc[5]);
-        acc[6] = fma(vec4(a3.w), b0, acc[6]); acc[7] = fma(vec4(a3.w), b1, acc[7]);
-    }
-    let row = origin.x + lane;
-    store4(row, origin.y, acc[0]);
-    store4(row, origin.y + 4u, acc[1]);
-    store4(row + WG, origin.y, acc[2]);
-    store4(row + WG, origin.y + 4u, acc[3]);
-    store4(row + 2u * WG, origin.y, acc[4]);
-    store4(row + 2u * WG, origin.y + 4u, acc[5]);
-    store4(row + 3u * WG, origin.y, acc[6]);
-    store4(row + 3u * WG, origin.y + 4u, acc[7]);
-}
-
-fn store4(row: u32, col: u32, v: vec4<f32>) {
+fn finish4(row: u32, col: u32, v: vec4<f32>) {
     finish(row, col, v.x);
     finish(row, col + 1u, v.y);
     finish(row, col + 2u, v.z);
     finish(row, col + 3u, v.w);
 }
 
-@group(0) @binding(2) var<storage, read> b4v: array<vec4<f32>>;
+// ---------------------------------------------------------------------------------------
+// gemm_tiled
+
+const TS: u32 = 64u;   // tile edge (rows of A, columns of B)
+const TK: u32 = 16u;   // k-depth of one shared tile
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+
+var<workgroup> a_tile: array<f32, 1024>;   // (TK, TS): [kk * TS + row]
+var<workgroup> b_tile: array<f32, 1024>;   // (TK, TS): [kk * TS + col]
 
 fn a_at(row: u32, kk: u32) -> f32 {
+    if (row >= dims.m || kk >= dims.k) {
+        return 0.0;
+    }
+    if ((dims.trans & 1u) != 0u) {
+        return a[kk * dims.m + row];
+    }
     return a[row * dims.k + kk];
 }
-@group(0) @binding(1) var<storage, read> a: array<f32>;
 
-@compute @workgroup_size(WG)
-fn gemm_n16(
-    @builtin(local_invocation_index) lane: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let tile = wid.x + nwg.x * (wid.y + nwg.y * wid.z);
-    if (tile >= dims.tiles_m * dims.tiles_n) {
-        return;
+fn b_at(kk: u32, col: u32) -> f32 {
+    if (kk >= dims.k || col >= dims.n) {
+        return 0.0;
     }
-    let row0 = (tile % dims.tiles_m) * 8u;
-    let col0 = (tile / dims.tiles_m) * 128u + lane * 16u;
-    let n4 = dims.n / 4u;
-    let cq = min(col0, dims.n - 16u) / 4u;
-    var acc: array<vec4<f32>, 32>;
-    for (var kk = 0u; kk < dims.k; kk++) {
-        let bq0 = b4v[kk * n4 + cq];
-        let bq1 = b4v[kk * n4 + cq + 1u];
-        let bq2 = b4v[kk * n4 + cq + 2u];
-        let bq3 = b4v[kk * n4 + cq + 3u];
-        for (var i = 0u; i < 8u; i++) {
-            let av = vec4(a_at(min(row0 + i, dims.m - 1u), kk));
-            acc[4u * i] = fma(av, bq0, acc[4u * i]);
-            acc[4u * i + 1u] = fma(av, bq1, acc[4u * i + 1u]);
-            acc[4u * i + 2u] = fma(av, bq2, acc[4u * i + 2u]);
-            acc[4u * i + 3u] = fma(av, bq3, acc[4u * i + 3u]);
-        }
+    if ((dims.trans & 2u) != 0u) {
+        return b[col * dims.k + kk];
     }
-    for (var i = 0u; i < 8u; i++) {
-        for (var h = 0u; h < 4u; h++) {
-            let v = acc[4u * i + h];
-            let col = col0 + 4u * h;
-            finish(row0 + i, col, v.x);
-            finish(row0 + i, col + 1u, v.y);
-            finish(row0 + i, col + 2u, v.z);
-            finish(row0 + i, col + 3u, v.w);
-        }
-    }
+    return b[kk * dims.n + col];
 }
 
-const RR: u32 = 32u;
-@compute @workgroup_size(WG)
-fn gemm_c4(
+@compute @workgroup_size(16, 16)
+fn gemm_tiled(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = linear_workgroup(wid, nwg);
+    // Uniform per workgroup, so the early exit keeps barriers in uniform control flow.
+    if (tile >= dims.tiles_m * dims.tiles_n) {
+        return;
+    }
+    let row0 = (tile % dims.tiles_m) * TS;
+    let col0 = (tile / dims.tiles_m) * TS;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < dims.k; k0 += TK) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = li + 256u * e;
+            let r = idx % TS;
+            let kk = idx / TS;
+            a_tile[kk * TS + r] = a_at(row0 + r, k0 + kk);
+            b_tile[kk * TS + r] = b_at(k0 + kk, col0 + r);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let ab = kk * TS + lid.y * 4u;
+            let bb = kk * TS + lid.x * 4u;
+            let bv = vec4(b_tile[bb], b_tile[bb + 1u], b_tile[bb + 2u], b_tile[bb + 3u]);
+            acc[0] = fma(vec4(a_tile[ab]), bv, acc[0]);
+            acc[1] = fma(vec4(a_tile[ab + 1u]), bv, acc[1]);
+            acc[2] = fma(vec4(a_tile[ab + 2u]), bv, acc[2]);
+            acc[3] = fma(vec4(a_tile[ab + 3u]), bv, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + lid.y * 4u;
+    let col = col0 + lid.x * 4u;
+    finish4(row, col, acc[0]);
+    finish4(row + 1u, col, acc[1]);
+    finish4(row + 2u, col, acc[2]);
+    finish4(row + 3u, col, acc[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// pack: dst[r][q] = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols).
+
+struct PackDims {
+    rows: u32,      // rows of op(src)
+    cols: u32,      // columns of op(src)
+    trans: u32,     // src is stored (cols, rows)
+    width: u32,     // texels per row = ceil(cols / 4)
+    height: u32,    // texture rows (>= rows; the extra rows are zero)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> pack_dims: PackDims;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+
+fn src_at(r: u32, col: u32) -> f32 {
+    if (r >= pack_dims.rows || col >= pack_dims.cols) {
+        return 0.0;
+    }
+    if (pack_dims.trans != 0u) {
+        return src[col * pack_dims.rows + r];
+    }
+    return src[r * pack_dims.cols + col];
+}
+
+@compute @workgroup_size(64)
+fn pack(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = linear_workgroup(wid, nwg) * 64u + li;
+    if (t >= pack_dims.width * pack_dims.height) {
+        return;
+    }
+    let q = t % pack_dims.width;
+    let r = t / pack_dims.width;
+    let col = q * 4u;
+    let v = vec4(src_at(r, col), src_at(r, col + 1u), src_at(r, col + 2u), src_at(r, col + 3u));
+    textureStore(dst, vec2<u32>(q, r), v);
+}
+
+// ---------------------------------------------------------------------------------------
+// gemm_tex
+
+@group(0) @binding(1) var ta: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;
+
+// Workgroup of 8 (one llvmpipe SIMD vector): 32 rows x 16 columns; every index into `acc` is
+// a constant, so it stays in registers (a dynamic index would move it to scratch memory).
+@compute @workgroup_size(8)
+fn gemm_tex(
     @builtin(local_invocation_index) lane: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let tile = wid.x + nwg.x * (wid.y + nwg.y * wid.z);
+    let tile = linear_workgroup(wid, nwg);
     if (tile >= dims.tiles_m * dims.tiles_n) {
         return;
     }
-    let row0 = (tile % dims.tiles_m) * RR;
-    let col0 = (tile / dims.tiles_m) * 32u + lane * 4u;
-    let n4 = dims.n / 4u;
-    let cq = min(col0, dims.n - 4u) / 4u;
-    let last = dims.m - 1u;
-    var acc: array<vec4<f32>, RR>;
-    for (var kk = 0u; kk < dims.k; kk++) {
-        let bq = b4v[kk * n4 + cq];
-        for (var i = 0u; i < RR; i++) {
-            acc[i] = fma(vec4(a[min(row0 + i, last) * dims.k + kk]), bq, acc[i]);
+    let row0 = (tile % dims.tiles_m) * 32u + lane * 4u;
+    let last_row = dims.m - 1u;
+    let r0 = min(row0, last_row);
+    let r1 = min(row0 + 1u, last_row);
+    let r2 = min(row0 + 2u, last_row);
+    let r3 = min(row0 + 3u, last_row);
+    let last_q = (dims.n + 3u) / 4u - 1u;
+    let qbase = (tile / dims.tiles_m) * 4u;
+    let q0 = min(qbase, last_q);
+    let q1 = min(qbase + 1u, last_q);
+    let q2 = min(qbase + 2u, last_q);
+    let q3 = min(qbase + 3u, last_q);
+    var acc: array<vec4<f32>, 16>;   // acc[4 * i + j]: row i, texel j
+    let k4 = (dims.k + 3u) / 4u;
+    for (var kq = 0u; kq < k4; kq++) {
+        let a0 = textureLoad(ta, vec2<u32>(kq, r0));
+        let a1 = textureLoad(ta, vec2<u32>(kq, r1));
+        let a2 = textureLoad(ta, vec2<u32>(kq, r2));
+        let a3 = textureLoad(ta, vec2<u32>(kq, r3));
+        for (var s = 0u; s < 4u; s++) {
+            let kk = kq * 4u + s;
+            let b0 = textureLoad(tb, vec2<u32>(q0, kk));
+            let b1 = textureLoad(tb, vec2<u32>(q1, kk));
+            let b2 = textureLoad(tb, vec2<u32>(q2, kk));
+            let b3 = textureLoad(tb, vec2<u32>(q3, kk));
+            let x0 = vec4(a0[s]);
+            let x1 = vec4(a1[s]);
+            let x2 = vec4(a2[s]);
+            let x3 = vec4(a3[s]);
+            acc[0] = fma(x0, b0, acc[0]);
+            acc[1] = fma(x0, b1, acc[1]);
+            acc[2] = fma(x0, b2, acc[2]);
+            acc[3] = fma(x0, b3, acc[3]);
+            acc[4] = fma(x1, b0, acc[4]);
+            acc[5] = fma(x1, b1, acc[5]);
+            acc[6] = fma(x1, b2, acc[6]);
+            acc[7] = fma(x1, b3, acc[7]);
+            acc[8] = fma(x2, b0, acc[8]);
+            acc[9] = fma(x2, b1, acc[9]);
+            acc[10] = fma(x2, b2, acc[10]);
+            acc[11] = fma(x2, b3, acc[11]);
+            acc[12] = fma(x3, b0, acc[12]);
+            acc[13] = fma(x3, b1, acc[13]);
+            acc[14] = fma(x3, b2, acc[14]);
+            acc[15] = fma(x3, b3, acc[15]);
         }
     }
-    for (var i = 0u; i < RR; i++) {
-        store4(row0 + i, col0, acc[i]);
-    }
+    let col = qbase * 4u;
+    finish4(row0, col, acc[0]);
+    finish4(row0, col + 4u, acc[1]);
+    finish4(row0, col + 8u, acc[2]);
+    finish4(row0, col + 12u, acc[3]);
+    finish4(row0 + 1u, col, acc[4]);
+    finish4(row0 + 1u, col + 4u, acc[5]);
+    finish4(row0 + 1u, col + 8u, acc[6]);
+    finish4(row0 + 1u, col + 12u, acc[7]);
+    finish4(row0 + 2u, col, acc[8]);
+    finish4(row0 + 2u, col + 4u, acc[9]);
+    finish4(row0 + 2u, col + 8u, acc[10]);
+    finish4(row0 + 2u, col + 12u, acc[11]);
+    finish4(row0 + 3u, col, acc[12]);
+    finish4(row0 + 3u, col + 4u, acc[13]);
+    finish4(row0 + 3u, col + 8u, acc[14]);
+    finish4(row0 + 3u, col + 12u, acc[15]);
 }

@@ -91,7 +91,12 @@ impl AdamConfig {
             && self.weight_decay.is_finite()
             && self.weight_decay >= 0.0;
         if !ok {
-            return Err(Error::invalid("adam", format!("{self:?}: need finite lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0")));
+            return Err(Error::invalid(
+                "adam",
+                format!(
+                    "{self:?}: need finite lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0"
+                ),
+            ));
         }
         Ok(())
     }

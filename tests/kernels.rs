@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use wgtrain::cpu::{self, Activation, PointwiseLoss};
-use wgtrain::gpu::kernels::{self, Epilogue, GemmSpec};
+use wgtrain::gpu::kernels::{self, Epilogue, GemmPath, GemmSpec};
 use wgtrain::gpu::run;
 
 fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {
@@ -22,10 +22,22 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     let b = uniform(seed + 1, k * n, -1.0, 1.0);
     let c0 = uniform(seed + 2, m * n, -1.0, 1.0);
     let bias = uniform(seed + 3, n, -1.0, 1.0);
-    let (ga, gb, gc, gbias) = (upload("a", &a), upload("b", &b), upload("c", &c0), upload("bias", &bias));
-    let launch = kernels::gemm(ctx, &spec, ga.full(), gb.full(), Some(gbias.full()), gc.full())
-        .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
-    run(ctx, &[&launch]).unwrap();
+    let (ga, gb, gc, gbias) = (
+        upload("a", &a),
+        upload("b", &b),
+        upload("c", &c0),
+        upload("bias", &bias),
+    );
+    let launch = kernels::gemm(
+        ctx,
+        &spec,
+        ga.full(),
+        gb.full(),
+        Some(gbias.full()),
+        gc.full(),
+    )
+    .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+    launch.run(ctx).unwrap();
     let got = download(&gc);
 
     let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
@@ -46,7 +58,13 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     .unwrap();
     // Rounding error of a k-term f32 dot product grows like sqrt(k).
     let atol = 1e-5 * (k.max(1) as f64).sqrt();
-    assert_close(&format!("{spec:?}"), &got, want.as_slice().unwrap(), atol, 1e-4);
+    assert_close(
+        &format!("{spec:?}"),
+        &got,
+        want.as_slice().unwrap(),
+        atol,
+        1e-4,
+    );
 }
 
 #[test]
@@ -57,7 +75,9 @@ fn gemm_shape_sweep() {
         for &n in &[1usize, 7, 16, 17, 33, 127] {
             for &k in &[1usize, 4, 13, 32, 127] {
                 seed += 10;
-                check_gemm(GemmSpec::new(m, n, k), seed);
+                for path in [GemmPath::Texture, GemmPath::Tiled] {
+                    check_gemm(GemmSpec::new(m, n, k).path(path), seed);
+                }
             }
         }
     }
@@ -66,9 +86,20 @@ fn gemm_shape_sweep() {
 #[test]
 fn gemm_transposes_scales_and_epilogues() {
     let mut seed = 1000;
-    for &(m, n, k) in &[(1, 1, 1), (7, 13, 127), (33, 17, 64), (128, 10, 128), (64, 128, 100)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 13, 127),
+        (33, 17, 64),
+        (128, 10, 128),
+        (64, 128, 100),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            for epi in [Epilogue::None, Epilogue::Bias, Epilogue::BiasRelu, Epilogue::Relu] {
+            for epi in [
+                Epilogue::None,
+                Epilogue::Bias,
+                Epilogue::BiasRelu,
+                Epilogue::Relu,
+            ] {
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
                     seed += 10;
                     let spec = GemmSpec::new(m, n, k)
@@ -76,7 +107,8 @@ fn gemm_transposes_scales_and_epilogues() {
                         .trans_b(tb)
                         .scale(alpha, beta)
                         .epilogue(epi);
-                    check_gemm(spec, seed);
+                    check_gemm(spec.path(GemmPath::Texture), seed);
+                    check_gemm(spec.path(GemmPath::Tiled), seed);
                 }
             }
         }
@@ -92,6 +124,7 @@ fn gemm_mlp_shapes_and_large_cases() {
     check_gemm(GemmSpec::new(128, 784, 128).trans_b(true), 3);
     check_gemm(GemmSpec::new(128, 10, 128).epilogue(Epilogue::Bias), 4);
     check_gemm(GemmSpec::new(1031, 1025, 67), 5);
+    check_gemm(GemmSpec::new(1031, 1025, 67).path(GemmPath::Tiled), 5);
     check_gemm(GemmSpec::new(2053, 2049, 3), 6);
 }
 
@@ -103,8 +136,16 @@ fn gemm_beta_zero_ignores_nan_in_c() {
     let b = uniform(2, k * n, -1.0, 1.0);
     let gc = upload("c", &vec![f32::NAN; m * n]);
     let (ga, gb) = (upload("a", &a), upload("b", &b));
-    let l = kernels::gemm(ctx, &GemmSpec::new(m, n, k), ga.full(), gb.full(), None, gc.full()).unwrap();
-    run(ctx, &[&l]).unwrap();
+    let l = kernels::gemm(
+        ctx,
+        &GemmSpec::new(m, n, k),
+        ga.full(),
+        gb.full(),
+        None,
+        gc.full(),
+    )
+    .unwrap();
+    l.run(ctx).unwrap();
     assert!(download(&gc).iter().all(|v| v.is_finite()));
 }
 
@@ -113,20 +154,46 @@ fn gemm_rejects_bad_operands() {
     let ctx = gpu();
     let small = zeros("small", 10);
     let c = zeros("c", 100);
-    let err = kernels::gemm(ctx, &GemmSpec::new(10, 10, 10), small.full(), small.full(), None, c.full())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("gemm") && err.contains("`small`") && err.contains("needs 100"), "{err}");
-    let err = kernels::gemm(ctx, &GemmSpec::new(10, 10, 1).epilogue(Epilogue::Bias), small.full(), small.full(), None, c.full())
-        .unwrap_err()
-        .to_string();
+    let err = kernels::gemm(
+        ctx,
+        &GemmSpec::new(10, 10, 10),
+        small.full(),
+        small.full(),
+        None,
+        c.full(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gemm") && err.contains("`small`") && err.contains("needs 100"),
+        "{err}"
+    );
+    let err = kernels::gemm(
+        ctx,
+        &GemmSpec::new(10, 10, 1).epilogue(Epilogue::Bias),
+        small.full(),
+        small.full(),
+        None,
+        c.full(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("bias"), "{err}");
 }
 
 const ELEMENTWISE_SIZES: [usize; 9] = [1, 7, 13, 127, 255, 256, 257, 1031, 4 * 1024 * 1024 + 3];
 
 fn with_specials(mut v: Vec<f32>) -> Vec<f32> {
-    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 100.0, -100.0, 1e-8];
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        100.0,
+        -100.0,
+        1e-8,
+    ];
     for (slot, s) in v.iter_mut().zip(specials) {
         *slot = s;
     }
@@ -136,20 +203,41 @@ fn with_specials(mut v: Vec<f32>) -> Vec<f32> {
 #[test]
 fn activations_forward_and_backward() {
     let ctx = gpu();
-    for act in [Activation::Relu, Activation::Sigmoid, Activation::Tanh, Activation::Identity] {
+    for act in [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Identity,
+    ] {
         for (i, &n) in ELEMENTWISE_SIZES.iter().enumerate() {
             let x = with_specials(uniform(i as u64, n, -6.0, 6.0));
             let dy = uniform(i as u64 + 100, n, -1.0, 1.0);
-            let (gx, gdy, gy, gdx) = (upload("x", &x), upload("dy", &dy), zeros("y", n), zeros("dx", n));
+            let (gx, gdy, gy, gdx) = (
+                upload("x", &x),
+                upload("dy", &dy),
+                zeros("y", n),
+                zeros("dx", n),
+            );
             let fwd = kernels::activation_forward(ctx, act, n, gx.full(), gy.full()).unwrap();
-            let bwd = kernels::activation_backward(ctx, act, n, gy.full(), gdy.full(), gdx.full()).unwrap();
+            let bwd = kernels::activation_backward(ctx, act, n, gy.full(), gdy.full(), gdx.full())
+                .unwrap();
             run(ctx, &[&fwd, &bwd]).unwrap();
             let y = download(&gy);
             let want_y: Vec<f64> = x.iter().map(|&v| act.apply(v as f64)).collect();
             assert_close(&format!("{act:?} forward n={n}"), &y, &want_y, 1e-6, 1e-6);
             // The backward is checked from the GPU's own y, so it tests the backward alone.
-            let want_dx: Vec<f64> = y.iter().zip(&dy).map(|(&y, &d)| act.grad(y as f64, d as f64)).collect();
-            assert_close(&format!("{act:?} backward n={n}"), &download(&gdx), &want_dx, 1e-6, 1e-6);
+            let want_dx: Vec<f64> = y
+                .iter()
+                .zip(&dy)
+                .map(|(&y, &d)| act.grad(y as f64, d as f64))
+                .collect();
+            assert_close(
+                &format!("{act:?} backward n={n}"),
+                &download(&gdx),
+                &want_dx,
+                1e-6,
+                1e-6,
+            );
         }
     }
 }
@@ -157,7 +245,14 @@ fn activations_forward_and_backward() {
 #[test]
 fn bias_add_and_column_sum() {
     let ctx = gpu();
-    for &(rows, cols) in &[(1, 1), (7, 13), (127, 10), (128, 257), (1031, 3), (4097, 1025)] {
+    for &(rows, cols) in &[
+        (1, 1),
+        (7, 13),
+        (127, 10),
+        (128, 257),
+        (1031, 3),
+        (4097, 1025),
+    ] {
         let y0 = uniform(rows as u64, rows * cols, -1.0, 1.0);
         let bias = uniform(cols as u64, cols, -1.0, 1.0);
         let (gy, gb) = (upload("y", &y0), upload("bias", &bias));
@@ -169,19 +264,48 @@ fn bias_add_and_column_sum() {
         run(ctx, &[&add, &sum, &acc]).unwrap();
         let mut want = arr2(rows, cols, &y0);
         cpu::bias_add(&mut want, Array1::from(to_f64(&bias)).view()).unwrap();
-        assert_close("bias_add", &download(&gy), want.as_slice().unwrap(), 1e-6, 1e-6);
+        assert_close(
+            "bias_add",
+            &download(&gy),
+            want.as_slice().unwrap(),
+            1e-6,
+            1e-6,
+        );
         let want_sum = cpu::column_sum(want.view());
         let atol = 1e-5 * (rows as f64).sqrt();
-        assert_close("column_sum", &download(&gsum), want_sum.as_slice().unwrap(), atol, 1e-4);
-        let want_acc: Vec<f64> = want_sum.iter().zip(&prior).map(|(s, &p)| s + p as f64).collect();
-        assert_close("column_sum accumulate", &download(&gacc), &want_acc, atol, 1e-4);
+        assert_close(
+            "column_sum",
+            &download(&gsum),
+            want_sum.as_slice().unwrap(),
+            atol,
+            1e-4,
+        );
+        let want_acc: Vec<f64> = want_sum
+            .iter()
+            .zip(&prior)
+            .map(|(s, &p)| s + p as f64)
+            .collect();
+        assert_close(
+            "column_sum accumulate",
+            &download(&gacc),
+            &want_acc,
+            atol,
+            1e-4,
+        );
     }
 }
 
 #[test]
 fn softmax_forward_backward_and_extremes() {
     let ctx = gpu();
-    for &(rows, cols) in &[(1, 1), (1, 7), (13, 10), (127, 13), (257, 1031), (4097, 1025)] {
+    for &(rows, cols) in &[
+        (1, 1),
+        (1, 7),
+        (13, 10),
+        (127, 13),
+        (257, 1031),
+        (4097, 1025),
+    ] {
         let mut x = uniform(rows as u64, rows * cols, -10.0, 10.0);
         if rows * cols > 8 {
             // Huge logits must stay finite thanks to the max subtraction; a NaN poisons its row.
@@ -191,35 +315,80 @@ fn softmax_forward_backward_and_extremes() {
             x[nan_at] = f32::NAN;
         }
         let dy = uniform(rows as u64 + 1, rows * cols, -1.0, 1.0);
-        let (gx, gdy, gy, gdx) = (upload("x", &x), upload("dy", &dy), zeros("y", rows * cols), zeros("dx", rows * cols));
+        let (gx, gdy, gy, gdx) = (
+            upload("x", &x),
+            upload("dy", &dy),
+            zeros("y", rows * cols),
+            zeros("dx", rows * cols),
+        );
         let f = kernels::softmax_forward(ctx, rows, cols, gx.full(), gy.full()).unwrap();
-        let b = kernels::softmax_backward(ctx, rows, cols, gy.full(), gdy.full(), gdx.full()).unwrap();
+        let b =
+            kernels::softmax_backward(ctx, rows, cols, gy.full(), gdy.full(), gdx.full()).unwrap();
         run(ctx, &[&f, &b]).unwrap();
         let y = download(&gy);
         let want = cpu::softmax_forward(arr2(rows, cols, &x).view());
         assert_close("softmax", &y, want.as_slice().unwrap(), 1e-6, 1e-5);
         if rows * cols > 8 && cols > 1 {
-            assert!(y[..cols].iter().all(|v| v.is_finite()), "row with +-1e4 must be finite");
+            assert!(
+                y[..cols].iter().all(|v| v.is_finite()),
+                "row with +-1e4 must be finite"
+            );
         }
         let y64 = arr2(rows, cols, &y);
         let want_dx = cpu::softmax_backward(y64.view(), arr2(rows, cols, &dy).view()).unwrap();
-        assert_close("softmax_backward", &download(&gdx), want_dx.as_slice().unwrap(), 1e-6, 1e-5);
+        assert_close(
+            "softmax_backward",
+            &download(&gdx),
+            want_dx.as_slice().unwrap(),
+            1e-6,
+            1e-5,
+        );
     }
 }
 
 fn check_xent(rows: usize, cols: usize, logits: &[f32], labels: &[u32]) {
     let ctx = gpu();
-    let (gl, glab, gg, gout) = (upload("logits", logits), upload_u32("labels", labels), zeros("grad", rows * cols), zeros("loss", 1));
-    let l = kernels::softmax_xent(ctx, rows, cols, gl.full(), glab.full(), gg.full(), gout.full()).unwrap();
-    run(ctx, &l.launches.iter().collect::<Vec<_>>()).unwrap();
-    let (loss, grad) = cpu::softmax_xent(arr2(rows, cols, logits).view(), ArrayView1::from(labels)).unwrap();
-    assert_close("xent grad", &download(&gg), grad.as_slice().unwrap(), 1e-6, 1e-5);
+    let (gl, glab, gg, gout) = (
+        upload("logits", logits),
+        upload_u32("labels", labels),
+        zeros("grad", rows * cols),
+        zeros("loss", 1),
+    );
+    let l = kernels::softmax_xent(
+        ctx,
+        rows,
+        cols,
+        gl.full(),
+        glab.full(),
+        gg.full(),
+        gout.full(),
+    )
+    .unwrap();
+    l.run(ctx).unwrap();
+    let (loss, grad) =
+        cpu::softmax_xent(arr2(rows, cols, logits).view(), ArrayView1::from(labels)).unwrap();
+    assert_close(
+        "xent grad",
+        &download(&gg),
+        grad.as_slice().unwrap(),
+        1e-6,
+        1e-5,
+    );
     assert_close("xent loss", &download(&gout), &[loss], 1e-5, 1e-4);
 }
 
 #[test]
 fn softmax_cross_entropy() {
-    for &(rows, cols) in &[(1, 1), (1, 10), (7, 13), (64, 10), (65, 10), (128, 10), (1031, 127), (4100, 1025)] {
+    for &(rows, cols) in &[
+        (1, 1),
+        (1, 10),
+        (7, 13),
+        (64, 10),
+        (65, 10),
+        (128, 10),
+        (1031, 127),
+        (4100, 1025),
+    ] {
         let logits = uniform(rows as u64, rows * cols, -5.0, 5.0);
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 7919) % cols) as u32).collect();
         check_xent(rows, cols, &logits, &labels);
@@ -227,30 +396,71 @@ fn softmax_cross_entropy() {
     // Extreme logits stay finite; an out-of-range label makes the loss NaN.
     check_xent(2, 3, &[1e4, -1e4, 0.0, -1e4, 1e4, 0.0], &[0, 2]);
     let ctx = gpu();
-    let (gl, glab, gg, gout) = (upload("logits", &[0.0; 6]), upload_u32("labels", &[0, 5]), zeros("grad", 6), zeros("loss", 1));
-    let l = kernels::softmax_xent(ctx, 2, 3, gl.full(), glab.full(), gg.full(), gout.full()).unwrap();
-    run(ctx, &l.launches.iter().collect::<Vec<_>>()).unwrap();
+    let (gl, glab, gg, gout) = (
+        upload("logits", &[0.0; 6]),
+        upload_u32("labels", &[0, 5]),
+        zeros("grad", 6),
+        zeros("loss", 1),
+    );
+    let l =
+        kernels::softmax_xent(ctx, 2, 3, gl.full(), glab.full(), gg.full(), gout.full()).unwrap();
+    l.run(ctx).unwrap();
     assert!(download(&gout)[0].is_nan());
 }
 
 #[test]
 fn pointwise_losses() {
     let ctx = gpu();
-    for kind in [PointwiseLoss::MeanSquaredError, PointwiseLoss::BinaryCrossEntropy, PointwiseLoss::BinaryCrossEntropyWithLogits] {
+    for kind in [
+        PointwiseLoss::MeanSquaredError,
+        PointwiseLoss::BinaryCrossEntropy,
+        PointwiseLoss::BinaryCrossEntropyWithLogits,
+    ] {
         for &n in &[1usize, 7, 64, 127, 1031, 4 * 1024 * 1024 + 3] {
             let p = match kind {
                 PointwiseLoss::BinaryCrossEntropy => uniform(n as u64, n, 0.0, 1.0),
                 _ => uniform(n as u64, n, -4.0, 4.0),
             };
-            let t: Vec<f32> = uniform(n as u64 + 5, n, 0.0, 1.0).iter().map(|v| v.round()).collect();
-            let (gp, gt, gg, gout) = (upload("p", &p), upload("t", &t), zeros("grad", n), zeros("loss", 1));
-            let l = kernels::pointwise_loss(ctx, kind, n, gp.full(), gt.full(), gg.full(), gout.full()).unwrap();
-            run(ctx, &l.launches.iter().collect::<Vec<_>>()).unwrap();
-            let (loss, grad) = cpu::pointwise_loss(kind, ArrayView2::from_shape((1, n), &to_f64(&p)).unwrap(), ArrayView2::from_shape((1, n), &to_f64(&t)).unwrap()).unwrap();
+            let t: Vec<f32> = uniform(n as u64 + 5, n, 0.0, 1.0)
+                .iter()
+                .map(|v| v.round())
+                .collect();
+            let (gp, gt, gg, gout) = (
+                upload("p", &p),
+                upload("t", &t),
+                zeros("grad", n),
+                zeros("loss", 1),
+            );
+            let l =
+                kernels::pointwise_loss(ctx, kind, n, gp.full(), gt.full(), gg.full(), gout.full())
+                    .unwrap();
+            l.run(ctx).unwrap();
+            let (loss, grad) = cpu::pointwise_loss(
+                kind,
+                ArrayView2::from_shape((1, n), &to_f64(&p)).unwrap(),
+                ArrayView2::from_shape((1, n), &to_f64(&t)).unwrap(),
+            )
+            .unwrap();
             // BCE's gradient divides by q(1-q), which amplifies f32's rounding of log/clamp.
-            let rtol = if kind == PointwiseLoss::BinaryCrossEntropy { 1e-4 } else { 1e-5 };
-            assert_close(&format!("{kind:?} grad n={n}"), &download(&gg), grad.as_slice().unwrap(), 1e-6 / n as f64, rtol);
-            assert_close(&format!("{kind:?} loss n={n}"), &download(&gout), &[loss], 1e-5, 1e-4);
+            let rtol = if kind == PointwiseLoss::BinaryCrossEntropy {
+                1e-4
+            } else {
+                1e-5
+            };
+            assert_close(
+                &format!("{kind:?} grad n={n}"),
+                &download(&gg),
+                grad.as_slice().unwrap(),
+                1e-6 / n as f64,
+                rtol,
+            );
+            assert_close(
+                &format!("{kind:?} loss n={n}"),
+                &download(&gout),
+                &[loss],
+                1e-5,
+                1e-4,
+            );
         }
     }
 }

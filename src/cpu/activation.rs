@@ -71,7 +71,9 @@ pub fn activation_backward<T: Scalar>(
             format!("y is {:?}, dy is {:?}", y.shape(), dy.shape()),
         ));
     }
-    Ok(Zip::from(&y).and(&dy).map_collect(|&y, &dy| act.grad(y, dy)))
+    Ok(Zip::from(&y)
+        .and(&dy)
+        .map_collect(|&y, &dy| act.grad(y, dy)))
 }
 
 /// y += bias, broadcast over rows of a (rows, cols) array.

@@ -40,7 +40,10 @@ pub fn gemm<T: Scalar>(
         (true, v) => {
             return Err(Error::shape(
                 "gemm",
-                format!("bias of {} elements for {n} columns", v.map_or(0, |v| v.len())),
+                format!(
+                    "bias of {} elements for {n} columns",
+                    v.map_or(0, |v| v.len())
+                ),
             ))
         }
         (false, _) => None,

@@ -1,4 +1,4 @@
-use ndarray::{ArrayViewMut1, ArrayView1, Zip};
+use ndarray::{ArrayView1, ArrayViewMut1, Zip};
 
 use super::Scalar;
 use crate::error::{Error, Result};
@@ -22,7 +22,11 @@ pub fn sgd_step<T: Scalar>(
     mut velocity: ArrayViewMut1<'_, T>,
 ) -> Result<()> {
     check("sgd_step", param.len(), grad.len(), &[velocity.len()])?;
-    let (lr, mom, wd) = (T::of(cfg.lr as f64), T::of(cfg.momentum as f64), T::of(cfg.weight_decay as f64));
+    let (lr, mom, wd) = (
+        T::of(cfg.lr as f64),
+        T::of(cfg.momentum as f64),
+        T::of(cfg.weight_decay as f64),
+    );
     Zip::from(&mut param)
         .and(&grad)
         .and(&mut velocity)

@@ -23,7 +23,10 @@ pub fn softmax_forward<T: Scalar>(x: ArrayView2<'_, T>) -> Array2<T> {
 }
 
 /// dx = y * (dy - sum(dy * y)) per row.
-pub fn softmax_backward<T: Scalar>(y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>) -> Result<Array2<T>> {
+pub fn softmax_backward<T: Scalar>(
+    y: ArrayView2<'_, T>,
+    dy: ArrayView2<'_, T>,
+) -> Result<Array2<T>> {
     if y.dim() != dy.dim() {
         return Err(Error::shape(
             "softmax_backward",
@@ -32,7 +35,9 @@ pub fn softmax_backward<T: Scalar>(y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>) 
     }
     let mut dx = Array2::zeros(y.dim());
     for ((y, dy), mut dx) in y.rows().into_iter().zip(dy.rows()).zip(dx.rows_mut()) {
-        let dot = Zip::from(&y).and(&dy).fold(T::zero(), |acc, &y, &dy| acc + y * dy);
+        let dot = Zip::from(&y)
+            .and(&dy)
+            .fold(T::zero(), |acc, &y, &dy| acc + y * dy);
         Zip::from(&mut dx)
             .and(&y)
             .and(&dy)

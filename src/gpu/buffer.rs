@@ -75,6 +75,11 @@ impl GpuBuffer {
         self.len == 0
     }
 
+    /// The underlying wgpu buffer, for users who mix their own passes with ours.
+    pub fn wgpu_buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
     /// The label given at creation (used in error messages).
     pub fn label(&self) -> &str {
         &self.label
@@ -112,7 +117,10 @@ impl GpuBuffer {
     /// Writes `data` at element `offset` (queued; visible to later submissions).
     pub fn write<T: Pod>(&self, ctx: &GpuContext, offset: usize, data: &[T]) -> Result<()> {
         check_elem::<T>()?;
-        if offset.checked_add(data.len()).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > self.len)
+        {
             return Err(Error::invalid(
                 "write",
                 format!(
@@ -179,12 +187,10 @@ impl View<'_> {
                 label: label.to_string(),
                 message: e.to_string(),
             })?;
-        let range = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::ReadBack {
-                label: label.to_string(),
-                message: e.to_string(),
-            })?;
+        let range = staging.get_mapped_range(..).map_err(|e| Error::ReadBack {
+            label: label.to_string(),
+            message: e.to_string(),
+        })?;
         let out = bytemuck::cast_slice::<u8, T>(&range).to_vec();
         drop(range);
         staging.unmap();
@@ -216,7 +222,8 @@ impl GpuTensor {
     /// A zero tensor of the given shape.
     pub fn zeros(ctx: &GpuContext, label: &str, shape: &[usize]) -> Result<Self> {
         let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let len = len.ok_or_else(|| Error::invalid("zeros", format!("shape {shape:?} overflows")))?;
+        let len =
+            len.ok_or_else(|| Error::invalid("zeros", format!("shape {shape:?} overflows")))?;
         Ok(GpuTensor {
             buffer: GpuBuffer::zeros(ctx, label, len)?,
             shape: shape.to_vec(),
@@ -260,10 +267,12 @@ fn check_elem<T: Pod>() -> Result<()> {
 }
 
 fn byte_len(label: &str, len: usize) -> Result<u64> {
-    (len as u64).checked_mul(4).ok_or_else(|| Error::BufferTooLarge {
-        label: label.to_string(),
-        bytes: u64::MAX,
-        limit: u64::MAX,
-        which: "address space",
-    })
+    (len as u64)
+        .checked_mul(4)
+        .ok_or_else(|| Error::BufferTooLarge {
+            label: label.to_string(),
+            bytes: u64::MAX,
+            limit: u64::MAX,
+            which: "address space",
+        })
 }

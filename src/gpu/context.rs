@@ -50,7 +50,8 @@ pub struct GpuContext {
     timeout: Duration,
     lost: Arc<Mutex<Option<(String, String)>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
-    pub(crate) pipelines: Mutex<HashMap<crate::gpu::kernels::PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) pipelines:
+        Mutex<HashMap<crate::gpu::kernels::PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
 }
 
@@ -115,7 +116,10 @@ impl GpuContext {
         // GL adapters cannot run compute with our storage-buffer counts; prefer anything else.
         adapters.sort_by_key(|a| {
             let info = a.get_info();
-            (info.backend == wgpu::Backend::Gl, device_type_rank(info.device_type))
+            (
+                info.backend == wgpu::Backend::Gl,
+                device_type_rank(info.device_type),
+            )
         });
         let Some(adapter) = adapters.into_iter().next() else {
             return Err(Error::NoAdapter {

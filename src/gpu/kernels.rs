@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
-use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Launch, View};
+use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
 use crate::optim::{AdamConfig, SgdConfig};
 
 pub(crate) use crate::gpu::launch::PipelineKey;
@@ -54,6 +54,8 @@ pub struct GemmSpec {
     /// 0 means C is written without being read.
     pub beta: f32,
     pub epilogue: Epilogue,
+    /// Forces a kernel path; `None` lets [`gemm_path`] choose by adapter and shape.
+    pub path: Option<GemmPath>,
 }
 
 impl GemmSpec {
@@ -68,7 +70,15 @@ impl GemmSpec {
             alpha: 1.0,
             beta: 0.0,
             epilogue: Epilogue::None,
+            path: None,
         }
+    }
+
+    /// Forces a kernel path (for tests and benchmarks); a texture path the shape cannot take
+    /// falls back to the tiled one.
+    pub fn path(mut self, p: GemmPath) -> Self {
+        self.path = Some(p);
+        self
     }
 
     /// Uses A transposed (stored (k, m)).
@@ -112,7 +122,18 @@ struct GemmDims {
     tiles_n: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    trans: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct PackDims {
+    rows: u32,
+    cols: u32,
+    trans: u32,
+    width: u32,
+    height: u32,
+    _pad: [u32; 3],
 }
 
 fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()> {
@@ -133,17 +154,47 @@ fn dim_u32(op: &'static str, name: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(op, format!("{name} = {v} exceeds u32")))
 }
 
-/// Which GEMM kernel a spec runs on this adapter, and its tile (rows, columns) per workgroup.
-fn gemm_variant(ctx: &GpuContext, spec: &GemmSpec) -> (&'static str, &'static str, u32, u32) {
-    let _ = ctx.kind() == AdapterKind::Cpu;
-    let _ = spec;
-    if std::env::var("WGTRAIN_N16").is_ok() { return ("gemm", "gemm_n16", 8, 128); }
-    if let Ok(r) = std::env::var("WGTRAIN_C4") { return ("gemm", "gemm_c4", r.parse().unwrap(), 32); }
-    ("gemm", "gemm_k4", 32, 8)
+/// The two GEMM paths (see shaders/gemm.wgsl for why both exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    /// Shared-memory tiles over storage buffers: real GPUs, and any shape.
+    Tiled,
+    /// Operands packed into textures, then a register-blocked kernel: CPU adapters.
+    Texture,
 }
 
-/// Builds a GEMM launch. `a`, `b`, `c` (and `bias` for a bias epilogue) are views of at least
-/// m*k, k*n, m*n (and n) elements.
+/// The path a spec takes on this adapter: textures on CPU adapters when the packed operands fit
+/// the texture limits, shared-memory tiles otherwise.
+pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
+    let max = ctx.limits().max_texture_dimension_2d as usize;
+    let k4 = spec.k.div_ceil(4);
+    let fits = spec.m <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
+    let wanted = spec.path.unwrap_or(match ctx.kind() {
+        AdapterKind::Cpu => GemmPath::Texture,
+        AdapterKind::Gpu => GemmPath::Tiled,
+    });
+    if wanted == GemmPath::Texture && fits && spec.k > 0 {
+        GemmPath::Texture
+    } else {
+        GemmPath::Tiled
+    }
+}
+
+/// Builds a GEMM. `a`, `b`, `c` (and `bias` for a bias epilogue) are views of at least
+/// m*k, k*n, m*n (and n) elements. On CPU adapters the returned kernel also owns two packed
+/// textures and runs three launches (pack A, pack B, multiply).
+///
+/// ```no_run
+/// use wgtrain::gpu::{kernels::{self, GemmSpec}, GpuBuffer, GpuContext};
+/// let ctx = GpuContext::new()?;
+/// let a = GpuBuffer::from_slice(&ctx, "a", &[1.0f32, 2.0, 3.0, 4.0])?; // (2, 2)
+/// let b = GpuBuffer::from_slice(&ctx, "b", &[1.0f32, 0.0, 0.0, 1.0])?; // identity
+/// let c = GpuBuffer::zeros(&ctx, "c", 4)?;
+/// let gemm = kernels::gemm(&ctx, &GemmSpec::new(2, 2, 2), a.full(), b.full(), None, c.full())?;
+/// gemm.run(&ctx)?;
+/// assert_eq!(c.read::<f32>(&ctx)?, vec![1.0, 2.0, 3.0, 4.0]);
+/// # Ok::<(), wgtrain::Error>(())
+/// ```
 pub fn gemm(
     ctx: &GpuContext,
     spec: &GemmSpec,
@@ -151,7 +202,7 @@ pub fn gemm(
     b: View<'_>,
     bias: Option<View<'_>>,
     c: View<'_>,
-) -> Result<Launch> {
+) -> Result<Kernel> {
     const OP: &str = "gemm";
     let (m, n, k) = (spec.m, spec.n, spec.k);
     if m == 0 || n == 0 {
@@ -166,12 +217,19 @@ pub fn gemm(
             v
         }
         (true, None) => {
-            return Err(Error::invalid(OP, "epilogue adds a bias but no bias was given"))
+            return Err(Error::invalid(
+                OP,
+                "epilogue adds a bias but no bias was given",
+            ))
         }
         // Unused by the kernel; any read-only view fills the slot.
         (false, _) => a,
     };
-    let (shader, entry, rows, cols) = gemm_variant(ctx, spec);
+    let path = gemm_path(ctx, spec);
+    let (rows, cols) = match path {
+        GemmPath::Tiled => (64, 64),
+        GemmPath::Texture => (32, 16),
+    };
     let tiles_m = dim_u32(OP, "m", m)?.div_ceil(rows);
     let tiles_n = dim_u32(OP, "n", n)?.div_ceil(cols);
     let dims = GemmDims {
@@ -182,30 +240,113 @@ pub fn gemm(
         tiles_n,
         alpha: spec.alpha,
         beta: spec.beta,
-        _pad: 0,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1,
     };
     let workgroups = tiles_m
         .checked_mul(tiles_n)
         .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
-    Launch::new(
+    let constants = vec![("EPILOGUE", spec.epilogue.code())];
+    match path {
+        GemmPath::Tiled => {
+            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
+            let launch = Launch::new(
+                ctx,
+                LaunchDesc {
+                    shader: "gemm",
+                    entry: "gemm_tiled",
+                    constants,
+                    params: dims,
+                    bindings: vec![
+                        Binding::Read(a),
+                        Binding::Read(b),
+                        Binding::Read(bias),
+                        Binding::ReadWrite(c),
+                    ],
+                    workgroups,
+                },
+            )?;
+            Ok(Kernel::new(vec![launch], vec![], vec![]))
+        }
+        GemmPath::Texture => {
+            let k4 = k.div_ceil(4);
+            // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
+            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
+            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
+            let view_a = ta.create_view(&Default::default());
+            let view_b = tb.create_view(&Default::default());
+            let multiply = Launch::new(
+                ctx,
+                LaunchDesc {
+                    shader: "gemm",
+                    entry: "gemm_tex",
+                    constants,
+                    params: dims,
+                    bindings: vec![
+                        Binding::TextureRead(&view_a),
+                        Binding::TextureRead(&view_b),
+                        Binding::Read(bias),
+                        Binding::ReadWrite(c),
+                    ],
+                    workgroups,
+                },
+            )?;
+            Ok(Kernel::new(
+                vec![pack_a, pack_b, multiply],
+                vec![],
+                vec![ta, tb],
+            ))
+        }
+    }
+}
+
+/// A texture of `height` rows of ceil(cols/4) rgba32float texels holding op(src) (rows, cols),
+/// zero-padded, and the launch that fills it.
+fn pack(
+    ctx: &GpuContext,
+    label: &str,
+    src: View<'_>,
+    rows: usize,
+    cols: usize,
+    trans: bool,
+    height: usize,
+) -> Result<(wgpu::Texture, Launch)> {
+    let width = cols.div_ceil(4).max(1);
+    let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
+        ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: width as u32,
+                height: height.max(1) as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::STORAGE_BINDING,
+            view_formats: &[],
+        })
+    })?;
+    let view = texture.create_view(&Default::default());
+    let launch = Launch::new(
         ctx,
         LaunchDesc {
-            shader,
-            entry,
-            constants: vec![
-                ("TRANS_B", spec.trans_b as i64),
-                ("EPILOGUE", spec.epilogue.code()),
-            ],
-            params: dims,
-            bindings: vec![
-                Binding::Read(a),
-                Binding::Read(b),
-                Binding::Read(bias),
-                Binding::ReadWrite(c),
-            ],
-            workgroups,
+            shader: "gemm",
+            entry: "pack",
+            constants: vec![],
+            params: PackDims {
+                rows: rows as u32,
+                cols: cols as u32,
+                trans: trans as u32,
+                width: width as u32,
+                height: height.max(1) as u32,
+                _pad: [0; 3],
+            },
+            bindings: vec![Binding::Read(src), Binding::TextureWrite(&view)],
+            workgroups: groups(width * height.max(1), 64)?,
         },
-    )
+    )?;
+    Ok((texture, launch))
 }
 
 #[repr(C)]
@@ -421,10 +562,20 @@ struct MeanDims {
 }
 
 /// `total[0] = scale * sum(src[..n])`, deterministic.
-pub fn mean(ctx: &GpuContext, n: usize, scale: f32, src: View<'_>, total: View<'_>) -> Result<Launch> {
+pub fn mean(
+    ctx: &GpuContext,
+    n: usize,
+    scale: f32,
+    src: View<'_>,
+    total: View<'_>,
+) -> Result<Launch> {
     need("mean", "src", &src, n)?;
     need("mean", "total", &total, 1)?;
-    check_loops("mean", &format!("summing {n} elements"), n.div_ceil(256) + 8)?;
+    check_loops(
+        "mean",
+        &format!("summing {n} elements"),
+        n.div_ceil(256) + 8,
+    )?;
     Launch::new(
         ctx,
         LaunchDesc {
@@ -442,13 +593,6 @@ pub fn mean(ctx: &GpuContext, n: usize, scale: f32, src: View<'_>, total: View<'
     )
 }
 
-/// A loss: its launches (gradient pass, then the mean) and the per-row scratch they share.
-#[derive(Debug)]
-pub struct LossLaunch {
-    pub launches: [Launch; 2],
-    _scratch: GpuBuffer,
-}
-
 /// Fused softmax + cross-entropy from `u32` labels: one pass writes d_logits to `grad` and each
 /// row's loss to a scratch buffer; a second launch writes the mean loss to `out[0]`.
 #[allow(clippy::too_many_arguments)]
@@ -460,10 +604,13 @@ pub fn softmax_xent(
     labels: View<'_>,
     grad: View<'_>,
     out: View<'_>,
-) -> Result<LossLaunch> {
+) -> Result<Kernel> {
     const OP: &str = "softmax_xent";
     if rows == 0 || cols == 0 {
-        return Err(Error::invalid(OP, format!("empty logits ({rows} x {cols})")));
+        return Err(Error::invalid(
+            OP,
+            format!("empty logits ({rows} x {cols})"),
+        ));
     }
     need(OP, "logits", &logits, rows * cols)?;
     need(OP, "labels", &labels, rows)?;
@@ -487,10 +634,7 @@ pub fn softmax_xent(
         },
     )?;
     let mean = mean(ctx, rows, 1.0 / rows as f32, scratch.full(), out)?;
-    Ok(LossLaunch {
-        launches: [rows_pass, mean],
-        _scratch: scratch,
-    })
+    Ok(Kernel::new(vec![rows_pass, mean], vec![scratch], vec![]))
 }
 
 /// A pointwise loss over `n` elements: gradient of the mean to `grad`, mean loss to `out[0]`.
@@ -502,11 +646,15 @@ pub fn pointwise_loss(
     target: View<'_>,
     grad: View<'_>,
     out: View<'_>,
-) -> Result<LossLaunch> {
+) -> Result<Kernel> {
     if n == 0 {
         return Err(Error::invalid("pointwise_loss", "no elements"));
     }
-    for (what, v) in [("prediction", &prediction), ("target", &target), ("grad", &grad)] {
+    for (what, v) in [
+        ("prediction", &prediction),
+        ("target", &target),
+        ("grad", &grad),
+    ] {
         need("pointwise_loss", what, v, n)?;
     }
     let code = match kind {
@@ -532,10 +680,7 @@ pub fn pointwise_loss(
         },
     )?;
     let mean = mean(ctx, n, 1.0 / n as f32, scratch.full(), out)?;
-    Ok(LossLaunch {
-        launches: [elems, mean],
-        _scratch: scratch,
-    })
+    Ok(Kernel::new(vec![elems, mean], vec![scratch], vec![]))
 }
 
 /// Uniform block of the `sgd` kernel.
@@ -618,7 +763,11 @@ pub fn sgd(
     grad: View<'_>,
     velocity: View<'_>,
 ) -> Result<Launch> {
-    check_flat("sgd", n, &[("param", &param), ("grad", &grad), ("velocity", &velocity)])?;
+    check_flat(
+        "sgd",
+        n,
+        &[("param", &param), ("grad", &grad), ("velocity", &velocity)],
+    )?;
     Launch::new(
         ctx,
         LaunchDesc {
@@ -648,7 +797,11 @@ pub fn adam(
     m: View<'_>,
     v: View<'_>,
 ) -> Result<Launch> {
-    check_flat("adam", n, &[("param", &param), ("grad", &grad), ("m", &m), ("v", &v)])?;
+    check_flat(
+        "adam",
+        n,
+        &[("param", &param), ("grad", &grad), ("m", &m), ("v", &v)],
+    )?;
     Launch::new(
         ctx,
         LaunchDesc {

@@ -12,7 +12,6 @@ use crate::gpu::{GpuContext, View};
 pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
     Some(match name {
         "gemm" => include_str!("../../shaders/gemm.wgsl"),
-        "gemm_tiled" => include_str!("../../shaders/gemm_tiled.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
@@ -29,21 +28,42 @@ pub(crate) struct PipelineKey {
     entry: &'static str,
     /// Override constants as (name, value); values are small integers.
     constants: Vec<(&'static str, i64)>,
-    /// Access of each storage binding after the uniform at binding 0 (true = read-write).
-    writes: Vec<bool>,
+    /// Kind of each binding after the uniform at binding 0.
+    kinds: Vec<BindKind>,
 }
 
-/// One storage binding of a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BindKind {
+    Read,
+    ReadWrite,
+    TextureRead,
+    TextureWrite,
+}
+
+/// One binding of a launch after its uniform block: a storage-buffer view or an
+/// `rgba32float` storage texture.
 #[derive(Debug, Clone, Copy)]
 pub enum Binding<'a> {
     Read(View<'a>),
     ReadWrite(View<'a>),
+    TextureRead(&'a wgpu::TextureView),
+    TextureWrite(&'a wgpu::TextureView),
 }
 
 impl<'a> Binding<'a> {
-    fn view(&self) -> &View<'a> {
+    fn view(&self) -> Option<&View<'a>> {
         match self {
-            Binding::Read(v) | Binding::ReadWrite(v) => v,
+            Binding::Read(v) | Binding::ReadWrite(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> BindKind {
+        match self {
+            Binding::Read(_) => BindKind::Read,
+            Binding::ReadWrite(_) => BindKind::ReadWrite,
+            Binding::TextureRead(_) => BindKind::TextureRead,
+            Binding::TextureWrite(_) => BindKind::TextureWrite,
         }
     }
 }
@@ -93,8 +113,7 @@ impl Launch {
         let label = format!("{}::{}", desc.shader, desc.entry);
         let limits = ctx.limits();
         let align = limits.min_storage_buffer_offset_alignment as usize;
-        for b in &desc.bindings {
-            let v = b.view();
+        for v in desc.bindings.iter().filter_map(Binding::view) {
             if (v.offset * 4) % align != 0 {
                 return Err(Error::invalid(
                     "launch",
@@ -107,11 +126,11 @@ impl Launch {
                 ));
             }
             let bytes = (v.len.max(1) * 4) as u64;
-            if bytes > limits.max_storage_buffer_binding_size as u64 {
+            if bytes > limits.max_storage_buffer_binding_size {
                 return Err(Error::BufferTooLarge {
                     label: format!("{} (bound by {label})", v.buffer.label()),
                     bytes,
-                    limit: limits.max_storage_buffer_binding_size as u64,
+                    limit: limits.max_storage_buffer_binding_size,
                     which: "max_storage_buffer_binding_size",
                 });
             }
@@ -131,11 +150,7 @@ impl Launch {
             shader: desc.shader,
             entry: desc.entry,
             constants: desc.constants,
-            writes: desc
-                .bindings
-                .iter()
-                .map(|b| matches!(b, Binding::ReadWrite(_)))
-                .collect(),
+            kinds: desc.bindings.iter().map(Binding::kind).collect(),
         };
         let pipeline = pipeline(ctx, &key)?;
         ctx.scoped(&format!("building launch {label}"), || {
@@ -152,14 +167,21 @@ impl Launch {
                 resource: params.as_entire_binding(),
             }];
             for (i, b) in desc.bindings.iter().enumerate() {
-                let v = b.view();
+                let resource = match b {
+                    Binding::Read(v) | Binding::ReadWrite(v) => {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &v.buffer.buffer,
+                            offset: v.offset as u64 * 4,
+                            size: wgpu::BufferSize::new(v.len.max(1) as u64 * 4),
+                        })
+                    }
+                    Binding::TextureRead(t) | Binding::TextureWrite(t) => {
+                        wgpu::BindingResource::TextureView(t)
+                    }
+                };
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &v.buffer.buffer,
-                        offset: v.offset as u64 * 4,
-                        size: wgpu::BufferSize::new(v.len.max(1) as u64 * 4),
-                    }),
+                    resource,
                 });
             }
             let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -205,12 +227,61 @@ impl Launch {
     }
 }
 
+/// A kernel that needs several launches in order, with the scratch resources they share
+/// (a loss's per-row buffer, a GEMM's packed textures). Dropping it frees them.
+#[derive(Debug)]
+pub struct Kernel {
+    launches: Vec<Launch>,
+    _buffers: Vec<crate::gpu::GpuBuffer>,
+    _textures: Vec<wgpu::Texture>,
+}
+
+impl Kernel {
+    pub(crate) fn new(
+        launches: Vec<Launch>,
+        buffers: Vec<crate::gpu::GpuBuffer>,
+        textures: Vec<wgpu::Texture>,
+    ) -> Self {
+        Kernel {
+            launches,
+            _buffers: buffers,
+            _textures: textures,
+        }
+    }
+
+    /// The launches, in the order they must run.
+    pub fn launches(&self) -> &[Launch] {
+        &self.launches
+    }
+
+    /// Records every launch into a compute pass.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for l in &self.launches {
+            l.encode(pass);
+        }
+    }
+
+    /// Encodes and submits this kernel alone.
+    pub fn run(&self, ctx: &GpuContext) -> Result<()> {
+        run(ctx, &self.launches.iter().collect::<Vec<_>>())
+    }
+
+    /// Rewrites the uniform block of launch `index` (see [`Launch::set_params`]).
+    pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
+        if let Some(l) = self.launches.get(index) {
+            l.set_params(ctx, params);
+        }
+    }
+}
+
 /// Encodes `launches` in one compute pass and submits them as one command buffer.
 pub fn run(ctx: &GpuContext, launches: &[&Launch]) -> Result<()> {
     ctx.scoped("submitting kernels", || {
         let mut encoder = ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgtrain") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgtrain"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("wgtrain"),
@@ -239,11 +310,7 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
                 label: Some(key.shader),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             };
-            if std::env::var("WGTRAIN_UNCHECKED").is_ok() {
-                unsafe { ctx.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-            } else {
-                ctx.device.create_shader_module(desc)
-            }
+            ctx.device.create_shader_module(desc)
         });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -255,14 +322,25 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
             },
             count: None,
         }];
-        for (i, &write) in key.writes.iter().enumerate() {
+        for (i, &kind) in key.kinds.iter().enumerate() {
+            let texture = |access| wgpu::BindingType::StorageTexture {
+                access,
+                format: wgpu::TextureFormat::Rgba32Float,
+                view_dimension: wgpu::TextureViewDimension::D2,
+            };
+            let buffer = |read_only| wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            };
             entries.push(wgpu::BindGroupLayoutEntry {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: !write },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
+                ty: match kind {
+                    BindKind::Read => buffer(true),
+                    BindKind::ReadWrite => buffer(false),
+                    BindKind::TextureRead => texture(wgpu::StorageTextureAccess::ReadOnly),
+                    BindKind::TextureWrite => texture(wgpu::StorageTextureAccess::WriteOnly),
                 },
                 count: None,
             });

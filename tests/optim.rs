@@ -1,0 +1,129 @@
+//! SGD and Adam kernels track the CPU update over 100 steps (fresh gradients each step).
+//! Tolerance: rtol 1e-4 / atol 1e-5 after 100 steps (f32 rounding accumulates over steps).
+
+mod common;
+
+use common::*;
+use ndarray::{Array1, ArrayView1};
+use wgtrain::cpu;
+use wgtrain::gpu::kernels::{self, AdamParams};
+use wgtrain::gpu::run;
+use wgtrain::optim::{AdamConfig, SgdConfig};
+
+const N: usize = 1031;
+const STEPS: u64 = 100;
+
+fn check_sgd(cfg: SgdConfig) {
+    let ctx = gpu();
+    let p0 = uniform(1, N, -1.0, 1.0);
+    let (gp, gg, gv) = (upload("p", &p0), zeros("g", N), zeros("v", N));
+    let l = kernels::sgd(ctx, &cfg, N, gp.full(), gg.full(), gv.full()).unwrap();
+    let (mut p, mut v) = (Array1::from(p0), Array1::<f32>::zeros(N));
+    for t in 0..STEPS {
+        let g = uniform(100 + t, N, -1.0, 1.0);
+        gg.write(ctx, 0, &g).unwrap();
+        run(ctx, &[&l]).unwrap();
+        cpu::sgd_step(&cfg, p.view_mut(), ArrayView1::from(&g), v.view_mut()).unwrap();
+    }
+    assert_close(
+        &format!("{cfg:?}"),
+        &download(&gp),
+        &to_f64(p.as_slice().unwrap()),
+        1e-5,
+        1e-4,
+    );
+}
+
+#[test]
+fn sgd_variants_track_cpu() {
+    check_sgd(SgdConfig::new(0.05));
+    check_sgd(SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.01)
+    });
+    check_sgd(SgdConfig {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 1e-3,
+        ..SgdConfig::new(0.01)
+    });
+}
+
+fn check_adam(cfg: AdamConfig) {
+    let ctx = gpu();
+    let p0 = uniform(2, N, -1.0, 1.0);
+    let (gp, gg, gm, gv) = (
+        upload("p", &p0),
+        zeros("g", N),
+        zeros("m", N),
+        zeros("v", N),
+    );
+    let l = kernels::adam(ctx, &cfg, 1, N, gp.full(), gg.full(), gm.full(), gv.full()).unwrap();
+    let (mut p, mut m, mut v) = (
+        Array1::from(p0),
+        Array1::<f32>::zeros(N),
+        Array1::<f32>::zeros(N),
+    );
+    for t in 1..=STEPS {
+        let g = uniform(200 + t, N, -1.0, 1.0);
+        gg.write(ctx, 0, &g).unwrap();
+        // The step count and bias corrections change each step without rebuilding the launch.
+        l.set_params(ctx, &AdamParams::new(&cfg, N, t).unwrap());
+        run(ctx, &[&l]).unwrap();
+        cpu::adam_step(
+            &cfg,
+            t,
+            p.view_mut(),
+            ArrayView1::from(&g),
+            m.view_mut(),
+            v.view_mut(),
+        )
+        .unwrap();
+    }
+    assert_close(
+        &format!("{cfg:?}"),
+        &download(&gp),
+        &to_f64(p.as_slice().unwrap()),
+        1e-5,
+        1e-4,
+    );
+    assert_close(
+        "adam m",
+        &download(&gm),
+        &to_f64(m.as_slice().unwrap()),
+        1e-6,
+        1e-4,
+    );
+}
+
+#[test]
+fn adam_and_adamw_track_cpu() {
+    check_adam(AdamConfig::adam(1e-2));
+    check_adam(AdamConfig {
+        weight_decay: 1e-2,
+        ..AdamConfig::adam(1e-3)
+    });
+    check_adam(AdamConfig::adamw(1e-2, 0.05));
+}
+
+#[test]
+fn invalid_hyper_parameters_are_rejected() {
+    let ctx = gpu();
+    let b = zeros("b", 4);
+    let err = kernels::sgd(
+        ctx,
+        &SgdConfig::new(f32::NAN),
+        4,
+        b.full(),
+        b.full(),
+        b.full(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sgd"), "{err}");
+    assert!(AdamConfig {
+        beta1: 1.0,
+        ..AdamConfig::adam(1e-3)
+    }
+    .validate()
+    .is_err());
+}
