@@ -6,7 +6,8 @@
 //! submission of 10 back-to-back GEMMs (packing included on CPU adapters) and its completion,
 //! divided by 10: the per-GEMM cost inside a training step, where one submission carries all
 //! launches. `--single` times one GEMM per submission instead (adds the submit/fence latency);
-//! `--tiled` forces the shared-memory path on every adapter.
+//! `--tiled` forces the shared-memory path on every adapter; `--only PREFIX` runs the cases
+//! whose name starts with PREFIX.
 
 use std::time::Instant;
 
@@ -82,7 +83,15 @@ fn main() -> wgtrain::Result<()> {
         "128x128x10 B^T dX".into(),
         GemmSpec::new(128, 128, 10).trans_b(true),
     ));
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     for (name, mut spec) in cases {
+        if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+            continue;
+        }
         spec.path = forced;
         let (m, n, k) = (spec.m, spec.n, spec.k);
         let a: Vec<f32> = (0..m * k)
@@ -98,10 +107,10 @@ fn main() -> wgtrain::Result<()> {
         let gc = GpuBuffer::zeros(&ctx, "c", m * n)?;
         let kernel = kernels::gemm(&ctx, &spec, ga.full(), gb.full(), None, gc.full())?;
         let mut failure = None;
-        let batch: Vec<&wgtrain::gpu::Launch> =
-            (0..per_submit).flat_map(|_| kernel.launches()).collect();
+        let batch: Vec<&wgtrain::gpu::Kernel> = (0..per_submit).map(|_| &kernel).collect();
         let gpu_s = time(reps, || {
-            if let Err(e) = wgtrain::gpu::run(&ctx, &batch).and_then(|_| ctx.synchronize()) {
+            if let Err(e) = wgtrain::gpu::run_kernels(&ctx, &batch).and_then(|_| ctx.synchronize())
+            {
                 failure = Some(e);
             }
         }) / per_submit as f64;

@@ -18,7 +18,7 @@ const WG: u32 = 256u;
 // 0: ReLU, 1: sigmoid, 2: tanh, 3: identity
 override OP: u32 = 0u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(0) var<storage, read> dims: Dims;
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;

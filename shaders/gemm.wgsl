@@ -33,8 +33,17 @@ struct GemmDims {
 }
 
 override EPILOGUE: u32 = 0u;
+// gemm_tex is specialized per GEMM shape: lavapipe folds these into the code the way it would
+// inline uniform values, without recompiling whenever a different uniform buffer is bound.
+override M: u32 = 1u;
+override N: u32 = 1u;
+override K4: u32 = 1u;      // ceil(k / 4)
+override TILES_M: u32 = 1u;
+override TILES_N: u32 = 1u;
+override ALPHA: f32 = 1.0;
+override BETA: f32 = 0.0;
 
-@group(0) @binding(0) var<uniform> dims: GemmDims;
+@group(0) @binding(0) var<storage, read> dims: GemmDims;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -145,55 +154,36 @@ fn gemm_tiled(
 }
 
 // ---------------------------------------------------------------------------------------
-// pack: dst[r][q] = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols).
-
-struct PackDims {
-    rows: u32,      // rows of op(src)
-    cols: u32,      // columns of op(src)
-    trans: u32,     // src is stored (cols, rows)
-    width: u32,     // texels per row = ceil(cols / 4)
-    height: u32,    // texture rows (>= rows; the extra rows are zero)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> pack_dims: PackDims;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
-
-fn src_at(r: u32, col: u32) -> f32 {
-    if (r >= pack_dims.rows || col >= pack_dims.cols) {
-        return 0.0;
-    }
-    if (pack_dims.trans != 0u) {
-        return src[col * pack_dims.rows + r];
-    }
-    return src[r * pack_dims.cols + col];
-}
-
-@compute @workgroup_size(64)
-fn pack(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let t = linear_workgroup(wid, nwg) * 64u + li;
-    if (t >= pack_dims.width * pack_dims.height) {
-        return;
-    }
-    let q = t % pack_dims.width;
-    let r = t / pack_dims.width;
-    let col = q * 4u;
-    let v = vec4(src_at(r, col), src_at(r, col + 1u), src_at(r, col + 2u), src_at(r, col + 3u));
-    textureStore(dst, vec2<u32>(q, r), v);
-}
-
-// ---------------------------------------------------------------------------------------
 // gemm_tex
 
 @group(0) @binding(1) var ta: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var tb: texture_storage_2d<rgba32float, read>;
+
+// finish() with the shape and scales from override constants (gemm_tex).
+fn finish_spec(row: u32, col: u32, acc: f32) {
+    if (row >= M || col >= N) {
+        return;
+    }
+    let idx = row * N + col;
+    var v = ALPHA * acc;
+    if (BETA != 0.0) {
+        v = v + BETA * c[idx];
+    }
+    if (EPILOGUE == 1u || EPILOGUE == 2u) {
+        v = v + bias[col];
+    }
+    if (EPILOGUE == 2u || EPILOGUE == 3u) {
+        v = select(v, 0.0, v < 0.0);
+    }
+    c[idx] = v;
+}
+
+fn finish4_spec(row: u32, col: u32, v: vec4<f32>) {
+    finish_spec(row, col, v.x);
+    finish_spec(row, col + 1u, v.y);
+    finish_spec(row, col + 2u, v.z);
+    finish_spec(row, col + 3u, v.w);
+}
 
 // Workgroup of 8 (one llvmpipe SIMD vector): 32 rows x 16 columns; every index into `acc` is
 // a constant, so it stays in registers (a dynamic index would move it to scratch memory).
@@ -204,24 +194,23 @@ fn gemm_tex(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let tile = linear_workgroup(wid, nwg);
-    if (tile >= dims.tiles_m * dims.tiles_n) {
+    if (tile >= TILES_M * TILES_N) {
         return;
     }
-    let row0 = (tile % dims.tiles_m) * 32u + lane * 4u;
-    let last_row = dims.m - 1u;
+    let row0 = (tile % TILES_M) * 32u + lane * 4u;
+    let last_row = M - 1u;
     let r0 = min(row0, last_row);
     let r1 = min(row0 + 1u, last_row);
     let r2 = min(row0 + 2u, last_row);
     let r3 = min(row0 + 3u, last_row);
-    let last_q = (dims.n + 3u) / 4u - 1u;
-    let qbase = (tile / dims.tiles_m) * 4u;
+    let last_q = (N + 3u) / 4u - 1u;
+    let qbase = (tile / TILES_M) * 4u;
     let q0 = min(qbase, last_q);
     let q1 = min(qbase + 1u, last_q);
     let q2 = min(qbase + 2u, last_q);
     let q3 = min(qbase + 3u, last_q);
     var acc: array<vec4<f32>, 16>;   // acc[4 * i + j]: row i, texel j
-    let k4 = (dims.k + 3u) / 4u;
-    for (var kq = 0u; kq < k4; kq++) {
+    for (var kq = 0u; kq < K4; kq++) {
         let a0 = textureLoad(ta, vec2<u32>(kq, r0));
         let a1 = textureLoad(ta, vec2<u32>(kq, r1));
         let a2 = textureLoad(ta, vec2<u32>(kq, r2));
@@ -255,20 +244,20 @@ fn gemm_tex(
         }
     }
     let col = qbase * 4u;
-    finish4(row0, col, acc[0]);
-    finish4(row0, col + 4u, acc[1]);
-    finish4(row0, col + 8u, acc[2]);
-    finish4(row0, col + 12u, acc[3]);
-    finish4(row0 + 1u, col, acc[4]);
-    finish4(row0 + 1u, col + 4u, acc[5]);
-    finish4(row0 + 1u, col + 8u, acc[6]);
-    finish4(row0 + 1u, col + 12u, acc[7]);
-    finish4(row0 + 2u, col, acc[8]);
-    finish4(row0 + 2u, col + 4u, acc[9]);
-    finish4(row0 + 2u, col + 8u, acc[10]);
-    finish4(row0 + 2u, col + 12u, acc[11]);
-    finish4(row0 + 3u, col, acc[12]);
-    finish4(row0 + 3u, col + 4u, acc[13]);
-    finish4(row0 + 3u, col + 8u, acc[14]);
-    finish4(row0 + 3u, col + 12u, acc[15]);
+    finish4_spec(row0, col, acc[0]);
+    finish4_spec(row0, col + 4u, acc[1]);
+    finish4_spec(row0, col + 8u, acc[2]);
+    finish4_spec(row0, col + 12u, acc[3]);
+    finish4_spec(row0 + 1u, col, acc[4]);
+    finish4_spec(row0 + 1u, col + 4u, acc[5]);
+    finish4_spec(row0 + 1u, col + 8u, acc[6]);
+    finish4_spec(row0 + 1u, col + 12u, acc[7]);
+    finish4_spec(row0 + 2u, col, acc[8]);
+    finish4_spec(row0 + 2u, col + 4u, acc[9]);
+    finish4_spec(row0 + 2u, col + 8u, acc[10]);
+    finish4_spec(row0 + 2u, col + 12u, acc[11]);
+    finish4_spec(row0 + 3u, col, acc[12]);
+    finish4_spec(row0 + 3u, col + 4u, acc[13]);
+    finish4_spec(row0 + 3u, col + 8u, acc[14]);
+    finish4_spec(row0 + 3u, col + 12u, acc[15]);
 }

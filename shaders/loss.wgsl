@@ -25,7 +25,7 @@ const WG: u32 = 64u;
 const BCE_EPS: f32 = 1e-7;
 override LOSS: u32 = 0u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 

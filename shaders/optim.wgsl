@@ -46,7 +46,7 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> moment1: array<f32>;
 
-@group(0) @binding(0) var<uniform> sgd_p: SgdParams;
+@group(0) @binding(0) var<storage, read> sgd_p: SgdParams;
 
 @compute @workgroup_size(WG)
 fn sgd(
@@ -72,7 +72,7 @@ fn sgd(
     param[i] = p - sgd_p.lr * g;
 }
 
-@group(0) @binding(0) var<uniform> adam_p: AdamParams;
+@group(0) @binding(0) var<storage, read> adam_p: AdamParams;
 @group(0) @binding(4) var<storage, read_write> moment2: array<f32>;
 
 @compute @workgroup_size(WG)

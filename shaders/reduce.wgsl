@@ -15,7 +15,7 @@ struct Dims {
 
 const WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
@@ -51,7 +51,7 @@ struct MeanDims {
 
 const MEAN_WG: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> mean_dims: MeanDims;
+@group(0) @binding(0) var<storage, read> mean_dims: MeanDims;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> total: array<f32>;
 

@@ -16,7 +16,7 @@ struct Dims {
 
 const WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(0) var<storage, read> dims: Dims;
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::launch::LaunchDesc;
+use crate::gpu::launch::{LaunchDesc, Step, TextureCopy};
 use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
 use crate::optim::{AdamConfig, SgdConfig};
 
@@ -25,12 +25,12 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
-    fn code(self) -> i64 {
+    fn code(self) -> f64 {
         match self {
-            Epilogue::None => 0,
-            Epilogue::Bias => 1,
-            Epilogue::BiasRelu => 2,
-            Epilogue::Relu => 3,
+            Epilogue::None => 0.0,
+            Epilogue::Bias => 1.0,
+            Epilogue::BiasRelu => 2.0,
+            Epilogue::Relu => 3.0,
         }
     }
 
@@ -133,7 +133,8 @@ struct PackDims {
     trans: u32,
     width: u32,
     height: u32,
-    _pad: [u32; 3],
+    pitch: u32,
+    _pad: [u32; 2],
 }
 
 fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()> {
@@ -265,15 +266,25 @@ pub fn gemm(
                     workgroups,
                 },
             )?;
-            Ok(Kernel::new(vec![launch], vec![], vec![]))
+            Ok(launch.into())
         }
         GemmPath::Texture => {
             let k4 = k.div_ceil(4);
             // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
-            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
-            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
+            let (pa, ta, pack_a, copy_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
+            let (pb, tb, pack_b, copy_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
             let view_a = ta.create_view(&Default::default());
             let view_b = tb.create_view(&Default::default());
+            let mut constants = constants;
+            constants.extend([
+                ("M", m as f64),
+                ("N", n as f64),
+                ("K4", k4 as f64),
+                ("TILES_M", tiles_m as f64),
+                ("TILES_N", tiles_n as f64),
+                ("ALPHA", spec.alpha as f64),
+                ("BETA", spec.beta as f64),
+            ]);
             let multiply = Launch::new(
                 ctx,
                 LaunchDesc {
@@ -290,17 +301,21 @@ pub fn gemm(
                     workgroups,
                 },
             )?;
-            Ok(Kernel::new(
-                vec![pack_a, pack_b, multiply],
-                vec![],
-                vec![ta, tb],
-            ))
+            let steps = vec![
+                Step::Launch(pack_a),
+                Step::Launch(pack_b),
+                Step::Copy(copy_a),
+                Step::Copy(copy_b),
+                Step::Launch(multiply),
+            ];
+            Ok(Kernel::new(steps, vec![pa, pb]))
         }
     }
 }
 
-/// A texture of `height` rows of ceil(cols/4) rgba32float texels holding op(src) (rows, cols),
-/// zero-padded, and the launch that fills it.
+/// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)
+/// (rows, cols) zero-padded, the buffer `pack` lays it out in, the launch that fills that
+/// buffer, and the copy into the texture.
 fn pack(
     ctx: &GpuContext,
     label: &str,
@@ -309,44 +324,60 @@ fn pack(
     cols: usize,
     trans: bool,
     height: usize,
-) -> Result<(wgpu::Texture, Launch)> {
+) -> Result<(GpuBuffer, wgpu::Texture, Launch, TextureCopy)> {
     let width = cols.div_ceil(4).max(1);
+    let height = height.max(1);
+    // Buffer-to-texture copies need rows of a multiple of 256 bytes: 16 texels.
+    let pitch = width.next_multiple_of(16);
+    let staging = GpuBuffer::zeros(ctx, label, pitch * height * 4)?;
     let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
                 width: width as u32,
-                height: height.max(1) as u32,
+                height: height as u32,
                 depth_or_array_layers: 1,
             },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         })
     })?;
-    let view = texture.create_view(&Default::default());
     let launch = Launch::new(
         ctx,
         LaunchDesc {
-            shader: "gemm",
+            shader: "gemm_pack",
             entry: "pack",
-            constants: vec![],
+            constants: vec![
+                ("ROWS", rows as f64),
+                ("COLS", cols as f64),
+                ("TRANS", f64::from(u8::from(trans))),
+                ("WIDTH", width as f64),
+                ("HEIGHT", height as f64),
+                ("PITCH", pitch as f64),
+            ],
             params: PackDims {
                 rows: rows as u32,
                 cols: cols as u32,
                 trans: trans as u32,
                 width: width as u32,
-                height: height.max(1) as u32,
-                _pad: [0; 3],
+                height: height as u32,
+                pitch: pitch as u32,
+                _pad: [0; 2],
             },
-            bindings: vec![Binding::Read(src), Binding::TextureWrite(&view)],
-            workgroups: groups(width * height.max(1), 64)?,
+            bindings: vec![Binding::Read(src), Binding::ReadWrite(staging.full())],
+            workgroups: groups(width * height, 64)?,
         },
     )?;
-    Ok((texture, launch))
+    let copy = TextureCopy {
+        src: staging.wgpu_buffer().clone(),
+        bytes_per_row: (pitch * 16) as u32,
+        dst: texture.clone(),
+    };
+    Ok((staging, texture, launch, copy))
 }
 
 #[repr(C)]
@@ -371,12 +402,12 @@ fn groups(n: usize, per_group: usize) -> Result<u32> {
     dim_u32("dispatch", "workgroups", n.div_ceil(per_group))
 }
 
-fn activation_code(act: Activation) -> i64 {
+fn activation_code(act: Activation) -> f64 {
     match act {
-        Activation::Relu => 0,
-        Activation::Sigmoid => 1,
-        Activation::Tanh => 2,
-        Activation::Identity => 3,
+        Activation::Relu => 0.0,
+        Activation::Sigmoid => 1.0,
+        Activation::Tanh => 2.0,
+        Activation::Identity => 3.0,
     }
 }
 
@@ -634,7 +665,10 @@ pub fn softmax_xent(
         },
     )?;
     let mean = mean(ctx, rows, 1.0 / rows as f32, scratch.full(), out)?;
-    Ok(Kernel::new(vec![rows_pass, mean], vec![scratch], vec![]))
+    Ok(Kernel::new(
+        vec![Step::Launch(rows_pass), Step::Launch(mean)],
+        vec![scratch],
+    ))
 }
 
 /// A pointwise loss over `n` elements: gradient of the mean to `grad`, mean loss to `out[0]`.
@@ -658,9 +692,9 @@ pub fn pointwise_loss(
         need("pointwise_loss", what, v, n)?;
     }
     let code = match kind {
-        PointwiseLoss::MeanSquaredError => 0,
-        PointwiseLoss::BinaryCrossEntropy => 1,
-        PointwiseLoss::BinaryCrossEntropyWithLogits => 2,
+        PointwiseLoss::MeanSquaredError => 0.0,
+        PointwiseLoss::BinaryCrossEntropy => 1.0,
+        PointwiseLoss::BinaryCrossEntropyWithLogits => 2.0,
     };
     let scratch = GpuBuffer::zeros(ctx, "pointwise losses", n)?;
     let elems = Launch::new(
@@ -680,7 +714,10 @@ pub fn pointwise_loss(
         },
     )?;
     let mean = mean(ctx, n, 1.0 / n as f32, scratch.full(), out)?;
-    Ok(Kernel::new(vec![elems, mean], vec![scratch], vec![]))
+    Ok(Kernel::new(
+        vec![Step::Launch(elems), Step::Launch(mean)],
+        vec![scratch],
+    ))
 }
 
 /// Uniform block of the `sgd` kernel.

@@ -12,6 +12,7 @@ use crate::gpu::{GpuContext, View};
 pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
     Some(match name {
         "gemm" => include_str!("../../shaders/gemm.wgsl"),
+        "gemm_pack" => include_str!("../../shaders/gemm_pack.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
@@ -26,8 +27,8 @@ pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
 pub(crate) struct PipelineKey {
     shader: &'static str,
     entry: &'static str,
-    /// Override constants as (name, value); values are small integers.
-    constants: Vec<(&'static str, i64)>,
+    /// Override constants as (name, f64 bits).
+    constants: Vec<(&'static str, u64)>,
     /// Kind of each binding after the uniform at binding 0.
     kinds: Vec<BindKind>,
 }
@@ -72,7 +73,8 @@ impl<'a> Binding<'a> {
 pub(crate) struct LaunchDesc<'a, P: Pod> {
     pub shader: &'static str,
     pub entry: &'static str,
-    pub constants: Vec<(&'static str, i64)>,
+    /// Override constants (WGSL `override` values: bool, integer or float).
+    pub constants: Vec<(&'static str, f64)>,
     pub params: P,
     pub bindings: Vec<Binding<'a>>,
     /// Total workgroups, spread over x/y/z by [`grid`].
@@ -149,7 +151,11 @@ impl Launch {
         let key = PipelineKey {
             shader: desc.shader,
             entry: desc.entry,
-            constants: desc.constants,
+            constants: desc
+                .constants
+                .iter()
+                .map(|&(n, v)| (n, v.to_bits()))
+                .collect(),
             kinds: desc.bindings.iter().map(Binding::kind).collect(),
         };
         let pipeline = pipeline(ctx, &key)?;
@@ -157,7 +163,7 @@ impl Launch {
             let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
                 size: std::mem::size_of::<P>().max(16) as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             ctx.queue
@@ -227,51 +233,111 @@ impl Launch {
     }
 }
 
-/// A kernel that needs several launches in order, with the scratch resources they share
-/// (a loss's per-row buffer, a GEMM's packed textures). Dropping it frees them.
+/// A buffer-to-texture copy inside a [`Kernel`] (used to fill packed GEMM operands).
+#[derive(Debug)]
+pub(crate) struct TextureCopy {
+    pub src: wgpu::Buffer,
+    pub bytes_per_row: u32,
+    pub dst: wgpu::Texture,
+}
+
+/// One step of a kernel: a compute launch or a copy between passes.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Launch(Launch),
+    Copy(TextureCopy),
+}
+
+/// A kernel that needs several steps in order (launches, and copies between them), with the
+/// scratch resources they share (a loss's per-row buffer, a GEMM's packed textures). Dropping
+/// it frees them.
 #[derive(Debug)]
 pub struct Kernel {
-    launches: Vec<Launch>,
+    steps: Vec<Step>,
     _buffers: Vec<crate::gpu::GpuBuffer>,
-    _textures: Vec<wgpu::Texture>,
 }
 
 impl Kernel {
-    pub(crate) fn new(
-        launches: Vec<Launch>,
-        buffers: Vec<crate::gpu::GpuBuffer>,
-        textures: Vec<wgpu::Texture>,
-    ) -> Self {
+    pub(crate) fn new(steps: Vec<Step>, buffers: Vec<crate::gpu::GpuBuffer>) -> Self {
         Kernel {
-            launches,
+            steps,
             _buffers: buffers,
-            _textures: textures,
         }
     }
 
-    /// The launches, in the order they must run.
-    pub fn launches(&self) -> &[Launch] {
-        &self.launches
+    /// The compute launches, in order (copies between them are not listed).
+    pub fn launches(&self) -> impl Iterator<Item = &Launch> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Launch(l) => Some(l),
+            Step::Copy(_) => None,
+        })
     }
 
-    /// Records every launch into a compute pass.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for l in &self.launches {
-            l.encode(pass);
+    /// Records every step: consecutive launches share one compute pass; copies sit between
+    /// passes.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut i = 0;
+        while i < self.steps.len() {
+            if let Step::Copy(copy) = &self.steps[i] {
+                let size = copy.dst.size();
+                encoder.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: &copy.src,
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset: 0,
+                            bytes_per_row: Some(copy.bytes_per_row),
+                            rows_per_image: Some(size.height),
+                        },
+                    },
+                    copy.dst.as_image_copy(),
+                    size,
+                );
+                i += 1;
+                continue;
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgtrain"),
+                timestamp_writes: None,
+            });
+            while let Some(Step::Launch(l)) = self.steps.get(i) {
+                l.encode(&mut pass);
+                i += 1;
+            }
         }
     }
 
     /// Encodes and submits this kernel alone.
     pub fn run(&self, ctx: &GpuContext) -> Result<()> {
-        run(ctx, &self.launches.iter().collect::<Vec<_>>())
+        run_kernels(ctx, &[self])
     }
 
     /// Rewrites the uniform block of launch `index` (see [`Launch::set_params`]).
     pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
-        if let Some(l) = self.launches.get(index) {
+        if let Some(l) = self.launches().nth(index) {
             l.set_params(ctx, params);
         }
     }
+}
+
+impl From<Launch> for Kernel {
+    fn from(l: Launch) -> Self {
+        Kernel::new(vec![Step::Launch(l)], vec![])
+    }
+}
+
+/// Encodes `kernels` in order into one command buffer and submits it.
+pub fn run_kernels(ctx: &GpuContext, kernels: &[&Kernel]) -> Result<()> {
+    ctx.scoped("submitting kernels", || {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgtrain"),
+            });
+        for k in kernels {
+            k.encode(&mut encoder);
+        }
+        ctx.queue.submit([encoder.finish()]);
+    })
 }
 
 /// Encodes `launches` in one compute pass and submits them as one command buffer.
@@ -316,7 +382,7 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
+                ty: wgpu::BufferBindingType::Storage { read_only: true },
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
@@ -358,8 +424,11 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-        let constants: Vec<(&str, f64)> =
-            key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from_bits(v)))
+            .collect();
         ctx.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(key.entry),

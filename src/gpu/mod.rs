@@ -7,4 +7,4 @@ mod launch;
 
 pub use buffer::{GpuBuffer, GpuTensor, View};
 pub use context::{AdapterKind, GpuContext, GpuOptions, ADAPTER_ENV};
-pub use launch::{grid, run, Binding, Kernel, Launch};
+pub use launch::{grid, run, run_kernels, Binding, Kernel, Launch};
