@@ -137,9 +137,11 @@ impl GpuContext {
         // The adapter's real limits, not WebGPU's small defaults: large storage bindings and
         // enough storage buffers per stage for fused kernels.
         let limits = adapter.limits();
+        // Subgroups let the CPU-adapter GEMM share loads across a SIMD vector.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -191,6 +193,13 @@ impl GpuContext {
     /// The limits the device was opened with (the adapter's own).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// The subgroup size when the device has subgroup operations and a fixed size.
+    pub fn subgroup_size(&self) -> Option<u32> {
+        let fixed = self.info.subgroup_min_size == self.info.subgroup_max_size;
+        (self.device.features().contains(wgpu::Features::SUBGROUP) && fixed)
+            .then_some(self.info.subgroup_min_size)
     }
 
     /// Whether this is a CPU adapter (lavapipe, SwiftShader, WARP) or a real GPU.

@@ -170,6 +170,8 @@ pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let max = ctx.limits().max_texture_dimension_2d as usize;
     let k4 = spec.k.div_ceil(4);
     let fits = spec.m <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
+    // gemm_tex shares B texels across its 8 invocations with subgroup broadcasts.
+    let fits = fits && ctx.subgroup_size() == Some(8);
     let wanted = spec.path.unwrap_or(match ctx.kind() {
         AdapterKind::Cpu => GemmPath::Texture,
         AdapterKind::Gpu => GemmPath::Tiled,
@@ -288,7 +290,7 @@ pub fn gemm(
             let multiply = Launch::new(
                 ctx,
                 LaunchDesc {
-                    shader: "gemm",
+                    shader: "gemm_tex",
                     entry: "gemm_tex",
                     constants,
                     params: dims,

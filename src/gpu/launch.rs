@@ -13,6 +13,7 @@ pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
     Some(match name {
         "gemm" => include_str!("../../shaders/gemm.wgsl"),
         "gemm_pack" => include_str!("../../shaders/gemm_pack.wgsl"),
+        "gemm_tex" => include_str!("../../shaders/gemm_tex.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
