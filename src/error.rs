@@ -58,6 +58,26 @@ pub enum Error {
     #[error("shape mismatch in {op}: {detail}")]
     Shape { op: &'static str, detail: String },
 
+    /// A data file is missing, malformed or inconsistent; nothing was loaded from it.
+    #[error("{path}: {detail}")]
+    Data { path: String, detail: String },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A download failed; no partial file was left behind.
+    #[error("downloading {what} failed: {detail}")]
+    Download { what: String, detail: String },
+
+    /// The data loader thread failed or stopped early.
+    #[error("data loader: {detail}")]
+    Loader { detail: String },
+
     /// An argument is out of its valid range (a learning rate of NaN, a zero-sized dimension, ...).
     #[error("invalid argument to {op}: {detail}")]
     InvalidArgument { op: &'static str, detail: String },
@@ -71,6 +91,20 @@ impl Error {
         Error::Shape {
             op,
             detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn data(path: impl AsRef<std::path::Path>, detail: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.as_ref().display().to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
         }
     }
 

@@ -2,6 +2,7 @@
 //! wgpu, with an ndarray reference implementation of every op.
 
 pub mod cpu;
+pub mod data;
 mod error;
 pub mod gpu;
 pub mod optim;

@@ -1,0 +1,354 @@
+//! The loader thread: decodes, shuffles, normalizes and augments batches ahead of the trainer
+//! and sends them over a bounded `flume` channel (back-pressure: `prefetch` batches ahead).
+//! Batch buffers come back through a return channel, so a steady epoch allocates nothing.
+//! An error or a panic in the thread arrives as an `Err` item; dropping the loader stops the
+//! thread at its next batch.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Dataset;
+use crate::error::{Error, Result};
+
+/// How pixels become model inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalize {
+    /// x / 255, in [0, 1].
+    Unit,
+    /// (x / 255 - mean[c]) / std[c] per channel.
+    MeanStd { mean: Vec<f32>, std: Vec<f32> },
+}
+
+/// Training-time augmentation (the CIFAR recipe): a random crop of the image padded with
+/// `crop_padding` zero pixels on each side, and a horizontal flip with probability 1/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Augment {
+    pub crop_padding: usize,
+    pub flip: bool,
+}
+
+impl Augment {
+    /// 4-pixel padded random crops and horizontal flips.
+    pub fn cifar() -> Self {
+        Augment {
+            crop_padding: 4,
+            flip: true,
+        }
+    }
+}
+
+/// What the loader streams and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Reshuffle every epoch (from `seed` and the epoch number).
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Skip the last batch of an epoch when it is partial.
+    pub drop_last: bool,
+    /// Batches decoded ahead of the consumer (the channel's bound).
+    pub prefetch: usize,
+    pub epochs: usize,
+    pub normalize: Normalize,
+    pub augment: Option<Augment>,
+}
+
+impl LoaderConfig {
+    /// Shuffled batches of `batch_size` for one epoch, inputs in [0, 1], 4 batches ahead.
+    pub fn new(batch_size: usize) -> Self {
+        LoaderConfig {
+            batch_size,
+            shuffle: true,
+            seed: 0,
+            drop_last: false,
+            prefetch: 4,
+            epochs: 1,
+            normalize: Normalize::Unit,
+            augment: None,
+        }
+    }
+}
+
+/// One batch: `len` samples of `features` f32 inputs each, and their labels.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// (len, features), row-major.
+    pub inputs: Vec<f32>,
+    /// (len)
+    pub labels: Vec<u32>,
+    pub len: usize,
+    pub epoch: usize,
+    /// Position of the batch within its epoch.
+    pub index: usize,
+}
+
+type FillFn = dyn FnMut(usize, usize, &mut Batch) -> Result<()> + Send;
+
+/// A running loader. Iterate it (or call [`Loader::next_batch`]) for batches; give buffers
+/// back with [`Loader::recycle`].
+pub struct Loader {
+    rx: flume::Receiver<Result<Batch>>,
+    recycle: flume::Sender<Batch>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    batches_per_epoch: usize,
+    total: usize,
+    received: usize,
+    failed: bool,
+}
+
+impl Loader {
+    /// Streams `indices` of `dataset` (all of it when `None`, or a split) as `cfg` says.
+    pub fn new(
+        dataset: Arc<Dataset>,
+        indices: Option<Vec<usize>>,
+        cfg: LoaderConfig,
+    ) -> Result<Self> {
+        if cfg.batch_size == 0 {
+            return Err(Error::invalid("loader", "batch_size is 0"));
+        }
+        if let Normalize::MeanStd { mean, std } = &cfg.normalize {
+            if mean.len() != dataset.channels || std.len() != dataset.channels || std.contains(&0.0)
+            {
+                return Err(Error::invalid(
+                    "loader",
+                    format!(
+                        "normalization needs {} means and non-zero stds, got {mean:?} / {std:?}",
+                        dataset.channels
+                    ),
+                ));
+            }
+        }
+        let indices = indices.unwrap_or_else(|| (0..dataset.len()).collect());
+        if let Some(&bad) = indices.iter().find(|&&i| i >= dataset.len()) {
+            return Err(Error::invalid(
+                "loader",
+                format!(
+                    "index {bad} is outside the dataset of {} samples",
+                    dataset.len()
+                ),
+            ));
+        }
+        let n = indices.len();
+        let batches = if cfg.drop_last {
+            n / cfg.batch_size
+        } else {
+            n.div_ceil(cfg.batch_size)
+        };
+        let fill = dataset_filler(dataset, indices, cfg.clone());
+        Ok(Self::spawn(
+            batches,
+            cfg.epochs,
+            cfg.prefetch,
+            Box::new(fill),
+        ))
+    }
+
+    /// Runs `fill(epoch, index, batch)` on the loader thread for `batches_per_epoch` batches of
+    /// each of `epochs` epochs: the general form, for data that is not a [`Dataset`].
+    pub fn from_fn(
+        batches_per_epoch: usize,
+        epochs: usize,
+        prefetch: usize,
+        fill: impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send + 'static,
+    ) -> Self {
+        Self::spawn(batches_per_epoch, epochs, prefetch, Box::new(fill))
+    }
+
+    fn spawn(
+        batches_per_epoch: usize,
+        epochs: usize,
+        prefetch: usize,
+        mut fill: Box<FillFn>,
+    ) -> Self {
+        let (tx, rx) = flume::bounded(prefetch.max(1));
+        let (recycle, recycled) = flume::unbounded::<Batch>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("wgtrain-loader".into())
+            .spawn(move || {
+                let tx_panic = tx.clone();
+                let run = catch_unwind(AssertUnwindSafe(|| {
+                    for epoch in 0..epochs {
+                        for index in 0..batches_per_epoch {
+                            if stop_thread.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let mut batch = recycled.try_recv().unwrap_or_default();
+                            batch.epoch = epoch;
+                            batch.index = index;
+                            let item = fill(epoch, index, &mut batch).map(|_| batch);
+                            let failed = item.is_err();
+                            // A send error means the consumer is gone: stop quietly.
+                            if tx.send(item).is_err() || failed {
+                                return;
+                            }
+                        }
+                    }
+                }));
+                if let Err(panic) = run {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let _ = tx_panic.send(Err(Error::Loader {
+                        detail: format!("the loader thread panicked: {msg}"),
+                    }));
+                }
+            })
+            .expect("spawning the loader thread");
+        Loader {
+            rx,
+            recycle,
+            stop,
+            handle: Some(handle),
+            batches_per_epoch,
+            total: batches_per_epoch * epochs,
+            received: 0,
+            failed: false,
+        }
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.batches_per_epoch
+    }
+
+    /// The next batch; `None` once every epoch has been delivered (or after an error).
+    pub fn next_batch(&mut self) -> Option<Result<Batch>> {
+        if self.failed || self.received == self.total {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Ok(batch)) => {
+                self.received += 1;
+                Some(Ok(batch))
+            }
+            Ok(Err(e)) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+            Err(flume::RecvError::Disconnected) => {
+                self.failed = true;
+                Some(Err(Error::Loader {
+                    detail: format!(
+                        "the loader thread stopped after {} of {} batches",
+                        self.received, self.total
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// Returns a batch's buffers for reuse by the thread.
+    pub fn recycle(&self, batch: Batch) {
+        let _ = self.recycle.send(batch);
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblock a thread waiting on a full channel, then wait for it to finish its batch.
+        while self.rx.try_recv().is_ok() {}
+        let (_, dead) = flume::bounded(1);
+        self.rx = dead;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// SplitMix64: decorrelates the per-epoch seeds derived from one user seed.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn dataset_filler(
+    data: Arc<Dataset>,
+    indices: Vec<usize>,
+    cfg: LoaderConfig,
+) -> impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send {
+    let mut order = indices;
+    let mut augment_rng = ChaCha8Rng::seed_from_u64(0);
+    let (c, h, w) = (data.channels, data.height, data.width);
+    let plane = h * w;
+    let (scale, shift): (Vec<f32>, Vec<f32>) = match &cfg.normalize {
+        Normalize::Unit => (vec![1.0 / 255.0; c], vec![0.0; c]),
+        Normalize::MeanStd { mean, std } => (
+            std.iter().map(|s| 1.0 / (255.0 * s)).collect(),
+            mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
+        ),
+    };
+    move |epoch, index, batch| {
+        if index == 0 {
+            if cfg.shuffle {
+                order.sort_unstable();
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+                    cfg.seed,
+                    epoch as u64,
+                    1,
+                )));
+            }
+            augment_rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch as u64, 2));
+        }
+        let start = index * cfg.batch_size;
+        let samples = &order[start..(start + cfg.batch_size).min(order.len())];
+        let features = data.features();
+        batch.len = samples.len();
+        batch.inputs.resize(samples.len() * features, 0.0);
+        batch.labels.clear();
+        for (slot, &i) in samples.iter().enumerate() {
+            batch.labels.push(data.labels[i] as u32);
+            let src = data.image(i);
+            let dst = &mut batch.inputs[slot * features..(slot + 1) * features];
+            let (dy, dx, flip) = match cfg.augment {
+                Some(a) => {
+                    let p = a.crop_padding as i64;
+                    let dy = augment_rng.random_range(-p..=p);
+                    let dx = augment_rng.random_range(-p..=p);
+                    (dy, dx, a.flip && augment_rng.random_bool(0.5))
+                }
+                None => (0, 0, false),
+            };
+            for ch in 0..c {
+                let (s, b) = (scale[ch], shift[ch]);
+                for y in 0..h {
+                    let sy = y as i64 + dy;
+                    for x in 0..w {
+                        let xx = if flip { w - 1 - x } else { x };
+                        let sx = xx as i64 + dx;
+                        // Outside the image is the zero padding (before normalization).
+                        let v = if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 {
+                            src[ch * plane + sy as usize * w + sx as usize]
+                        } else {
+                            0
+                        };
+                        dst[ch * plane + y * w + x] = v as f32 * s + b;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

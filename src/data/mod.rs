@@ -1,0 +1,111 @@
+//! Datasets: MNIST-style IDX files and CIFAR-10 binary batches parsed strictly into memory,
+//! a loader thread that streams shuffled, normalized batches, downloads with checksums, and
+//! pictures (sample grids, images loaded for prediction).
+
+pub mod cifar10;
+pub mod download;
+mod idx;
+pub mod loader;
+pub mod mnist;
+pub mod picture;
+
+pub use idx::{parse_idx, read_idx, IdxArray};
+pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::error::{Error, Result};
+
+/// An in-memory image classification dataset: u8 pixels, channel-planar per image
+/// (channels, height, width), and one label per image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// (len, channels, height, width) bytes.
+    pub images: Vec<u8>,
+    /// (len) labels, each below `num_classes`.
+    pub labels: Vec<u8>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub num_classes: usize,
+    /// A display name for each class.
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the dataset holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes (and model inputs) per sample: channels * height * width.
+    pub fn features(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The pixels of sample `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let f = self.features();
+        &self.images[i * f..(i + 1) * f]
+    }
+
+    /// How many samples each class has.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+
+    /// A validation split as Keras makes it: the last `fraction` of the samples is held out.
+    /// Returns (train indices, validation indices).
+    pub fn split_last(&self, fraction: f64) -> Result<(Vec<usize>, Vec<usize>)> {
+        let cut = self.split_point(fraction)?;
+        Ok(((0..cut).collect(), (cut..self.len()).collect()))
+    }
+
+    /// A seeded random validation split of `fraction` of the samples.
+    pub fn split_seeded(&self, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+        let cut = self.split_point(fraction)?;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let validation = order.split_off(cut);
+        Ok((order, validation))
+    }
+
+    fn split_point(&self, fraction: f64) -> Result<usize> {
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(Error::invalid(
+                "validation split",
+                format!("fraction {fraction} is not in [0, 1)"),
+            ));
+        }
+        Ok(self.len() - (self.len() as f64 * fraction).round() as usize)
+    }
+}
+
+/// Class names for the ten digits.
+pub fn digit_names() -> Vec<String> {
+    (0..10).map(|d| d.to_string()).collect()
+}
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
