@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod data;
 mod error;
 pub mod gpu;
+pub mod graph;
 pub mod optim;
 
 pub use error::{Error, Result};

@@ -1,0 +1,465 @@
+//! Static graphs of ops: build, infer shapes (with a symbolic batch dimension), differentiate
+//! at compile time by appending gradient nodes, and run on the CPU reference.
+//!
+//! ```
+//! use wgtrain::graph::{Dim, Graph, Init};
+//! use wgtrain::cpu::Activation;
+//!
+//! let mut g = Graph::new();
+//! let x = g.input("x", &[Dim::Batch, Dim::Fixed(4)]);
+//! let labels = g.labels("y");
+//! let w = g.param("w", &[4, 3], Init::GlorotUniform);
+//! let b = g.param("b", &[3], Init::Zeros);
+//! let h = g.matmul(x, w)?;
+//! let logits = g.bias_add(h, b)?;
+//! let _probs = g.activation(logits, Activation::Relu)?;
+//! let loss = g.softmax_xent(logits, labels)?;
+//! let grads = g.backward(loss)?;
+//! assert!(grads.of(w).is_some() && grads.of(b).is_some());
+//! # Ok::<(), wgtrain::Error>(())
+//! ```
+
+mod autodiff;
+mod cpu_exec;
+mod init;
+
+pub use autodiff::Gradients;
+pub use cpu_exec::{CpuRun, Value};
+pub use init::Init;
+
+use crate::cpu::{Activation, PointwiseLoss};
+use crate::error::{Error, Result};
+
+/// A dimension: the batch (fixed when a plan is compiled) or a fixed size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Batch,
+    Fixed(usize),
+}
+
+impl Dim {
+    fn resolve(self, batch: usize) -> usize {
+        match self {
+            Dim::Batch => batch,
+            Dim::Fixed(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Batch => write!(f, "batch"),
+            Dim::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A shape with possibly symbolic batch dimensions.
+pub type Shape = Vec<Dim>;
+
+fn show(shape: &[Dim]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("({})", dims.join(", "))
+}
+
+/// Every operation the engine knows: one place for the list (DESIGN.md, decision 1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Batch features, f32.
+    Input,
+    /// Integer class labels, one per batch row.
+    Labels,
+    /// A trainable parameter.
+    Param(Init),
+    /// `op(a) op(b)` of two matrices.
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// `x + bias` broadcast over rows.
+    BiasAdd,
+    Activation(Activation),
+    /// dx from (y = f(x), dy).
+    ActivationGrad(Activation),
+    /// Row softmax.
+    Softmax,
+    /// dx from (y, dy).
+    SoftmaxGrad,
+    /// Mean softmax cross-entropy of (logits, labels): a scalar.
+    SoftmaxXent,
+    /// d mean / d logits from (logits, labels).
+    SoftmaxXentGrad,
+    /// Mean pointwise loss of (prediction, target): a scalar.
+    Loss(PointwiseLoss),
+    /// d mean / d prediction from (prediction, target).
+    LossGrad(PointwiseLoss),
+    /// Sum over rows: the bias gradient.
+    ColumnSum,
+    /// Elementwise sum of same-shaped inputs (gradient accumulation).
+    Add,
+    /// Same data, another shape of equal size.
+    Reshape(Shape),
+}
+
+impl Op {
+    /// A short name for errors and reports.
+    pub fn name(&self) -> String {
+        match self {
+            Op::Activation(a) => format!("{a:?}").to_lowercase(),
+            Op::ActivationGrad(a) => format!("{}_grad", format!("{a:?}").to_lowercase()),
+            Op::Loss(l) => format!("{l:?}"),
+            Op::LossGrad(l) => format!("{l:?}_grad"),
+            Op::Param(_) => "param".into(),
+            Op::Reshape(_) => "reshape".into(),
+            Op::MatMul { .. } => "matmul".into(),
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+}
+
+/// A node's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub(crate) usize);
+
+/// One node: an op, its inputs, its inferred shape and a name.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub shape: Shape,
+    pub name: String,
+}
+
+/// A graph of nodes in creation order (which is a topological order: inputs come first).
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All nodes, in a topological order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The most recently added node.
+    pub fn last(&self) -> Option<NodeId> {
+        self.nodes.len().checked_sub(1).map(NodeId)
+    }
+
+    /// The position of a node in [`Graph::nodes`] (and in evaluation results).
+    pub fn index(&self, id: NodeId) -> usize {
+        id.0
+    }
+
+    /// The node behind an id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// The parameters, in creation order.
+    pub fn params(&self) -> Vec<NodeId> {
+        (0..self.nodes.len())
+            .map(NodeId)
+            .filter(|&id| matches!(self.node(id).op, Op::Param(_)))
+            .collect()
+    }
+
+    fn check_id(&self, op: &Op, id: NodeId) -> Result<()> {
+        if id.0 >= self.nodes.len() {
+            return Err(Error::invalid(
+                "graph",
+                format!(
+                    "{} refers to node #{} which is not in this graph",
+                    op.name(),
+                    id.0
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a node after checking its inputs and inferring its shape.
+    pub fn push(&mut self, op: Op, inputs: &[NodeId], name: &str) -> Result<NodeId> {
+        for &i in inputs {
+            self.check_id(&op, i)?;
+        }
+        let shapes: Vec<&Shape> = inputs.iter().map(|&i| &self.node(i).shape).collect();
+        let shape = infer(&op, &shapes)?;
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            shape,
+            name: name.to_string(),
+        });
+        Ok(NodeId(self.nodes.len() - 1))
+    }
+
+    /// A batch-features input, e.g. `[Dim::Batch, Dim::Fixed(784)]`.
+    pub fn input(&mut self, name: &str, shape: &[Dim]) -> NodeId {
+        self.leaf(Op::Input, shape.to_vec(), name)
+    }
+
+    /// Integer labels, one per batch row.
+    pub fn labels(&mut self, name: &str) -> NodeId {
+        self.leaf(Op::Labels, vec![Dim::Batch], name)
+    }
+
+    /// A parameter of a fixed shape with its initializer.
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> NodeId {
+        self.leaf(
+            Op::Param(init),
+            shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+            name,
+        )
+    }
+
+    fn leaf(&mut self, op: Op, shape: Shape, name: &str) -> NodeId {
+        self.nodes.push(Node {
+            op,
+            inputs: vec![],
+            shape,
+            name: name.to_string(),
+        });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    fn auto_name(&self, op: &Op) -> String {
+        format!("{}_{}", op.name(), self.nodes.len())
+    }
+
+    fn add_op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = self.auto_name(&op);
+        self.push(op, inputs, &name)
+    }
+
+    /// `a b` for a of shape (m, k) and b of shape (k, n).
+    pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.add_op(
+            Op::MatMul {
+                trans_a: false,
+                trans_b: false,
+            },
+            &[a, b],
+        )
+    }
+
+    /// `op(a) op(b)` with either operand transposed.
+    pub fn matmul_t(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<NodeId> {
+        self.add_op(Op::MatMul { trans_a, trans_b }, &[a, b])
+    }
+
+    /// `x + bias`, bias broadcast over rows.
+    pub fn bias_add(&mut self, x: NodeId, bias: NodeId) -> Result<NodeId> {
+        self.add_op(Op::BiasAdd, &[x, bias])
+    }
+
+    /// An elementwise activation.
+    pub fn activation(&mut self, x: NodeId, act: Activation) -> Result<NodeId> {
+        self.add_op(Op::Activation(act), &[x])
+    }
+
+    /// Row softmax.
+    pub fn softmax(&mut self, x: NodeId) -> Result<NodeId> {
+        self.add_op(Op::Softmax, &[x])
+    }
+
+    /// Mean softmax cross-entropy of logits against integer labels.
+    pub fn softmax_xent(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
+        self.add_op(Op::SoftmaxXent, &[logits, labels])
+    }
+
+    /// Mean of a pointwise loss between a prediction and a target input.
+    pub fn loss(
+        &mut self,
+        kind: PointwiseLoss,
+        prediction: NodeId,
+        target: NodeId,
+    ) -> Result<NodeId> {
+        self.add_op(Op::Loss(kind), &[prediction, target])
+    }
+
+    /// Elementwise sum.
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.add_op(Op::Add, &[a, b])
+    }
+
+    /// A view with another shape of the same size (e.g. flatten).
+    pub fn reshape(&mut self, x: NodeId, shape: &[Dim]) -> Result<NodeId> {
+        self.add_op(Op::Reshape(shape.to_vec()), &[x])
+    }
+
+    /// Flattens everything after the batch dimension.
+    pub fn flatten(&mut self, x: NodeId) -> Result<NodeId> {
+        let shape = &self.node(x).shape;
+        let rest = shape[1..].iter().try_fold(1usize, |acc, d| match d {
+            Dim::Fixed(n) => Some(acc * n),
+            Dim::Batch => None,
+        });
+        match (shape.first(), rest) {
+            (Some(Dim::Batch), Some(n)) => self.reshape(x, &[Dim::Batch, Dim::Fixed(n)]),
+            _ => Err(Error::shape(
+                "flatten",
+                format!("needs (batch, fixed dims...), got {}", show(shape)),
+            )),
+        }
+    }
+
+    /// Concrete shapes of every node for a batch size.
+    pub fn concrete_shapes(&self, batch: usize) -> Vec<Vec<usize>> {
+        self.nodes
+            .iter()
+            .map(|n| n.shape.iter().map(|d| d.resolve(batch)).collect())
+            .collect()
+    }
+}
+
+fn mismatch(op: &Op, shapes: &[&Shape], why: &str) -> Error {
+    let list: Vec<String> = shapes.iter().map(|s| show(s)).collect();
+    Error::Shape {
+        op: "graph",
+        detail: format!("{} of {}: {why}", op.name(), list.join(" and ")),
+    }
+}
+
+/// Shape inference: the one place that knows each op's output shape.
+fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
+    let want = |n: usize| -> Result<()> {
+        if s.len() != n {
+            return Err(mismatch(
+                op,
+                s,
+                &format!("takes {n} inputs, got {}", s.len()),
+            ));
+        }
+        Ok(())
+    };
+    let matrix = |i: usize| -> Result<(Dim, Dim)> {
+        match s[i].as_slice() {
+            [a, b] => Ok((*a, *b)),
+            _ => Err(mismatch(
+                op,
+                s,
+                &format!("input {} must be a matrix", i + 1),
+            )),
+        }
+    };
+    Ok(match op {
+        Op::Input | Op::Labels | Op::Param(_) => {
+            return Err(mismatch(
+                op,
+                s,
+                "leaves are made with input(), labels() and param()",
+            ))
+        }
+        Op::MatMul { trans_a, trans_b } => {
+            want(2)?;
+            let (a0, a1) = matrix(0)?;
+            let (b0, b1) = matrix(1)?;
+            let (m, k) = if *trans_a { (a1, a0) } else { (a0, a1) };
+            let (k2, n) = if *trans_b { (b1, b0) } else { (b0, b1) };
+            if k != k2 {
+                return Err(mismatch(
+                    op,
+                    s,
+                    &format!("inner dimensions {k} and {k2} differ"),
+                ));
+            }
+            vec![m, n]
+        }
+        Op::BiasAdd => {
+            want(2)?;
+            let (_, cols) = matrix(0)?;
+            if s[1].as_slice() != [cols] {
+                return Err(mismatch(op, s, &format!("bias must have shape ({cols})")));
+            }
+            s[0].clone()
+        }
+        Op::Activation(_) | Op::Softmax => {
+            want(1)?;
+            if matches!(op, Op::Softmax) {
+                matrix(0)?;
+            }
+            s[0].clone()
+        }
+        Op::ActivationGrad(_) | Op::SoftmaxGrad | Op::Add => {
+            want(2)?;
+            if s[0] != s[1] {
+                return Err(mismatch(op, s, "shapes must be equal"));
+            }
+            s[0].clone()
+        }
+        Op::SoftmaxXent | Op::SoftmaxXentGrad => {
+            want(2)?;
+            let (rows, _) = matrix(0)?;
+            if s[1].as_slice() != [rows] {
+                return Err(mismatch(op, s, &format!("labels must have shape ({rows})")));
+            }
+            if matches!(op, Op::SoftmaxXent) {
+                vec![]
+            } else {
+                s[0].clone()
+            }
+        }
+        Op::Loss(_) | Op::LossGrad(_) => {
+            want(2)?;
+            matrix(0)?;
+            if s[0] != s[1] {
+                return Err(mismatch(
+                    op,
+                    s,
+                    "prediction and target shapes must be equal",
+                ));
+            }
+            if matches!(op, Op::Loss(_)) {
+                vec![]
+            } else {
+                s[0].clone()
+            }
+        }
+        Op::ColumnSum => {
+            want(1)?;
+            let (_, cols) = matrix(0)?;
+            vec![cols]
+        }
+        Op::Reshape(to) => {
+            want(1)?;
+            let size = |sh: &Shape| -> (usize, usize) {
+                sh.iter().fold((0, 1), |(b, f), d| match d {
+                    Dim::Batch => (b + 1, f),
+                    Dim::Fixed(n) => (b, f * n),
+                })
+            };
+            if size(s[0]) != size(to) {
+                return Err(mismatch(
+                    op,
+                    s,
+                    &format!("cannot hold {} elements as {}", show(s[0]), show(to)),
+                ));
+            }
+            to.clone()
+        }
+    })
+}

@@ -1,0 +1,274 @@
+//! Graph building, shape errors, and finite-difference checks of every backward rule in f64
+//! on the CPU executor (central differences, h = 1e-6; tolerance atol 1e-7 + rtol 1e-5, far
+//! above f64 rounding at this h and far below any wrong rule).
+
+use std::collections::HashMap;
+
+use ndarray::{Array1, ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use wgtrain::cpu::{Activation, PointwiseLoss};
+use wgtrain::graph::{CpuRun, Dim, Graph, Init, NodeId, Value};
+
+const B: usize = 3;
+
+fn rand_array(seed: u64, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    ArrayD::from_shape_vec(
+        IxDyn(shape),
+        (0..n).map(|_| rng.random_range(lo..hi)).collect(),
+    )
+    .unwrap()
+}
+
+/// Checks d loss / d p for every parameter p against central differences.
+fn gradcheck(g: &mut Graph, loss: NodeId, feeds: HashMap<NodeId, Value<f64>>) {
+    let grads = g.backward(loss).unwrap();
+    let mut run = CpuRun::<f64>::new(g, 42);
+    // Random, not-too-small parameters keep ReLU inputs away from its kink.
+    for (i, (_, p)) in run.params.iter_mut().enumerate() {
+        *p = rand_array(100 + i as u64, p.shape(), -1.0, 1.0);
+    }
+    let vals = run.eval(g, &feeds, g.last().unwrap()).unwrap();
+    let params = g.params();
+    assert!(!params.is_empty());
+    for p in params {
+        let gid = grads
+            .of(p)
+            .unwrap_or_else(|| panic!("no gradient for `{}`", g.node(p).name));
+        let analytic = vals[g.index(gid)]
+            .as_ref()
+            .unwrap()
+            .float()
+            .unwrap()
+            .clone();
+        let h = 1e-6;
+        let n = run.params[&p].len();
+        for j in 0..n {
+            let mut plus = run.clone();
+            plus.params.get_mut(&p).unwrap().as_slice_mut().unwrap()[j] += h;
+            let mut minus = run.clone();
+            minus.params.get_mut(&p).unwrap().as_slice_mut().unwrap()[j] -= h;
+            let lp = CpuRun::scalar(&plus.eval(g, &feeds, loss).unwrap(), loss).unwrap();
+            let lm = CpuRun::scalar(&minus.eval(g, &feeds, loss).unwrap(), loss).unwrap();
+            let numeric = (lp - lm) / (2.0 * h);
+            let a = analytic.as_slice().unwrap()[j];
+            assert!(
+                (a - numeric).abs() <= 1e-7 + 1e-5 * numeric.abs(),
+                "`{}`[{j}]: analytic {a}, numeric {numeric}",
+                g.node(p).name
+            );
+        }
+    }
+}
+
+fn feeds(pairs: Vec<(NodeId, Value<f64>)>) -> HashMap<NodeId, Value<f64>> {
+    pairs.into_iter().collect()
+}
+
+fn x_input(g: &mut Graph, cols: usize) -> (NodeId, Value<f64>) {
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(cols)]);
+    (x, Value::Float(rand_array(1, &[B, cols], -1.0, 1.0)))
+}
+
+fn target(g: &mut Graph, cols: usize, binary: bool) -> (NodeId, Value<f64>) {
+    let t = g.input("t", &[Dim::Batch, Dim::Fixed(cols)]);
+    let v = rand_array(2, &[B, cols], 0.0, 1.0);
+    (t, Value::Float(if binary { v.mapv(f64::round) } else { v }))
+}
+
+#[test]
+fn matmul_every_transpose() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (m, k, n) = (3, 4, 5);
+        let mut g = Graph::new();
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        let a = g.param("a", &a_shape, Init::Zeros);
+        let b = g.param("b", &b_shape, Init::Zeros);
+        let c = g.matmul_t(a, b, ta, tb).unwrap();
+        let t = g.input("t", &[Dim::Fixed(m), Dim::Fixed(n)]);
+        let loss = g.loss(PointwiseLoss::MeanSquaredError, c, t).unwrap();
+        gradcheck(
+            &mut g,
+            loss,
+            feeds(vec![(t, Value::Float(rand_array(3, &[m, n], -1.0, 1.0)))]),
+        );
+    }
+}
+
+#[test]
+fn dense_layer_with_each_activation() {
+    for act in [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Identity,
+    ] {
+        let mut g = Graph::new();
+        let (x, xv) = x_input(&mut g, 4);
+        let w = g.param("w", &[4, 5], Init::Zeros);
+        let b = g.param("b", &[5], Init::Zeros);
+        let h = g.matmul(x, w).unwrap();
+        let z = g.bias_add(h, b).unwrap();
+        let y = g.activation(z, act).unwrap();
+        let (t, tv) = target(&mut g, 5, false);
+        let loss = g.loss(PointwiseLoss::MeanSquaredError, y, t).unwrap();
+        gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+    }
+}
+
+#[test]
+fn softmax_and_losses() {
+    // softmax -> MSE
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 4);
+    let w = g.param("w", &[4, 6], Init::Zeros);
+    let z = g.matmul(x, w).unwrap();
+    let p = g.softmax(z).unwrap();
+    let (t, tv) = target(&mut g, 6, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, p, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv.clone()), (t, tv)]));
+
+    // fused softmax cross-entropy
+    let mut g = Graph::new();
+    let (x, xv2) = x_input(&mut g, 4);
+    let labels = g.labels("y");
+    let w = g.param("w", &[4, 6], Init::Zeros);
+    let b = g.param("b", &[6], Init::Zeros);
+    let h = g.matmul(x, w).unwrap();
+    let z = g.bias_add(h, b).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let lv = Value::Labels(Array1::from(vec![0u32, 5, 2]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv2), (labels, lv)]));
+
+    // BCE on probabilities and on logits
+    for kind in [
+        PointwiseLoss::BinaryCrossEntropy,
+        PointwiseLoss::BinaryCrossEntropyWithLogits,
+    ] {
+        let mut g = Graph::new();
+        let (x, xv) = x_input(&mut g, 4);
+        let w = g.param("w", &[4, 2], Init::Zeros);
+        let z = g.matmul(x, w).unwrap();
+        let pred = if kind == PointwiseLoss::BinaryCrossEntropy {
+            g.activation(z, Activation::Sigmoid).unwrap()
+        } else {
+            z
+        };
+        let (t, tv) = target(&mut g, 2, true);
+        let loss = g.loss(kind, pred, t).unwrap();
+        gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+    }
+}
+
+#[test]
+fn reshape_and_shared_parameters() {
+    // A parameter reshaped before use: the gradient flows back through the reshape.
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 4);
+    let w = g.param("w", &[2, 6], Init::Zeros);
+    let w43 = g.reshape(w, &[Dim::Fixed(4), Dim::Fixed(3)]).unwrap();
+    let z = g.matmul(x, w43).unwrap();
+    let (t, tv) = target(&mut g, 3, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, z, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv.clone()), (t, tv.clone())]));
+
+    // One weight used twice: its gradient is the sum of both uses.
+    let mut g = Graph::new();
+    let (x, _) = x_input(&mut g, 4);
+    let w = g.param("w", &[4, 3], Init::Zeros);
+    let a = g.matmul(x, w).unwrap();
+    let r = g.activation(a, Activation::Tanh).unwrap();
+    let w2 = g.param("w2", &[3, 3], Init::Zeros);
+    let b = g.matmul(r, w2).unwrap();
+    let s = g.add(a, b).unwrap();
+    let (t, tv3) = target(&mut g, 3, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, s, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv3)]));
+}
+
+#[test]
+fn two_layer_mlp() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(3)]);
+    let labels = g.labels("y");
+    let flat = g.flatten(x).unwrap();
+    let w1 = g.param("w1", &[6, 5], Init::HeUniform);
+    let b1 = g.param("b1", &[5], Init::Zeros);
+    let w2 = g.param("w2", &[5, 4], Init::GlorotUniform);
+    let b2 = g.param("b2", &[4], Init::Zeros);
+    let h = g.matmul(flat, w1).unwrap();
+    let h = g.bias_add(h, b1).unwrap();
+    let h = g.activation(h, Activation::Relu).unwrap();
+    let z = g.matmul(h, w2).unwrap();
+    let z = g.bias_add(z, b2).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let xv = Value::Float(rand_array(9, &[B, 2, 3], -1.0, 1.0));
+    gradcheck(
+        &mut g,
+        loss,
+        feeds(vec![
+            (x, xv),
+            (labels, Value::Labels(Array1::from(vec![3u32, 0, 1]))),
+        ]),
+    );
+}
+
+#[test]
+fn bad_graphs_give_clear_errors() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(4)]);
+    let w = g.param("w", &[5, 3], Init::Zeros);
+    let err = g.matmul(x, w).unwrap_err().to_string();
+    assert!(
+        err.contains("matmul") && err.contains("(batch, 4)") && err.contains("(5, 3)"),
+        "{err}"
+    );
+    let b = g.param("b", &[7], Init::Zeros);
+    let w4 = g.param("w4", &[4, 3], Init::Zeros);
+    let h = g.matmul(x, w4).unwrap();
+    let err = g.bias_add(h, b).unwrap_err().to_string();
+    assert!(err.contains("bias") && err.contains("(3)"), "{err}");
+    // The gradient of a non-scalar.
+    let err = g.backward(h).unwrap_err().to_string();
+    assert!(err.contains("scalar loss"), "{err}");
+    // A node from another graph.
+    let mut other = Graph::new();
+    for i in 0..20 {
+        other.param(&format!("p{i}"), &[1], Init::Zeros);
+    }
+    let foreign = other.last().unwrap();
+    let err = g
+        .activation(foreign, Activation::Relu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in this graph"), "{err}");
+    // A missing or misshapen feed.
+    let labels = g.labels("y");
+    let loss = g.softmax_xent(h, labels).unwrap();
+    let run = CpuRun::<f64>::new(&g, 0);
+    let err = run.eval(&g, &HashMap::new(), loss).unwrap_err().to_string();
+    assert!(err.contains("no value fed for input `x`"), "{err}");
+    let bad = feeds(vec![
+        (x, Value::Float(rand_array(1, &[2, 5], 0.0, 1.0))),
+        (labels, Value::Labels(Array1::from(vec![0u32, 1]))),
+    ]);
+    let err = run.eval(&g, &bad, loss).unwrap_err().to_string();
+    assert!(err.contains("input `x` should be [2, 4]"), "{err}");
+}
+
+#[test]
+fn initializers_are_seeded_and_scaled() {
+    let a = Init::GlorotUniform.values(&[300, 100], 7);
+    assert_eq!(a, Init::GlorotUniform.values(&[300, 100], 7));
+    assert_ne!(a, Init::GlorotUniform.values(&[300, 100], 8));
+    let limit = (6.0f32 / 400.0).sqrt();
+    assert!(a.iter().all(|v| v.abs() <= limit));
+    let he = Init::HeNormal.values(&[500, 200], 1);
+    let var = he.iter().map(|v| v * v).sum::<f32>() / he.len() as f32;
+    assert!(
+        (var - 2.0 / 500.0).abs() < 0.1 * 2.0 / 500.0,
+        "variance {var}"
+    );
+}
