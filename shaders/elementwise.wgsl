@@ -116,3 +116,33 @@ fn bias_add(
         y_inout[i] = y_inout[i] + bias[i % dims.cols];
     }
 }
+
+// bias_add_out: y = x + bias (out of place). bindings: 0 dims, 1 x, 2 bias (cols), 3 y
+@group(0) @binding(1) var<storage, read> bx: array<f32>;
+@group(0) @binding(2) var<storage, read> bb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> by: array<f32>;
+
+@compute @workgroup_size(WG)
+fn bias_add_out(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        by[i] = bx[i] + bb[i % dims.cols];
+    }
+}
+
+// add: y = a + b elementwise (gradient accumulation). bindings: 0 dims, 1 a, 2 b, 3 y
+@compute @workgroup_size(WG)
+fn add(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        by[i] = bx[i] + bb[i];
+    }
+}

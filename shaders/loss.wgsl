@@ -116,3 +116,47 @@ fn pointwise(
     grad[i] = g / f32(n);
     loss[i] = l;
 }
+
+// metrics: accumulates a step's loss and correct predictions on the GPU, so the host reads
+// them once per epoch. One workgroup; deterministic (fixed tree, no atomics).
+//   acc[0] += loss[0]; acc[1] += #rows whose first maximal logit is at the label;
+//   acc[2] += rows; acc[3] += 1 (steps)
+// bindings: 0 dims (rows, cols), 1 logits, 2 labels, 3 loss (1, read), 4 acc (4, read-write)
+@group(0) @binding(1) var<storage, read> m_logits: array<f32>;
+@group(0) @binding(2) var<storage, read> m_labels: array<u32>;
+@group(0) @binding(3) var<storage, read> m_loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m_acc: array<f32>;
+
+var<workgroup> correct_part: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn metrics(@builtin(local_invocation_index) lid: u32) {
+    var correct = 0u;
+    for (var row = lid; row < dims.rows; row += WG) {
+        let base = row * dims.cols;
+        var best = 0u;
+        var best_v = m_logits[base];
+        for (var j = 1u; j < dims.cols; j++) {
+            let v = m_logits[base + j];
+            if (v > best_v) {
+                best_v = v;
+                best = j;
+            }
+        }
+        correct += select(0u, 1u, best == m_labels[row]);
+    }
+    correct_part[lid] = correct;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            correct_part[lid] = correct_part[lid] + correct_part[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        m_acc[0] = m_acc[0] + m_loss[0];
+        m_acc[1] = m_acc[1] + f32(correct_part[0]);
+        m_acc[2] = m_acc[2] + f32(dims.rows);
+        m_acc[3] = m_acc[3] + 1.0;
+    }
+}

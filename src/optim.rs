@@ -101,3 +101,37 @@ impl AdamConfig {
         Ok(())
     }
 }
+
+/// The optimizer a graph executor appends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl Optimizer {
+    /// Checks the hyper-parameters.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Optimizer::Sgd(c) => c.validate(),
+            Optimizer::Adam(c) => c.validate(),
+        }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Sgd(c) => c.lr,
+            Optimizer::Adam(c) => c.lr,
+        }
+    }
+
+    /// The same optimizer with another learning rate.
+    pub fn with_lr(mut self, lr: f32) -> Self {
+        match &mut self {
+            Optimizer::Sgd(c) => c.lr = lr,
+            Optimizer::Adam(c) => c.lr = lr,
+        }
+        self
+    }
+}

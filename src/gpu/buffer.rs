@@ -40,6 +40,7 @@ impl GpuBuffer {
         }
         // wgpu rejects zero-sized bindings; an empty buffer still gets one element of storage.
         let size = bytes.max(4);
+        ctx.count_buffer();
         let buffer = ctx.scoped(&format!("allocating `{label}` ({bytes} bytes)"), || {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -156,6 +157,7 @@ impl View<'_> {
         let label = self.buffer.label.as_str();
         let bytes = self.len as u64 * 4;
         let op = format!("reading back `{label}`");
+        ctx.count_buffer();
         let (staging, submission) = ctx.scoped(&op, || {
             let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgtrain staging"),
@@ -173,7 +175,7 @@ impl View<'_> {
                 0,
                 bytes,
             );
-            let submission = ctx.queue.submit([encoder.finish()]);
+            let submission = ctx.submit(encoder.finish());
             (staging, submission)
         })?;
         let (tx, rx) = flume::bounded(1);

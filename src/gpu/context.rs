@@ -53,6 +53,27 @@ pub struct GpuContext {
     pub(crate) pipelines:
         Mutex<HashMap<crate::gpu::kernels::PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    counters: Counters,
+}
+
+/// What the context has created and submitted so far (for tests of steady-state behaviour:
+/// a training step must allocate nothing and submit once).
+#[derive(Debug, Default)]
+pub struct Counters {
+    buffers: std::sync::atomic::AtomicU64,
+    submissions: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    /// GPU buffers and textures created through wgtrain.
+    pub fn buffers(&self) -> u64 {
+        self.buffers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queue submissions made through wgtrain.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -177,7 +198,27 @@ impl GpuContext {
             uncaptured,
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
         })
+    }
+
+    /// Buffers created and submissions made so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn count_buffer(&self) {
+        self.counters
+            .buffers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Submits command buffers (every wgtrain submission goes through here, so it is counted).
+    pub(crate) fn submit(&self, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        self.counters
+            .submissions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit([commands])
     }
 
     /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.

@@ -332,6 +332,7 @@ fn pack(
     // Buffer-to-texture copies need rows of a multiple of 256 bytes: 16 texels.
     let pitch = width.next_multiple_of(16);
     let staging = GpuBuffer::zeros(ctx, label, pitch * height * 4)?;
+    ctx.count_buffer();
     let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
@@ -486,6 +487,91 @@ pub fn bias_add(
             params: dims4(n, cols, 0)?,
             bindings: vec![Binding::Read(bias), Binding::ReadWrite(y)],
             workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y = x + bias` out of place, `x` and `y` row-major (rows, cols), `bias` (cols).
+pub fn bias_add_out(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    x: View<'_>,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if cols == 0 {
+        return Err(Error::invalid("bias_add", "zero columns"));
+    }
+    need("bias_add", "x", &x, rows * cols)?;
+    need("bias_add", "bias", &bias, cols)?;
+    need("bias_add", "y", &y, rows * cols)?;
+    let n = rows * cols;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "bias_add_out",
+            constants: vec![],
+            params: dims4(n, cols, 0)?,
+            bindings: vec![Binding::Read(x), Binding::Read(bias), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y = a + b` over `n` elements.
+pub fn add(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) -> Result<Launch> {
+    for (what, v) in [("a", &a), ("b", &b), ("y", &y)] {
+        need("add", what, v, n)?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "add",
+            constants: vec![],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// Accumulates a step's metrics into `acc` (4 floats): loss sum, correct predictions
+/// (argmax of each logits row equal to its label), samples, steps.
+pub fn metrics(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    logits: View<'_>,
+    labels: View<'_>,
+    loss: View<'_>,
+    acc: View<'_>,
+) -> Result<Launch> {
+    need("metrics", "logits", &logits, rows * cols)?;
+    need("metrics", "labels", &labels, rows)?;
+    need("metrics", "loss", &loss, 1)?;
+    need("metrics", "acc", &acc, 4)?;
+    check_loops(
+        "metrics",
+        &format!("{rows} rows of {cols}"),
+        rows.div_ceil(64) * cols + 8,
+    )?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "loss",
+            entry: "metrics",
+            constants: vec![],
+            params: dims4(rows, cols, 0)?,
+            bindings: vec![
+                Binding::Read(logits),
+                Binding::Read(labels),
+                Binding::Read(loss),
+                Binding::ReadWrite(acc),
+            ],
+            workgroups: 1,
         },
     )
 }

@@ -160,6 +160,7 @@ impl Launch {
             kinds: desc.bindings.iter().map(Binding::kind).collect(),
         };
         let pipeline = pipeline(ctx, &key)?;
+        ctx.count_buffer();
         ctx.scoped(&format!("building launch {label}"), || {
             let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
@@ -277,9 +278,37 @@ impl Kernel {
     /// Records every step: consecutive launches share one compute pass; copies sit between
     /// passes.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        let mut i = 0;
-        while i < self.steps.len() {
-            if let Step::Copy(copy) = &self.steps[i] {
+        encode_kernels(encoder, &[self]);
+    }
+
+    /// Encodes and submits this kernel alone.
+    pub fn run(&self, ctx: &GpuContext) -> Result<()> {
+        run_kernels(ctx, &[self])
+    }
+
+    /// Rewrites the uniform block of launch `index` (see [`Launch::set_params`]).
+    pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
+        if let Some(l) = self.launches().nth(index) {
+            l.set_params(ctx, params);
+        }
+    }
+}
+
+/// Records the steps of `kernels` in order: runs of launches share one compute pass, even
+/// across kernels; copies sit between passes.
+pub fn encode_kernels(encoder: &mut wgpu::CommandEncoder, kernels: &[&Kernel]) {
+    encode_kernel_iter(encoder, kernels.iter().copied());
+}
+
+/// [`encode_kernels`] over an iterator (no collection needed on a hot path).
+pub fn encode_kernel_iter<'a>(
+    encoder: &mut wgpu::CommandEncoder,
+    kernels: impl Iterator<Item = &'a Kernel>,
+) {
+    let mut steps = kernels.flat_map(|k| k.steps.iter()).peekable();
+    while let Some(step) = steps.next() {
+        match step {
+            Step::Copy(copy) => {
                 let size = copy.dst.size();
                 encoder.copy_buffer_to_texture(
                     wgpu::TexelCopyBufferInfo {
@@ -293,29 +322,18 @@ impl Kernel {
                     copy.dst.as_image_copy(),
                     size,
                 );
-                i += 1;
-                continue;
             }
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgtrain"),
-                timestamp_writes: None,
-            });
-            while let Some(Step::Launch(l)) = self.steps.get(i) {
-                l.encode(&mut pass);
-                i += 1;
+            Step::Launch(first) => {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wgtrain"),
+                    timestamp_writes: None,
+                });
+                first.encode(&mut pass);
+                while let Some(Step::Launch(l)) = steps.peek() {
+                    l.encode(&mut pass);
+                    steps.next();
+                }
             }
-        }
-    }
-
-    /// Encodes and submits this kernel alone.
-    pub fn run(&self, ctx: &GpuContext) -> Result<()> {
-        run_kernels(ctx, &[self])
-    }
-
-    /// Rewrites the uniform block of launch `index` (see [`Launch::set_params`]).
-    pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
-        if let Some(l) = self.launches().nth(index) {
-            l.set_params(ctx, params);
         }
     }
 }
@@ -334,10 +352,8 @@ pub fn run_kernels(ctx: &GpuContext, kernels: &[&Kernel]) -> Result<()> {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgtrain"),
             });
-        for k in kernels {
-            k.encode(&mut encoder);
-        }
-        ctx.queue.submit([encoder.finish()]);
+        encode_kernels(&mut encoder, kernels);
+        ctx.submit(encoder.finish());
     })
 }
 
@@ -358,7 +374,7 @@ pub fn run(ctx: &GpuContext, launches: &[&Launch]) -> Result<()> {
                 l.encode(&mut pass);
             }
         }
-        ctx.queue.submit([encoder.finish()]);
+        ctx.submit(encoder.finish());
     })
 }
 

@@ -6,5 +6,7 @@ pub mod kernels;
 mod launch;
 
 pub use buffer::{GpuBuffer, GpuTensor, View};
-pub use context::{AdapterKind, GpuContext, GpuOptions, ADAPTER_ENV};
-pub use launch::{grid, run, run_kernels, Binding, Kernel, Launch};
+pub use context::{AdapterKind, Counters, GpuContext, GpuOptions, ADAPTER_ENV};
+pub use launch::{
+    encode_kernel_iter, encode_kernels, grid, run, run_kernels, Binding, Kernel, Launch,
+};

@@ -21,10 +21,12 @@
 
 mod autodiff;
 mod cpu_exec;
+mod gpu_exec;
 mod init;
 
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuRun, Value};
+pub use gpu_exec::{Feed, GpuExecutor, MemoryReport, Metrics};
 pub use init::Init;
 
 use crate::cpu::{Activation, PointwiseLoss};

@@ -1,0 +1,697 @@
+//! The GPU executor: a graph compiled per batch size into prebuilt launches over resident
+//! buffers. Parameters, their gradients and the optimizer's moments live in flat arenas (one
+//! optimizer dispatch over everything); activations live in buffers reused by liveness. A
+//! training step writes the batch, encodes the prebuilt launches and submits once.
+
+use std::collections::HashMap;
+
+use super::{Gradients, Graph, NodeId, Op};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{self, AdamParams, GemmSpec};
+use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, View};
+use crate::optim::Optimizer;
+
+/// Arena slots start on 256-byte boundaries (every adapter's storage-offset alignment).
+const ALIGN: usize = 64;
+
+/// Batch data for one input node.
+#[derive(Debug, Clone, Copy)]
+pub enum Feed<'a> {
+    F32(&'a [f32]),
+    U32(&'a [u32]),
+}
+
+/// Bytes the executor holds on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryReport {
+    pub parameters: u64,
+    /// Gradients and optimizer moments.
+    pub optimizer_state: u64,
+    /// Activation and gradient buffers of the largest compiled plan, after liveness reuse.
+    pub activations: u64,
+    /// What the activations would take without reuse (one buffer per node).
+    pub activations_without_reuse: u64,
+}
+
+/// Metrics accumulated on the GPU since the last reset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub mean_loss: f32,
+    pub accuracy: f32,
+    pub samples: u64,
+    pub steps: u64,
+}
+
+/// Where a node's value lives in a plan.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Input(usize),
+    Param(usize),
+    Grad(usize),
+    Slot(usize),
+}
+
+struct Arenas {
+    params: GpuBuffer,
+    grads: GpuBuffer,
+    m: GpuBuffer,
+    v: GpuBuffer,
+    /// Element offset of each parameter in the arenas.
+    offsets: HashMap<NodeId, usize>,
+    /// Loss sum, correct, samples, steps.
+    metrics: GpuBuffer,
+}
+
+/// One batch size's launches and buffers.
+struct GpuPlan {
+    kernels: Vec<Kernel>,
+    /// Kernels [0, forward) compute the forward pass and the metrics.
+    forward: usize,
+    locs: Vec<Option<Loc>>,
+    lens: Vec<usize>,
+    inputs: Vec<GpuBuffer>,
+    slots: Vec<GpuBuffer>,
+    _scratch: Vec<GpuBuffer>,
+}
+
+/// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
+pub struct GpuExecutor {
+    graph: Graph,
+    loss: NodeId,
+    grads: Gradients,
+    arenas: Arenas,
+    optimizer: Optimizer,
+    optimizer_kernel: Kernel,
+    arena_len: usize,
+    step: u64,
+    plans: HashMap<usize, GpuPlan>,
+    memory: MemoryReport,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl GpuExecutor {
+    /// Differentiates `graph` from `loss`, initializes the parameters from `seed` (the same
+    /// values [`super::CpuRun::new`] draws) and prepares `optimizer`.
+    pub fn new(
+        ctx: &GpuContext,
+        mut graph: Graph,
+        loss: NodeId,
+        optimizer: Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        optimizer.validate()?;
+        let grads = graph.backward(loss)?;
+        let mut offsets = HashMap::new();
+        let mut arena_len = 0;
+        let mut init = Vec::new();
+        for (i, p) in graph.params().into_iter().enumerate() {
+            let node = graph.node(p);
+            let Op::Param(kind) = &node.op else {
+                unreachable!("params() returns params")
+            };
+            let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();
+            offsets.insert(p, arena_len);
+            let values = kind.values(&shape, seed.wrapping_add(i as u64));
+            init.resize(arena_len, 0.0);
+            init.extend_from_slice(&values);
+            arena_len = (arena_len + values.len()).next_multiple_of(ALIGN);
+        }
+        init.resize(arena_len.max(1), 0.0);
+        let arena_len = arena_len.max(1);
+        let arenas = Arenas {
+            params: GpuBuffer::from_slice(ctx, "parameters", &init)?,
+            grads: GpuBuffer::zeros(ctx, "gradients", arena_len)?,
+            m: GpuBuffer::zeros(ctx, "optimizer moment 1", arena_len)?,
+            v: GpuBuffer::zeros(ctx, "optimizer moment 2", arena_len)?,
+            offsets,
+            metrics: GpuBuffer::zeros(ctx, "metrics", 4)?,
+        };
+        let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
+        let bytes = arena_len as u64 * 4;
+        let state = match optimizer {
+            Optimizer::Sgd(c) if c.momentum == 0.0 => 1,
+            Optimizer::Sgd(_) => 2,
+            Optimizer::Adam(_) => 3,
+        };
+        Ok(GpuExecutor {
+            graph,
+            loss,
+            grads,
+            arenas,
+            optimizer,
+            optimizer_kernel,
+            arena_len,
+            step: 0,
+            plans: HashMap::new(),
+            memory: MemoryReport {
+                parameters: bytes,
+                optimizer_state: bytes * state,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// The differentiated graph (forward nodes, then gradient nodes).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The gradient node of each parameter.
+    pub fn gradients(&self) -> &Gradients {
+        &self.grads
+    }
+
+    /// What the executor holds on the GPU.
+    pub fn memory(&self) -> MemoryReport {
+        self.memory
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Changes the learning rate for the next steps; nothing is rebuilt.
+    pub fn set_lr(&mut self, ctx: &GpuContext, lr: f32) -> Result<()> {
+        let optimizer = self.optimizer.with_lr(lr);
+        optimizer.validate()?;
+        self.optimizer = optimizer;
+        self.write_optimizer_params(ctx, self.step.max(1))
+    }
+
+    fn write_optimizer_params(&self, ctx: &GpuContext, t: u64) -> Result<()> {
+        match &self.optimizer {
+            Optimizer::Sgd(c) => {
+                let p = kernels::SgdParams::new(c, self.arena_len)?;
+                self.optimizer_kernel.set_params(ctx, 0, &p);
+            }
+            Optimizer::Adam(c) => {
+                let p = AdamParams::new(c, self.arena_len, t)?;
+                self.optimizer_kernel.set_params(ctx, 0, &p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles the plan for `batch` now (otherwise the first step of that size does).
+    pub fn prepare(&mut self, ctx: &GpuContext, batch: usize) -> Result<()> {
+        if !self.plans.contains_key(&batch) {
+            let plan = build_plan(
+                ctx,
+                &self.graph,
+                self.loss,
+                &self.grads,
+                &self.arenas,
+                batch,
+            )?;
+            let act = plan.slots.iter().map(|s| s.len() as u64 * 4).sum();
+            self.memory.activations = self.memory.activations.max(act);
+            let naive = plan
+                .lens
+                .iter()
+                .zip(&plan.locs)
+                .filter(|(_, l)| matches!(l, Some(Loc::Slot(_))))
+                .map(|(n, _)| *n as u64 * 4)
+                .sum();
+            self.memory.activations_without_reuse =
+                self.memory.activations_without_reuse.max(naive);
+            self.plans.insert(batch, plan);
+        }
+        Ok(())
+    }
+
+    fn write_feeds(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+    ) -> Result<()> {
+        self.prepare(ctx, batch)?;
+        let plan = &self.plans[&batch];
+        for &(id, feed) in feeds {
+            let i = self.graph.index(id);
+            let Some(Some(Loc::Input(k))) = plan.locs.get(i) else {
+                return Err(Error::invalid(
+                    "step",
+                    format!("node #{i} is not an input of this graph"),
+                ));
+            };
+            let (len, name) = (plan.lens[i], &self.graph.node(id).name);
+            let got =
+                match (feed, &self.graph.node(id).op) {
+                    (Feed::F32(d), Op::Input) => d.len(),
+                    (Feed::U32(d), Op::Labels) => d.len(),
+                    _ => return Err(Error::invalid(
+                        "step",
+                        format!(
+                            "input `{name}` got the wrong element type (f32 features, u32 labels)"
+                        ),
+                    )),
+                };
+            if got != len {
+                return Err(Error::shape(
+                    "step",
+                    format!("input `{name}` needs {len} values at batch {batch}, got {got}"),
+                ));
+            }
+            match feed {
+                Feed::F32(d) => plan.inputs[*k].write(ctx, 0, d)?,
+                Feed::U32(d) => plan.inputs[*k].write(ctx, 0, d)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One training step on a batch: forward, backward, optimizer and metrics, one submission.
+    pub fn step(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+    ) -> Result<()> {
+        self.write_feeds(ctx, batch, feeds)?;
+        self.step += 1;
+        if matches!(self.optimizer, Optimizer::Adam(_)) {
+            self.write_optimizer_params(ctx, self.step)?;
+        }
+        let plan = &self.plans[&batch];
+        ctx.scoped("training step", || {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgtrain step"),
+                });
+            encode_kernel_iter(
+                &mut encoder,
+                plan.kernels.iter().chain([&self.optimizer_kernel]),
+            );
+            ctx.submit(encoder.finish());
+        })
+    }
+
+    /// Forward pass and metrics only (evaluation), one submission.
+    pub fn evaluate_batch(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+    ) -> Result<()> {
+        self.write_feeds(ctx, batch, feeds)?;
+        let plan = &self.plans[&batch];
+        ctx.scoped("evaluation step", || {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgtrain eval"),
+                });
+            encode_kernel_iter(&mut encoder, plan.kernels[..plan.forward].iter());
+            ctx.submit(encoder.finish());
+        })
+    }
+
+    /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
+    pub fn metrics(&self, ctx: &GpuContext) -> Result<Metrics> {
+        let m = self.arenas.metrics.read::<f32>(ctx)?;
+        let samples = m[2].max(1.0);
+        Ok(Metrics {
+            mean_loss: m[0] / m[3].max(1.0),
+            accuracy: m[1] / samples,
+            samples: m[2] as u64,
+            steps: m[3] as u64,
+        })
+    }
+
+    /// Zeroes the accumulated metrics.
+    pub fn reset_metrics(&self, ctx: &GpuContext) -> Result<()> {
+        self.arenas.metrics.write(ctx, 0, &[0.0f32; 4])
+    }
+
+    fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
+        let off = *self.arenas.offsets.get(&p).ok_or_else(|| {
+            Error::invalid(
+                "executor",
+                format!("node #{} is not a parameter", self.graph.index(p)),
+            )
+        })?;
+        let len = numel(&self.graph.concrete_shapes(1)[self.graph.index(p)]);
+        Ok((off, len))
+    }
+
+    /// A parameter's current values.
+    pub fn read_param(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
+        let (off, len) = self.param_range(p)?;
+        self.arenas.params.view(off, len)?.read(ctx)
+    }
+
+    /// A parameter's gradient from the last step.
+    pub fn read_grad(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
+        let (off, len) = self.param_range(p)?;
+        self.arenas.grads.view(off, len)?.read(ctx)
+    }
+
+    /// Overwrites a parameter's values.
+    pub fn write_param(&self, ctx: &GpuContext, p: NodeId, values: &[f32]) -> Result<()> {
+        let (off, len) = self.param_range(p)?;
+        if values.len() != len {
+            return Err(Error::shape(
+                "write_param",
+                format!("{} values for {len} parameters", values.len()),
+            ));
+        }
+        self.arenas.params.write(ctx, off, values)
+    }
+
+    /// The value of any node from the last step of a batch size (for tests and debugging).
+    pub fn read_node(&self, ctx: &GpuContext, batch: usize, id: NodeId) -> Result<Vec<f32>> {
+        let plan = self
+            .plans
+            .get(&batch)
+            .ok_or_else(|| Error::invalid("read_node", format!("no plan for batch {batch}")))?;
+        let i = self.graph.index(id);
+        view_of(
+            plan.locs[i],
+            plan.lens[i],
+            &self.arenas,
+            &plan.inputs,
+            &plan.slots,
+        )?
+        .read(ctx)
+    }
+}
+
+fn optimizer_kernel(
+    ctx: &GpuContext,
+    opt: &Optimizer,
+    a: &Arenas,
+    n: usize,
+    t: u64,
+) -> Result<Kernel> {
+    Ok(match opt {
+        Optimizer::Sgd(c) => {
+            kernels::sgd(ctx, c, n, a.params.full(), a.grads.full(), a.m.full())?.into()
+        }
+        Optimizer::Adam(c) => kernels::adam(
+            ctx,
+            c,
+            t,
+            n,
+            a.params.full(),
+            a.grads.full(),
+            a.m.full(),
+            a.v.full(),
+        )?
+        .into(),
+    })
+}
+
+fn view_of<'a>(
+    loc: Option<Loc>,
+    len: usize,
+    a: &'a Arenas,
+    inputs: &'a [GpuBuffer],
+    slots: &'a [GpuBuffer],
+) -> Result<View<'a>> {
+    match loc {
+        Some(Loc::Input(k)) => inputs[k].view(0, len),
+        Some(Loc::Param(off)) => a.params.view(off, len),
+        Some(Loc::Grad(off)) => a.grads.view(off, len),
+        Some(Loc::Slot(s)) => slots[s].view(0, len),
+        None => Err(Error::invalid(
+            "executor",
+            "a node without storage was read",
+        )),
+    }
+}
+
+/// The loss node that computes a gradient node's value in the same launch (fused losses).
+fn fused_with(graph: &Graph, loss: NodeId, node: NodeId) -> bool {
+    let (l, n) = (graph.node(loss), graph.node(node));
+    l.inputs == n.inputs
+        && matches!(
+            (&l.op, &n.op),
+            (Op::SoftmaxXent, Op::SoftmaxXentGrad) | (Op::Loss(_), Op::LossGrad(_))
+        )
+}
+
+fn build_plan(
+    ctx: &GpuContext,
+    graph: &Graph,
+    loss: NodeId,
+    grads: &Gradients,
+    arenas: &Arenas,
+    batch: usize,
+) -> Result<GpuPlan> {
+    if batch == 0 {
+        return Err(Error::invalid("plan", "batch size 0"));
+    }
+    let shapes = graph.concrete_shapes(batch);
+    let n = graph.len();
+    let nodes = graph.nodes();
+    let lens: Vec<usize> = shapes.iter().map(|s| numel(s)).collect();
+    // Parameter gradients computed straight into the gradient arena, where the node is a
+    // fresh computation claimed by exactly one parameter; others are copied there at the end.
+    let mut arena_grad: HashMap<usize, usize> = HashMap::new();
+    let mut grad_copies: Vec<(usize, usize)> = Vec::new();
+    for p in graph.params() {
+        let Some(g) = grads.of(p) else { continue };
+        let gi = graph.index(g);
+        let off = arenas.offsets[&p];
+        let fresh = !matches!(
+            nodes[gi].op,
+            Op::Reshape(_) | Op::Param(_) | Op::Input | Op::Labels
+        );
+        if fresh && !arena_grad.contains_key(&gi) {
+            arena_grad.insert(gi, off);
+        } else {
+            grad_copies.push((gi, off));
+        }
+    }
+    // Liveness: a value lives until its last reader; a reshape extends its source's life.
+    let mut last_use: Vec<usize> = (0..n).collect();
+    let loss_i = graph.index(loss);
+    last_use[loss_i] = n;
+    for &i in &nodes[loss_i].inputs {
+        last_use[i.0] = n; // logits and labels are read by the metrics launch
+    }
+    for &(gi, _) in &grad_copies {
+        last_use[gi] = n;
+    }
+    for i in (0..n).rev() {
+        let end = if matches!(nodes[i].op, Op::Reshape(_)) {
+            last_use[i].max(i)
+        } else {
+            i
+        };
+        for j in &nodes[i].inputs {
+            last_use[j.0] = last_use[j.0].max(end);
+        }
+    }
+    let mut locs: Vec<Option<Loc>> = vec![None; n];
+    let mut inputs = Vec::new();
+    let mut slots: Vec<GpuBuffer> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut owner: Vec<Option<usize>> = vec![None; n]; // slot owned by node
+    let alloc = |len: usize, slots: &mut Vec<GpuBuffer>, free: &mut Vec<usize>| -> Result<usize> {
+        // Smallest free slot that fits, else a new one.
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| slots[s].len() >= len)
+            .min_by_key(|(_, &s)| slots[s].len())
+            .map(|(k, _)| k);
+        Ok(match best {
+            Some(k) => free.swap_remove(k),
+            None => {
+                slots.push(GpuBuffer::zeros(
+                    ctx,
+                    &format!("activations {}", slots.len()),
+                    len.max(1),
+                )?);
+                slots.len() - 1
+            }
+        })
+    };
+    for i in 0..n {
+        if locs[i].is_some() {
+            continue; // a fused loss gradient, placed with its loss
+        }
+        locs[i] = Some(match &nodes[i].op {
+            Op::Input | Op::Labels => {
+                inputs.push(GpuBuffer::zeros(ctx, &nodes[i].name, lens[i].max(1))?);
+                Loc::Input(inputs.len() - 1)
+            }
+            Op::Param(_) => Loc::Param(arenas.offsets[&NodeId(i)]),
+            Op::Reshape(_) => locs[nodes[i].inputs[0].0].expect("inputs come first"),
+            _ => match arena_grad.get(&i) {
+                Some(&off) => Loc::Grad(off),
+                None => {
+                    let s = alloc(lens[i], &mut slots, &mut free)?;
+                    owner[i] = Some(s);
+                    Loc::Slot(s)
+                }
+            },
+        });
+        if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
+            // The fused gradient is written by this node's launch: place it now.
+            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, NodeId(i), NodeId(g))) {
+                locs[g] = Some(match arena_grad.get(&g) {
+                    Some(&off) => Loc::Grad(off),
+                    None => {
+                        let s = alloc(lens[g], &mut slots, &mut free)?;
+                        owner[g] = Some(s);
+                        Loc::Slot(s)
+                    }
+                });
+            }
+        }
+        // Free the slots whose last reader was this node (after allocating its output).
+        for j in 0..=i {
+            if last_use[j] == i && j != i {
+                if let Some(s) = owner[j].take() {
+                    free.push(s);
+                }
+            }
+        }
+    }
+    // Launches, in node order.
+    let mut kernels = Vec::new();
+    let mut scratch = Vec::new();
+    let mut forward = 0;
+    let v = |i: usize| view_of(locs[i], lens[i], arenas, &inputs, &slots);
+    for i in 0..n {
+        let node = &nodes[i];
+        let inp = |k: usize| node.inputs[k].0;
+        let s = &shapes[i];
+        let kernel: Option<Kernel> = match &node.op {
+            Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
+            Op::MatMul { trans_a, trans_b } => {
+                let a = &shapes[inp(0)];
+                let k = if *trans_a { a[0] } else { a[1] };
+                let spec = GemmSpec::new(s[0], s[1], k)
+                    .trans_a(*trans_a)
+                    .trans_b(*trans_b);
+                Some(kernels::gemm(
+                    ctx,
+                    &spec,
+                    v(inp(0))?,
+                    v(inp(1))?,
+                    None,
+                    v(i)?,
+                )?)
+            }
+            Op::BiasAdd => {
+                Some(kernels::bias_add_out(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
+            }
+            Op::Activation(a) => {
+                Some(kernels::activation_forward(ctx, *a, lens[i], v(inp(0))?, v(i)?)?.into())
+            }
+            Op::ActivationGrad(a) => Some(
+                kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?
+                    .into(),
+            ),
+            Op::Softmax => {
+                Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into())
+            }
+            Op::SoftmaxGrad => Some(
+                kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
+            ),
+            Op::SoftmaxXent | Op::Loss(_) => {
+                let g = (i + 1..n).find(|&g| fused_with(graph, NodeId(i), NodeId(g)));
+                let grad_len = lens[inp(0)];
+                let grad_view = match g {
+                    Some(g) => v(g)?,
+                    None => {
+                        scratch.push(GpuBuffer::zeros(ctx, "unused loss gradient", grad_len)?);
+                        scratch.last().expect("just pushed").full()
+                    }
+                };
+                let k = match &node.op {
+                    Op::SoftmaxXent => {
+                        let ls = &shapes[inp(0)];
+                        kernels::softmax_xent(
+                            ctx,
+                            ls[0],
+                            ls[1],
+                            v(inp(0))?,
+                            v(inp(1))?,
+                            grad_view,
+                            v(i)?,
+                        )?
+                    }
+                    Op::Loss(kind) => kernels::pointwise_loss(
+                        ctx,
+                        *kind,
+                        grad_len,
+                        v(inp(0))?,
+                        v(inp(1))?,
+                        grad_view,
+                        v(i)?,
+                    )?,
+                    _ => unreachable!("matched above"),
+                };
+                Some(k)
+            }
+            Op::SoftmaxXentGrad | Op::LossGrad(_) => {
+                let fused = (0..i).any(|l| fused_with(graph, NodeId(l), NodeId(i)));
+                if !fused {
+                    return Err(Error::invalid(
+                        "plan",
+                        format!("{} without its loss node", node.op.name()),
+                    ));
+                }
+                None
+            }
+            Op::ColumnSum => {
+                let d = &shapes[inp(0)];
+                Some(kernels::column_sum(ctx, d[0], d[1], false, v(inp(0))?, v(i)?)?.into())
+            }
+            Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
+        };
+        kernels.extend(kernel);
+        if i == loss_i {
+            // Metrics right after the loss: the forward prefix ends here.
+            let logits = inp(0);
+            if matches!(node.op, Op::SoftmaxXent) {
+                let ls = &shapes[logits];
+                kernels.push(
+                    kernels::metrics(
+                        ctx,
+                        ls[0],
+                        ls[1],
+                        v(logits)?,
+                        v(inp(1))?,
+                        v(i)?,
+                        arenas.metrics.full(),
+                    )?
+                    .into(),
+                );
+            }
+            forward = kernels.len();
+        }
+    }
+    for (gi, off) in grad_copies {
+        let dst = arenas.grads.view(off, lens[gi])?;
+        kernels.push(
+            kernels::activation_forward(
+                ctx,
+                crate::cpu::Activation::Identity,
+                lens[gi],
+                v(gi)?,
+                dst,
+            )?
+            .into(),
+        );
+    }
+    Ok(GpuPlan {
+        kernels,
+        forward,
+        locs,
+        lens,
+        inputs,
+        slots,
+        _scratch: scratch,
+    })
+}

@@ -1,0 +1,334 @@
+//! The GPU executor against the CPU executor, training behaviour, determinism and
+//! steady-state resource use. Gradient tolerances follow STYLE.md (rtol 1e-3 / atol 1e-4);
+//! parameters after 50 steps: rtol 1e-3 / atol 1e-4 (f32 rounding compounds over steps).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use ndarray::{Array1, ArrayD, ArrayViewMut1, IxDyn};
+use wgtrain::cpu::{self, Activation};
+use wgtrain::graph::{CpuRun, Dim, Feed, GpuExecutor, Graph, Init, NodeId, Value};
+use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+
+struct Mlp {
+    graph: Graph,
+    x: NodeId,
+    y: NodeId,
+    loss: NodeId,
+    features: usize,
+}
+
+fn mlp(features: usize, hidden: &[usize], classes: usize, act: Activation) -> Mlp {
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(features)]);
+    let y = g.labels("y");
+    let mut h = x;
+    let mut width = features;
+    for (i, &units) in hidden.iter().chain([&classes]).enumerate() {
+        let w = g.param(
+            &format!("dense_{i}.weight"),
+            &[width, units],
+            Init::GlorotUniform,
+        );
+        let b = g.param(&format!("dense_{i}.bias"), &[units], Init::Zeros);
+        let z = g.matmul(h, w).unwrap();
+        h = g.bias_add(z, b).unwrap();
+        if i < hidden.len() {
+            h = g.activation(h, act).unwrap();
+        }
+        width = units;
+    }
+    let loss = g.softmax_xent(h, y).unwrap();
+    Mlp {
+        graph: g,
+        x,
+        y,
+        loss,
+        features,
+    }
+}
+
+fn batch(seed: u64, rows: usize, features: usize, classes: usize) -> (Vec<f32>, Vec<u32>) {
+    let x = uniform(seed, rows * features, -1.0, 1.0);
+    let y = (0..rows)
+        .map(|i| ((i as u64 * 7 + seed) % classes as u64) as u32)
+        .collect();
+    (x, y)
+}
+
+fn cpu_feeds<T: cpu::Scalar>(m: &Mlp, x: &[f32], y: &[u32]) -> HashMap<NodeId, Value<T>> {
+    let rows = y.len();
+    let xa = ArrayD::from_shape_vec(
+        IxDyn(&[rows, m.features]),
+        x.iter().map(|&v| T::of(v as f64)).collect(),
+    )
+    .unwrap();
+    HashMap::from([
+        (m.x, Value::Float(xa)),
+        (m.y, Value::Labels(Array1::from(y.to_vec()))),
+    ])
+}
+
+#[test]
+fn golden_step_zero_matches_cpu() {
+    let ctx = gpu();
+    let m = mlp(20, &[16], 10, Activation::Relu);
+    let (x, y) = batch(1, 32, 20, 10);
+    let mut exec = GpuExecutor::new(
+        ctx,
+        m.graph.clone(),
+        m.loss,
+        Optimizer::Sgd(SgdConfig::new(0.1)),
+        5,
+    )
+    .unwrap();
+    exec.step(ctx, 32, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+        .unwrap();
+
+    let g = exec.graph();
+    let run = CpuRun::<f64>::new(g, 5);
+    let vals = run
+        .eval(g, &cpu_feeds(&m, &x, &y), g.last().unwrap())
+        .unwrap();
+    let loss_cpu = CpuRun::scalar(&vals, m.loss).unwrap();
+    let loss_gpu = exec.read_node(ctx, 32, m.loss).unwrap()[0] as f64;
+    assert!(
+        (loss_gpu - loss_cpu).abs() < 1e-4 * loss_cpu.abs() + 1e-5,
+        "loss {loss_gpu} vs {loss_cpu}"
+    );
+    for p in g.params() {
+        let gi = g.index(exec.gradients().of(p).unwrap());
+        let want = vals[gi].as_ref().unwrap().float().unwrap();
+        let got = exec.read_grad(ctx, p).unwrap();
+        assert_close(&g.node(p).name, &got, want.as_slice().unwrap(), 1e-4, 1e-3);
+    }
+}
+
+fn cpu_train(
+    m: &Mlp,
+    exec_graph: &Graph,
+    grads: &wgtrain::graph::Gradients,
+    opt: Optimizer,
+    seed: u64,
+    steps: u64,
+) -> CpuRun<f32> {
+    let mut run = CpuRun::<f32>::new(exec_graph, seed);
+    let mut state: HashMap<NodeId, (Array1<f32>, Array1<f32>)> = HashMap::new();
+    for t in 1..=steps {
+        let (x, y) = batch(100 + t, 16, m.features, 10);
+        let vals = run
+            .eval(
+                exec_graph,
+                &cpu_feeds(m, &x, &y),
+                exec_graph.last().unwrap(),
+            )
+            .unwrap();
+        for p in exec_graph.params() {
+            let g = vals[exec_graph.index(grads.of(p).unwrap())]
+                .as_ref()
+                .unwrap()
+                .float()
+                .unwrap()
+                .clone();
+            let param = run.params.get_mut(&p).unwrap();
+            let n = param.len();
+            let (s1, s2) = state
+                .entry(p)
+                .or_insert_with(|| (Array1::zeros(n), Array1::zeros(n)));
+            let pv: ArrayViewMut1<f32> = param.as_slice_mut().unwrap().into();
+            let gv = g.as_slice().unwrap().into();
+            match &opt {
+                Optimizer::Sgd(c) => cpu::sgd_step(c, pv, gv, s1.view_mut()).unwrap(),
+                Optimizer::Adam(c) => {
+                    cpu::adam_step(c, t, pv, gv, s1.view_mut(), s2.view_mut()).unwrap()
+                }
+            }
+        }
+    }
+    run
+}
+
+#[test]
+fn fifty_steps_track_cpu_with_sgd_and_adam() {
+    let ctx = gpu();
+    for opt in [
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(0.05)
+        }),
+        Optimizer::Adam(AdamConfig::adam(1e-2)),
+    ] {
+        let m = mlp(12, &[16, 8], 10, Activation::Tanh);
+        let mut exec = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 3).unwrap();
+        for t in 1..=50u64 {
+            let (x, y) = batch(100 + t, 16, 12, 10);
+            exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+                .unwrap();
+        }
+        let cpu = cpu_train(&m, exec.graph(), exec.gradients(), opt, 3, 50);
+        for p in exec.graph().params() {
+            let want = to_f64(cpu.params[&p].as_slice().unwrap());
+            assert_close(
+                &format!("{opt:?} {}", exec.graph().node(p).name),
+                &exec.read_param(ctx, p).unwrap(),
+                &want,
+                1e-4,
+                1e-3,
+            );
+        }
+    }
+}
+
+fn spirals(n: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut x = Vec::with_capacity(2 * n);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i % 2) as u32;
+        let t = (i / 2) as f32 / (n / 2) as f32 * 3.0 * std::f32::consts::PI;
+        let r = 0.2 + t / (3.0 * std::f32::consts::PI);
+        let a = t + class as f32 * std::f32::consts::PI;
+        x.extend([r * a.cos(), r * a.sin()]);
+        y.push(class);
+    }
+    (x, y)
+}
+
+#[test]
+fn two_spirals_are_learned() {
+    let ctx = gpu();
+    let m = mlp(2, &[32, 32], 2, Activation::Tanh);
+    let mut exec = GpuExecutor::new(
+        ctx,
+        m.graph,
+        m.loss,
+        Optimizer::Adam(AdamConfig::adam(0.02)),
+        1,
+    )
+    .unwrap();
+    let (x, y) = spirals(256);
+    for _ in 0..600 {
+        exec.step(ctx, 256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+            .unwrap();
+    }
+    exec.reset_metrics(ctx).unwrap();
+    exec.evaluate_batch(ctx, 256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+        .unwrap();
+    let metrics = exec.metrics(ctx).unwrap();
+    assert_eq!(metrics.samples, 256);
+    assert!(metrics.accuracy >= 0.97, "{metrics:?}");
+}
+
+#[test]
+fn runs_are_bit_identical_and_steps_allocate_nothing() {
+    let ctx = gpu();
+    let run = |steps: u64| {
+        let m = mlp(12, &[16], 10, Activation::Relu);
+        let mut exec = GpuExecutor::new(
+            ctx,
+            m.graph.clone(),
+            m.loss,
+            Optimizer::Adam(AdamConfig::adam(1e-3)),
+            9,
+        )
+        .unwrap();
+        for t in 1..=steps {
+            let (x, y) = batch(t, 16, 12, 10);
+            exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+                .unwrap();
+        }
+        m.graph
+            .params()
+            .iter()
+            .flat_map(|&p| exec.read_param(ctx, p).unwrap())
+            .map(f32::to_bits)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(20), run(20));
+
+    // A private context: the shared one counts other tests' buffers too.
+    let own = wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter");
+    let ctx = &own;
+    let m = mlp(784, &[128], 10, Activation::Relu);
+    let mut exec = GpuExecutor::new(
+        ctx,
+        m.graph,
+        m.loss,
+        Optimizer::Sgd(SgdConfig::new(0.01)),
+        0,
+    )
+    .unwrap();
+    let (x, y) = batch(1, 128, 784, 10);
+    let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+    exec.step(ctx, 128, &feeds).unwrap();
+    let (buffers, submissions) = (ctx.counters().buffers(), ctx.counters().submissions());
+    for _ in 0..1000 {
+        exec.step(ctx, 128, &feeds).unwrap();
+    }
+    ctx.synchronize().unwrap();
+    assert_eq!(
+        ctx.counters().buffers(),
+        buffers,
+        "steps must not create buffers"
+    );
+    assert_eq!(
+        ctx.counters().submissions(),
+        submissions + 1000,
+        "one submission per step"
+    );
+    let mem = exec.memory();
+    assert!(mem.activations < mem.activations_without_reuse, "{mem:?}");
+}
+
+#[test]
+fn partial_batches_share_parameters_and_bad_feeds_are_errors() {
+    let ctx = gpu();
+    let m = mlp(12, &[16], 10, Activation::Relu);
+    let mut exec = GpuExecutor::new(
+        ctx,
+        m.graph.clone(),
+        m.loss,
+        Optimizer::Sgd(SgdConfig::new(0.1)),
+        2,
+    )
+    .unwrap();
+    let (x, y) = batch(1, 16, 12, 10);
+    exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+        .unwrap();
+    let w = m.graph.params()[0];
+    let before = exec.read_param(ctx, w).unwrap();
+    let (x5, y5) = batch(2, 5, 12, 10);
+    exec.step(ctx, 5, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y5))])
+        .unwrap();
+    assert_ne!(
+        exec.read_param(ctx, w).unwrap(),
+        before,
+        "the partial batch updates the same weights"
+    );
+    assert_eq!(exec.steps(), 2);
+
+    let err = exec
+        .step(ctx, 16, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input `x` needs 192 values at batch 16, got 60"),
+        "{err}"
+    );
+    let err = exec
+        .step(ctx, 16, &[(m.x, Feed::U32(&y)), (m.y, Feed::U32(&y))])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong element type"), "{err}");
+    assert!(exec.set_lr(ctx, f32::NAN).is_err());
+    exec.set_lr(ctx, 0.0).unwrap();
+    let frozen = exec.read_param(ctx, w).unwrap();
+    exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+        .unwrap();
+    assert_eq!(
+        exec.read_param(ctx, w).unwrap(),
+        frozen,
+        "lr 0 changes nothing"
+    );
+}
