@@ -332,3 +332,37 @@ fn partial_batches_share_parameters_and_bad_feeds_are_errors() {
         "lr 0 changes nothing"
     );
 }
+
+#[test]
+fn cpu_and_gpu_executors_agree() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let m = mlp(12, &[16], 10, Activation::Relu);
+    let opt = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        nesterov: true,
+        ..SgdConfig::new(0.05)
+    });
+    let mut g = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 4).unwrap();
+    let mut c = CpuExecutor::new(m.graph.clone(), m.loss, opt, 4).unwrap();
+    for t in 1..=20u64 {
+        let (x, y) = batch(t, 16, 12, 10);
+        let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+        g.step(ctx, 16, &feeds).unwrap();
+        c.step(16, &feeds).unwrap();
+    }
+    for p in m.graph.params() {
+        let want = to_f64(c.param(p).unwrap().as_slice().unwrap());
+        assert_close("param", &g.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+    }
+    let (gm, cm) = (g.metrics(ctx).unwrap(), c.metrics());
+    assert_eq!((gm.samples, gm.steps), (cm.samples, cm.steps));
+    assert!(
+        (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
+        "{gm:?} vs {cm:?}"
+    );
+    assert!(
+        (gm.accuracy - cm.accuracy).abs() <= 1.0 / 320.0 + 1e-6,
+        "{gm:?} vs {cm:?}"
+    );
+}

@@ -208,3 +208,191 @@ impl<T: Scalar> CpuRun<T> {
         vals.get(id.0)?.as_ref()?.float()?.iter().next().copied()
     }
 }
+
+/// Training on the CPU reference: the same differentiated graph, optimizer and metrics as
+/// [`super::GpuExecutor`], slow but correct, for machines without a GPU.
+pub struct CpuExecutor {
+    graph: Graph,
+    loss: NodeId,
+    grads: super::Gradients,
+    run: CpuRun<f32>,
+    optimizer: crate::optim::Optimizer,
+    state: HashMap<NodeId, (Array1<f32>, Array1<f32>)>,
+    step: u64,
+    /// Loss sum, correct, samples, steps.
+    metrics: [f64; 4],
+}
+
+impl CpuExecutor {
+    /// Differentiates `graph` from `loss` and initializes parameters from `seed` (the same
+    /// values the GPU executor starts from).
+    pub fn new(
+        mut graph: Graph,
+        loss: NodeId,
+        optimizer: crate::optim::Optimizer,
+        seed: u64,
+    ) -> Result<Self> {
+        optimizer.validate()?;
+        let grads = graph.backward(loss)?;
+        let run = CpuRun::new(&graph, seed);
+        Ok(CpuExecutor {
+            graph,
+            loss,
+            grads,
+            run,
+            optimizer,
+            state: HashMap::new(),
+            step: 0,
+            metrics: [0.0; 4],
+        })
+    }
+
+    fn feeds(
+        &self,
+        batch: usize,
+        feeds: &[(NodeId, super::Feed<'_>)],
+    ) -> Result<HashMap<NodeId, Value<f32>>> {
+        let shapes = self.graph.concrete_shapes(batch);
+        let mut out = HashMap::new();
+        for &(id, feed) in feeds {
+            let i = self.graph.index(id);
+            let node =
+                self.graph.nodes().get(i).ok_or_else(|| {
+                    Error::invalid("step", format!("node #{i} is not in this graph"))
+                })?;
+            let len: usize = shapes[i].iter().product();
+            let value = match (feed, &node.op) {
+                (super::Feed::F32(d), Op::Input) if d.len() == len => Value::Float(
+                    ArrayD::from_shape_vec(IxDyn(&shapes[i]), d.to_vec()).expect("length checked"),
+                ),
+                (super::Feed::U32(d), Op::Labels) if d.len() == len => {
+                    Value::Labels(Array1::from(d.to_vec()))
+                }
+                _ => {
+                    return Err(Error::shape(
+                        "step",
+                        format!(
+                            "input `{}` needs {len} values of its type at batch {batch}",
+                            node.name
+                        ),
+                    ))
+                }
+            };
+            out.insert(id, value);
+        }
+        Ok(out)
+    }
+
+    fn accumulate(&mut self, vals: &[Option<Value<f32>>]) {
+        let loss = CpuRun::scalar(vals, self.loss).unwrap_or(f32::NAN);
+        let node = self.graph.node(self.loss);
+        if let (Op::SoftmaxXent, [logits, labels]) = (&node.op, node.inputs.as_slice()) {
+            if let (Some(Value::Float(z)), Some(Value::Labels(y))) =
+                (&vals[logits.0], &vals[labels.0])
+            {
+                let z = z
+                    .view()
+                    .into_dimensionality::<Ix2>()
+                    .expect("logits are a matrix");
+                let correct = z
+                    .rows()
+                    .into_iter()
+                    .zip(y.iter())
+                    .filter(|(row, &label)| {
+                        let mut best = 0;
+                        for (j, &v) in row.iter().enumerate() {
+                            if v > row[best] {
+                                best = j;
+                            }
+                        }
+                        best as u32 == label
+                    })
+                    .count();
+                self.metrics[1] += correct as f64;
+                self.metrics[2] += y.len() as f64;
+            }
+        }
+        self.metrics[0] += loss as f64;
+        self.metrics[3] += 1.0;
+    }
+
+    /// One training step: forward, backward, optimizer, metrics.
+    pub fn step(&mut self, batch: usize, feeds: &[(NodeId, super::Feed<'_>)]) -> Result<()> {
+        let feeds = self.feeds(batch, feeds)?;
+        let last = self.graph.last().expect("a differentiated graph has nodes");
+        let vals = self.run.eval(&self.graph, &feeds, last)?;
+        self.accumulate(&vals);
+        self.step += 1;
+        for p in self.graph.params() {
+            let Some(g) = self.grads.of(p) else { continue };
+            let g = vals[g.0]
+                .as_ref()
+                .and_then(|v| v.float())
+                .expect("gradients are computed")
+                .clone();
+            let param = self
+                .run
+                .params
+                .get_mut(&p)
+                .expect("every parameter has a value");
+            let n = param.len();
+            let (m, v) = self
+                .state
+                .entry(p)
+                .or_insert_with(|| (Array1::zeros(n), Array1::zeros(n)));
+            let pv = param
+                .as_slice_mut()
+                .expect("parameters are contiguous")
+                .into();
+            let gv = g.as_slice().expect("gradients are contiguous").into();
+            match &self.optimizer {
+                crate::optim::Optimizer::Sgd(c) => cpu::sgd_step(c, pv, gv, m.view_mut())?,
+                crate::optim::Optimizer::Adam(c) => {
+                    cpu::adam_step(c, self.step, pv, gv, m.view_mut(), v.view_mut())?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward pass and metrics only.
+    pub fn evaluate_batch(
+        &mut self,
+        batch: usize,
+        feeds: &[(NodeId, super::Feed<'_>)],
+    ) -> Result<()> {
+        let feeds = self.feeds(batch, feeds)?;
+        let vals = self.run.eval(&self.graph, &feeds, self.loss)?;
+        self.accumulate(&vals);
+        Ok(())
+    }
+
+    /// Metrics since the last reset.
+    pub fn metrics(&self) -> super::Metrics {
+        let m = self.metrics;
+        super::Metrics {
+            mean_loss: (m[0] / m[3].max(1.0)) as f32,
+            accuracy: (m[1] / m[2].max(1.0)) as f32,
+            samples: m[2] as u64,
+            steps: m[3] as u64,
+        }
+    }
+
+    /// Zeroes the metrics.
+    pub fn reset_metrics(&mut self) {
+        self.metrics = [0.0; 4];
+    }
+
+    /// A parameter's values.
+    pub fn param(&self, p: NodeId) -> Option<&ArrayD<f32>> {
+        self.run.params.get(&p)
+    }
+
+    /// Changes the learning rate.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        let o = self.optimizer.with_lr(lr);
+        o.validate()?;
+        self.optimizer = o;
+        Ok(())
+    }
+}

@@ -86,6 +86,7 @@ pub struct GpuExecutor {
     step: u64,
     plans: HashMap<usize, GpuPlan>,
     memory: MemoryReport,
+    last_host: std::time::Duration,
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -151,7 +152,14 @@ impl GpuExecutor {
                 optimizer_state: bytes * state,
                 ..Default::default()
             },
+            last_host: std::time::Duration::ZERO,
         })
+    }
+
+    /// Host time of the last step: writing the batch and encoding the prebuilt launches,
+    /// excluding `queue.submit` (which on lavapipe runs the work synchronously) and the GPU.
+    pub fn last_step_host_time(&self) -> std::time::Duration {
+        self.last_host
     }
 
     /// The differentiated graph (forward nodes, then gradient nodes).
@@ -240,17 +248,18 @@ impl GpuExecutor {
                 ));
             };
             let (len, name) = (plan.lens[i], &self.graph.node(id).name);
-            let got =
-                match (feed, &self.graph.node(id).op) {
-                    (Feed::F32(d), Op::Input) => d.len(),
-                    (Feed::U32(d), Op::Labels) => d.len(),
-                    _ => return Err(Error::invalid(
+            let got = match (feed, &self.graph.node(id).op) {
+                (Feed::F32(d), Op::Input) => d.len(),
+                (Feed::U32(d), Op::Labels) => d.len(),
+                _ => {
+                    return Err(Error::invalid(
                         "step",
                         format!(
                             "input `{name}` got the wrong element type (f32 features, u32 labels)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             if got != len {
                 return Err(Error::shape(
                     "step",
@@ -272,12 +281,15 @@ impl GpuExecutor {
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
+        self.prepare(ctx, batch)?;
+        let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
         self.step += 1;
         if matches!(self.optimizer, Optimizer::Adam(_)) {
             self.write_optimizer_params(ctx, self.step)?;
         }
         let plan = &self.plans[&batch];
+        let mut host = std::time::Duration::ZERO;
         ctx.scoped("training step", || {
             let mut encoder = ctx
                 .device
@@ -288,8 +300,12 @@ impl GpuExecutor {
                 &mut encoder,
                 plan.kernels.iter().chain([&self.optimizer_kernel]),
             );
-            ctx.submit(encoder.finish());
-        })
+            let commands = encoder.finish();
+            host = start.elapsed();
+            ctx.submit(commands);
+        })?;
+        self.last_host = host;
+        Ok(())
     }
 
     /// Forward pass and metrics only (evaluation), one submission.

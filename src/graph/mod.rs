@@ -25,7 +25,7 @@ mod gpu_exec;
 mod init;
 
 pub use autodiff::Gradients;
-pub use cpu_exec::{CpuRun, Value};
+pub use cpu_exec::{CpuExecutor, CpuRun, Value};
 pub use gpu_exec::{Feed, GpuExecutor, MemoryReport, Metrics};
 pub use init::Init;
 
