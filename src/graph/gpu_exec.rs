@@ -289,22 +289,8 @@ impl GpuExecutor {
             self.write_optimizer_params(ctx, self.step)?;
         }
         let plan = &self.plans[&batch];
-        let mut host = std::time::Duration::ZERO;
-        ctx.scoped("training step", || {
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgtrain step"),
-                });
-            encode_kernel_iter(
-                &mut encoder,
-                plan.kernels.iter().chain([&self.optimizer_kernel]),
-            );
-            let commands = encoder.finish();
-            host = start.elapsed();
-            ctx.submit(commands);
-        })?;
-        self.last_host = host;
+        let kernels = plan.kernels.iter().chain([&self.optimizer_kernel]);
+        self.last_host = submit(ctx, "training step", start, kernels)?;
         Ok(())
     }
 
@@ -315,17 +301,16 @@ impl GpuExecutor {
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
+        let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
         let plan = &self.plans[&batch];
-        ctx.scoped("evaluation step", || {
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgtrain eval"),
-                });
-            encode_kernel_iter(&mut encoder, plan.kernels[..plan.forward].iter());
-            ctx.submit(encoder.finish());
-        })
+        submit(
+            ctx,
+            "evaluation step",
+            start,
+            plan.kernels[..plan.forward].iter(),
+        )?;
+        Ok(())
     }
 
     /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
@@ -396,6 +381,26 @@ impl GpuExecutor {
         )?
         .read(ctx)
     }
+}
+
+/// Encodes `kernels` into one command buffer and submits it; returns the host time from
+/// `start` up to the submission.
+fn submit<'a>(
+    ctx: &GpuContext,
+    op: &str,
+    start: std::time::Instant,
+    kernels: impl Iterator<Item = &'a Kernel>,
+) -> Result<std::time::Duration> {
+    ctx.scoped(op, || {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        encode_kernel_iter(&mut encoder, kernels);
+        let commands = encoder.finish();
+        let host = start.elapsed();
+        ctx.submit(commands);
+        host
+    })
 }
 
 fn optimizer_kernel(
