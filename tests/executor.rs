@@ -277,6 +277,17 @@ fn runs_are_bit_identical_and_steps_allocate_nothing() {
         submissions + 1000,
         "one submission per step"
     );
+    // Liveness reuse: in a deeper MLP, backward values take buffers forward values freed.
+    let deep = mlp(64, &[128, 128, 128], 10, Activation::Relu);
+    let mut exec = GpuExecutor::new(
+        ctx,
+        deep.graph,
+        deep.loss,
+        Optimizer::Sgd(SgdConfig::new(0.01)),
+        0,
+    )
+    .unwrap();
+    exec.prepare(ctx, 32).unwrap();
     let mem = exec.memory();
     assert!(mem.activations < mem.activations_without_reuse, "{mem:?}");
 }

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 
 use super::{Gradients, Graph, NodeId, Op};
+use crate::cpu::Activation;
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, AdamParams, GemmSpec};
+use crate::gpu::kernels::{self, AdamParams, Epilogue, GemmSpec};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, View};
 use crate::optim::Optimizer;
 
@@ -510,6 +511,46 @@ fn build_plan(
             last_use[j.0] = last_use[j.0].max(end);
         }
     }
+    // Fusion: a matmul read only by a bias-add (itself read only by a ReLU) becomes one GEMM
+    // with a bias (+ ReLU) epilogue writing the last node. No backward rule reads those
+    // intermediate values (ReLU's gradient uses its output, matmul's its inputs).
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in nodes.iter().enumerate() {
+        for j in &node.inputs {
+            readers[j.0].push(i);
+        }
+    }
+    // Values read after the last node (loss, logits, copied gradients) or living in the
+    // gradient arena must keep their storage.
+    let pinned: Vec<bool> = (0..n)
+        .map(|i| last_use[i] == n || arena_grad.contains_key(&i))
+        .collect();
+    let mut skip = vec![false; n];
+    let mut fused: Vec<Option<(usize, usize, Epilogue)>> = vec![None; n];
+    for i in 0..n {
+        if !matches!(nodes[i].op, Op::MatMul { .. }) || pinned[i] {
+            continue;
+        }
+        let &[j] = readers[i].as_slice() else {
+            continue;
+        };
+        if !matches!(nodes[j].op, Op::BiasAdd) || nodes[j].inputs[0].0 != i {
+            continue;
+        }
+        let (mut target, mut epilogue) = (j, Epilogue::Bias);
+        if let &[k] = readers[j].as_slice() {
+            if nodes[k].op == Op::Activation(Activation::Relu) && !pinned[j] {
+                (target, epilogue) = (k, Epilogue::BiasRelu);
+                skip[j] = true;
+            }
+        }
+        skip[i] = true;
+        fused[target] = Some((i, nodes[j].inputs[1].0, epilogue));
+        // The matmul's operands are now read where the fused node runs.
+        for a in &nodes[i].inputs {
+            last_use[a.0] = last_use[a.0].max(target);
+        }
+    }
     let mut locs: Vec<Option<Loc>> = vec![None; n];
     let mut inputs = Vec::new();
     let mut slots: Vec<GpuBuffer> = Vec::new();
@@ -536,8 +577,8 @@ fn build_plan(
         })
     };
     for i in 0..n {
-        if locs[i].is_some() {
-            continue; // a fused loss gradient, placed with its loss
+        if locs[i].is_some() || skip[i] {
+            continue; // a fused loss gradient (placed with its loss), or folded into a GEMM
         }
         locs[i] = Some(match &nodes[i].op {
             Op::Input | Op::Labels => {
@@ -586,6 +627,29 @@ fn build_plan(
         let node = &nodes[i];
         let inp = |k: usize| node.inputs[k].0;
         let s = &shapes[i];
+        if skip[i] {
+            continue;
+        }
+        if let Some((mm, bias, epilogue)) = fused[i] {
+            let (a, b) = (nodes[mm].inputs[0].0, nodes[mm].inputs[1].0);
+            let Op::MatMul { trans_a, trans_b } = nodes[mm].op else {
+                unreachable!("fusion starts at a matmul")
+            };
+            let k = if trans_a { shapes[a][0] } else { shapes[a][1] };
+            let spec = GemmSpec::new(s[0], s[1], k)
+                .trans_a(trans_a)
+                .trans_b(trans_b)
+                .epilogue(epilogue);
+            kernels.push(kernels::gemm(
+                ctx,
+                &spec,
+                v(a)?,
+                v(b)?,
+                Some(v(bias)?),
+                v(i)?,
+            )?);
+            continue;
+        }
         let kernel: Option<Kernel> = match &node.op {
             Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
             Op::MatMul { trans_a, trans_b } => {
@@ -696,14 +760,7 @@ fn build_plan(
     for (gi, off) in grad_copies {
         let dst = arenas.grads.view(off, lens[gi])?;
         kernels.push(
-            kernels::activation_forward(
-                ctx,
-                crate::cpu::Activation::Identity,
-                lens[gi],
-                v(gi)?,
-                dst,
-            )?
-            .into(),
+            kernels::activation_forward(ctx, Activation::Identity, lens[gi], v(gi)?, dst)?.into(),
         );
     }
     Ok(GpuPlan {
