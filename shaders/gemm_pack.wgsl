@@ -1,8 +1,7 @@
-// Packs a GEMM operand for the texture path (see gemm.wgsl):
-//   dst[r * pitch + q] = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols),
-// rows of `pitch` vec4s (256-byte multiples) ready for a buffer-to-texture copy.
+// Packs a GEMM operand for the texture path (see gemm_tex.wgsl):
+//   dst texel (q, r) = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols).
 // op(src) is (rows, cols); src is stored (rows, cols), or (cols, rows) when trans.
-// bindings: 0 pack_dims, 1 src, 2 dst
+// bindings: 0 (unused parameter block), 1 src, 2 dst (rgba32float storage texture)
 //
 // Kept out of gemm.wgsl on purpose: on lavapipe a pipeline from a module that declares
 // workgroup memory pays for it on every bind, even in entry points that never touch it.
@@ -14,7 +13,7 @@ struct PackDims {
     trans: u32,     // src is stored (cols, rows)
     width: u32,     // texels per row = ceil(cols / 4)
     height: u32,    // texture rows (>= rows; the extra rows are zero)
-    pitch: u32,     // vec4s per row in dst (width rounded up to 256-byte rows for the copy)
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -27,9 +26,8 @@ override COLS: u32 = 1u;
 override TRANS: bool = false;
 override WIDTH: u32 = 1u;
 override HEIGHT: u32 = 1u;
-override PITCH: u32 = 1u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
 fn src_at(r: u32, col: u32) -> f32 {
     if (r >= ROWS || col >= COLS) {
@@ -59,7 +57,7 @@ fn pack(
     let r = t / WIDTH;
     let col = q * 4u;
     let v = vec4(src_at(r, col), src_at(r, col + 1u), src_at(r, col + 2u), src_at(r, col + 3u));
-    dst[r * PITCH + q] = v;
+    textureStore(dst, vec2<u32>(q, r), v);
 }
 
 

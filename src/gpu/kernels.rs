@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::gpu::launch::{LaunchDesc, Step, TextureCopy};
+use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
 use crate::optim::{AdamConfig, SgdConfig};
 
@@ -123,18 +123,6 @@ struct GemmDims {
     alpha: f32,
     beta: f32,
     trans: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct PackDims {
-    rows: u32,
-    cols: u32,
-    trans: u32,
-    width: u32,
-    height: u32,
-    pitch: u32,
-    _pad: [u32; 2],
 }
 
 fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()> {
@@ -273,8 +261,8 @@ pub fn gemm(
         GemmPath::Texture => {
             let k4 = k.div_ceil(4);
             // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
-            let (pa, ta, pack_a, copy_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
-            let (pb, tb, pack_b, copy_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
+            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
+            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
             let view_a = ta.create_view(&Default::default());
             let view_b = tb.create_view(&Default::default());
             let mut constants = constants;
@@ -303,21 +291,17 @@ pub fn gemm(
                     workgroups,
                 },
             )?;
-            let steps = vec![
-                Step::Launch(pack_a),
-                Step::Launch(pack_b),
-                Step::Copy(copy_a),
-                Step::Copy(copy_b),
-                Step::Launch(multiply),
-            ];
-            Ok(Kernel::new(steps, vec![pa, pb]))
+            Ok(Kernel::new(
+                vec![pack_a, pack_b, multiply],
+                vec![],
+                vec![ta, tb],
+            ))
         }
     }
 }
 
 /// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)
-/// (rows, cols) zero-padded, the buffer `pack` lays it out in, the launch that fills that
-/// buffer, and the copy into the texture.
+/// (rows, cols) zero-padded, and the launch that fills it.
 fn pack(
     ctx: &GpuContext,
     label: &str,
@@ -326,12 +310,9 @@ fn pack(
     cols: usize,
     trans: bool,
     height: usize,
-) -> Result<(GpuBuffer, wgpu::Texture, Launch, TextureCopy)> {
+) -> Result<(wgpu::Texture, Launch)> {
     let width = cols.div_ceil(4).max(1);
     let height = height.max(1);
-    // Buffer-to-texture copies need rows of a multiple of 256 bytes: 16 texels.
-    let pitch = width.next_multiple_of(16);
-    let staging = GpuBuffer::zeros(ctx, label, pitch * height * 4)?;
     ctx.count_buffer();
     let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
@@ -345,10 +326,11 @@ fn pack(
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         })
     })?;
+    let view = texture.create_view(&Default::default());
     let launch = Launch::new(
         ctx,
         LaunchDesc {
@@ -360,27 +342,18 @@ fn pack(
                 ("TRANS", f64::from(u8::from(trans))),
                 ("WIDTH", width as f64),
                 ("HEIGHT", height as f64),
-                ("PITCH", pitch as f64),
             ],
-            params: PackDims {
-                rows: rows as u32,
-                cols: cols as u32,
-                trans: trans as u32,
-                width: width as u32,
-                height: height as u32,
-                pitch: pitch as u32,
-                _pad: [0; 2],
+            params: Dims4 {
+                a: 0,
+                b: 0,
+                c: 0,
+                d: 0,
             },
-            bindings: vec![Binding::Read(src), Binding::ReadWrite(staging.full())],
+            bindings: vec![Binding::Read(src), Binding::TextureWrite(&view)],
             workgroups: groups(width * height, 64)?,
         },
     )?;
-    let copy = TextureCopy {
-        src: staging.wgpu_buffer().clone(),
-        bytes_per_row: (pitch * 16) as u32,
-        dst: texture.clone(),
-    };
-    Ok((staging, texture, launch, copy))
+    Ok((texture, launch))
 }
 
 #[repr(C)]
@@ -753,10 +726,7 @@ pub fn softmax_xent(
         },
     )?;
     let mean = mean(ctx, rows, 1.0 / rows as f32, scratch.full(), out)?;
-    Ok(Kernel::new(
-        vec![Step::Launch(rows_pass), Step::Launch(mean)],
-        vec![scratch],
-    ))
+    Ok(Kernel::new(vec![rows_pass, mean], vec![scratch], vec![]))
 }
 
 /// A pointwise loss over `n` elements: gradient of the mean to `grad`, mean loss to `out[0]`.
@@ -802,10 +772,7 @@ pub fn pointwise_loss(
         },
     )?;
     let mean = mean(ctx, n, 1.0 / n as f32, scratch.full(), out)?;
-    Ok(Kernel::new(
-        vec![Step::Launch(elems), Step::Launch(mean)],
-        vec![scratch],
-    ))
+    Ok(Kernel::new(vec![elems, mean], vec![scratch], vec![]))
 }
 
 /// Uniform block of the `sgd` kernel.

@@ -235,48 +235,34 @@ impl Launch {
     }
 }
 
-/// A buffer-to-texture copy inside a [`Kernel`] (used to fill packed GEMM operands).
-#[derive(Debug)]
-pub(crate) struct TextureCopy {
-    pub src: wgpu::Buffer,
-    pub bytes_per_row: u32,
-    pub dst: wgpu::Texture,
-}
-
-/// One step of a kernel: a compute launch or a copy between passes.
-#[derive(Debug)]
-pub(crate) enum Step {
-    Launch(Launch),
-    Copy(TextureCopy),
-}
-
-/// A kernel that needs several steps in order (launches, and copies between them), with the
-/// scratch resources they share (a loss's per-row buffer, a GEMM's packed textures). Dropping
-/// it frees them.
+/// A kernel that needs several launches in order, with the scratch resources they share (a
+/// loss's per-row buffer, a GEMM's packed textures). Dropping it frees them.
 #[derive(Debug)]
 pub struct Kernel {
-    steps: Vec<Step>,
+    launches: Vec<Launch>,
     _buffers: Vec<crate::gpu::GpuBuffer>,
+    _textures: Vec<wgpu::Texture>,
 }
 
 impl Kernel {
-    pub(crate) fn new(steps: Vec<Step>, buffers: Vec<crate::gpu::GpuBuffer>) -> Self {
+    pub(crate) fn new(
+        launches: Vec<Launch>,
+        buffers: Vec<crate::gpu::GpuBuffer>,
+        textures: Vec<wgpu::Texture>,
+    ) -> Self {
         Kernel {
-            steps,
+            launches,
             _buffers: buffers,
+            _textures: textures,
         }
     }
 
-    /// The compute launches, in order (copies between them are not listed).
+    /// The launches, in the order they run.
     pub fn launches(&self) -> impl Iterator<Item = &Launch> {
-        self.steps.iter().filter_map(|s| match s {
-            Step::Launch(l) => Some(l),
-            Step::Copy(_) => None,
-        })
+        self.launches.iter()
     }
 
-    /// Records every step: consecutive launches share one compute pass; copies sit between
-    /// passes.
+    /// Records every launch into one compute pass.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
         encode_kernels(encoder, &[self]);
     }
@@ -286,16 +272,21 @@ impl Kernel {
         run_kernels(ctx, &[self])
     }
 
-    /// Rewrites the uniform block of launch `index` (see [`Launch::set_params`]).
+    /// Rewrites the parameter block of launch `index` (see [`Launch::set_params`]).
     pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
-        if let Some(l) = self.launches().nth(index) {
+        if let Some(l) = self.launches.get(index) {
             l.set_params(ctx, params);
         }
     }
 }
 
-/// Records the steps of `kernels` in order: runs of launches share one compute pass, even
-/// across kernels; copies sit between passes.
+impl From<Launch> for Kernel {
+    fn from(l: Launch) -> Self {
+        Kernel::new(vec![l], vec![], vec![])
+    }
+}
+
+/// Records the launches of `kernels` in order, all in one compute pass.
 pub fn encode_kernels(encoder: &mut wgpu::CommandEncoder, kernels: &[&Kernel]) {
     encode_kernel_iter(encoder, kernels.iter().copied());
 }
@@ -305,42 +296,12 @@ pub fn encode_kernel_iter<'a>(
     encoder: &mut wgpu::CommandEncoder,
     kernels: impl Iterator<Item = &'a Kernel>,
 ) {
-    let mut steps = kernels.flat_map(|k| k.steps.iter()).peekable();
-    while let Some(step) = steps.next() {
-        match step {
-            Step::Copy(copy) => {
-                let size = copy.dst.size();
-                encoder.copy_buffer_to_texture(
-                    wgpu::TexelCopyBufferInfo {
-                        buffer: &copy.src,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: 0,
-                            bytes_per_row: Some(copy.bytes_per_row),
-                            rows_per_image: Some(size.height),
-                        },
-                    },
-                    copy.dst.as_image_copy(),
-                    size,
-                );
-            }
-            Step::Launch(first) => {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("wgtrain"),
-                    timestamp_writes: None,
-                });
-                first.encode(&mut pass);
-                while let Some(Step::Launch(l)) = steps.peek() {
-                    l.encode(&mut pass);
-                    steps.next();
-                }
-            }
-        }
-    }
-}
-
-impl From<Launch> for Kernel {
-    fn from(l: Launch) -> Self {
-        Kernel::new(vec![Step::Launch(l)], vec![])
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("wgtrain"),
+        timestamp_writes: None,
+    });
+    for launch in kernels.flat_map(|k| k.launches.iter()) {
+        launch.encode(&mut pass);
     }
 }
 
