@@ -6,6 +6,7 @@ pub mod data;
 mod error;
 pub mod gpu;
 pub mod graph;
+pub mod nn;
 pub mod optim;
 
 pub use error::{Error, Result};

@@ -367,6 +367,22 @@ impl CpuExecutor {
         Ok(())
     }
 
+    /// The values of `node` for a batch (forward only; no metrics, no update).
+    pub fn forward(
+        &self,
+        batch: usize,
+        feeds: &[(NodeId, super::Feed<'_>)],
+        node: NodeId,
+    ) -> Result<Vec<f32>> {
+        let feeds = self.feeds(batch, feeds)?;
+        let vals = self.run.eval(&self.graph, &feeds, node)?;
+        let v = vals[node.0]
+            .as_ref()
+            .and_then(|v| v.float())
+            .ok_or_else(|| Error::invalid("forward", "the node holds no float values"))?;
+        Ok(v.iter().copied().collect())
+    }
+
     /// Metrics since the last reset.
     pub fn metrics(&self) -> super::Metrics {
         let m = self.metrics;

@@ -1,0 +1,154 @@
+//! Train a 784-128-10 MLP on MNIST (or Fashion-MNIST) and report test accuracy and speed.
+//!
+//! `cargo run --release --example mnist_mlp -- --epochs 3`
+//! Data: `--data DIR`, else ./data/mnist, else a download into ./data/mnist, else
+//! Fashion-MNIST from /usr/share/datasets/fashion-mnist (with a notice), else an error that
+//! says what to do.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use wgtrain::cpu::Activation;
+use wgtrain::data::{download, mnist, Dataset};
+use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
+use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Opt {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Dev {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Parser)]
+#[command(about = "Train an MLP on MNIST-format data")]
+struct Cli {
+    /// Directory with the four MNIST-format files (raw or .gz).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, value_enum, default_value_t = Opt::Adam)]
+    optimizer: Opt,
+    #[arg(long, value_enum, default_value_t = Dev::Gpu)]
+    device: Dev,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training and N/6 test samples (quick runs, CI).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn find_data(cli: &Cli) -> wgtrain::Result<(mnist::Splits, String)> {
+    if let Some(dir) = &cli.data {
+        return Ok((mnist::load_mnist(dir)?, dir.display().to_string()));
+    }
+    let local = Path::new("data/mnist");
+    if mnist::find_file(local, mnist::TRAIN_IMAGES).is_ok() {
+        return Ok((mnist::load_mnist(local)?, local.display().to_string()));
+    }
+    match download::fetch(&download::MNIST, local, !cli.quiet) {
+        Ok(_) => return Ok((mnist::load_mnist(local)?, local.display().to_string())),
+        Err(e) => eprintln!("note: MNIST could not be downloaded ({e})"),
+    }
+    let fashion = Path::new(mnist::FASHION_MNIST_SYSTEM_DIR);
+    if fashion.is_dir() {
+        eprintln!(
+            "note: using Fashion-MNIST from {} instead of MNIST",
+            fashion.display()
+        );
+        return Ok((
+            mnist::load_fashion_mnist(fashion)?,
+            format!("{} (Fashion-MNIST)", fashion.display()),
+        ));
+    }
+    Err(wgtrain::Error::Data {
+        path: local.display().to_string(),
+        detail: "no MNIST data: pass --data DIR, put the four MNIST files in ./data/mnist, or install Fashion-MNIST (apt-get install dataset-fashion-mnist)".into(),
+    })
+}
+
+fn head(d: &Dataset, n: usize) -> Dataset {
+    let n = n.min(d.len());
+    Dataset {
+        images: d.images[..n * d.features()].to_vec(),
+        labels: d.labels[..n].to_vec(),
+        ..d.clone()
+    }
+}
+
+fn run(cli: Cli) -> wgtrain::Result<()> {
+    let (splits, source) = find_data(&cli)?;
+    let (train, test) = match cli.limit {
+        Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(6))),
+        None => (splits.train, splits.test),
+    };
+    println!(
+        "data: {source}: {} train, {} test samples",
+        train.len(),
+        test.len()
+    );
+    let model = Sequential::new(&[28, 28])
+        .flatten()
+        .dense(Dense::new(128).activation(Activation::Relu))
+        .dense(Dense::new(10));
+    print!("{}", model.summary());
+    let device = match cli.device {
+        Dev::Gpu => Device::gpu()?,
+        Dev::Cpu => Device::Cpu,
+    };
+    println!("device: {}", device.name());
+    let optimizer = match cli.optimizer {
+        Opt::Adam => Optimizer::Adam(AdamConfig::adam(cli.lr)),
+        Opt::Sgd => Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(cli.lr)
+        }),
+    };
+    let mut model = model.compile(
+        Loss::SparseCategoricalCrossentropy,
+        optimizer,
+        device,
+        cli.seed,
+    )?;
+    let cfg = FitConfig {
+        seed: cli.seed,
+        progress: !cli.quiet,
+        ..FitConfig::new(cli.epochs, cli.batch_size)
+    };
+    let history = model.fit(&train, &cfg)?;
+    for e in &history.epochs {
+        println!(
+            "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
+            e.epoch, cli.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
+        );
+    }
+    let result = model.evaluate(&test, 512)?;
+    println!(
+        "test: loss {:.4}, accuracy {:.4} on {} samples",
+        result.mean_loss, result.accuracy, result.samples
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

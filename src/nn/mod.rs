@@ -1,0 +1,246 @@
+//! Keras-style models: a `Sequential` stack of layers that only adds nodes to a graph,
+//! compiled with a loss and an optimizer onto a device, then `fit`, `evaluate`, `predict`.
+//!
+//! ```no_run
+//! use wgtrain::nn::{Device, Loss, Sequential, Dense, FitConfig};
+//! use wgtrain::cpu::Activation;
+//! use wgtrain::optim::{AdamConfig, Optimizer};
+//!
+//! let model = Sequential::new(&[28, 28])
+//!     .flatten()
+//!     .dense(Dense::new(128).activation(Activation::Relu))
+//!     .dense(Dense::new(10));
+//! println!("{}", model.summary());
+//! let device = Device::gpu()?;
+//! let mut model = model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::Adam(AdamConfig::adam(1e-3)), device, 0)?;
+//! # let (train, test): (wgtrain::data::Dataset, wgtrain::data::Dataset) = unimplemented!();
+//! let history = model.fit(&train, &FitConfig::new(3, 128))?;
+//! let result = model.evaluate(&test, 512)?;
+//! println!("test accuracy {:.3}", result.accuracy);
+//! # Ok::<(), wgtrain::Error>(())
+//! ```
+
+mod model;
+
+pub use model::{Device, EpochLog, FitConfig, History, Model, Prediction};
+
+use crate::cpu::Activation;
+use crate::error::{Error, Result};
+use crate::graph::{Dim, Graph, Init, NodeId};
+
+/// A fully connected layer: `activation(x W + b)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dense {
+    pub units: usize,
+    pub activation: Option<Activation>,
+    /// The weight initializer (Glorot uniform, as in Keras, by default).
+    pub init: Init,
+}
+
+impl Dense {
+    /// `units` outputs, no activation.
+    pub fn new(units: usize) -> Self {
+        Dense {
+            units,
+            activation: None,
+            init: Init::GlorotUniform,
+        }
+    }
+
+    /// Applies `act` to the outputs.
+    pub fn activation(mut self, act: Activation) -> Self {
+        self.activation = Some(act);
+        self
+    }
+
+    /// Another weight initializer.
+    pub fn init(mut self, init: Init) -> Self {
+        self.init = init;
+        self
+    }
+}
+
+/// A layer of a [`Sequential`] model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layer {
+    Dense(Dense),
+    Activation(Activation),
+    /// Softmax over the last axis (a final softmax is fused into the loss while training).
+    Softmax,
+    /// (batch, d1, d2, ...) to (batch, d1 * d2 * ...).
+    Flatten,
+}
+
+/// What a model is trained to minimize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Softmax cross-entropy against integer labels (the model outputs logits, or a final
+    /// softmax that training fuses into the loss).
+    SparseCategoricalCrossentropy,
+}
+
+/// A stack of layers over an input shape (without the batch dimension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequential {
+    input_shape: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+/// The graph of a model: its input, its output (logits) and its parameters by layer.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub graph: Graph,
+    pub input: NodeId,
+    pub logits: NodeId,
+    /// (name, node) of every parameter, e.g. `dense_0.weight`.
+    pub params: Vec<(String, NodeId)>,
+}
+
+impl Sequential {
+    /// An empty model for inputs of `input_shape` (e.g. `[28, 28]` or `[784]`).
+    pub fn new(input_shape: &[usize]) -> Self {
+        Sequential {
+            input_shape: input_shape.to_vec(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Appends a layer.
+    pub fn add(mut self, layer: Layer) -> Self {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Appends a dense layer.
+    pub fn dense(self, d: Dense) -> Self {
+        self.add(Layer::Dense(d))
+    }
+
+    /// Appends a flatten layer.
+    pub fn flatten(self) -> Self {
+        self.add(Layer::Flatten)
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The graph of the model up to its logits (a final softmax left out when `fuse_softmax`).
+    pub fn build(&self, fuse_softmax: bool) -> Result<Built> {
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(Error::invalid(
+                "Sequential",
+                format!("input shape {:?}", self.input_shape),
+            ));
+        }
+        let mut g = Graph::new();
+        let mut dims = vec![Dim::Batch];
+        dims.extend(self.input_shape.iter().map(|&d| Dim::Fixed(d)));
+        let input = g.input("input", &dims);
+        let mut h = input;
+        let mut params = Vec::new();
+        let mut dense_index = 0;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let named = |e: Error| match e {
+                Error::Shape { detail, .. } => Error::Shape {
+                    op: "Sequential",
+                    detail: format!("layer {i} ({layer:?}): {detail}"),
+                },
+                other => other,
+            };
+            match layer {
+                Layer::Flatten => h = g.flatten(h).map_err(named)?,
+                Layer::Dense(d) => {
+                    let shape = &g.node(h).shape;
+                    let Some(&Dim::Fixed(fan_in)) = shape.get(1).filter(|_| shape.len() == 2)
+                    else {
+                        return Err(Error::Shape {
+                            op: "Sequential",
+                            detail: format!("layer {i} (Dense) needs (batch, features) inputs; add Flatten first (got {} dimensions)", shape.len()),
+                        });
+                    };
+                    let w_name = format!("dense_{dense_index}.weight");
+                    let b_name = format!("dense_{dense_index}.bias");
+                    let w = g.param(&w_name, &[fan_in, d.units], d.init);
+                    let b = g.param(&b_name, &[d.units], Init::Zeros);
+                    params.push((w_name, w));
+                    params.push((b_name, b));
+                    dense_index += 1;
+                    let z = g.matmul(h, w).map_err(named)?;
+                    h = g.bias_add(z, b).map_err(named)?;
+                    if let Some(act) = d.activation {
+                        h = g.activation(h, act).map_err(named)?;
+                    }
+                }
+                Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
+                Layer::Softmax if fuse_softmax && i == last => {}
+                Layer::Softmax => h = g.softmax(h).map_err(named)?,
+            }
+        }
+        Ok(Built {
+            graph: g,
+            input,
+            logits: h,
+            params,
+        })
+    }
+
+    /// A Keras-like table of layers, output shapes and parameter counts.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{:<28} {:<20} {:>10}\n",
+            "Layer (type)", "Output Shape", "Param #"
+        );
+        out.push_str(&"=".repeat(60));
+        out.push('\n');
+        let mut shape: Vec<usize> = self.input_shape.clone();
+        let mut total = 0;
+        let mut dense_index = 0;
+        for layer in &self.layers {
+            let (name, params) = match layer {
+                Layer::Flatten => {
+                    shape = vec![shape.iter().product()];
+                    ("flatten (Flatten)".to_string(), 0)
+                }
+                Layer::Dense(d) => {
+                    let fan_in = shape.last().copied().unwrap_or(0);
+                    shape = vec![d.units];
+                    let n = fan_in * d.units + d.units;
+                    dense_index += 1;
+                    let act = d
+                        .activation
+                        .map(|a| format!(", {a:?}").to_lowercase())
+                        .unwrap_or_default();
+                    (format!("dense_{} (Dense{act})", dense_index - 1), n)
+                }
+                Layer::Activation(a) => (format!("activation ({a:?})"), 0),
+                Layer::Softmax => ("softmax (Softmax)".to_string(), 0),
+            };
+            total += params;
+            let dims: Vec<String> = std::iter::once("None".to_string())
+                .chain(shape.iter().map(|d| d.to_string()))
+                .collect();
+            out.push_str(&format!(
+                "{name:<28} {:<20} {params:>10}\n",
+                format!("({})", dims.join(", "))
+            ));
+        }
+        out.push_str(&"=".repeat(60));
+        out.push_str(&format!("\nTotal params: {total}\n"));
+        out
+    }
+
+    /// Compiles the model with a loss and an optimizer onto `device`; parameters are
+    /// initialized from `seed`.
+    pub fn compile(
+        self,
+        loss: Loss,
+        optimizer: crate::optim::Optimizer,
+        device: Device,
+        seed: u64,
+    ) -> Result<Model> {
+        Model::new(self, loss, optimizer, device, seed)
+    }
+}
