@@ -105,20 +105,20 @@ impl Sequential {
         }
     }
 
-    /// Appends a layer.
-    pub fn add(mut self, layer: Layer) -> Self {
+    /// Appends a layer (Keras' `model.add`).
+    pub fn push(mut self, layer: Layer) -> Self {
         self.layers.push(layer);
         self
     }
 
     /// Appends a dense layer.
     pub fn dense(self, d: Dense) -> Self {
-        self.add(Layer::Dense(d))
+        self.push(Layer::Dense(d))
     }
 
     /// Appends a flatten layer.
     pub fn flatten(self) -> Self {
-        self.add(Layer::Flatten)
+        self.push(Layer::Flatten)
     }
 
     /// The layers.

@@ -36,7 +36,7 @@ impl Device {
 }
 
 enum Exec {
-    Gpu(Arc<GpuContext>, GpuExecutor),
+    Gpu(Arc<GpuContext>, Box<GpuExecutor>),
     Cpu(CpuExecutor),
 }
 
@@ -123,24 +123,25 @@ impl Model {
         let built = spec.build(true)?;
         let mut graph = built.graph.clone();
         let logits_shape = graph.node(built.logits).shape.clone();
-        let classes =
-            match logits_shape.as_slice() {
-                [_, crate::graph::Dim::Fixed(c)] => *c,
-                other => return Err(Error::Shape {
+        let classes = match logits_shape.as_slice() {
+            [_, crate::graph::Dim::Fixed(c)] => *c,
+            other => {
+                return Err(Error::Shape {
                     op: "Sequential",
                     detail: format!(
                         "a classifier ends in (batch, classes), this model ends in {} dimensions",
                         other.len()
                     ),
-                }),
-            };
+                })
+            }
+        };
         let labels = graph.labels("labels");
         let loss_node = graph.softmax_xent(built.logits, labels)?;
         let features = spec.input_shape.iter().product();
         let exec = match &device {
             Device::Gpu(ctx) => Exec::Gpu(
                 ctx.clone(),
-                GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?,
+                Box::new(GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?),
             ),
             Device::Cpu => Exec::Cpu(CpuExecutor::new(graph, loss_node, optimizer, seed)?),
         };
