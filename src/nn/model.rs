@@ -37,7 +37,7 @@ impl Device {
 
 enum Exec {
     Gpu(Arc<GpuContext>, Box<GpuExecutor>),
-    Cpu(CpuExecutor),
+    Cpu(Box<CpuExecutor>),
 }
 
 /// How to train.
@@ -143,7 +143,9 @@ impl Model {
                 ctx.clone(),
                 Box::new(GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?),
             ),
-            Device::Cpu => Exec::Cpu(CpuExecutor::new(graph, loss_node, optimizer, seed)?),
+            Device::Cpu => Exec::Cpu(Box::new(CpuExecutor::new(
+                graph, loss_node, optimizer, seed,
+            )?)),
         };
         Ok(Model {
             spec,
