@@ -661,3 +661,37 @@ fn offline_download_says_where_to_put_the_files() {
     );
     assert!(!dir.path().join("x.gz").exists());
 }
+
+#[test]
+fn a_loader_starting_at_a_later_epoch_streams_that_epoch() {
+    // Resuming training relies on this: epoch k is shuffled the same whether it is the k-th
+    // epoch of one loader or the first epoch of a loader starting at k.
+    let ds = small_dataset(103);
+    let all = collect(
+        Loader::new(
+            ds.clone(),
+            None,
+            LoaderConfig {
+                seed: 5,
+                epochs: 3,
+                ..LoaderConfig::new(10)
+            },
+        )
+        .unwrap(),
+    );
+    let tail = collect(
+        Loader::new(
+            ds,
+            None,
+            LoaderConfig {
+                seed: 5,
+                epochs: 1,
+                first_epoch: 2,
+                ..LoaderConfig::new(10)
+            },
+        )
+        .unwrap(),
+    );
+    let third: Vec<_> = all.into_iter().filter(|b| b.epoch == 2).collect();
+    assert_eq!(third, tail);
+}

@@ -136,3 +136,148 @@ fn mnist_mlp_example_runs_end_to_end() {
         "{stdout}"
     );
 }
+
+fn subset(d: &wgtrain::data::Dataset, n: usize) -> wgtrain::data::Dataset {
+    wgtrain::data::Dataset {
+        images: d.images[..n * d.features()].to_vec(),
+        labels: d.labels[..n].to_vec(),
+        ..d.clone()
+    }
+}
+
+#[test]
+fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
+    let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
+        .expect("Fashion-MNIST installed");
+    let train = subset(&data.train, 2_000);
+    let ctx =
+        std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
+    let adam = Optimizer::Adam(AdamConfig::adam(1e-3));
+    let compile = || {
+        mlp()
+            .compile(
+                Loss::SparseCategoricalCrossentropy,
+                adam,
+                Device::Gpu(ctx.clone()),
+                7,
+            )
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two epochs straight...
+    let mut straight = compile();
+    straight
+        .fit(
+            &train,
+            &FitConfig {
+                seed: 3,
+                ..FitConfig::new(2, 128)
+            },
+        )
+        .unwrap();
+    straight
+        .save(&dir.path().join("straight.safetensors"))
+        .unwrap();
+    // ...equal one epoch, a save, a load into a fresh model, and the second epoch.
+    let mut first = compile();
+    first
+        .fit(
+            &train,
+            &FitConfig {
+                seed: 3,
+                ..FitConfig::new(1, 128)
+            },
+        )
+        .unwrap();
+    let ckpt = dir.path().join("epoch1.safetensors");
+    first.save(&ckpt).unwrap();
+    assert!(!dir.path().join("epoch1.safetensors.part").exists());
+    let mut resumed = compile();
+    resumed.load(&ckpt).unwrap();
+    resumed
+        .fit(
+            &train,
+            &FitConfig {
+                seed: 3,
+                initial_epoch: 1,
+                ..FitConfig::new(2, 128)
+            },
+        )
+        .unwrap();
+    resumed
+        .save(&dir.path().join("resumed.safetensors"))
+        .unwrap();
+    let a = std::fs::read(dir.path().join("straight.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("resumed.safetensors")).unwrap();
+    // Compare tensors, not files: the metadata map's order is not fixed.
+    let (sa, sb) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    assert_eq!(sa.names().len(), sb.names().len());
+    for name in sa.names() {
+        assert!(
+            sa.tensor(name).unwrap().data() == sb.tensor(name).unwrap().data(),
+            "`{name}`: resumed training must be bit-identical to uninterrupted training"
+        );
+    }
+
+    // Names are by layer, as Python's safetensors will see them.
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&a)
+        .unwrap()
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        names.contains(&"dense_0.weight".to_string())
+            && names.contains(&"dense_1.bias.m".to_string()),
+        "{names:?}"
+    );
+
+    // Bad files are rejected and the model is left as it was.
+    let bad = dir.path().join("bad.safetensors");
+    let check = |bytes: &[u8], needle: &str, model: &mut wgtrain::nn::Model| {
+        std::fs::write(&bad, bytes).unwrap();
+        let before = dir.path().join("before.safetensors");
+        model.save(&before).unwrap();
+        let err = model.load(&bad).unwrap_err().to_string();
+        assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        let after = dir.path().join("after.safetensors");
+        model.save(&after).unwrap();
+        assert_eq!(
+            std::fs::read(&before).unwrap(),
+            std::fs::read(&after).unwrap(),
+            "a failed load changed the model"
+        );
+    };
+    check(&a[..a.len() / 2], "not a valid safetensors", &mut resumed);
+    let mut tampered = a.clone();
+    let n = tampered.len();
+    tampered[n - 10] ^= 0x40;
+    check(&tampered, "SHA-256", &mut resumed);
+    let foreign = safetensors::serialize(
+        [(
+            "x",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0])
+                .unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    check(&foreign, "not a wgtrain checkpoint", &mut resumed);
+    let mut other = Sequential::new(&[28, 28])
+        .flatten()
+        .dense(Dense::new(64).activation(Activation::Relu))
+        .dense(Dense::new(10))
+        .compile(Loss::SparseCategoricalCrossentropy, adam, Device::Cpu, 7)
+        .unwrap();
+    let err = other.load(&ckpt).unwrap_err().to_string();
+    assert!(
+        err.contains("does not match the model")
+            && err.contains("dense_0.weight")
+            && err.contains("[784, 128]"),
+        "{err}"
+    );
+}

@@ -55,6 +55,9 @@ pub struct LoaderConfig {
     /// Batches decoded ahead of the consumer (the channel's bound).
     pub prefetch: usize,
     pub epochs: usize,
+    /// The number of the first epoch streamed (shuffles and augmentation are seeded by
+    /// (seed, epoch number), so a resumed run sees the batches an uninterrupted one would).
+    pub first_epoch: usize,
     pub normalize: Normalize,
     pub augment: Option<Augment>,
 }
@@ -69,6 +72,7 @@ impl LoaderConfig {
             drop_last: false,
             prefetch: 4,
             epochs: 1,
+            first_epoch: 0,
             normalize: Normalize::Unit,
             augment: None,
         }
@@ -141,12 +145,18 @@ impl Loader {
         } else {
             n.div_ceil(cfg.batch_size)
         };
-        let fill = dataset_filler(dataset, indices, cfg.clone());
+        let first = cfg.first_epoch;
+        let mut fill = dataset_filler(dataset, indices, cfg.clone());
+        let shifted = move |epoch: usize, index: usize, batch: &mut Batch| {
+            fill(epoch + first, index, batch)?;
+            batch.epoch = epoch + first;
+            Ok(())
+        };
         Ok(Self::spawn(
             batches,
             cfg.epochs,
             cfg.prefetch,
-            Box::new(fill),
+            Box::new(shifted),
         ))
     }
 

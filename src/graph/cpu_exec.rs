@@ -404,6 +404,64 @@ impl CpuExecutor {
         self.run.params.get(&p)
     }
 
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the optimizer step count (when resuming).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.step = steps;
+    }
+
+    /// Overwrites a parameter's values.
+    pub fn write_param(&mut self, p: NodeId, values: &[f32]) -> Result<()> {
+        let param = self
+            .run
+            .params
+            .get_mut(&p)
+            .ok_or_else(|| Error::invalid("write_param", "not a parameter"))?;
+        if param.len() != values.len() {
+            return Err(Error::shape(
+                "write_param",
+                format!("{} values for {} parameters", values.len(), param.len()),
+            ));
+        }
+        param
+            .as_slice_mut()
+            .expect("parameters are contiguous")
+            .copy_from_slice(values);
+        Ok(())
+    }
+
+    /// A parameter's optimizer state: (first moment or SGD velocity, second moment).
+    pub fn state(&self, p: NodeId) -> Option<(Vec<f32>, Vec<f32>)> {
+        let n = self.run.params.get(&p)?.len();
+        Some(match self.state.get(&p) {
+            Some((m, v)) => (m.to_vec(), v.to_vec()),
+            None => (vec![0.0; n], vec![0.0; n]),
+        })
+    }
+
+    /// Overwrites a parameter's optimizer state.
+    pub fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+        let n = self
+            .run
+            .params
+            .get(&p)
+            .ok_or_else(|| Error::invalid("write_state", "not a parameter"))?
+            .len();
+        if m.len() != n || v.len() != n {
+            return Err(Error::shape(
+                "write_state",
+                format!("{}/{} values for {n} parameters", m.len(), v.len()),
+            ));
+        }
+        self.state
+            .insert(p, (Array1::from(m.to_vec()), Array1::from(v.to_vec())));
+        Ok(())
+    }
+
     /// Changes the learning rate.
     pub fn set_lr(&mut self, lr: f32) -> Result<()> {
         let o = self.optimizer.with_lr(lr);

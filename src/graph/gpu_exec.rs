@@ -354,6 +354,34 @@ impl GpuExecutor {
         self.arenas.grads.view(off, len)?.read(ctx)
     }
 
+    /// A parameter's optimizer state: (first moment or SGD velocity, second moment).
+    pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (off, len) = self.param_range(p)?;
+        Ok((
+            self.arenas.m.view(off, len)?.read(ctx)?,
+            self.arenas.v.view(off, len)?.read(ctx)?,
+        ))
+    }
+
+    /// Overwrites a parameter's optimizer state.
+    pub fn write_state(&self, ctx: &GpuContext, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+        let (off, len) = self.param_range(p)?;
+        if m.len() != len || v.len() != len {
+            return Err(Error::shape(
+                "write_state",
+                format!("{}/{} values for {len} parameters", m.len(), v.len()),
+            ));
+        }
+        self.arenas.m.write(ctx, off, m)?;
+        self.arenas.v.write(ctx, off, v)
+    }
+
+    /// Sets the optimizer step count (when resuming); Adam's bias correction follows it.
+    pub fn set_steps(&mut self, ctx: &GpuContext, steps: u64) -> Result<()> {
+        self.step = steps;
+        self.write_optimizer_params(ctx, steps.max(1))
+    }
+
     /// Overwrites a parameter's values.
     pub fn write_param(&self, ctx: &GpuContext, p: NodeId, values: &[f32]) -> Result<()> {
         let (off, len) = self.param_range(p)?;

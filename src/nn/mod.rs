@@ -20,6 +20,7 @@
 //! # Ok::<(), wgtrain::Error>(())
 //! ```
 
+mod checkpoint;
 mod model;
 
 pub use model::{Device, EpochLog, FitConfig, History, Model, Prediction};

@@ -35,7 +35,7 @@ impl Device {
     }
 }
 
-enum Exec {
+pub(super) enum Exec {
     Gpu(Arc<GpuContext>, Box<GpuExecutor>),
     Cpu(Box<CpuExecutor>),
 }
@@ -43,7 +43,10 @@ enum Exec {
 /// How to train.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitConfig {
+    /// Train until this epoch number (Keras semantics, with `initial_epoch`).
     pub epochs: usize,
+    /// The epoch to start from when resuming (epochs `initial_epoch..epochs` are trained).
+    pub initial_epoch: usize,
     pub batch_size: usize,
     pub shuffle: bool,
     pub seed: u64,
@@ -60,6 +63,7 @@ impl FitConfig {
     pub fn new(epochs: usize, batch_size: usize) -> Self {
         FitConfig {
             epochs,
+            initial_epoch: 0,
             batch_size,
             shuffle: true,
             seed: 0,
@@ -102,9 +106,9 @@ pub struct Prediction {
 /// A [`Sequential`] compiled with a loss and an optimizer onto a device.
 pub struct Model {
     spec: Sequential,
-    built: Built,
+    pub(super) built: Built,
     labels: NodeId,
-    exec: Exec,
+    pub(super) exec: Exec,
     device: Device,
     features: usize,
     classes: usize,
@@ -243,7 +247,8 @@ impl Model {
                 seed: cfg.seed,
                 drop_last: false,
                 prefetch: 4,
-                epochs: cfg.epochs,
+                epochs: cfg.epochs.saturating_sub(cfg.initial_epoch),
+                first_epoch: cfg.initial_epoch,
                 normalize: cfg.normalize.clone(),
                 augment: cfg.augment,
             },
@@ -251,7 +256,7 @@ impl Model {
         let per_epoch = loader.batches_per_epoch();
         let mut history = History::default();
         self.take_metrics()?;
-        for epoch in 0..cfg.epochs {
+        for epoch in cfg.initial_epoch..cfg.epochs {
             let bar = if cfg.progress {
                 let bar = indicatif::ProgressBar::new(per_epoch as u64);
                 bar.set_style(

@@ -1,0 +1,208 @@
+//! Checkpoints in safetensors: every parameter under its layer name (`dense_0.weight`),
+//! the optimizer's state (`dense_0.weight.m`, `.v`) and the step count, loadable from
+//! Python's `safetensors`. Written to a temporary file, synced, then renamed; a SHA-256 of
+//! the tensor bytes in the metadata catches tampering, and a load checks every name, shape
+//! and dtype before changing anything.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use super::model::{Exec, Model};
+use crate::error::{Error, Result};
+
+const FORMAT: &str = "wgtrain-checkpoint-1";
+
+/// A named tensor: (checkpoint name, shape, values).
+type Named = (String, Vec<usize>, Vec<f32>);
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Model {
+    /// The model's tensors by checkpoint name, in name order: parameters and optimizer state.
+    fn tensors(&self) -> Result<Vec<Named>> {
+        let mut out = Vec::new();
+        for (name, p) in &self.built.params {
+            let shape: Vec<usize> =
+                self.built.graph.concrete_shapes(1)[self.built.graph.index(*p)].clone();
+            let (values, (m, v)) = match &self.exec {
+                Exec::Gpu(ctx, e) => (e.read_param(ctx, *p)?, e.read_state(ctx, *p)?),
+                Exec::Cpu(e) => (
+                    e.param(*p)
+                        .map(|a| a.iter().copied().collect())
+                        .unwrap_or_default(),
+                    e.state(*p).unwrap_or_default(),
+                ),
+            };
+            out.push((name.clone(), shape.clone(), values));
+            out.push((format!("{name}.m"), shape.clone(), m));
+            out.push((format!("{name}.v"), shape, v));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn steps(&self) -> u64 {
+        match &self.exec {
+            Exec::Gpu(_, e) => e.steps(),
+            Exec::Cpu(e) => e.steps(),
+        }
+    }
+
+    /// Writes a checkpoint to `path` atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors = self.tensors()?;
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(n, s, v)| (n, s, f32_bytes(&v)))
+            .collect();
+        let mut digest = Sha256::new();
+        for (name, _, data) in &bytes {
+            digest.update(name.as_bytes());
+            digest.update(data);
+        }
+        let digest: String = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, s, d)| {
+                Ok((
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d)?,
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+            .map_err(|e| Error::data(path, format!("building the checkpoint: {e}")))?;
+        // One metadata entry with a fixed field order, so equal states give equal files.
+        let meta = HashMap::from([(
+            "wgtrain".to_string(),
+            format!("format={FORMAT};step={};sha256={digest}", self.steps()),
+        )]);
+        let serialized = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
+        let tmp = path.with_extension("safetensors.part");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&serialized).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
+        }
+        Ok(())
+    }
+
+    /// Restores parameters, optimizer state and step count from a checkpoint written by
+    /// [`Model::save`] for the same architecture. Nothing changes unless every check passes.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::data(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::data(path, format!("unreadable header: {e}")))?;
+        let entry = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("wgtrain"))
+            .cloned()
+            .unwrap_or_default();
+        let meta: HashMap<&str, &str> = entry
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        if meta.get("format") != Some(&FORMAT) {
+            return Err(Error::data(
+                path,
+                format!("not a wgtrain checkpoint (no `wgtrain` metadata of format {FORMAT})"),
+            ));
+        }
+        let step: u64 = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::data(path, "the checkpoint has no step count"))?;
+        // Compare names, shapes and dtypes with the model before reading any value.
+        let expected = self.tensors()?;
+        let mut problems = Vec::new();
+        let mut present: Vec<&str> = st.names().into_iter().collect();
+        present.sort();
+        for (name, shape, _) in &expected {
+            match st.tensor(name) {
+                Err(_) => problems.push(format!("missing `{name}`")),
+                Ok(t) if t.dtype() != Dtype::F32 => {
+                    problems.push(format!("`{name}` is {:?}, expected F32", t.dtype()))
+                }
+                Ok(t) if t.shape() != shape.as_slice() => problems.push(format!(
+                    "`{name}` has shape {:?}, the model has {shape:?}",
+                    t.shape()
+                )),
+                Ok(_) => {}
+            }
+        }
+        for name in &present {
+            if !expected.iter().any(|(n, _, _)| n == name) {
+                problems.push(format!("unexpected `{name}`"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::data(
+                path,
+                format!("does not match the model: {}", problems.join("; ")),
+            ));
+        }
+        let mut digest = Sha256::new();
+        for (name, _, _) in &expected {
+            digest.update(name.as_bytes());
+            digest.update(st.tensor(name).expect("checked above").data());
+        }
+        let digest: String = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if meta.get("sha256") != Some(&digest.as_str()) {
+            return Err(Error::data(path, "the tensor data does not match the checkpoint's SHA-256: the file was modified or damaged"));
+        }
+        let read = |name: &str| -> Vec<f32> {
+            st.tensor(name)
+                .expect("checked above")
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let params = self.built.params.clone();
+        match &mut self.exec {
+            Exec::Gpu(ctx, e) => {
+                for (name, p) in &params {
+                    e.write_param(ctx, *p, &read(name))?;
+                    e.write_state(
+                        ctx,
+                        *p,
+                        &read(&format!("{name}.m")),
+                        &read(&format!("{name}.v")),
+                    )?;
+                }
+                e.set_steps(ctx, step)?;
+            }
+            Exec::Cpu(e) => {
+                for (name, p) in &params {
+                    e.write_param(*p, &read(name))?;
+                    e.write_state(*p, &read(&format!("{name}.m")), &read(&format!("{name}.v")))?;
+                }
+                e.set_steps(step);
+            }
+        }
+        Ok(())
+    }
+}
