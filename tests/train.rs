@@ -281,3 +281,59 @@ fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
         "{err}"
     );
 }
+
+#[test]
+fn early_stopping_restores_the_best_epoch_and_non_finite_loss_stops() {
+    use wgtrain::nn::{EarlyStopping, Monitor};
+    use wgtrain::optim::SgdConfig;
+    let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
+        .expect("Fashion-MNIST installed");
+    // 600 training samples overfit quickly, so the validation loss turns upward.
+    let small = subset(&data.train, 1_200);
+    let adam = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let mut model = mlp()
+        .compile(Loss::SparseCategoricalCrossentropy, adam, Device::Cpu, 1)
+        .unwrap();
+    let cfg = FitConfig {
+        validation_split: 0.5,
+        early_stopping: Some(EarlyStopping::new(Monitor::ValLoss, 2)),
+        ..FitConfig::new(40, 64)
+    };
+    let history = model.fit(&small, &cfg).unwrap();
+    let stopped = history
+        .stopped_early
+        .expect("validation loss should stop improving within 40 epochs");
+    let best = history.best_epoch.unwrap();
+    assert_eq!(stopped, best + 2, "{history:?}");
+    let best_val = history.epochs[best - 1].val_loss.unwrap();
+    assert!(history
+        .epochs
+        .iter()
+        .all(|e| e.val_loss.unwrap() >= best_val));
+    // The restored model is the best epoch's: its validation loss is the best one recorded.
+    let validation = wgtrain::data::Dataset {
+        images: small.images[600 * 784..].to_vec(),
+        labels: small.labels[600..].to_vec(),
+        ..small.clone()
+    };
+    let now = model.evaluate(&validation, 256).unwrap();
+    assert!(
+        (now.mean_loss - best_val).abs() <= 1e-5 * best_val,
+        "restored {} vs best {best_val}",
+        now.mean_loss
+    );
+
+    // An absurd learning rate makes the loss non-finite: training stops with an error.
+    let huge = Optimizer::Sgd(SgdConfig::new(1e30));
+    let mut model = mlp()
+        .compile(Loss::SparseCategoricalCrossentropy, huge, Device::Cpu, 1)
+        .unwrap();
+    let err = model
+        .fit(&small, &FitConfig::new(3, 64))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("epoch 1"),
+        "{err}"
+    );
+}

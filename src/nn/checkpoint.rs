@@ -23,7 +23,60 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// A model's parameters and optimizer state held in memory (for restoring the best epoch).
+#[derive(Debug, Clone)]
+pub(super) struct Snapshot {
+    tensors: HashMap<String, Vec<f32>>,
+    step: u64,
+}
+
 impl Model {
+    /// Copies the parameters, optimizer state and step count to host memory.
+    pub(super) fn snapshot(&self) -> Result<Snapshot> {
+        let tensors = self
+            .tensors()?
+            .into_iter()
+            .map(|(n, _, v)| (n, v))
+            .collect();
+        Ok(Snapshot {
+            tensors,
+            step: self.steps(),
+        })
+    }
+
+    /// Writes a snapshot back (shapes were checked when it was taken or loaded).
+    pub(super) fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        let get = |name: &str| -> Result<&[f32]> {
+            snap.tensors
+                .get(name)
+                .map(Vec::as_slice)
+                .ok_or_else(|| Error::invalid("restore", format!("snapshot lacks `{name}`")))
+        };
+        let params = self.built.params.clone();
+        match &mut self.exec {
+            Exec::Gpu(ctx, e) => {
+                for (name, p) in &params {
+                    e.write_param(ctx, *p, get(name)?)?;
+                    e.write_state(
+                        ctx,
+                        *p,
+                        get(&format!("{name}.m"))?,
+                        get(&format!("{name}.v"))?,
+                    )?;
+                }
+                e.set_steps(ctx, snap.step)?;
+            }
+            Exec::Cpu(e) => {
+                for (name, p) in &params {
+                    e.write_param(*p, get(name)?)?;
+                    e.write_state(*p, get(&format!("{name}.m"))?, get(&format!("{name}.v"))?)?;
+                }
+                e.set_steps(snap.step);
+            }
+        }
+        Ok(())
+    }
+
     /// The model's tensors by checkpoint name, in name order: parameters and optimizer state.
     fn tensors(&self) -> Result<Vec<Named>> {
         let mut out = Vec::new();
@@ -173,36 +226,19 @@ impl Model {
         if meta.get("sha256") != Some(&digest.as_str()) {
             return Err(Error::data(path, "the tensor data does not match the checkpoint's SHA-256: the file was modified or damaged"));
         }
-        let read = |name: &str| -> Vec<f32> {
-            st.tensor(name)
-                .expect("checked above")
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        let params = self.built.params.clone();
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => {
-                for (name, p) in &params {
-                    e.write_param(ctx, *p, &read(name))?;
-                    e.write_state(
-                        ctx,
-                        *p,
-                        &read(&format!("{name}.m")),
-                        &read(&format!("{name}.v")),
-                    )?;
-                }
-                e.set_steps(ctx, step)?;
-            }
-            Exec::Cpu(e) => {
-                for (name, p) in &params {
-                    e.write_param(*p, &read(name))?;
-                    e.write_state(*p, &read(&format!("{name}.m")), &read(&format!("{name}.v")))?;
-                }
-                e.set_steps(step);
-            }
-        }
-        Ok(())
+        let tensors: HashMap<String, Vec<f32>> = expected
+            .iter()
+            .map(|(name, _, _)| {
+                let values = st
+                    .tensor(name)
+                    .expect("checked above")
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                (name.clone(), values)
+            })
+            .collect();
+        self.restore(&Snapshot { tensors, step })
     }
 }

@@ -23,7 +23,7 @@
 mod checkpoint;
 mod model;
 
-pub use model::{Device, EpochLog, FitConfig, History, Model, Prediction};
+pub use model::{Device, EarlyStopping, EpochLog, FitConfig, History, Model, Monitor, Prediction};
 
 use crate::cpu::Activation;
 use crate::error::{Error, Result};

@@ -40,6 +40,36 @@ pub(super) enum Exec {
     Cpu(Box<CpuExecutor>),
 }
 
+/// The figure early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Monitor {
+    ValLoss,
+    ValAccuracy,
+    Loss,
+}
+
+/// Stop when the monitored figure has not improved by more than `min_delta` for `patience`
+/// epochs; with `restore_best`, go back to the best epoch's parameters and optimizer state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f32,
+    pub restore_best: bool,
+}
+
+impl EarlyStopping {
+    /// Watches `monitor` with `patience` epochs, restoring the best epoch at the end.
+    pub fn new(monitor: Monitor, patience: usize) -> Self {
+        EarlyStopping {
+            monitor,
+            patience,
+            min_delta: 0.0,
+            restore_best: true,
+        }
+    }
+}
+
 /// How to train.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitConfig {
@@ -56,6 +86,7 @@ pub struct FitConfig {
     pub progress: bool,
     pub normalize: Normalize,
     pub augment: Option<Augment>,
+    pub early_stopping: Option<EarlyStopping>,
 }
 
 impl FitConfig {
@@ -71,6 +102,7 @@ impl FitConfig {
             progress: false,
             normalize: Normalize::Unit,
             augment: None,
+            early_stopping: None,
         }
     }
 }
@@ -93,6 +125,10 @@ pub struct EpochLog {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     pub epochs: Vec<EpochLog>,
+    /// The epoch after which early stopping ended training.
+    pub stopped_early: Option<usize>,
+    /// The best epoch by the early-stopping monitor.
+    pub best_epoch: Option<usize>,
 }
 
 /// Class probabilities and the most probable class of each sample.
@@ -238,6 +274,20 @@ impl Model {
                 "no training samples left after the validation split",
             ));
         }
+        if let Some(es) = &cfg.early_stopping {
+            if es.monitor != Monitor::Loss && validation.is_empty() {
+                return Err(Error::invalid(
+                    "fit",
+                    format!(
+                        "early stopping on {:?} needs a validation_split",
+                        es.monitor
+                    ),
+                ));
+            }
+        }
+        let mut best: Option<(f32, usize)> = None;
+        let mut best_state = None;
+        let mut waited = 0;
         let mut loader = Loader::new(
             data.clone(),
             Some(train),
@@ -315,6 +365,34 @@ impl Model {
                 samples_per_sec: samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
+            if let Some(es) = &cfg.early_stopping {
+                // Larger is better for accuracy; compare on a "lower is better" scale.
+                let score = match es.monitor {
+                    Monitor::ValLoss => val_loss.unwrap_or(f32::INFINITY),
+                    Monitor::ValAccuracy => -val_accuracy.unwrap_or(0.0),
+                    Monitor::Loss => m.mean_loss,
+                };
+                if best.is_none_or(|(b, _)| score < b - es.min_delta) {
+                    best = Some((score, epoch + 1));
+                    waited = 0;
+                    if es.restore_best {
+                        best_state = Some(self.snapshot()?);
+                    }
+                } else {
+                    waited += 1;
+                    if waited >= es.patience {
+                        history.stopped_early = Some(epoch + 1);
+                        break;
+                    }
+                }
+            }
+        }
+        history.best_epoch = best.map(|(_, e)| e);
+        let last = history.epochs.last().map(|e| e.epoch);
+        if let (Some(state), Some(b)) = (&best_state, history.best_epoch) {
+            if Some(b) != last {
+                self.restore(state)?;
+            }
         }
         Ok(history)
     }
