@@ -146,3 +146,63 @@ fn add(
         by[i] = bx[i] + bb[i];
     }
 }
+
+// dropout: inverted dropout with a counter-based mask (src/cpu/dropout.rs computes the same):
+//   key = h(seed_lo ^ h(seed_hi ^ h(step_lo ^ h(step_hi)))), h = lowbias32,
+//   y[i] = x[i] * (h(key ^ h(i)) >= threshold ? scale : 0) while training, x[i] otherwise.
+// Applied to dy it is the backward pass. The step and the training flag come from a small
+// buffer the executor writes per submission, so the prebuilt launches never change.
+// bindings: 0 drop (params), 1 drop_state (read), 2 x (read), 3 y (write)
+struct DropoutParams {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    threshold: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct DropoutState {
+    step_lo: u32,
+    step_hi: u32,
+    training: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> drop: DropoutParams;
+@group(0) @binding(1) var<storage, read> drop_state: DropoutState;
+@group(0) @binding(2) var<storage, read> drop_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> drop_y: array<f32>;
+
+fn lowbias32(v: u32) -> u32 {
+    var x = v;
+    x ^= x >> 16u;
+    x *= 0x7feb352du;
+    x ^= x >> 15u;
+    x *= 0x846ca68bu;
+    x ^= x >> 16u;
+    return x;
+}
+
+@compute @workgroup_size(WG)
+fn dropout(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= drop.n) {
+        return;
+    }
+    let x = drop_x[i];
+    if (drop_state.training == 0u) {
+        drop_y[i] = x;
+        return;
+    }
+    let key = lowbias32(drop.seed_lo ^ lowbias32(drop.seed_hi
+        ^ lowbias32(drop_state.step_lo ^ lowbias32(drop_state.step_hi))));
+    let keep = lowbias32(key ^ lowbias32(i)) >= drop.threshold;
+    drop_y[i] = x * select(0.0, drop.scale, keep);
+}

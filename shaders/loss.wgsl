@@ -119,9 +119,19 @@ fn pointwise(
 
 // metrics: accumulates a step's loss and correct predictions on the GPU, so the host reads
 // them once per epoch. One workgroup; deterministic (fixed tree, no atomics).
-//   acc[0] += loss[0]; acc[1] += #rows whose first maximal logit is at the label;
-//   acc[2] += rows; acc[3] += 1 (steps)
-// bindings: 0 dims (rows, cols), 1 logits, 2 labels, 3 loss (1, read), 4 acc (4, read-write)
+//   acc[0] += loss[0]; acc[1] += correct predictions; acc[2] += predictions;
+//   acc[3] += 1 (steps); acc[4] = acc[3] + 1 at the first step whose loss is not finite
+//   (0 while every loss was finite), so the host can name the step without reading per step.
+// metrics (sparse labels): a row is correct when its first maximal logit is at its label.
+// metrics_dense (f32 targets, METRIC override):
+//   METRIC 0: a row is correct when its first maximal output is at its target's first maximum;
+//   METRIC 1 (binary accuracy): each element is a prediction, correct when
+//             (output > THRESHOLD) == (target > 0.5).
+// bindings: 0 dims (rows, cols), 1 outputs, 2 labels or targets, 3 loss (1, read),
+//           4 acc (5, read-write)
+override METRIC: u32 = 0u;
+override THRESHOLD: f32 = 0.5;
+
 @group(0) @binding(1) var<storage, read> m_logits: array<f32>;
 @group(0) @binding(2) var<storage, read> m_labels: array<u32>;
 @group(0) @binding(3) var<storage, read> m_loss: array<f32>;
@@ -129,22 +139,21 @@ fn pointwise(
 
 var<workgroup> correct_part: array<u32, WG>;
 
-@compute @workgroup_size(WG)
-fn metrics(@builtin(local_invocation_index) lid: u32) {
-    var correct = 0u;
-    for (var row = lid; row < dims.rows; row += WG) {
-        let base = row * dims.cols;
-        var best = 0u;
-        var best_v = m_logits[base];
-        for (var j = 1u; j < dims.cols; j++) {
-            let v = m_logits[base + j];
-            if (v > best_v) {
-                best_v = v;
-                best = j;
-            }
+fn first_max(base: u32) -> u32 {
+    var best = 0u;
+    var best_v = m_logits[base];
+    for (var j = 1u; j < dims.cols; j++) {
+        let v = m_logits[base + j];
+        if (v > best_v) {
+            best_v = v;
+            best = j;
         }
-        correct += select(0u, 1u, best == m_labels[row]);
     }
+    return best;
+}
+
+// Sums `correct` over the workgroup and accumulates the step into m_acc.
+fn finish_metrics(lid: u32, correct: u32, predictions: u32) {
     correct_part[lid] = correct;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
@@ -154,9 +163,52 @@ fn metrics(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        m_acc[0] = m_acc[0] + m_loss[0];
+        let loss = m_loss[0];
+        let finite = (bitcast<u32>(loss) & 0x7f800000u) != 0x7f800000u;
+        if (!finite && m_acc[4] == 0.0) {
+            m_acc[4] = m_acc[3] + 1.0;
+        }
+        m_acc[0] = m_acc[0] + loss;
         m_acc[1] = m_acc[1] + f32(correct_part[0]);
-        m_acc[2] = m_acc[2] + f32(dims.rows);
+        m_acc[2] = m_acc[2] + f32(predictions);
         m_acc[3] = m_acc[3] + 1.0;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn metrics(@builtin(local_invocation_index) lid: u32) {
+    var correct = 0u;
+    for (var row = lid; row < dims.rows; row += WG) {
+        correct += select(0u, 1u, first_max(row * dims.cols) == m_labels[row]);
+    }
+    finish_metrics(lid, correct, dims.rows);
+}
+
+@group(0) @binding(2) var<storage, read> m_targets: array<f32>;
+
+@compute @workgroup_size(WG)
+fn metrics_dense(@builtin(local_invocation_index) lid: u32) {
+    var correct = 0u;
+    if (METRIC == 0u) {
+        for (var row = lid; row < dims.rows; row += WG) {
+            let base = row * dims.cols;
+            var best = 0u;
+            var best_v = m_targets[base];
+            for (var j = 1u; j < dims.cols; j++) {
+                let v = m_targets[base + j];
+                if (v > best_v) {
+                    best_v = v;
+                    best = j;
+                }
+            }
+            correct += select(0u, 1u, first_max(base) == best);
+        }
+        finish_metrics(lid, correct, dims.rows);
+    } else {
+        let n = dims.rows * dims.cols;
+        for (var i = lid; i < n; i += WG) {
+            correct += select(0u, 1u, (m_logits[i] > THRESHOLD) == (m_targets[i] > 0.5));
+        }
+        finish_metrics(lid, correct, n);
     }
 }

@@ -39,7 +39,7 @@ fn column_sum(
     out[col] = s;
 }
 
-// mean: out[0] = scale * sum(src[0..n]), one workgroup: each invocation sums a strided slice
+// mean: out[0] = scale * sum(src[0..n]) (with SQUARES, scale * sum(src^2)), one workgroup: each invocation sums a strided slice
 // in order, then a fixed tree combines the partial sums (the same order every run).
 // bindings: 0 mean_dims, 1 src (n), 2 total (1, write)
 struct MeanDims {
@@ -50,6 +50,7 @@ struct MeanDims {
 }
 
 const MEAN_WG: u32 = 256u;
+override SQUARES: bool = false;
 
 @group(0) @binding(0) var<storage, read> mean_dims: MeanDims;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -61,7 +62,8 @@ var<workgroup> partial: array<f32, MEAN_WG>;
 fn mean(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
     for (var i = lid; i < mean_dims.n; i += MEAN_WG) {
-        s = s + src[i];
+        let x = src[i];
+        s = s + select(x, x * x, SQUARES);
     }
     partial[lid] = s;
     workgroupBarrier();
@@ -74,4 +76,37 @@ fn mean(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         total[0] = partial[0] * mean_dims.scale;
     }
+}
+
+// clip_by_global_norm: g[i] *= clip / max(sqrt(sumsq[0]), clip), TensorFlow's
+// clip_by_global_norm; sumsq[0] comes from `mean` with SQUARES over every gradient.
+// A non-finite norm makes every gradient NaN, so the step's loss check reports it.
+// bindings: 0 clip_dims, 1 sumsq (1), 2 g (n, read-write)
+struct ClipDims {
+    n: u32,
+    clip: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> clip_dims: ClipDims;
+@group(0) @binding(1) var<storage, read> sumsq: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g: array<f32>;
+
+@compute @workgroup_size(MEAN_WG)
+fn clip_by_global_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * MEAN_WG + lid;
+    if (i >= clip_dims.n) {
+        return;
+    }
+    let norm = sqrt(sumsq[0]);
+    var scale = clip_dims.clip / max(norm, clip_dims.clip);
+    if ((bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u) {
+        scale = bitcast<f32>(0x7fc00000u); // NaN: max() may drop a NaN norm
+    }
+    g[i] = g[i] * scale;
 }

@@ -377,3 +377,129 @@ fn cpu_and_gpu_executors_agree() {
         "{gm:?} vs {cm:?}"
     );
 }
+
+/// Dropout, global-norm clipping and a pointwise loss on both executors: the dropout masks
+/// are the same hash on both, so the runs agree to f32 rounding.
+#[test]
+fn dropout_clipping_and_binary_loss_agree_on_cpu_and_gpu() {
+    use wgtrain::cpu::PointwiseLoss;
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(12)]);
+    let t = g.input("t", &[Dim::Batch, Dim::Fixed(1)]);
+    let w = g.param("w", &[12, 32], Init::GlorotUniform);
+    let b = g.param("b", &[32], Init::Zeros);
+    let w2 = g.param("w2", &[32, 1], Init::GlorotUniform);
+    let h = g.matmul(x, w).unwrap();
+    let h = g.bias_add(h, b).unwrap();
+    let h = g.activation(h, Activation::Relu).unwrap();
+    let h = g.dropout(h, 0.3, 11).unwrap();
+    let z = g.matmul(h, w2).unwrap();
+    let loss = g
+        .loss(PointwiseLoss::BinaryCrossEntropyWithLogits, z, t)
+        .unwrap();
+    let opt = Optimizer::Adam(AdamConfig::adam(0.01));
+    let mut ge = GpuExecutor::new(ctx, g.clone(), loss, opt, 5).unwrap();
+    let mut ce = CpuExecutor::new(g.clone(), loss, opt, 5).unwrap();
+    // A small limit, so clipping scales every step.
+    ge.set_clip_global_norm(ctx, Some(0.05)).unwrap();
+    ce.set_clip_global_norm(Some(0.05)).unwrap();
+    assert!(ce.set_clip_global_norm(Some(-1.0)).is_err());
+    for step in 1..=15u64 {
+        let (xs, labels) = batch(step, 16, 12, 2);
+        let ts: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        let feeds = [(x, Feed::F32(&xs)), (t, Feed::F32(&ts))];
+        ge.step(ctx, 16, &feeds).unwrap();
+        ce.step(16, &feeds).unwrap();
+    }
+    for p in g.params() {
+        let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
+        assert_close("param", &ge.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+    }
+    let (gm, cm) = (ge.metrics(ctx).unwrap(), ce.metrics());
+    // Binary accuracy counts one prediction per sample.
+    assert_eq!((gm.samples, gm.steps), (16 * 15, 15));
+    assert_eq!((cm.samples, cm.steps), (16 * 15, 15));
+    assert!(
+        (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
+        "{gm:?} vs {cm:?}"
+    );
+    assert!(
+        (gm.accuracy - cm.accuracy).abs() <= 2.0 / 240.0,
+        "{gm:?} vs {cm:?}"
+    );
+    assert_eq!(gm.first_non_finite, None);
+
+    // Evaluation skips dropout: the same batch gives the same loss twice, on both.
+    let (xs, labels) = batch(99, 16, 12, 2);
+    let ts: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    let feeds = [(x, Feed::F32(&xs)), (t, Feed::F32(&ts))];
+    let mut losses = Vec::new();
+    for _ in 0..2 {
+        ge.reset_metrics(ctx).unwrap();
+        ge.evaluate_batch(ctx, 16, &feeds).unwrap();
+        losses.push(ge.metrics(ctx).unwrap().mean_loss);
+    }
+    ce.reset_metrics();
+    ce.evaluate_batch(16, &feeds).unwrap();
+    assert_eq!(losses[0], losses[1]);
+    assert!(
+        (losses[0] - ce.metrics().mean_loss).abs() < 1e-4,
+        "{losses:?}"
+    );
+}
+
+/// Clipping leaves gradients under the limit alone and scales the rest to the limit.
+#[test]
+fn clipping_scales_to_the_global_norm() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let m = mlp(6, &[8], 4, Activation::Tanh);
+    // lr 1 and plain SGD: the update is exactly the (clipped) gradient.
+    let opt = Optimizer::Sgd(SgdConfig::new(1.0));
+    let (x, y) = batch(3, 8, 6, 4);
+    let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+    let norm_of_update = |clip: Option<f32>, on_gpu: bool| -> f64 {
+        let params = m.graph.params();
+        let (before, after): (Vec<f32>, Vec<f32>) = if on_gpu {
+            let mut e = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 1).unwrap();
+            e.set_clip_global_norm(ctx, clip).unwrap();
+            let read = |e: &GpuExecutor| -> Vec<f32> {
+                params
+                    .iter()
+                    .flat_map(|&p| e.read_param(ctx, p).unwrap())
+                    .collect()
+            };
+            let before = read(&e);
+            e.step(ctx, 8, &feeds).unwrap();
+            (before, read(&e))
+        } else {
+            let mut e = CpuExecutor::new(m.graph.clone(), m.loss, opt, 1).unwrap();
+            e.set_clip_global_norm(clip).unwrap();
+            let read = |e: &CpuExecutor| -> Vec<f32> {
+                params
+                    .iter()
+                    .flat_map(|&p| e.param(p).unwrap().iter().copied().collect::<Vec<_>>())
+                    .collect()
+            };
+            let before = read(&e);
+            e.step(8, &feeds).unwrap();
+            (before, read(&e))
+        };
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for on_gpu in [false, true] {
+        let full = norm_of_update(None, on_gpu);
+        assert!(full > 0.1, "{full}");
+        let loose = norm_of_update(Some(full as f32 * 2.0), on_gpu);
+        assert!((loose - full).abs() < 1e-4 * full, "{loose} vs {full}");
+        let tight = norm_of_update(Some(0.1), on_gpu);
+        assert!((tight - 0.1).abs() < 1e-4, "gpu {on_gpu}: {tight}");
+    }
+}

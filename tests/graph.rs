@@ -25,6 +25,8 @@ fn rand_array(seed: u64, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
 fn gradcheck(g: &mut Graph, loss: NodeId, feeds: HashMap<NodeId, Value<f64>>) {
     let grads = g.backward(loss).unwrap();
     let mut run = CpuRun::<f64>::new(g, 42);
+    // Training mode at a fixed step: dropout draws one fixed mask, so the loss is a function.
+    run.training_step = Some(7);
     // Random, not-too-small parameters keep ReLU inputs away from its kink.
     for (i, (_, p)) in run.params.iter_mut().enumerate() {
         *p = rand_array(100 + i as u64, p.shape(), -1.0, 1.0);
@@ -271,4 +273,48 @@ fn initializers_are_seeded_and_scaled() {
         (var - 2.0 / 500.0).abs() < 0.1 * 2.0 / 500.0,
         "variance {var}"
     );
+}
+
+#[test]
+fn dropout_backward_and_masks() {
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 5);
+    let labels = g.labels("y");
+    let w = g.param("w", &[5, 8], Init::GlorotUniform);
+    let b = g.param("b", &[8], Init::Zeros);
+    let w2 = g.param("w2", &[8, 3], Init::GlorotUniform);
+    let h = g.matmul(x, w).unwrap();
+    let h = g.bias_add(h, b).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let h = g.dropout(h, 0.5, 9).unwrap();
+    let z = g.matmul(h, w2).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 2, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+
+    // The mask keeps about 1 - rate of the elements, scaled by 1 / (1 - rate); it changes
+    // with the step and the seed; evaluation is the identity.
+    let ones = ArrayD::<f64>::ones(IxDyn(&[100_000]));
+    for rate in [0.1f32, 0.5, 0.8] {
+        let y = wgtrain::cpu::dropout(ones.view(), rate, 3, 1, true);
+        let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / 1e5;
+        assert!(
+            (kept - (1.0 - rate as f64)).abs() < 0.01,
+            "rate {rate}: kept {kept}"
+        );
+        let scale = 1.0 / (1.0 - rate as f64);
+        assert!(y
+            .iter()
+            .all(|&v| v == 0.0 || (v - scale).abs() < 1e-6 * scale));
+        let other_step = wgtrain::cpu::dropout(ones.view(), rate, 3, 2, true);
+        let other_seed = wgtrain::cpu::dropout(ones.view(), rate, 4, 1, true);
+        assert_ne!(y, other_step);
+        assert_ne!(y, other_seed);
+        assert_eq!(y, wgtrain::cpu::dropout(ones.view(), rate, 3, 1, true));
+    }
+    assert_eq!(wgtrain::cpu::dropout(ones.view(), 0.5, 3, 1, false), ones);
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(2)]);
+    let err = g.dropout(x, 1.0, 0).unwrap_err().to_string();
+    assert!(err.contains("[0, 1)"), "{err}");
 }

@@ -61,7 +61,7 @@ fn summary_errors_and_prediction() {
     // A Dense layer on unflattened images names the layer and the fix.
     let err = Sequential::new(&[28, 28])
         .dense(Dense::new(10))
-        .build(true)
+        .build(true, 0)
         .unwrap_err()
         .to_string();
     assert!(

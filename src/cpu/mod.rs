@@ -4,12 +4,14 @@
 //! function computes exactly what its WGSL kernel computes, including edge values (NaN, inf).
 
 mod activation;
+mod dropout;
 mod gemm;
 mod loss;
 mod optim;
 mod softmax;
 
 pub use activation::{activation_backward, activation_forward, bias_add, column_sum, Activation};
+pub use dropout::{dropout, dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
 pub use gemm::gemm;
 pub use loss::{pointwise_loss, softmax_xent, PointwiseLoss};
 pub use optim::{adam_step, sgd_step};

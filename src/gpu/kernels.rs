@@ -511,36 +511,141 @@ pub fn add(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) ->
     )
 }
 
-/// Accumulates a step's metrics into `acc` (4 floats): loss sum, correct predictions
-/// (argmax of each logits row equal to its label), samples, steps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct DropoutParams {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    threshold: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// The step and mode [`dropout`] launches read: written once per submission.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub struct DropoutState {
+    step_lo: u32,
+    step_hi: u32,
+    training: u32,
+    _pad: u32,
+}
+
+impl DropoutState {
+    /// Training at optimizer step `step` (masks differ per step), or evaluating (identity).
+    pub fn new(step: u64, training: bool) -> Self {
+        DropoutState {
+            step_lo: step as u32,
+            step_hi: (step >> 32) as u32,
+            training: training as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// Inverted dropout of `x[..n]` into `y` (see [`crate::cpu::dropout`]); `state` holds a
+/// [`DropoutState`]. With `x` = dy it is the backward pass.
+pub fn dropout(
+    ctx: &GpuContext,
+    n: usize,
+    rate: f32,
+    seed: u64,
+    state: View<'_>,
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(Error::invalid(
+            "dropout",
+            format!("the rate must be in [0, 1), got {rate}"),
+        ));
+    }
+    need("dropout", "state", &state, 4)?;
+    need("dropout", "x", &x, n)?;
+    need("dropout", "y", &y, n)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "dropout",
+            constants: vec![],
+            params: DropoutParams {
+                n: dim_u32("dropout", "n", n)?,
+                seed_lo: seed as u32,
+                seed_hi: (seed >> 32) as u32,
+                threshold: crate::cpu::dropout_threshold(rate),
+                scale: crate::cpu::dropout_scale(rate),
+                _pad: [0; 3],
+            },
+            bindings: vec![
+                Binding::Read(state),
+                Binding::Read(x),
+                Binding::ReadWrite(y),
+            ],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// How [`metrics`] counts correct predictions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricKind {
+    /// u32 labels: a row is right when its first maximal output is at its label.
+    Sparse,
+    /// f32 targets (one-hot or soft): a row is right when its first maximal output is at the
+    /// target's first maximum.
+    Argmax,
+    /// f32 targets in {0, 1}: each element is right when `(output > threshold) == (target > 0.5)`.
+    Binary { threshold: f32 },
+}
+
+/// Accumulates a step's metrics into `acc` (5 floats): loss sum, correct predictions,
+/// predictions, steps, and the 1-based index of the first step whose loss was not finite
+/// (0 while all were).
+#[allow(clippy::too_many_arguments)]
 pub fn metrics(
     ctx: &GpuContext,
     rows: usize,
     cols: usize,
-    logits: View<'_>,
-    labels: View<'_>,
+    kind: MetricKind,
+    outputs: View<'_>,
+    targets: View<'_>,
     loss: View<'_>,
     acc: View<'_>,
 ) -> Result<Launch> {
-    need("metrics", "logits", &logits, rows * cols)?;
-    need("metrics", "labels", &labels, rows)?;
+    need("metrics", "outputs", &outputs, rows * cols)?;
+    let target_len = if kind == MetricKind::Sparse {
+        rows
+    } else {
+        rows * cols
+    };
+    need("metrics", "targets", &targets, target_len)?;
     need("metrics", "loss", &loss, 1)?;
-    need("metrics", "acc", &acc, 4)?;
+    need("metrics", "acc", &acc, METRICS_LEN)?;
     check_loops(
         "metrics",
         &format!("{rows} rows of {cols}"),
-        rows.div_ceil(64) * cols + 8,
+        (rows * cols).div_ceil(64) + rows.div_ceil(64) * cols + 8,
     )?;
+    let (entry, constants) = match kind {
+        MetricKind::Sparse => ("metrics", vec![]),
+        MetricKind::Argmax => ("metrics_dense", vec![("METRIC", 0.0)]),
+        MetricKind::Binary { threshold } => (
+            "metrics_dense",
+            vec![("METRIC", 1.0), ("THRESHOLD", threshold as f64)],
+        ),
+    };
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "loss",
-            entry: "metrics",
-            constants: vec![],
+            entry,
+            constants,
             params: dims4(rows, cols, 0)?,
             bindings: vec![
-                Binding::Read(logits),
-                Binding::Read(labels),
+                Binding::Read(outputs),
+                Binding::Read(targets),
                 Binding::Read(loss),
                 Binding::ReadWrite(acc),
             ],
@@ -548,6 +653,9 @@ pub fn metrics(
         },
     )
 }
+
+/// Floats in a metrics accumulator (see [`metrics`]).
+pub const METRICS_LEN: usize = 5;
 
 /// `out[col] (+)= sum over rows of dy[row, col]`: the bias gradient.
 pub fn column_sum(
@@ -661,6 +769,56 @@ pub fn mean(
     src: View<'_>,
     total: View<'_>,
 ) -> Result<Launch> {
+    reduce_sum(ctx, n, scale, false, src, total)
+}
+
+/// `total[0] = sum(src[0..n]^2)`: the squared global norm of a gradient arena.
+pub fn sum_squares(ctx: &GpuContext, n: usize, src: View<'_>, total: View<'_>) -> Result<Launch> {
+    reduce_sum(ctx, n, 1.0, true, src, total)
+}
+
+/// Scales `g[0..n]` by `clip / max(sqrt(sumsq[0]), clip)` (TensorFlow's
+/// `clip_by_global_norm`, with the squared norm from [`sum_squares`]).
+pub fn clip_by_global_norm(
+    ctx: &GpuContext,
+    n: usize,
+    clip: f32,
+    sumsq: View<'_>,
+    g: View<'_>,
+) -> Result<Launch> {
+    need("clip_by_global_norm", "sumsq", &sumsq, 1)?;
+    need("clip_by_global_norm", "g", &g, n)?;
+    if !(clip.is_finite() && clip > 0.0) {
+        return Err(Error::invalid(
+            "clip_by_global_norm",
+            format!("the norm limit must be finite and positive, got {clip}"),
+        ));
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "reduce",
+            entry: "clip_by_global_norm",
+            constants: vec![],
+            params: MeanDims {
+                n: dim_u32("clip_by_global_norm", "n", n)?,
+                scale: clip,
+                _pad: [0; 2],
+            },
+            bindings: vec![Binding::Read(sumsq), Binding::ReadWrite(g)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+fn reduce_sum(
+    ctx: &GpuContext,
+    n: usize,
+    scale: f32,
+    squares: bool,
+    src: View<'_>,
+    total: View<'_>,
+) -> Result<Launch> {
     need("mean", "src", &src, n)?;
     need("mean", "total", &total, 1)?;
     check_loops(
@@ -673,7 +831,7 @@ pub fn mean(
         LaunchDesc {
             shader: "reduce",
             entry: "mean",
-            constants: vec![],
+            constants: vec![("SQUARES", squares as u8 as f64)],
             params: MeanDims {
                 n: dim_u32("mean", "n", n)?,
                 scale,

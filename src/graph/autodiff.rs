@@ -112,6 +112,16 @@ impl Graph {
                     let dx = self.add_op(Op::ActivationGrad(*act), &[id, dy_or(dy)?])?;
                     give(0, dx);
                 }
+                Op::Dropout { rate, seed } => {
+                    let dx = self.add_op(
+                        Op::Dropout {
+                            rate: *rate,
+                            seed: *seed,
+                        },
+                        &[dy_or(dy)?],
+                    )?;
+                    give(0, dx);
+                }
                 Op::Softmax => {
                     let dx = self.add_op(Op::SoftmaxGrad, &[id, dy_or(dy)?])?;
                     give(0, dx);

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use ndarray::{Array1, ArrayD, Ix1, Ix2, IxDyn};
 
-use super::{Graph, NodeId, Op};
+use super::{gpu_exec::metric_kind, Graph, NodeId, Op};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Epilogue;
+use crate::gpu::kernels::{Epilogue, MetricKind};
 
 /// A node's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ impl<T: Scalar> Value<T> {
 #[derive(Debug, Clone)]
 pub struct CpuRun<T> {
     pub params: HashMap<NodeId, ArrayD<T>>,
+    /// The optimizer step dropout draws its masks for (1-based, like the executors count),
+    /// or `None` when evaluating (dropout is the identity).
+    pub training_step: Option<u64>,
 }
 
 fn dims2<'a, T: Scalar>(a: &'a ArrayD<T>, what: &str) -> Result<ndarray::ArrayView2<'a, T>> {
@@ -58,7 +61,10 @@ impl<T: Scalar> CpuRun<T> {
                 ArrayD::from_shape_vec(IxDyn(&shape), values).expect("init fills the shape"),
             );
         }
-        CpuRun { params }
+        CpuRun {
+            params,
+            training_step: None,
+        }
     }
 
     /// Evaluates every node up to and including `last`, given values for the inputs and
@@ -152,6 +158,13 @@ impl<T: Scalar> CpuRun<T> {
                     Value::Float(y.into_dyn())
                 }
                 Op::Activation(act) => Value::Float(cpu::activation_forward(*act, get(0)?.view())),
+                Op::Dropout { rate, seed } => Value::Float(cpu::dropout(
+                    get(0)?.view(),
+                    *rate,
+                    *seed,
+                    self.training_step.unwrap_or(0),
+                    self.training_step.is_some(),
+                )),
                 Op::ActivationGrad(act) => Value::Float(cpu::activation_backward(
                     *act,
                     get(0)?.view(),
@@ -220,7 +233,8 @@ pub struct CpuExecutor {
     state: HashMap<NodeId, (Array1<f32>, Array1<f32>)>,
     step: u64,
     /// Loss sum, correct, samples, steps.
-    metrics: [f64; 4],
+    metrics: [f64; 5],
+    clip: Option<f32>,
 }
 
 impl CpuExecutor {
@@ -243,7 +257,8 @@ impl CpuExecutor {
             optimizer,
             state: HashMap::new(),
             step: 0,
-            metrics: [0.0; 4],
+            metrics: [0.0; 5],
+            clip: None,
         })
     }
 
@@ -286,33 +301,62 @@ impl CpuExecutor {
     fn accumulate(&mut self, vals: &[Option<Value<f32>>]) {
         let loss = CpuRun::scalar(vals, self.loss).unwrap_or(f32::NAN);
         let node = self.graph.node(self.loss);
-        if let (Op::SoftmaxXent, [logits, labels]) = (&node.op, node.inputs.as_slice()) {
-            if let (Some(Value::Float(z)), Some(Value::Labels(y))) =
-                (&vals[logits.0], &vals[labels.0])
-            {
-                let z = z
-                    .view()
-                    .into_dimensionality::<Ix2>()
-                    .expect("logits are a matrix");
-                let correct = z
-                    .rows()
-                    .into_iter()
-                    .zip(y.iter())
-                    .filter(|(row, &label)| {
-                        let mut best = 0;
-                        for (j, &v) in row.iter().enumerate() {
-                            if v > row[best] {
-                                best = j;
-                            }
-                        }
-                        best as u32 == label
-                    })
-                    .count();
-                self.metrics[1] += correct as f64;
-                self.metrics[2] += y.len() as f64;
+        let (outputs, targets) = (node.inputs[0], node.inputs[1]);
+        let Some(Value::Float(z)) = &vals[outputs.0] else {
+            unreachable!("the loss was computed from float outputs")
+        };
+        let rows = z.shape()[0];
+        let cols = z.len() / rows.max(1);
+        let z = z.as_standard_layout();
+        let z = z.as_slice().expect("standard layout");
+        let first_max = |row: &[f32]| {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
             }
+            best
+        };
+        let (correct, predictions) = match (&vals[targets.0], metric_kind(&node.op, cols)) {
+            (Some(Value::Labels(y)), _) => {
+                let right = z
+                    .chunks(cols)
+                    .zip(y.iter())
+                    .filter(|(row, &label)| first_max(row) as u32 == label)
+                    .count();
+                (right, rows)
+            }
+            (Some(Value::Float(t)), kind) => {
+                let t = t.as_standard_layout();
+                let t = t.as_slice().expect("standard layout");
+                match kind {
+                    MetricKind::Binary { threshold } => {
+                        let right = z
+                            .iter()
+                            .zip(t)
+                            .filter(|(&p, &t)| (p > threshold) == (t > 0.5))
+                            .count();
+                        (right, z.len())
+                    }
+                    _ => {
+                        let right = z
+                            .chunks(cols)
+                            .zip(t.chunks(cols))
+                            .filter(|(p, t)| first_max(p) == first_max(t))
+                            .count();
+                        (right, rows)
+                    }
+                }
+            }
+            _ => unreachable!("the loss was computed from its targets"),
+        };
+        if !loss.is_finite() && self.metrics[4] == 0.0 {
+            self.metrics[4] = self.metrics[3] + 1.0;
         }
         self.metrics[0] += loss as f64;
+        self.metrics[1] += correct as f64;
+        self.metrics[2] += predictions as f64;
         self.metrics[3] += 1.0;
     }
 
@@ -320,9 +364,13 @@ impl CpuExecutor {
     pub fn step(&mut self, batch: usize, feeds: &[(NodeId, super::Feed<'_>)]) -> Result<()> {
         let feeds = self.feeds(batch, feeds)?;
         let last = self.graph.last().expect("a differentiated graph has nodes");
-        let vals = self.run.eval(&self.graph, &feeds, last)?;
+        self.run.training_step = Some(self.step + 1);
+        let vals = self.run.eval(&self.graph, &feeds, last);
+        self.run.training_step = None;
+        let vals = vals?;
         self.accumulate(&vals);
         self.step += 1;
+        let mut grads = Vec::new();
         for p in self.graph.params() {
             let Some(g) = self.grads.of(p) else { continue };
             let g = vals[g.0]
@@ -330,6 +378,26 @@ impl CpuExecutor {
                 .and_then(|v| v.float())
                 .expect("gradients are computed")
                 .clone();
+            grads.push((p, g));
+        }
+        if let Some(clip) = self.clip {
+            // Summed in f64; the GPU sums in f32 in another order, so the two agree to rounding.
+            let sumsq: f64 = grads
+                .iter()
+                .flat_map(|(_, g)| g.iter())
+                .map(|&x| x as f64 * x as f64)
+                .sum();
+            let norm = sumsq.sqrt() as f32;
+            let scale = if norm.is_finite() {
+                clip / norm.max(clip)
+            } else {
+                f32::NAN
+            };
+            for (_, g) in &mut grads {
+                g.mapv_inplace(|x| x * scale);
+            }
+        }
+        for (p, g) in grads {
             let param = self
                 .run
                 .params
@@ -352,6 +420,19 @@ impl CpuExecutor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Clips the gradients of every step to a global L2 norm of at most `max_norm`
+    /// (`None`: no clipping).
+    pub fn set_clip_global_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
+        if let Some(c) = max_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::invalid(
+                "clip_global_norm",
+                format!("the norm limit must be finite and positive, got {c}"),
+            ));
+        }
+        self.clip = max_norm;
         Ok(())
     }
 
@@ -391,12 +472,13 @@ impl CpuExecutor {
             accuracy: (m[1] / m[2].max(1.0)) as f32,
             samples: m[2] as u64,
             steps: m[3] as u64,
+            first_non_finite: (m[4] > 0.0).then_some(m[4] as u64),
         }
     }
 
     /// Zeroes the metrics.
     pub fn reset_metrics(&mut self) {
-        self.metrics = [0.0; 4];
+        self.metrics = [0.0; 5];
     }
 
     /// A parameter's values.

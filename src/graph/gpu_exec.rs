@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{Gradients, Graph, NodeId, Op};
-use crate::cpu::Activation;
+use crate::cpu::{Activation, PointwiseLoss};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams, Epilogue, GemmSpec};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, View};
@@ -41,6 +41,25 @@ pub struct Metrics {
     pub accuracy: f32,
     pub samples: u64,
     pub steps: u64,
+    /// The first step (1-based, counted since the last reset) whose loss was NaN or infinite.
+    pub first_non_finite: Option<u64>,
+}
+
+/// How accuracy is counted for a loss: against labels for softmax cross-entropy; for a
+/// pointwise loss, binary accuracy when there is one output per sample (threshold 0 on logits,
+/// 0.5 otherwise), else the argmax of the outputs against the argmax of the targets.
+pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> kernels::MetricKind {
+    match loss {
+        Op::Loss(kind) if outputs_per_sample == 1 => kernels::MetricKind::Binary {
+            threshold: if *kind == PointwiseLoss::BinaryCrossEntropyWithLogits {
+                0.0
+            } else {
+                0.5
+            },
+        },
+        Op::Loss(_) => kernels::MetricKind::Argmax,
+        _ => kernels::MetricKind::Sparse,
+    }
 }
 
 /// Where a node's value lives in a plan.
@@ -59,8 +78,10 @@ struct Arenas {
     v: GpuBuffer,
     /// Element offset of each parameter in the arenas.
     offsets: HashMap<NodeId, usize>,
-    /// Loss sum, correct, samples, steps.
+    /// Loss sum, correct, samples, steps, first non-finite step.
     metrics: GpuBuffer,
+    /// The step and training flag dropout launches read.
+    dropout_state: GpuBuffer,
 }
 
 /// One batch size's launches and buffers.
@@ -83,6 +104,10 @@ pub struct GpuExecutor {
     arenas: Arenas,
     optimizer: Optimizer,
     optimizer_kernel: Kernel,
+    /// Global-norm gradient clipping (squared norm, then scale), before the optimizer.
+    clip: Option<(f32, Kernel)>,
+    /// Whether steps must write the dropout state.
+    has_dropout: bool,
     arena_len: usize,
     step: u64,
     plans: HashMap<usize, GpuPlan>,
@@ -123,13 +148,18 @@ impl GpuExecutor {
         }
         init.resize(arena_len.max(1), 0.0);
         let arena_len = arena_len.max(1);
+        let has_dropout = graph
+            .nodes()
+            .iter()
+            .any(|n| matches!(n.op, Op::Dropout { .. }));
         let arenas = Arenas {
             params: GpuBuffer::from_slice(ctx, "parameters", &init)?,
             grads: GpuBuffer::zeros(ctx, "gradients", arena_len)?,
             m: GpuBuffer::zeros(ctx, "optimizer moment 1", arena_len)?,
             v: GpuBuffer::zeros(ctx, "optimizer moment 2", arena_len)?,
             offsets,
-            metrics: GpuBuffer::zeros(ctx, "metrics", 4)?,
+            metrics: GpuBuffer::zeros(ctx, "metrics", kernels::METRICS_LEN)?,
+            dropout_state: GpuBuffer::zeros(ctx, "dropout state", 4)?,
         };
         let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
         let bytes = arena_len as u64 * 4;
@@ -145,6 +175,8 @@ impl GpuExecutor {
             arenas,
             optimizer,
             optimizer_kernel,
+            clip: None,
+            has_dropout,
             arena_len,
             step: 0,
             plans: HashMap::new(),
@@ -189,6 +221,33 @@ impl GpuExecutor {
         optimizer.validate()?;
         self.optimizer = optimizer;
         self.write_optimizer_params(ctx, self.step.max(1))
+    }
+
+    /// Clips the gradients of every step to a global L2 norm of at most `max_norm`
+    /// (`None`: no clipping), as TensorFlow's `clip_by_global_norm` does.
+    pub fn set_clip_global_norm(&mut self, ctx: &GpuContext, max_norm: Option<f32>) -> Result<()> {
+        if self.clip.as_ref().map(|c| c.0) == max_norm {
+            return Ok(());
+        }
+        self.clip = match max_norm {
+            None => None,
+            Some(clip) => {
+                let sumsq = GpuBuffer::zeros(ctx, "squared gradient norm", 1)?;
+                let n = self.arena_len;
+                let launches = vec![
+                    kernels::sum_squares(ctx, n, self.arenas.grads.full(), sumsq.full())?,
+                    kernels::clip_by_global_norm(
+                        ctx,
+                        n,
+                        clip,
+                        sumsq.full(),
+                        self.arenas.grads.full(),
+                    )?,
+                ];
+                Some((clip, Kernel::new(launches, vec![sumsq], vec![])))
+            }
+        };
+        Ok(())
     }
 
     fn write_optimizer_params(&self, ctx: &GpuContext, t: u64) -> Result<()> {
@@ -286,11 +345,22 @@ impl GpuExecutor {
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
         self.step += 1;
+        if self.has_dropout {
+            let state = kernels::DropoutState::new(self.step, true);
+            self.arenas
+                .dropout_state
+                .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
+        }
         if matches!(self.optimizer, Optimizer::Adam(_)) {
             self.write_optimizer_params(ctx, self.step)?;
         }
         let plan = &self.plans[&batch];
-        let kernels = plan.kernels.iter().chain([&self.optimizer_kernel]);
+        let clip = self.clip.as_ref().map(|c| &c.1);
+        let kernels = plan
+            .kernels
+            .iter()
+            .chain(clip)
+            .chain([&self.optimizer_kernel]);
         self.last_host = submit(ctx, "training step", start, kernels)?;
         Ok(())
     }
@@ -304,6 +374,12 @@ impl GpuExecutor {
     ) -> Result<()> {
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
+        if self.has_dropout {
+            let state = kernels::DropoutState::new(self.step, false);
+            self.arenas
+                .dropout_state
+                .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
+        }
         let plan = &self.plans[&batch];
         submit(
             ctx,
@@ -323,12 +399,15 @@ impl GpuExecutor {
             accuracy: m[1] / samples,
             samples: m[2] as u64,
             steps: m[3] as u64,
+            first_non_finite: (m[4] > 0.0).then_some(m[4] as u64),
         })
     }
 
     /// Zeroes the accumulated metrics.
     pub fn reset_metrics(&self, ctx: &GpuContext) -> Result<()> {
-        self.arenas.metrics.write(ctx, 0, &[0.0f32; 4])
+        self.arenas
+            .metrics
+            .write(ctx, 0, &[0.0f32; kernels::METRICS_LEN])
     }
 
     fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
@@ -705,6 +784,18 @@ fn build_plan(
                 kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?
                     .into(),
             ),
+            Op::Dropout { rate, seed } => Some(
+                kernels::dropout(
+                    ctx,
+                    lens[i],
+                    *rate,
+                    *seed,
+                    arenas.dropout_state.full(),
+                    v(inp(0))?,
+                    v(i)?,
+                )?
+                .into(),
+            ),
             Op::Softmax => {
                 Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into())
             }
@@ -766,22 +857,22 @@ fn build_plan(
         kernels.extend(kernel);
         if i == loss_i {
             // Metrics right after the loss: the forward prefix ends here.
-            let logits = inp(0);
-            if matches!(node.op, Op::SoftmaxXent) {
-                let ls = &shapes[logits];
-                kernels.push(
-                    kernels::metrics(
-                        ctx,
-                        ls[0],
-                        ls[1],
-                        v(logits)?,
-                        v(inp(1))?,
-                        v(i)?,
-                        arenas.metrics.full(),
-                    )?
-                    .into(),
-                );
-            }
+            let outputs = inp(0);
+            let os = &shapes[outputs];
+            let (rows, cols) = (os[0], os[1..].iter().product());
+            kernels.push(
+                kernels::metrics(
+                    ctx,
+                    rows,
+                    cols,
+                    metric_kind(&node.op, cols),
+                    v(outputs)?,
+                    v(inp(1))?,
+                    v(i)?,
+                    arenas.metrics.full(),
+                )?
+                .into(),
+            );
             forward = kernels.len();
         }
     }

@@ -26,7 +26,7 @@ mod init;
 
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun, Value};
-pub use gpu_exec::{Feed, GpuExecutor, MemoryReport, Metrics};
+pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport, Metrics};
 pub use init::Init;
 
 use crate::cpu::{Activation, PointwiseLoss};
@@ -102,6 +102,12 @@ pub enum Op {
     Add,
     /// Same data, another shape of equal size.
     Reshape(Shape),
+    /// Inverted dropout while training (identity when evaluating); the mask is a hash of
+    /// (seed, step, element), so the backward pass is the same op applied to dy.
+    Dropout {
+        rate: f32,
+        seed: u64,
+    },
 }
 
 impl Op {
@@ -115,6 +121,7 @@ impl Op {
             Op::Param(_) => "param".into(),
             Op::Reshape(_) => "reshape".into(),
             Op::MatMul { .. } => "matmul".into(),
+            Op::Dropout { .. } => "dropout".into(),
             other => format!("{other:?}").to_lowercase(),
         }
     }
@@ -283,6 +290,18 @@ impl Graph {
         self.add_op(Op::Activation(act), &[x])
     }
 
+    /// Inverted dropout of `x` at `rate` (in [0, 1)), with masks drawn from `seed` and the
+    /// optimizer step; the identity when evaluating.
+    pub fn dropout(&mut self, x: NodeId, rate: f32, seed: u64) -> Result<NodeId> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::invalid(
+                "dropout",
+                format!("the rate must be in [0, 1), got {rate}"),
+            ));
+        }
+        self.add_op(Op::Dropout { rate, seed }, &[x])
+    }
+
     /// Row softmax.
     pub fn softmax(&mut self, x: NodeId) -> Result<NodeId> {
         self.add_op(Op::Softmax, &[x])
@@ -399,7 +418,7 @@ fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::Activation(_) | Op::Softmax => {
+        Op::Activation(_) | Op::Softmax | Op::Dropout { .. } => {
             want(1)?;
             if matches!(op, Op::Softmax) {
                 matrix(0)?;

@@ -1,5 +1,5 @@
 //! Checkpoints in safetensors: every parameter under its layer name (`dense_0.weight`),
-//! the optimizer's state (`dense_0.weight.m`, `.v`) and the step count, loadable from
+//! the optimizer's state (`dense_0.weight.m`, `.v`) and the step and epoch counts, loadable from
 //! Python's `safetensors`. Written to a temporary file, synced, then renamed; a SHA-256 of
 //! the tensor bytes in the metadata catches tampering, and a load checks every name, shape
 //! and dtype before changing anything.
@@ -28,6 +28,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub(super) struct Snapshot {
     tensors: HashMap<String, Vec<f32>>,
     step: u64,
+    epoch: usize,
 }
 
 impl Model {
@@ -41,6 +42,7 @@ impl Model {
         Ok(Snapshot {
             tensors,
             step: self.steps(),
+            epoch: self.epoch,
         })
     }
 
@@ -53,6 +55,7 @@ impl Model {
                 .ok_or_else(|| Error::invalid("restore", format!("snapshot lacks `{name}`")))
         };
         let params = self.built.params.clone();
+        self.epoch = snap.epoch;
         match &mut self.exec {
             Exec::Gpu(ctx, e) => {
                 for (name, p) in &params {
@@ -100,7 +103,7 @@ impl Model {
         Ok(out)
     }
 
-    fn steps(&self) -> u64 {
+    pub(super) fn steps(&self) -> u64 {
         match &self.exec {
             Exec::Gpu(_, e) => e.steps(),
             Exec::Cpu(e) => e.steps(),
@@ -110,11 +113,13 @@ impl Model {
     /// Writes a checkpoint to `path` atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors = self.tensors()?;
+        let counters = format!("step={};epoch={}", self.steps(), self.epoch);
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .into_iter()
             .map(|(n, s, v)| (n, s, f32_bytes(&v)))
             .collect();
         let mut digest = Sha256::new();
+        digest.update(counters.as_bytes());
         for (name, _, data) in &bytes {
             digest.update(name.as_bytes());
             digest.update(data);
@@ -137,7 +142,7 @@ impl Model {
         // One metadata entry with a fixed field order, so equal states give equal files.
         let meta = HashMap::from([(
             "wgtrain".to_string(),
-            format!("format={FORMAT};step={};sha256={digest}", self.steps()),
+            format!("format={FORMAT};{counters};sha256={digest}"),
         )]);
         let serialized = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
@@ -184,6 +189,10 @@ impl Model {
             .get("step")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::data(path, "the checkpoint has no step count"))?;
+        let epoch: usize = meta
+            .get("epoch")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::data(path, "the checkpoint has no epoch count"))?;
         // Compare names, shapes and dtypes with the model before reading any value.
         let expected = self.tensors()?;
         let mut problems = Vec::new();
@@ -214,6 +223,7 @@ impl Model {
             ));
         }
         let mut digest = Sha256::new();
+        digest.update(format!("step={step};epoch={epoch}").as_bytes());
         for (name, _, _) in &expected {
             digest.update(name.as_bytes());
             digest.update(st.tensor(name).expect("checked above").data());
@@ -224,7 +234,7 @@ impl Model {
             .map(|b| format!("{b:02x}"))
             .collect();
         if meta.get("sha256") != Some(&digest.as_str()) {
-            return Err(Error::data(path, "the tensor data does not match the checkpoint's SHA-256: the file was modified or damaged"));
+            return Err(Error::data(path, "the tensor data or counters do not match the checkpoint's SHA-256: the file was modified or damaged"));
         }
         let tensors: HashMap<String, Vec<f32>> = expected
             .iter()
@@ -239,6 +249,10 @@ impl Model {
                 (name.clone(), values)
             })
             .collect();
-        self.restore(&Snapshot { tensors, step })
+        self.restore(&Snapshot {
+            tensors,
+            step,
+            epoch,
+        })
     }
 }

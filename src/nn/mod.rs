@@ -23,6 +23,7 @@
 mod checkpoint;
 mod model;
 
+pub use crate::optim::LrSchedule;
 pub use model::{Device, EarlyStopping, EpochLog, FitConfig, History, Model, Monitor, Prediction};
 
 use crate::cpu::Activation;
@@ -70,14 +71,38 @@ pub enum Layer {
     Softmax,
     /// (batch, d1, d2, ...) to (batch, d1 * d2 * ...).
     Flatten,
+    /// Zeroes each input with this probability while training and scales the rest by
+    /// `1 / (1 - rate)`; the identity when evaluating. Masks are seeded from the model's seed.
+    Dropout(f32),
 }
 
-/// What a model is trained to minimize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a model is trained to minimize. Datasets hold integer labels; the dense losses
+/// compare the outputs with targets made from them (one-hot, or the label itself for a
+/// single output).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Loss {
     /// Softmax cross-entropy against integer labels (the model outputs logits, or a final
-    /// softmax that training fuses into the loss).
+    /// softmax that training fuses into the loss). Metric: accuracy.
     SparseCategoricalCrossentropy,
+    /// Softmax cross-entropy against one-hot targets. With integer labels the one-hot target
+    /// has a single 1, so this is computed exactly as the sparse form. Metric: accuracy.
+    CategoricalCrossentropy,
+    /// Binary cross-entropy: one output per sample against labels 0/1 (or several outputs
+    /// against one-hot targets). `from_logits: false` expects a final sigmoid.
+    /// Metric: binary accuracy.
+    BinaryCrossentropy { from_logits: bool },
+    /// Mean squared error against the label (one output) or one-hot targets (several).
+    /// Metric: binary accuracy for one output, argmax accuracy for several.
+    MeanSquaredError,
+}
+
+impl Loss {
+    fn is_softmax_xent(&self) -> bool {
+        matches!(
+            self,
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
+        )
+    }
 }
 
 /// A stack of layers over an input shape (without the batch dimension).
@@ -127,8 +152,14 @@ impl Sequential {
         &self.layers
     }
 
-    /// The graph of the model up to its logits (a final softmax left out when `fuse_softmax`).
-    pub fn build(&self, fuse_softmax: bool) -> Result<Built> {
+    /// Appends a dropout layer.
+    pub fn dropout(self, rate: f32) -> Self {
+        self.push(Layer::Dropout(rate))
+    }
+
+    /// The graph of the model up to its logits (a final softmax left out when `fuse_softmax`);
+    /// dropout layer `k` draws its masks from `seed + k`.
+    pub fn build(&self, fuse_softmax: bool, seed: u64) -> Result<Built> {
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
             return Err(Error::invalid(
                 "Sequential",
@@ -142,6 +173,7 @@ impl Sequential {
         let mut h = input;
         let mut params = Vec::new();
         let mut dense_index = 0;
+        let mut dropout_index = 0;
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             let named = |e: Error| match e {
@@ -176,6 +208,17 @@ impl Sequential {
                     }
                 }
                 Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
+                Layer::Dropout(rate) => {
+                    let seed = seed.wrapping_add(dropout_index);
+                    h = g.dropout(h, *rate, seed).map_err(|e| match e {
+                        Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
+                            op: "Sequential",
+                            detail: format!("layer {i} (Dropout): {detail}"),
+                        },
+                        other => named(other),
+                    })?;
+                    dropout_index += 1;
+                }
                 Layer::Softmax if fuse_softmax && i == last => {}
                 Layer::Softmax => h = g.softmax(h).map_err(named)?,
             }
@@ -218,6 +261,7 @@ impl Sequential {
                 }
                 Layer::Activation(a) => (format!("activation ({a:?})"), 0),
                 Layer::Softmax => ("softmax (Softmax)".to_string(), 0),
+                Layer::Dropout(rate) => (format!("dropout (Dropout {rate})"), 0),
             };
             total += params;
             let dims: Vec<String> = std::iter::once("None".to_string())

@@ -1,14 +1,16 @@
 //! A compiled model on a device: training loop, evaluation, prediction.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Built, Loss, Sequential};
+use crate::cpu::PointwiseLoss;
 use crate::data::{Augment, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{CpuExecutor, Feed, GpuExecutor, Metrics, NodeId};
-use crate::optim::Optimizer;
+use crate::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Metrics, NodeId};
+use crate::optim::{LrSchedule, Optimizer};
 
 /// Where a model runs.
 #[derive(Debug, Clone)]
@@ -82,11 +84,20 @@ pub struct FitConfig {
     pub seed: u64,
     /// Hold out the last fraction of the data for validation, as Keras does.
     pub validation_split: f64,
+    /// Validate on this data after every epoch instead (not together with a split).
+    pub validation_data: Option<Arc<Dataset>>,
     /// Show a progress bar per epoch.
     pub progress: bool,
     pub normalize: Normalize,
     pub augment: Option<Augment>,
     pub early_stopping: Option<EarlyStopping>,
+    /// The learning rate by optimizer step (the optimizer's rate is the base).
+    pub lr_schedule: LrSchedule,
+    /// Scale each step's gradients to a global L2 norm of at most this.
+    pub clip_global_norm: Option<f32>,
+    /// Save a checkpoint here after every epoch (atomically; a failed epoch leaves the
+    /// previous one in place).
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl FitConfig {
@@ -99,10 +110,14 @@ impl FitConfig {
             shuffle: true,
             seed: 0,
             validation_split: 0.0,
+            validation_data: None,
             progress: false,
             normalize: Normalize::Unit,
             augment: None,
             early_stopping: None,
+            lr_schedule: LrSchedule::Constant,
+            clip_global_norm: None,
+            checkpoint: None,
         }
     }
 }
@@ -131,12 +146,26 @@ pub struct History {
     pub best_epoch: Option<usize>,
 }
 
-/// Class probabilities and the most probable class of each sample.
+/// Class probabilities (softmax of the logits for cross-entropy, sigmoid for binary
+/// cross-entropy on logits, the outputs themselves otherwise) and the predicted class of each
+/// sample (the argmax, or `p > 0.5` for a single output).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     /// (samples, classes)
     pub probabilities: Vec<f32>,
     pub classes: Vec<u32>,
+}
+
+fn non_finite(step: u64, epoch: usize, in_epoch: u64, loss: f32) -> Error {
+    Error::invalid(
+        "fit",
+        format!(
+            "the training loss became non-finite ({loss}) at step {step} (epoch {}, batch {in_epoch}); \
+             lower the learning rate or clip gradients (clip_global_norm). Checkpoints saved \
+             after earlier epochs are untouched",
+            epoch + 1
+        ),
+    )
 }
 
 /// A [`Sequential`] compiled with a loss and an optimizer onto a device.
@@ -148,6 +177,13 @@ pub struct Model {
     device: Device,
     features: usize,
     classes: usize,
+    loss: Loss,
+    /// Dense targets made from a batch's labels (for the losses that compare with targets).
+    targets: Vec<f32>,
+    /// The compiled optimizer (its learning rate is the schedules' base).
+    optimizer: Optimizer,
+    /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
+    pub(super) epoch: usize,
 }
 
 impl Model {
@@ -158,9 +194,8 @@ impl Model {
         device: Device,
         seed: u64,
     ) -> Result<Self> {
-        // The only loss: a final softmax is fused into it (build(true) leaves it out).
-        let Loss::SparseCategoricalCrossentropy = loss;
-        let built = spec.build(true)?;
+        // Cross-entropy fuses a final softmax into the loss (build leaves it out).
+        let built = spec.build(loss.is_softmax_xent(), seed)?;
         let mut graph = built.graph.clone();
         let logits_shape = graph.node(built.logits).shape.clone();
         let classes = match logits_shape.as_slice() {
@@ -169,14 +204,28 @@ impl Model {
                 return Err(Error::Shape {
                     op: "Sequential",
                     detail: format!(
-                        "a classifier ends in (batch, classes), this model ends in {} dimensions",
+                        "a classifier ends in (batch, outputs), this model ends in {} dimensions",
                         other.len()
                     ),
                 })
             }
         };
-        let labels = graph.labels("labels");
-        let loss_node = graph.softmax_xent(built.logits, labels)?;
+        let (labels, loss_node) = if loss.is_softmax_xent() {
+            let labels = graph.labels("labels");
+            (labels, graph.softmax_xent(built.logits, labels)?)
+        } else {
+            let kind = match loss {
+                Loss::BinaryCrossentropy { from_logits: true } => {
+                    PointwiseLoss::BinaryCrossEntropyWithLogits
+                }
+                Loss::BinaryCrossentropy { from_logits: false } => {
+                    PointwiseLoss::BinaryCrossEntropy
+                }
+                _ => PointwiseLoss::MeanSquaredError,
+            };
+            let targets = graph.input("targets", &[Dim::Batch, Dim::Fixed(classes)]);
+            (targets, graph.loss(kind, built.logits, targets)?)
+        };
         let features = spec.input_shape.iter().product();
         let exec = match &device {
             Device::Gpu(ctx) => Exec::Gpu(
@@ -195,6 +244,10 @@ impl Model {
             device,
             features,
             classes,
+            optimizer,
+            loss,
+            targets: Vec::new(),
+            epoch: 0,
         })
     }
 
@@ -208,6 +261,33 @@ impl Model {
         &self.device
     }
 
+    /// Epochs trained so far (restored by [`Model::load`]); a resumed `fit` passes it as
+    /// `initial_epoch`.
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
+        match &mut self.exec {
+            Exec::Gpu(ctx, e) => e.set_lr(ctx, lr),
+            Exec::Cpu(e) => e.set_lr(lr),
+        }
+    }
+
+    fn set_clip(&mut self, clip: Option<f32>) -> Result<()> {
+        match &mut self.exec {
+            Exec::Gpu(ctx, e) => e.set_clip_global_norm(ctx, clip),
+            Exec::Cpu(e) => e.set_clip_global_norm(clip),
+        }
+    }
+
+    fn peek_metrics(&mut self) -> Result<Metrics> {
+        match &mut self.exec {
+            Exec::Gpu(ctx, e) => e.metrics(ctx),
+            Exec::Cpu(e) => Ok(e.metrics()),
+        }
+    }
+
     fn check(&self, data: &Dataset) -> Result<()> {
         if data.features() != self.features {
             return Err(Error::Shape {
@@ -219,7 +299,16 @@ impl Model {
                 ),
             });
         }
-        if data.num_classes > self.classes {
+        if self.classes == 1 && data.num_classes > 2 {
+            return Err(Error::Shape {
+                op: "fit",
+                detail: format!(
+                    "a model with one output learns two classes (labels 0 and 1), the data has {}",
+                    data.num_classes
+                ),
+            });
+        }
+        if self.classes > 1 && data.num_classes > self.classes {
             return Err(Error::Shape {
                 op: "fit",
                 detail: format!(
@@ -232,10 +321,23 @@ impl Model {
     }
 
     fn run_batch(&mut self, train: bool, len: usize, x: &[f32], y: &[u32]) -> Result<()> {
-        let feeds = [
-            (self.built.input, Feed::F32(x)),
-            (self.labels, Feed::U32(y)),
-        ];
+        let labels = if self.loss.is_softmax_xent() {
+            Feed::U32(y)
+        } else {
+            // One output: the label itself; several: one-hot.
+            let classes = self.classes;
+            self.targets.clear();
+            self.targets.resize(len * classes, 0.0);
+            for (row, &label) in y.iter().enumerate() {
+                if classes == 1 {
+                    self.targets[row] = label as f32;
+                } else {
+                    self.targets[row * classes + label as usize] = 1.0;
+                }
+            }
+            Feed::F32(&self.targets)
+        };
+        let feeds = [(self.built.input, Feed::F32(x)), (self.labels, labels)];
         match &mut self.exec {
             Exec::Gpu(ctx, e) if train => e.step(ctx, len, &feeds),
             Exec::Gpu(ctx, e) => e.evaluate_batch(ctx, len, &feeds),
@@ -262,11 +364,23 @@ impl Model {
     /// Trains on `data`; metrics are accumulated on the device and read once per epoch.
     pub fn fit(&mut self, data: &Dataset, cfg: &FitConfig) -> Result<History> {
         self.check(data)?;
+        cfg.lr_schedule.validate()?;
         let data = Arc::new(data.clone());
         let (train, validation) = if cfg.validation_split > 0.0 {
-            data.split_last(cfg.validation_split)?
+            if cfg.validation_data.is_some() {
+                return Err(Error::invalid(
+                    "fit",
+                    "give validation_split or validation_data, not both",
+                ));
+            }
+            let (t, v) = data.split_last(cfg.validation_split)?;
+            (t, Some((data.clone(), v)))
+        } else if let Some(v) = &cfg.validation_data {
+            self.check(v)?;
+            let all = (0..v.len()).collect();
+            ((0..data.len()).collect(), Some((v.clone(), all)))
         } else {
-            ((0..data.len()).collect(), Vec::new())
+            ((0..data.len()).collect(), None)
         };
         if train.is_empty() {
             return Err(Error::invalid(
@@ -275,16 +389,19 @@ impl Model {
             ));
         }
         if let Some(es) = &cfg.early_stopping {
-            if es.monitor != Monitor::Loss && validation.is_empty() {
+            if es.monitor != Monitor::Loss && validation.is_none() {
                 return Err(Error::invalid(
                     "fit",
                     format!(
-                        "early stopping on {:?} needs a validation_split",
+                        "early stopping on {:?} needs validation_split or validation_data",
                         es.monitor
                     ),
                 ));
             }
         }
+        self.set_clip(cfg.clip_global_norm)?;
+        let base_lr = self.optimizer.lr();
+        let mut lr = f32::NAN;
         let mut best: Option<(f32, usize)> = None;
         let mut best_state = None;
         let mut waited = 0;
@@ -311,50 +428,67 @@ impl Model {
                 let bar = indicatif::ProgressBar::new(per_epoch as u64);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
                     )
                     .expect("the progress template is valid")
                     .progress_chars("=> "),
                 );
-                bar.set_message(format!("{}/{}", epoch + 1, cfg.epochs));
+                bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
                 bar
             } else {
                 indicatif::ProgressBar::hidden()
             };
             let start = Instant::now();
+            let first_step = self.steps();
             let mut wait = 0.0;
             let mut samples = 0;
-            for _ in 0..per_epoch {
+            for b in 0..per_epoch {
                 let t = Instant::now();
                 let batch = loader.next_batch().ok_or_else(|| Error::Loader {
                     detail: "ran out of batches".into(),
                 })??;
                 wait += t.elapsed().as_secs_f64();
+                let scheduled = cfg.lr_schedule.lr_at(base_lr, self.steps());
+                if scheduled != lr {
+                    self.set_lr(scheduled)?;
+                    lr = scheduled;
+                }
                 self.run_batch(true, batch.len, &batch.inputs, &batch.labels)?;
                 samples += batch.len;
                 loader.recycle(batch);
                 bar.inc(1);
+                // A cheap look at the running figures (5 floats) for the bar, and to stop
+                // soon after the loss stops being finite.
+                if (b + 1) % 100 == 0 || b + 1 == per_epoch {
+                    let m = self.peek_metrics()?;
+                    if let Some(k) = m.first_non_finite {
+                        bar.abandon();
+                        return Err(non_finite(first_step + k, epoch, k, m.mean_loss));
+                    }
+                    if cfg.progress {
+                        bar.set_message(format!("loss {:.4} acc {:.4}", m.mean_loss, m.accuracy));
+                    }
+                }
             }
             let m = self.take_metrics()?;
             bar.finish_and_clear();
-            if !m.mean_loss.is_finite() {
-                return Err(Error::invalid(
-                    "fit",
-                    format!("the training loss became non-finite ({}) during epoch {}; lower the learning rate", m.mean_loss, epoch + 1),
-                ));
+            if let Some(k) = m.first_non_finite {
+                return Err(non_finite(first_step + k, epoch, k, m.mean_loss));
             }
             let seconds = start.elapsed().as_secs_f64();
-            let (val_loss, val_accuracy) = if validation.is_empty() {
-                (None, None)
-            } else {
-                let v = self.evaluate_indices(
-                    &data,
-                    validation.clone(),
-                    cfg.batch_size.max(256),
-                    &cfg.normalize,
-                )?;
-                (Some(v.mean_loss), Some(v.accuracy))
+            let (val_loss, val_accuracy) = match &validation {
+                None => (None, None),
+                Some((vdata, indices)) => {
+                    let v = self.evaluate_indices(
+                        vdata,
+                        indices.clone(),
+                        cfg.batch_size.max(256),
+                        &cfg.normalize,
+                    )?;
+                    (Some(v.mean_loss), Some(v.accuracy))
+                }
             };
+            self.epoch = epoch + 1;
             history.epochs.push(EpochLog {
                 epoch: epoch + 1,
                 loss: m.mean_loss,
@@ -365,6 +499,9 @@ impl Model {
                 samples_per_sec: samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
+            if let Some(path) = &cfg.checkpoint {
+                self.save(path)?;
+            }
             if let Some(es) = &cfg.early_stopping {
                 // Larger is better for accuracy; compare on a "lower is better" scale.
                 let score = match es.monitor {
@@ -446,39 +583,43 @@ impl Model {
         for start in (0..n).step_by(chunk) {
             let len = chunk.min(n - start);
             let x = &inputs[start * self.features..(start + len) * self.features];
-            let zeros = vec![0u32; len];
-            let logits = match &mut self.exec {
+            let zero_labels = vec![0u32; len];
+            let zero_targets = vec![0f32; len * classes];
+            let targets = if self.loss.is_softmax_xent() {
+                Feed::U32(&zero_labels)
+            } else {
+                Feed::F32(&zero_targets)
+            };
+            let feeds = [(self.built.input, Feed::F32(x)), (self.labels, targets)];
+            let outputs = match &mut self.exec {
                 Exec::Gpu(ctx, e) => {
-                    e.evaluate_batch(
-                        ctx,
-                        len,
-                        &[
-                            (self.built.input, Feed::F32(x)),
-                            (self.labels, Feed::U32(&zeros)),
-                        ],
-                    )?;
+                    e.evaluate_batch(ctx, len, &feeds)?;
                     e.read_node(ctx, len, self.built.logits)?
                 }
-                Exec::Cpu(e) => e.forward(
-                    len,
-                    &[
-                        (self.built.input, Feed::F32(x)),
-                        (self.labels, Feed::U32(&zeros)),
-                    ],
-                    self.built.logits,
-                )?,
+                Exec::Cpu(e) => e.forward(len, &feeds, self.built.logits)?,
             };
-            for row in logits.chunks(classes) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();
-                let s: f32 = e.iter().sum();
-                probabilities.extend(e.iter().map(|v| v / s));
+            match self.loss {
+                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+                    for row in outputs.chunks(classes) {
+                        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();
+                        let s: f32 = e.iter().sum();
+                        probabilities.extend(e.iter().map(|v| v / s));
+                    }
+                }
+                Loss::BinaryCrossentropy { from_logits: true } => {
+                    probabilities.extend(outputs.iter().map(|&z| 1.0 / (1.0 + (-z).exp())))
+                }
+                _ => probabilities.extend_from_slice(&outputs),
             }
         }
         self.take_metrics()?;
         let classes_out = probabilities
             .chunks(classes)
             .map(|p| {
+                if classes == 1 {
+                    return (p[0] > 0.5) as u32;
+                }
                 p.iter()
                     .enumerate()
                     .fold(0, |best, (j, &v)| if v > p[best] { j } else { best })
