@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use wgtrain::cpu::Activation;
-use wgtrain::data::{download, mnist, Dataset};
+use wgtrain::data::{download, mnist, picture, Dataset};
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -46,6 +46,15 @@ struct Cli {
     /// Use only the first N training and N/6 test samples (quick runs, CI).
     #[arg(long)]
     limit: Option<usize>,
+    /// Hold out this fraction of the training data for validation (Keras' validation_split).
+    #[arg(long, default_value_t = 0.0)]
+    validation_split: f64,
+    /// Save a checkpoint here after every epoch; if the file exists, resume from it.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Where to write curves.png and predictions.png.
+    #[arg(long, default_value = "out/mnist_mlp")]
+    out: PathBuf,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -123,24 +132,66 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         device,
         cli.seed,
     )?;
+    if let Some(path) = cli.checkpoint.as_ref().filter(|p| p.exists()) {
+        model.load(path)?;
+        println!(
+            "resuming from {} after epoch {}",
+            path.display(),
+            model.epoch()
+        );
+    }
     let cfg = FitConfig {
         seed: cli.seed,
         progress: !cli.quiet,
+        validation_split: cli.validation_split,
+        checkpoint: cli.checkpoint.clone(),
+        initial_epoch: model.epoch(),
         ..FitConfig::new(cli.epochs, cli.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    for e in &history.epochs {
-        println!(
-            "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
-            e.epoch, cli.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
-        );
+    if cli.quiet {
+        for e in &history.epochs {
+            println!(
+                "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
+                e.epoch, cli.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
+            );
+        }
     }
     let result = model.evaluate(&test, 512)?;
     println!(
         "test: loss {:.4}, accuracy {:.4} on {} samples",
         result.mean_loss, result.accuracy, result.samples
     );
+    if let Some(mean) = mean_samples_per_sec(&history) {
+        println!(
+            "training speed: {mean:.0} samples/s on {}",
+            model.device().name()
+        );
+    }
+
+    std::fs::create_dir_all(&cli.out).map_err(|e| wgtrain::Error::io(&cli.out, e))?;
+    if !history.epochs.is_empty() {
+        let curves = cli.out.join("curves.png");
+        history.save_plot(&curves)?;
+        println!("wrote {}", curves.display());
+    }
+    let shown: Vec<usize> = (0..test.len().min(40)).collect();
+    let inputs: Vec<f32> = shown
+        .iter()
+        .flat_map(|&i| test.image(i).iter().map(|&p| p as f32 / 255.0))
+        .collect();
+    let predicted = model.predict(&inputs, shown.len())?;
+    let grid = cli.out.join("predictions.png");
+    picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
+    println!("wrote {} (green: right, red: wrong)", grid.display());
     Ok(())
+}
+
+/// Samples per second over all epochs (time-weighted).
+fn mean_samples_per_sec(h: &wgtrain::nn::History) -> Option<f64> {
+    let seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
+    let samples: f64 = h.epochs.iter().map(|e| e.samples_per_sec * e.seconds).sum();
+    (seconds > 0.0).then(|| samples / seconds)
 }
 
 fn main() -> std::process::ExitCode {

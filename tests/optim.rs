@@ -127,3 +127,45 @@ fn invalid_hyper_parameters_are_rejected() {
     .validate()
     .is_err());
 }
+
+#[test]
+fn learning_rate_schedules() {
+    use wgtrain::optim::LrSchedule;
+    let step = LrSchedule::Step {
+        every: 10,
+        gamma: 0.5,
+    };
+    assert_eq!(step.lr_at(0.1, 0), 0.1);
+    assert_eq!(step.lr_at(0.1, 9), 0.1);
+    assert_eq!(step.lr_at(0.1, 10), 0.05);
+    assert_eq!(step.lr_at(0.1, 25), 0.025);
+    let cosine = LrSchedule::Cosine {
+        decay_steps: 100,
+        alpha: 0.1,
+    };
+    assert_eq!(cosine.lr_at(1.0, 0), 1.0);
+    assert!((cosine.lr_at(1.0, 50) - 0.55).abs() < 1e-7);
+    assert!((cosine.lr_at(1.0, 100) - 0.1).abs() < 1e-7);
+    assert_eq!(cosine.lr_at(1.0, 1000), cosine.lr_at(1.0, 100));
+    assert_eq!(LrSchedule::Constant.lr_at(0.3, 12345), 0.3);
+    for bad in [
+        LrSchedule::Step {
+            every: 0,
+            gamma: 0.5,
+        },
+        LrSchedule::Step {
+            every: 1,
+            gamma: f32::NAN,
+        },
+        LrSchedule::Cosine {
+            decay_steps: 0,
+            alpha: 0.0,
+        },
+        LrSchedule::Cosine {
+            decay_steps: 5,
+            alpha: 1.5,
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}

@@ -102,15 +102,9 @@ fn summary_errors_and_prediction() {
 
 #[test]
 fn mnist_mlp_example_runs_end_to_end() {
-    // cargo test builds the examples next to the test binaries (target/<profile>/examples).
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("mnist_mlp");
+    let example = example("mnist_mlp");
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("mlp.safetensors");
     let out = std::process::Command::new(&example)
         .args([
             "--data",
@@ -119,6 +113,12 @@ fn mnist_mlp_example_runs_end_to_end() {
             "1",
             "--limit",
             "3000",
+            "--validation-split",
+            "0.1",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
             "--quiet",
         ])
         .output()
@@ -135,6 +135,58 @@ fn mnist_mlp_example_runs_end_to_end() {
             && stdout.contains("test: loss"),
         "{stdout}"
     );
+    for png in ["curves.png", "predictions.png"] {
+        let img = image::open(dir.path().join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
+        assert!(img.width() > 100 && img.height() > 100, "{png}");
+    }
+    assert!(ckpt.exists());
+    // Run again with more epochs: it resumes from the checkpoint after epoch 1.
+    let again = std::process::Command::new(&example)
+        .args([
+            "--data",
+            mnist::FASHION_MNIST_SYSTEM_DIR,
+            "--epochs",
+            "2",
+            "--limit",
+            "3000",
+        ])
+        .args([
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ])
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("resuming from")
+            && stdout.contains("after epoch 1")
+            && stdout.contains("epoch 2/2")
+            && !stdout.contains("epoch 1/2"),
+        "{stdout}"
+    );
+}
+
+/// An example binary: cargo test builds the examples next to the test binaries
+/// (target/<profile>/examples).
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run through `cargo test`",
+        path.display()
+    );
+    path
 }
 
 fn subset(d: &wgtrain::data::Dataset, n: usize) -> wgtrain::data::Dataset {
@@ -153,8 +205,13 @@ fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
     let ctx =
         std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     let adam = Optimizer::Adam(AdamConfig::adam(1e-3));
+    // Dropout, a cosine schedule and clipping all take part in resuming bit-exactly.
     let compile = || {
-        mlp()
+        Sequential::new(&[28, 28])
+            .flatten()
+            .dense(Dense::new(128).activation(Activation::Relu))
+            .dropout(0.2)
+            .dense(Dense::new(10))
             .compile(
                 Loss::SparseCategoricalCrossentropy,
                 adam,
@@ -165,46 +222,48 @@ fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
     };
     let dir = tempfile::tempdir().unwrap();
 
+    let cfg = |epochs: usize| FitConfig {
+        seed: 3,
+        lr_schedule: wgtrain::nn::LrSchedule::Cosine {
+            decay_steps: 30,
+            alpha: 0.1,
+        },
+        clip_global_norm: Some(1.0),
+        ..FitConfig::new(epochs, 128)
+    };
     // Two epochs straight...
     let mut straight = compile();
-    straight
-        .fit(
-            &train,
-            &FitConfig {
-                seed: 3,
-                ..FitConfig::new(2, 128)
-            },
-        )
-        .unwrap();
+    straight.fit(&train, &cfg(2)).unwrap();
     straight
         .save(&dir.path().join("straight.safetensors"))
         .unwrap();
     // ...equal one epoch, a save, a load into a fresh model, and the second epoch.
+    // (the checkpoint-every-epoch option writes it, into a directory it creates)
     let mut first = compile();
+    let ckpt = dir.path().join("run").join("epoch1.safetensors");
     first
         .fit(
             &train,
             &FitConfig {
-                seed: 3,
-                ..FitConfig::new(1, 128)
+                checkpoint: Some(ckpt.clone()),
+                ..cfg(1)
             },
         )
         .unwrap();
-    let ckpt = dir.path().join("epoch1.safetensors");
-    first.save(&ckpt).unwrap();
-    assert!(!dir.path().join("epoch1.safetensors.part").exists());
+    assert!(!dir.path().join("run/epoch1.safetensors.part").exists());
     let mut resumed = compile();
     resumed.load(&ckpt).unwrap();
+    assert_eq!(resumed.epoch(), 1);
     resumed
         .fit(
             &train,
             &FitConfig {
-                seed: 3,
-                initial_epoch: 1,
-                ..FitConfig::new(2, 128)
+                initial_epoch: resumed.epoch(),
+                ..cfg(2)
             },
         )
         .unwrap();
+    assert_eq!(resumed.epoch(), 2);
     resumed
         .save(&dir.path().join("resumed.safetensors"))
         .unwrap();
@@ -323,17 +382,134 @@ fn early_stopping_restores_the_best_epoch_and_non_finite_loss_stops() {
         now.mean_loss
     );
 
-    // An absurd learning rate makes the loss non-finite: training stops with an error.
-    let huge = Optimizer::Sgd(SgdConfig::new(1e30));
+    // An absurd learning rate makes the loss non-finite: training stops with an error that
+    // names the step, and the checkpoint of the last good epoch is left as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("good.safetensors");
+    for device in [
+        Device::Cpu,
+        Device::gpu().expect("GPU tests need an adapter"),
+    ] {
+        let good = Optimizer::Sgd(SgdConfig::new(0.01));
+        let mut model = mlp()
+            .compile(Loss::SparseCategoricalCrossentropy, good, device.clone(), 1)
+            .unwrap();
+        let cfg = FitConfig {
+            checkpoint: Some(ckpt.clone()),
+            ..FitConfig::new(1, 64)
+        };
+        model.fit(&small, &cfg).unwrap();
+        let saved = std::fs::read(&ckpt).unwrap();
+        let huge = Optimizer::Sgd(SgdConfig::new(1e30));
+        let mut model = mlp()
+            .compile(Loss::SparseCategoricalCrossentropy, huge, device, 1)
+            .unwrap();
+        model.load(&ckpt).unwrap();
+        let err = model
+            .fit(
+                &small,
+                &FitConfig {
+                    initial_epoch: model.epoch(),
+                    ..FitConfig { epochs: 3, ..cfg }
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        // Epoch 1 is steps 1-19 (1,200 samples in batches of 64), so step 20 is the first
+        // of epoch 2; after its update at lr 1e30 the next loss is no longer finite.
+        assert!(
+            err.contains("non-finite") && err.contains("at step 21 (epoch 2, batch 2)"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&ckpt).unwrap(),
+            saved,
+            "the good checkpoint changed"
+        );
+    }
+}
+
+/// The other losses (one-hot or 0/1 targets made from labels), explicit validation data,
+/// and learning-rate schedules, on both devices.
+#[test]
+fn dense_losses_validation_data_and_schedules() {
+    use wgtrain::nn::LrSchedule;
+    let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
+        .expect("Fashion-MNIST installed");
+    let train = std::sync::Arc::new(subset(&data.train, 3_000));
+    let test = std::sync::Arc::new(subset(&data.test, 1_000));
+    let ctx =
+        std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
+    for loss in [
+        Loss::CategoricalCrossentropy,
+        Loss::MeanSquaredError,
+        Loss::BinaryCrossentropy { from_logits: true },
+    ] {
+        let mut results = Vec::new();
+        for device in [Device::Gpu(ctx.clone()), Device::Cpu] {
+            let adam = Optimizer::Adam(AdamConfig::adam(2e-3));
+            let mut model = mlp().compile(loss, adam, device, 0).unwrap();
+            let cfg = FitConfig {
+                validation_data: Some(test.clone()),
+                lr_schedule: LrSchedule::Step {
+                    every: 40,
+                    gamma: 0.5,
+                },
+                ..FitConfig::new(2, 64)
+            };
+            let h = model.fit(&train, &cfg).unwrap();
+            let last = h.epochs[1];
+            let val = last.val_accuracy.expect("validation data was given");
+            let eval = model.evaluate(&test, 256).unwrap();
+            assert_eq!(Some(eval.accuracy), last.val_accuracy, "{loss:?}");
+            // BCE over ten one-hot outputs reports binary accuracy (per output), the others
+            // the argmax accuracy.
+            assert!(val > 0.7, "{loss:?}: validation accuracy {val}");
+            results.push((last.loss, val));
+        }
+        let ((gl, ga), (cl, ca)) = (results[0], results[1]);
+        assert!(
+            (gl - cl).abs() < 0.02 * cl,
+            "{loss:?}: loss GPU {gl} vs CPU {cl}"
+        );
+        assert!(
+            (ga - ca).abs() < 0.02,
+            "{loss:?}: accuracy GPU {ga} vs CPU {ca}"
+        );
+    }
+    // Both a split and explicit validation data is an error.
     let mut model = mlp()
-        .compile(Loss::SparseCategoricalCrossentropy, huge, Device::Cpu, 1)
+        .compile(
+            Loss::SparseCategoricalCrossentropy,
+            Optimizer::Adam(AdamConfig::adam(1e-3)),
+            Device::Cpu,
+            0,
+        )
         .unwrap();
     let err = model
-        .fit(&small, &FitConfig::new(3, 64))
+        .fit(
+            &train,
+            &FitConfig {
+                validation_split: 0.1,
+                validation_data: Some(test.clone()),
+                ..FitConfig::new(1, 64)
+            },
+        )
         .unwrap_err()
         .to_string();
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[test]
+fn xor_example_learns_xor() {
+    let out = std::process::Command::new(example("xor"))
+        .output()
+        .expect("the xor example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("non-finite") && err.contains("epoch 1"),
-        "{err}"
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("-> [0, 1, 1, 0]"), "{stdout}");
 }

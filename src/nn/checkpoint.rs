@@ -146,6 +146,9 @@ impl Model {
         )]);
         let serialized = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let tmp = path.with_extension("safetensors.part");
         let written = std::fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(&serialized).and_then(|()| f.sync_all()))

@@ -86,7 +86,7 @@ pub struct FitConfig {
     pub validation_split: f64,
     /// Validate on this data after every epoch instead (not together with a split).
     pub validation_data: Option<Arc<Dataset>>,
-    /// Show a progress bar per epoch.
+    /// Show a progress bar per epoch and print each epoch's figures (Keras' `verbose=1`).
     pub progress: bool,
     pub normalize: Normalize,
     pub augment: Option<Augment>,
@@ -144,6 +144,53 @@ pub struct History {
     pub stopped_early: Option<usize>,
     /// The best epoch by the early-stopping monitor.
     pub best_epoch: Option<usize>,
+}
+
+impl History {
+    /// Saves the loss and accuracy curves by epoch (train, and validation when there was
+    /// one) as a PNG.
+    pub fn save_plot(&self, path: &std::path::Path) -> Result<()> {
+        use crate::data::picture::{save_line_plots, Panel, Series};
+        const TRAIN: [u8; 3] = [31, 119, 180];
+        const VAL: [u8; 3] = [255, 127, 14];
+        let collect = |f: &dyn Fn(&EpochLog) -> Option<f32>| -> Vec<f32> {
+            self.epochs.iter().filter_map(f).collect()
+        };
+        let panel = |title: &str, train: Vec<f32>, val: Vec<f32>| {
+            let mut series = vec![Series {
+                label: "train".into(),
+                values: train,
+                color: TRAIN,
+            }];
+            if !val.is_empty() {
+                series.push(Series {
+                    label: "val".into(),
+                    values: val,
+                    color: VAL,
+                });
+            }
+            Panel {
+                title: title.into(),
+                first_epoch: self.epochs.first().map_or(1, |e| e.epoch),
+                series,
+            }
+        };
+        save_line_plots(
+            path,
+            &[
+                panel(
+                    "loss by epoch",
+                    collect(&|e| Some(e.loss)),
+                    collect(&|e| e.val_loss),
+                ),
+                panel(
+                    "accuracy by epoch",
+                    collect(&|e| Some(e.accuracy)),
+                    collect(&|e| e.val_accuracy),
+                ),
+            ],
+        )
+    }
 }
 
 /// Class probabilities (softmax of the logits for cross-entropy, sigmoid for binary
@@ -499,6 +546,17 @@ impl Model {
                 samples_per_sec: samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
+            if cfg.progress {
+                let e = history.epochs.last().expect("just pushed");
+                let val = match (e.val_loss, e.val_accuracy) {
+                    (Some(l), Some(a)) => format!(", val_loss {l:.4}, val_accuracy {a:.4}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "epoch {}/{}: loss {:.4}, accuracy {:.4}{val}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
+                    e.epoch, cfg.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
+                );
+            }
             if let Some(path) = &cfg.checkpoint {
                 self.save(path)?;
             }
