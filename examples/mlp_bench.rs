@@ -4,6 +4,8 @@
 //! the submitted work before returning.
 //!
 //! `cargo run --release --example mlp_bench [-- --reps N]`
+//! `cargo run --release --example mlp_bench -- --profile 784,128,10 128`: each launch of one
+//! step timed alone (median of N, at least 5).
 //! Models 784-128-10 and 784-512-512-10 (ReLU, softmax cross-entropy, Adam), batches 32, 128
 //! and 512, random data. Each figure is the median of N runs (default 3) after warm-up steps;
 //! a GPU run is 40 steps and a synchronize, a CPU run 5 steps.
@@ -42,6 +44,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn profile(ctx: &GpuContext, sizes: &[usize], batch: usize, reps: usize) -> wgtrain::Result<()> {
+    let (g, x, y, loss) = mlp(sizes)?;
+    let xs = vec![0.5f32; batch * sizes[0]];
+    let ys: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-3));
+    let mut gpu = GpuExecutor::new(ctx, g, loss, opt, 0)?;
+    gpu.step(ctx, batch, &[(x, Feed::F32(&xs)), (y, Feed::U32(&ys))])?;
+    let rows = gpu.profile(ctx, batch, reps)?;
+    let base = rows[0].2;
+    let mut total = 0.0;
+    println!("{:<34} {:>16} {:>10}", "launch", "grid", "ms");
+    for (label, grid, t) in &rows {
+        println!("{label:<34} {:>16} {:>10.3}", format!("{grid:?}"), t * 1e3);
+        total += t - base;
+    }
+    println!(
+        "{} launches; sum less the empty-submission baseline {:.3} ms",
+        rows.len() - 1,
+        total * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> wgtrain::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let reps = args
@@ -52,6 +77,15 @@ fn main() -> wgtrain::Result<()> {
         .unwrap_or(3);
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.adapter_name());
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        // `--profile 784,128,10 [batch]`: each launch of one step timed alone.
+        let sizes: Vec<usize> = args
+            .get(i + 1)
+            .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_else(|| vec![784, 128, 10]);
+        let batch = args.get(i + 2).and_then(|v| v.parse().ok()).unwrap_or(128);
+        return profile(&ctx, &sizes, batch, reps.max(5));
+    }
     println!(
         "{:<16} {:>6} {:>12} {:>12} {:>14} {:>12} {:>8}",
         "model", "batch", "gpu steps/s", "gpu samples/s", "host ms/step", "cpu samples/s", "ratio"

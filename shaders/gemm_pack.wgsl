@@ -61,3 +61,62 @@ fn pack(
 }
 
 
+// pack4 / pack4t: the same result with 16-byte loads, for lavapipe, where each storage access
+// is a per-lane scalar loop with bounds checks (four scalar loads cost about four times one
+// vec4 load).
+//   pack4  (not TRANS, COLS % 4 == 0): texel (q, r) is src4[r * COLS / 4 + q] (a copy).
+//   pack4t (TRANS, ROWS % 4 == 0): one invocation reads the 4x4 block of src rows 4q..4q+4
+//          (columns of op(src)) at op(src) rows 4b..4b+4 and writes its transpose as 4 texels.
+@group(0) @binding(1) var<storage, read> src4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn pack4(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let t = linear_workgroup(wid, nwg) * 256u + li;
+    if (t >= WIDTH * HEIGHT) {
+        return;
+    }
+    let q = t % WIDTH;
+    let r = t / WIDTH;
+    var v = vec4(0.0);
+    if (r < ROWS) {
+        v = src4[r * WIDTH + q];
+    }
+    textureStore(dst, vec2<u32>(q, r), v);
+}
+
+@compute @workgroup_size(64)
+fn pack4t(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let blocks = (HEIGHT + 3u) / 4u;
+    let t = linear_workgroup(wid, nwg) * 64u + li;
+    if (t >= WIDTH * blocks) {
+        return;
+    }
+    let q = t % WIDTH;
+    let b = t / WIDTH;
+    // c_j = op(src)[4b .. 4b + 4, 4q + j] = src[(4q + j) * ROWS + 4b ..], zero outside.
+    // Written out without loops or dynamic indexing, which lavapipe handles poorly.
+    let stride = ROWS / 4u;
+    let inside = 4u * b < ROWS;
+    let col = 4u * q;
+    var c0 = vec4(0.0);
+    var c1 = vec4(0.0);
+    var c2 = vec4(0.0);
+    var c3 = vec4(0.0);
+    if (inside && col < COLS) { c0 = src4[col * stride + b]; }
+    if (inside && col + 1u < COLS) { c1 = src4[(col + 1u) * stride + b]; }
+    if (inside && col + 2u < COLS) { c2 = src4[(col + 2u) * stride + b]; }
+    if (inside && col + 3u < COLS) { c3 = src4[(col + 3u) * stride + b]; }
+    let r = 4u * b;
+    textureStore(dst, vec2<u32>(q, r), vec4(c0.x, c1.x, c2.x, c3.x));
+    if (r + 1u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 1u), vec4(c0.y, c1.y, c2.y, c3.y)); }
+    if (r + 2u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 2u), vec4(c0.z, c1.z, c2.z, c3.z)); }
+    if (r + 3u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 3u), vec4(c0.w, c1.w, c2.w, c3.w)); }
+}

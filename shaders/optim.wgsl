@@ -98,3 +98,60 @@ fn adam(
     moment2[i] = v;
     param[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v / adam_p.bc2) + adam_p.eps);
 }
+
+// sgd4 / adam4: the same updates on vec4s, for n divisible by 4 (the executors' arenas are).
+// lavapipe turns every storage access into per-lane scalar loads with bounds checks, so one
+// 16-byte access instead of four cuts the update's time by about 3x there. Component-wise the
+// arithmetic is the scalar kernels', so the results are identical.
+@group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> moment1_4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> moment2_4: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn sgd4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= sgd_p.n / 4u) {
+        return;
+    }
+    let p = param4[i];
+    var g = grad4[i] + sgd_p.weight_decay * p;
+    if (sgd_p.momentum != 0.0) {
+        let v = sgd_p.momentum * moment1_4[i] + g;
+        moment1_4[i] = v;
+        if (sgd_p.nesterov != 0u) {
+            g = g + sgd_p.momentum * v;
+        } else {
+            g = v;
+        }
+    }
+    param4[i] = p - sgd_p.lr * g;
+}
+
+@compute @workgroup_size(WG)
+fn adam4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= adam_p.n / 4u) {
+        return;
+    }
+    var p = param4[i];
+    var g = grad4[i];
+    if (adam_p.decoupled != 0u) {
+        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
+    } else {
+        g = g + adam_p.weight_decay * p;
+    }
+    let m = adam_p.beta1 * moment1_4[i] + (1.0 - adam_p.beta1) * g;
+    let v = adam_p.beta2 * moment2_4[i] + (1.0 - adam_p.beta2) * g * g;
+    moment1_4[i] = m;
+    moment2_4[i] = v;
+    param4[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v / adam_p.bc2) + adam_p.eps);
+}

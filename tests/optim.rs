@@ -10,17 +10,24 @@ use wgtrain::gpu::kernels::{self, AdamParams};
 use wgtrain::gpu::run;
 use wgtrain::optim::{AdamConfig, SgdConfig};
 
-const N: usize = 1031;
+/// Sizes: odd (the scalar kernels) and a multiple of 4 (the vec4 kernels).
+const SIZES: [usize; 2] = [1031, 1032];
 const STEPS: u64 = 100;
 
 fn check_sgd(cfg: SgdConfig) {
+    for n in SIZES {
+        check_sgd_n(cfg, n);
+    }
+}
+
+fn check_sgd_n(cfg: SgdConfig, n: usize) {
     let ctx = gpu();
-    let p0 = uniform(1, N, -1.0, 1.0);
-    let (gp, gg, gv) = (upload("p", &p0), zeros("g", N), zeros("v", N));
-    let l = kernels::sgd(ctx, &cfg, N, gp.full(), gg.full(), gv.full()).unwrap();
-    let (mut p, mut v) = (Array1::from(p0), Array1::<f32>::zeros(N));
+    let p0 = uniform(1, n, -1.0, 1.0);
+    let (gp, gg, gv) = (upload("p", &p0), zeros("g", n), zeros("v", n));
+    let l = kernels::sgd(ctx, &cfg, n, gp.full(), gg.full(), gv.full()).unwrap();
+    let (mut p, mut v) = (Array1::from(p0), Array1::<f32>::zeros(n));
     for t in 0..STEPS {
-        let g = uniform(100 + t, N, -1.0, 1.0);
+        let g = uniform(100 + t, n, -1.0, 1.0);
         gg.write(ctx, 0, &g).unwrap();
         run(ctx, &[&l]).unwrap();
         cpu::sgd_step(&cfg, p.view_mut(), ArrayView1::from(&g), v.view_mut()).unwrap();
@@ -50,25 +57,31 @@ fn sgd_variants_track_cpu() {
 }
 
 fn check_adam(cfg: AdamConfig) {
+    for n in SIZES {
+        check_adam_n(cfg, n);
+    }
+}
+
+fn check_adam_n(cfg: AdamConfig, n: usize) {
     let ctx = gpu();
-    let p0 = uniform(2, N, -1.0, 1.0);
+    let p0 = uniform(2, n, -1.0, 1.0);
     let (gp, gg, gm, gv) = (
         upload("p", &p0),
-        zeros("g", N),
-        zeros("m", N),
-        zeros("v", N),
+        zeros("g", n),
+        zeros("m", n),
+        zeros("v", n),
     );
-    let l = kernels::adam(ctx, &cfg, 1, N, gp.full(), gg.full(), gm.full(), gv.full()).unwrap();
+    let l = kernels::adam(ctx, &cfg, 1, n, gp.full(), gg.full(), gm.full(), gv.full()).unwrap();
     let (mut p, mut m, mut v) = (
         Array1::from(p0),
-        Array1::<f32>::zeros(N),
-        Array1::<f32>::zeros(N),
+        Array1::<f32>::zeros(n),
+        Array1::<f32>::zeros(n),
     );
     for t in 1..=STEPS {
-        let g = uniform(200 + t, N, -1.0, 1.0);
+        let g = uniform(200 + t, n, -1.0, 1.0);
         gg.write(ctx, 0, &g).unwrap();
         // The step count and bias corrections change each step without rebuilding the launch.
-        l.set_params(ctx, &AdamParams::new(&cfg, N, t).unwrap());
+        l.set_params(ctx, &AdamParams::new(&cfg, n, t).unwrap());
         run(ctx, &[&l]).unwrap();
         cpu::adam_step(
             &cfg,

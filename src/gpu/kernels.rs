@@ -331,11 +331,20 @@ fn pack(
         })
     })?;
     let view = texture.create_view(&Default::default());
+    // The vec4 forms need whole, aligned groups of 4 along the stored rows.
+    let aligned = src.offset % 4 == 0 && src.len % 4 == 0;
+    let (entry, workgroups) = if aligned && !trans && cols % 4 == 0 {
+        ("pack4", groups(width * height, 256)?)
+    } else if aligned && trans && rows % 4 == 0 {
+        ("pack4t", groups(width * height.div_ceil(4), 64)?)
+    } else {
+        ("pack", groups(width * height, 64)?)
+    };
     let launch = Launch::new(
         ctx,
         LaunchDesc {
             shader: "gemm_pack",
-            entry: "pack",
+            entry,
             constants: vec![
                 ("ROWS", rows as f64),
                 ("COLS", cols as f64),
@@ -350,7 +359,7 @@ fn pack(
                 d: 0,
             },
             bindings: vec![Binding::Read(src), Binding::TextureWrite(&view)],
-            workgroups: groups(width * height, 64)?,
+            workgroups,
         },
     )?;
     Ok((texture, launch))
@@ -1004,6 +1013,11 @@ fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result
     Ok(())
 }
 
+/// Whether `n` elements of every view can be accessed as vec4s (whole, aligned groups of 4).
+fn vec4_ok(n: usize, views: &[&View<'_>]) -> bool {
+    n % 4 == 0 && views.iter().all(|v| v.offset % 4 == 0 && v.len % 4 == 0)
+}
+
 /// An in-place SGD update of `n` parameters (velocity is unused without momentum).
 pub fn sgd(
     ctx: &GpuContext,
@@ -1018,11 +1032,12 @@ pub fn sgd(
         n,
         &[("param", &param), ("grad", &grad), ("velocity", &velocity)],
     )?;
+    let wide = vec4_ok(n, &[&param, &grad, &velocity]);
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "optim",
-            entry: "sgd",
+            entry: if wide { "sgd4" } else { "sgd" },
             constants: vec![],
             params: SgdParams::new(cfg, n)?,
             bindings: vec![
@@ -1030,7 +1045,7 @@ pub fn sgd(
                 Binding::Read(grad),
                 Binding::ReadWrite(velocity),
             ],
-            workgroups: groups(n, 256)?,
+            workgroups: groups(if wide { n / 4 } else { n }, 256)?,
         },
     )
 }
@@ -1052,11 +1067,12 @@ pub fn adam(
         n,
         &[("param", &param), ("grad", &grad), ("m", &m), ("v", &v)],
     )?;
+    let wide = vec4_ok(n, &[&param, &grad, &m, &v]);
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "optim",
-            entry: "adam",
+            entry: if wide { "adam4" } else { "adam" },
             constants: vec![],
             params: AdamParams::new(cfg, n, t)?,
             bindings: vec![
@@ -1065,7 +1081,7 @@ pub fn adam(
                 Binding::ReadWrite(m),
                 Binding::ReadWrite(v),
             ],
-            workgroups: groups(n, 256)?,
+            workgroups: groups(if wide { n / 4 } else { n }, 256)?,
         },
     )
 }

@@ -365,6 +365,44 @@ impl GpuExecutor {
         Ok(())
     }
 
+    /// Where a training step's time goes: every launch of the step for `batch` (which must
+    /// have been prepared or run) submitted alone `reps` times, as (label, grid, median
+    /// seconds), plus an empty submission as the baseline. The step's effect on the
+    /// parameters is repeated too, so profile a copy of a model, not one being trained.
+    pub fn profile(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        reps: usize,
+    ) -> Result<Vec<(String, [u32; 3], f64)>> {
+        self.prepare(ctx, batch)?;
+        let plan = &self.plans[&batch];
+        let clip = self.clip.as_ref().map(|c| &c.1);
+        let launches: Vec<&crate::gpu::Launch> = plan
+            .kernels
+            .iter()
+            .chain(clip)
+            .chain([&self.optimizer_kernel])
+            .flat_map(|k| k.launches())
+            .collect();
+        let time = |launches: &[&crate::gpu::Launch]| -> Result<f64> {
+            let mut times = Vec::with_capacity(reps.max(1));
+            for _ in 0..reps.max(1) {
+                let start = std::time::Instant::now();
+                crate::gpu::run(ctx, launches)?;
+                ctx.synchronize()?;
+                times.push(start.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
+        };
+        let mut out = vec![("(empty submission)".to_string(), [0, 0, 0], time(&[])?)];
+        for l in launches {
+            out.push((l.label().to_string(), l.grid(), time(&[l])?));
+        }
+        Ok(out)
+    }
+
     /// Forward pass and metrics only (evaluation), one submission.
     pub fn evaluate_batch(
         &mut self,
