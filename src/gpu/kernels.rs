@@ -332,10 +332,10 @@ fn pack(
     })?;
     let view = texture.create_view(&Default::default());
     // The vec4 forms need whole, aligned groups of 4 along the stored rows.
-    let aligned = src.offset % 4 == 0 && src.len % 4 == 0;
-    let (entry, workgroups) = if aligned && !trans && cols % 4 == 0 {
+    let aligned = src.offset.is_multiple_of(4) && src.len.is_multiple_of(4);
+    let (entry, workgroups) = if aligned && !trans && cols.is_multiple_of(4) {
         ("pack4", groups(width * height, 256)?)
-    } else if aligned && trans && rows % 4 == 0 {
+    } else if aligned && trans && rows.is_multiple_of(4) {
         ("pack4t", groups(width * height.div_ceil(4), 64)?)
     } else {
         ("pack", groups(width * height, 64)?)
@@ -1015,7 +1015,7 @@ fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result
 
 /// Whether `n` elements of every view can be accessed as vec4s (whole, aligned groups of 4).
 fn vec4_ok(n: usize, views: &[&View<'_>]) -> bool {
-    n % 4 == 0 && views.iter().all(|v| v.offset % 4 == 0 && v.len % 4 == 0)
+    n.is_multiple_of(4) && views.iter().all(|v| v.offset % 4 == 0 && v.len % 4 == 0)
 }
 
 /// An in-place SGD update of `n` parameters (velocity is unused without momentum).
