@@ -1,5 +1,6 @@
 // Packs a GEMM operand for the texture path (see gemm_tex.wgsl):
-//   dst texel (q, r) = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols).
+//   dst texel (q, r) = op(src)[r, 4q .. 4q + 4], zero outside (rows, cols), stored at
+//   (r / BAND * WIDTH + q, r % BAND) (see BAND).
 // op(src) is (rows, cols); src is stored (rows, cols), or (cols, rows) when trans.
 // bindings: 0 (unused parameter block), 1 src, 2 dst (rgba32float storage texture)
 //
@@ -26,6 +27,9 @@ override COLS: u32 = 1u;
 override TRANS: bool = false;
 override WIDTH: u32 = 1u;
 override HEIGHT: u32 = 1u;
+// Rows per band: a texture taller than the device allows holds its rows in bands side by side,
+// logical texel (q, r) at (r / BAND * WIDTH + q, r % BAND). Without banding BAND >= HEIGHT.
+override BAND: u32 = 4294967295u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
 
@@ -37,6 +41,10 @@ fn src_at(r: u32, col: u32) -> f32 {
         return src[col * ROWS + r];
     }
     return src[r * COLS + col];
+}
+
+fn store(q: u32, r: u32, v: vec4<f32>) {
+    textureStore(dst, vec2<u32>(r / BAND * WIDTH + q, r % BAND), v);
 }
 
 fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -57,7 +65,7 @@ fn pack(
     let r = t / WIDTH;
     let col = q * 4u;
     let v = vec4(src_at(r, col), src_at(r, col + 1u), src_at(r, col + 2u), src_at(r, col + 3u));
-    textureStore(dst, vec2<u32>(q, r), v);
+    store(q, r, v);
 }
 
 
@@ -85,7 +93,7 @@ fn pack4(
     if (r < ROWS) {
         v = src4[r * WIDTH + q];
     }
-    textureStore(dst, vec2<u32>(q, r), v);
+    store(q, r, v);
 }
 
 @compute @workgroup_size(64)
@@ -115,8 +123,8 @@ fn pack4t(
     if (inside && col + 2u < COLS) { c2 = src4[(col + 2u) * stride + b]; }
     if (inside && col + 3u < COLS) { c3 = src4[(col + 3u) * stride + b]; }
     let r = 4u * b;
-    textureStore(dst, vec2<u32>(q, r), vec4(c0.x, c1.x, c2.x, c3.x));
-    if (r + 1u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 1u), vec4(c0.y, c1.y, c2.y, c3.y)); }
-    if (r + 2u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 2u), vec4(c0.z, c1.z, c2.z, c3.z)); }
-    if (r + 3u < HEIGHT) { textureStore(dst, vec2<u32>(q, r + 3u), vec4(c0.w, c1.w, c2.w, c3.w)); }
+    store(q, r, vec4(c0.x, c1.x, c2.x, c3.x));
+    if (r + 1u < HEIGHT) { store(q, r + 1u, vec4(c0.y, c1.y, c2.y, c3.y)); }
+    if (r + 2u < HEIGHT) { store(q, r + 2u, vec4(c0.z, c1.z, c2.z, c3.z)); }
+    if (r + 3u < HEIGHT) { store(q, r + 3u, vec4(c0.w, c1.w, c2.w, c3.w)); }
 }

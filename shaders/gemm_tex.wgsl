@@ -2,7 +2,7 @@
 //
 // dims: op(A) is (M, k), op(B) is (k, N), C is (M, N) row-major. The operands arrive packed by
 // gemm_pack.wgsl into rgba32float textures: ta holds M rows of K4 = ceil(k/4) texels (op(A)
-// along k), tb holds 4*K4 rows of ceil(N/4) texels (op(B) rows), zero-padded.
+// along k; in bands of BAND_A rows when M is taller than a texture may be), tb holds 4*K4 rows of ceil(N/4) texels (op(B) rows), zero-padded.
 // bindings: 0 (unused parameter block), 1 ta, 2 tb, 3 bias (N; read with a bias epilogue), 4 c
 //
 // Why this shape, on Mesa 22.3's llvmpipe (8 invocations per SIMD vector = one subgroup):
@@ -30,6 +30,9 @@ override TILES_M: u32 = 1u;
 override TILES_N: u32 = 1u;
 override ALPHA: f32 = 1.0;
 override BETA: f32 = 0.0;
+// op(A) rows per band of ta (see gemm_pack.wgsl): row r's texels start at
+// (r / BAND_A * K4, r % BAND_A), so M may exceed the device's texture height.
+override BAND_A: u32 = 4294967295u;
 
 struct Unused {
     _pad: vec4<u32>,
@@ -88,16 +91,24 @@ fn gemm_tex(
     let r1 = min(row0 + 1u, last_row);
     let r2 = min(row0 + 2u, last_row);
     let r3 = min(row0 + 3u, last_row);
+    let a_x0 = r0 / BAND_A * K4;
+    let a_x1 = r1 / BAND_A * K4;
+    let a_x2 = r2 / BAND_A * K4;
+    let a_x3 = r3 / BAND_A * K4;
+    let a_y0 = r0 % BAND_A;
+    let a_y1 = r1 % BAND_A;
+    let a_y2 = r2 % BAND_A;
+    let a_y3 = r3 % BAND_A;
     let qbase = (tile / TILES_M) * 4u;
     // This lane's share of the B texels: texel column q, k-steps s and s + 2.
     let q = min(qbase + lane % 4u, (N + 3u) / 4u - 1u);
     let s = lane / 4u;
     var acc: array<vec4<f32>, 16>;   // acc[4 * i + j]: row i, texel j
     for (var kq = 0u; kq < K4; kq++) {
-        let a0 = textureLoad(ta, vec2<u32>(kq, r0));
-        let a1 = textureLoad(ta, vec2<u32>(kq, r1));
-        let a2 = textureLoad(ta, vec2<u32>(kq, r2));
-        let a3 = textureLoad(ta, vec2<u32>(kq, r3));
+        let a0 = textureLoad(ta, vec2<u32>(a_x0 + kq, a_y0));
+        let a1 = textureLoad(ta, vec2<u32>(a_x1 + kq, a_y1));
+        let a2 = textureLoad(ta, vec2<u32>(a_x2 + kq, a_y2));
+        let a3 = textureLoad(ta, vec2<u32>(a_x3 + kq, a_y3));
         let k0 = kq * 4u;
         let lo = textureLoad(tb, vec2<u32>(q, k0 + s));        // lanes 0-3: s=0, 4-7: s=1
         let hi = textureLoad(tb, vec2<u32>(q, k0 + 2u + s));   // lanes 0-3: s=2, 4-7: s=3

@@ -126,6 +126,16 @@ fn gemm_mlp_shapes_and_large_cases() {
     check_gemm(GemmSpec::new(1031, 1025, 67), 5);
     check_gemm(GemmSpec::new(1031, 1025, 67).path(GemmPath::Tiled), 5);
     check_gemm(GemmSpec::new(2053, 2049, 3), 6);
+    // Taller than a texture may be (convolutions as GEMMs): op(A) is packed in bands.
+    let max = gpu().limits().max_texture_dimension_2d as usize;
+    for (spec, seed) in [
+        (GemmSpec::new(2 * max + 5, 32, 27), 7),
+        (GemmSpec::new(2 * max + 4, 16, 36).trans_a(true), 8),
+        (GemmSpec::new(max + 1, 8, 9).trans_a(true), 9),
+    ] {
+        assert_eq!(kernels::gemm_path(gpu(), &spec), GemmPath::Texture, "{spec:?}");
+        check_gemm(spec, seed);
+    }
 }
 
 #[test]

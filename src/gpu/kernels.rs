@@ -157,7 +157,9 @@ pub enum GemmPath {
 pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let max = ctx.limits().max_texture_dimension_2d as usize;
     let k4 = spec.k.div_ceil(4);
-    let fits = spec.m <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
+    // op(A) may be packed in bands of rows side by side (see gemm_pack.wgsl).
+    let bands = spec.m.div_ceil(max);
+    let fits = bands * k4 <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
     // gemm_tex shares B texels across its 8 invocations with subgroup broadcasts.
     let fits = fits && ctx.subgroup_size() == Some(8);
     let wanted = spec.path.unwrap_or(match ctx.kind() {
@@ -261,8 +263,11 @@ pub fn gemm(
         GemmPath::Texture => {
             let k4 = k.div_ceil(4);
             // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
-            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m)?;
-            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4)?;
+            // Bands of rows (a multiple of 4, for pack4t) when m exceeds the texture height.
+            let max = ctx.limits().max_texture_dimension_2d as usize;
+            let band = if m <= max { m } else { max / 4 * 4 };
+            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m, band)?;
+            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4, 4 * k4)?;
             let view_a = ta.create_view(&Default::default());
             let view_b = tb.create_view(&Default::default());
             let mut constants = constants;
@@ -274,6 +279,7 @@ pub fn gemm(
                 ("TILES_N", tiles_n as f64),
                 ("ALPHA", spec.alpha as f64),
                 ("BETA", spec.beta as f64),
+                ("BAND_A", band as f64),
             ]);
             let multiply = Launch::new(
                 ctx,
@@ -301,7 +307,9 @@ pub fn gemm(
 }
 
 /// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)
-/// (rows, cols) zero-padded, and the launch that fills it.
+/// (rows, cols) zero-padded, in bands of `band` rows side by side, and the launch that
+/// fills it.
+#[allow(clippy::too_many_arguments)]
 fn pack(
     ctx: &GpuContext,
     label: &str,
@@ -310,16 +318,19 @@ fn pack(
     cols: usize,
     trans: bool,
     height: usize,
+    band: usize,
 ) -> Result<(wgpu::Texture, Launch)> {
     let width = cols.div_ceil(4).max(1);
     let height = height.max(1);
+    let band = band.clamp(1, height);
+    let bands = height.div_ceil(band);
     ctx.count_buffer();
     let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
-                width: width as u32,
-                height: height as u32,
+                width: (width * bands) as u32,
+                height: band as u32,
                 depth_or_array_layers: 1,
             },
             mip_level_count: 1,
@@ -351,6 +362,7 @@ fn pack(
                 ("TRANS", f64::from(u8::from(trans))),
                 ("WIDTH", width as f64),
                 ("HEIGHT", height as f64),
+                ("BAND", band as f64),
             ],
             params: Dims4 {
                 a: 0,
