@@ -133,7 +133,11 @@ fn gemm_mlp_shapes_and_large_cases() {
         (GemmSpec::new(2 * max + 4, 16, 36).trans_a(true), 8),
         (GemmSpec::new(max + 1, 8, 9).trans_a(true), 9),
     ] {
-        assert_eq!(kernels::gemm_path(gpu(), &spec), GemmPath::Texture, "{spec:?}");
+        assert_eq!(
+            kernels::gemm_path(gpu(), &spec),
+            GemmPath::Texture,
+            "{spec:?}"
+        );
         check_gemm(spec, seed);
     }
 }

@@ -4,6 +4,7 @@
 //! function computes exactly what its WGSL kernel computes, including edge values (NaN, inf).
 
 mod activation;
+mod conv;
 mod dropout;
 mod gemm;
 mod loss;
@@ -11,6 +12,10 @@ mod optim;
 mod softmax;
 
 pub use activation::{activation_backward, activation_forward, bias_add, column_sum, Activation};
+pub use conv::{
+    avg_pool2d, avg_pool2d_grad, channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight,
+    max_pool2d, max_pool2d_grad, Window,
+};
 pub use dropout::{dropout, dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
 pub use gemm::gemm;
 pub use loss::{pointwise_loss, softmax_xent, PointwiseLoss};

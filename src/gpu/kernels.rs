@@ -2,6 +2,12 @@
 //!
 //! Shapes go to the shaders in `#[repr(C)]` uniform structs mirrored in WGSL.
 
+mod conv;
+
+pub use conv::{
+    channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad, ConvGeom,
+};
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};

@@ -19,6 +19,7 @@ pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
         "loss" => include_str!("../../shaders/loss.wgsl"),
         "optim" => include_str!("../../shaders/optim.wgsl"),
+        "conv" => include_str!("../../shaders/conv.wgsl"),
         _ => return None,
     })
 }
@@ -255,6 +256,17 @@ impl Kernel {
             _buffers: buffers,
             _textures: textures,
         }
+    }
+
+    /// Kernels run one after another as one, owning all their resources and `buffers`.
+    pub(crate) fn sequence(parts: Vec<Kernel>, buffers: Vec<crate::gpu::GpuBuffer>) -> Self {
+        let mut out = Kernel::new(vec![], buffers, vec![]);
+        for k in parts {
+            out.launches.extend(k.launches);
+            out._buffers.extend(k._buffers);
+            out._textures.extend(k._textures);
+        }
+        out
     }
 
     /// The launches, in the order they run.

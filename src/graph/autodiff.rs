@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Graph, NodeId, Op};
+use super::{Dim, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 
 /// The gradient node of each differentiated node (parameters included).
@@ -163,6 +163,39 @@ impl Graph {
                         }
                     }
                 }
+                Op::Conv2d(win) => {
+                    let (dy, x, w) = (dy_or(dy)?, node.inputs[0], node.inputs[1]);
+                    if needs_input(0) {
+                        let (h, wd) = match self.node(x).shape.as_slice() {
+                            [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (*h, *w),
+                            _ => unreachable!("conv2d inputs were checked"),
+                        };
+                        let win = *win;
+                        let dx = self.add_op(Op::Conv2dGradInput { win, h, w: wd }, &[dy, w])?;
+                        give(0, dx);
+                    }
+                    if needs_input(1) {
+                        let dw = self.add_op(Op::Conv2dGradWeight(*win), &[x, dy])?;
+                        give(1, dw);
+                    }
+                    if needs_input(2) {
+                        let db = self.add_op(Op::ChannelSum, &[dy])?;
+                        give(2, db);
+                    }
+                }
+                Op::MaxPool2d(win) => {
+                    let dx = self.add_op(Op::MaxPool2dGrad(*win), &[node.inputs[0], dy_or(dy)?])?;
+                    give(0, dx);
+                }
+                Op::AvgPool2d(win) => {
+                    let (h, w) = match self.node(node.inputs[0]).shape.as_slice() {
+                        [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (*h, *w),
+                        _ => unreachable!("pooling inputs were checked"),
+                    };
+                    let win = *win;
+                    let dx = self.add_op(Op::AvgPool2dGrad { win, h, w }, &[dy_or(dy)?])?;
+                    give(0, dx);
+                }
                 Op::Reshape(_) => {
                     let back = self.node(node.inputs[0]).shape.clone();
                     let dx = self.add_op(Op::Reshape(back), &[dy_or(dy)?])?;
@@ -172,7 +205,12 @@ impl Graph {
                 | Op::SoftmaxGrad
                 | Op::SoftmaxXentGrad
                 | Op::LossGrad(_)
-                | Op::ColumnSum => {
+                | Op::ColumnSum
+                | Op::Conv2dGradInput { .. }
+                | Op::Conv2dGradWeight(_)
+                | Op::ChannelSum
+                | Op::MaxPool2dGrad(_)
+                | Op::AvgPool2dGrad { .. } => {
                     return Err(Error::invalid(
                         "backward",
                         format!(

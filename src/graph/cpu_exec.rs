@@ -35,6 +35,21 @@ pub struct CpuRun<T> {
     pub training_step: Option<u64>,
 }
 
+fn dims4<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView4<'_, T>> {
+    a.view().into_dimensionality::<ndarray::Ix4>().map_err(|_| {
+        Error::shape(
+            "cpu graph",
+            format!("needs (batch, c, h, w), got {:?}", a.shape()),
+        )
+    })
+}
+
+fn dims1<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView1<'_, T>> {
+    a.view()
+        .into_dimensionality::<Ix1>()
+        .map_err(|_| Error::shape("cpu graph", format!("needs a vector, got {:?}", a.shape())))
+}
+
 fn dims2<'a, T: Scalar>(a: &'a ArrayD<T>, what: &str) -> Result<ndarray::ArrayView2<'a, T>> {
     a.view().into_dimensionality::<Ix2>().map_err(|_| {
         Error::shape(
@@ -158,6 +173,29 @@ impl<T: Scalar> CpuRun<T> {
                     Value::Float(y.into_dyn())
                 }
                 Op::Activation(act) => Value::Float(cpu::activation_forward(*act, get(0)?.view())),
+                Op::Conv2d(win) => Value::Float(
+                    cpu::conv2d(dims4(get(0)?)?, dims4(get(1)?)?, dims1(get(2)?)?, *win).into_dyn(),
+                ),
+                Op::Conv2dGradInput { win, h, w } => Value::Float(
+                    cpu::conv2d_grad_input(dims4(get(0)?)?, dims4(get(1)?)?, *win, (*h, *w))
+                        .into_dyn(),
+                ),
+                Op::Conv2dGradWeight(win) => Value::Float(
+                    cpu::conv2d_grad_weight(dims4(get(0)?)?, dims4(get(1)?)?, *win).into_dyn(),
+                ),
+                Op::ChannelSum => Value::Float(cpu::channel_sum(dims4(get(0)?)?).into_dyn()),
+                Op::MaxPool2d(win) => {
+                    Value::Float(cpu::max_pool2d(dims4(get(0)?)?, *win).into_dyn())
+                }
+                Op::MaxPool2dGrad(win) => Value::Float(
+                    cpu::max_pool2d_grad(dims4(get(0)?)?, dims4(get(1)?)?, *win).into_dyn(),
+                ),
+                Op::AvgPool2d(win) => {
+                    Value::Float(cpu::avg_pool2d(dims4(get(0)?)?, *win).into_dyn())
+                }
+                Op::AvgPool2dGrad { win, h, w } => {
+                    Value::Float(cpu::avg_pool2d_grad(dims4(get(0)?)?, *win, (*h, *w)).into_dyn())
+                }
                 Op::Dropout { rate, seed } => Value::Float(cpu::dropout(
                     get(0)?.view(),
                     *rate,

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use super::{Gradients, Graph, NodeId, Op};
-use crate::cpu::{Activation, PointwiseLoss};
+use crate::cpu::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, AdamParams, Epilogue, GemmSpec};
+use crate::gpu::kernels::{self, AdamParams, ConvGeom, Epilogue, GemmSpec};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, View};
 use crate::optim::Optimizer;
 
@@ -795,8 +795,94 @@ fn build_plan(
             )?);
             continue;
         }
+        // (n, c, h, w) of input `k` and the geometry of a window over it.
+        let geom = |k: usize, out: Option<usize>, win: Window| {
+            let s = &shapes[inp(k)];
+            ConvGeom {
+                n: s[0],
+                c: s[1],
+                h: s[2],
+                w: s[3],
+                out: out.unwrap_or(s[1]),
+                win,
+            }
+        };
         let kernel: Option<Kernel> = match &node.op {
             Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
+            Op::Conv2d(win) => {
+                let g = geom(0, Some(shapes[i][1]), *win);
+                Some(kernels::conv2d(
+                    ctx,
+                    &g,
+                    v(inp(0))?,
+                    v(inp(1))?,
+                    v(inp(2))?,
+                    v(i)?,
+                )?)
+            }
+            Op::Conv2dGradInput { win, .. } => {
+                // Geometry of the forward convolution: its input is this node's output.
+                let o = &shapes[i];
+                let g = ConvGeom {
+                    n: o[0],
+                    c: o[1],
+                    h: o[2],
+                    w: o[3],
+                    out: shapes[inp(0)][1],
+                    win: *win,
+                };
+                Some(kernels::conv2d_grad_input(
+                    ctx,
+                    &g,
+                    v(inp(0))?,
+                    v(inp(1))?,
+                    v(i)?,
+                )?)
+            }
+            Op::Conv2dGradWeight(win) => {
+                let g = geom(0, Some(shapes[inp(1)][1]), *win);
+                Some(kernels::conv2d_grad_weight(
+                    ctx,
+                    &g,
+                    v(inp(0))?,
+                    v(inp(1))?,
+                    v(i)?,
+                )?)
+            }
+            Op::ChannelSum => {
+                let d = &shapes[inp(0)];
+                let positions = d[2] * d[3];
+                Some(kernels::channel_sum(
+                    ctx,
+                    d[0],
+                    d[1],
+                    positions,
+                    v(inp(0))?,
+                    v(i)?,
+                )?)
+            }
+            Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
+                let max = matches!(node.op, Op::MaxPool2d(_));
+                let g = geom(0, None, *win);
+                Some(kernels::pool(ctx, &g, max, v(inp(0))?, v(i)?)?.into())
+            }
+            Op::MaxPool2dGrad(win) => {
+                let g = geom(0, None, *win);
+                Some(kernels::pool_grad(ctx, &g, true, v(inp(0))?, v(inp(1))?, v(i)?)?.into())
+            }
+            Op::AvgPool2dGrad { win, .. } => {
+                let o = &shapes[i];
+                let g = ConvGeom {
+                    n: o[0],
+                    c: o[1],
+                    h: o[2],
+                    w: o[3],
+                    out: o[1],
+                    win: *win,
+                };
+                let dy = v(inp(0))?;
+                Some(kernels::pool_grad(ctx, &g, false, dy, dy, v(i)?)?.into())
+            }
             Op::MatMul { trans_a, trans_b } => {
                 let a = &shapes[inp(0)];
                 let k = if *trans_a { a[0] } else { a[1] };

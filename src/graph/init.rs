@@ -22,11 +22,13 @@ pub enum Init {
 
 impl Init {
     /// `len` values for a parameter of `shape` (fan_in = shape[0], fan_out = shape[1] for
-    /// matrices; fan_in = fan_out = len for vectors), from `seed`.
+    /// matrices; for convolution kernels (out, in, kh, kw) fan_in = in * kh * kw and
+    /// fan_out = out * kh * kw, as Keras; fan_in = fan_out = len otherwise), from `seed`.
     pub fn values(&self, shape: &[usize], seed: u64) -> Vec<f32> {
         let len: usize = shape.iter().product();
         let (fan_in, fan_out) = match shape {
             [a, b] => (*a as f64, *b as f64),
+            [o, i, kh, kw] => ((i * kh * kw) as f64, (o * kh * kw) as f64),
             _ => (len as f64, len as f64),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -29,7 +29,7 @@ pub use cpu_exec::{CpuExecutor, CpuRun, Value};
 pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport, Metrics};
 pub use init::Init;
 
-use crate::cpu::{Activation, PointwiseLoss};
+use crate::cpu::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
 
 /// A dimension: the batch (fixed when a plan is compiled) or a fixed size.
@@ -108,6 +108,30 @@ pub enum Op {
         rate: f32,
         seed: u64,
     },
+    /// 2-D convolution of (x (batch, c, h, w), weight (out, c, kh, kw), bias (out)).
+    Conv2d(Window),
+    /// dx of a convolution from (dy, weight), for an input of (h, w).
+    Conv2dGradInput {
+        win: Window,
+        h: usize,
+        w: usize,
+    },
+    /// d weight of a convolution from (x, dy).
+    Conv2dGradWeight(Window),
+    /// Per-channel sum over batch and positions of (batch, c, h, w): the conv bias gradient.
+    ChannelSum,
+    /// Max pooling of (batch, c, h, w) (no padding).
+    MaxPool2d(Window),
+    /// dx of max pooling from (x, dy).
+    MaxPool2dGrad(Window),
+    /// Average pooling of (batch, c, h, w) (no padding).
+    AvgPool2d(Window),
+    /// dx of average pooling from (dy), for an input of (h, w).
+    AvgPool2dGrad {
+        win: Window,
+        h: usize,
+        w: usize,
+    },
 }
 
 impl Op {
@@ -122,6 +146,13 @@ impl Op {
             Op::Reshape(_) => "reshape".into(),
             Op::MatMul { .. } => "matmul".into(),
             Op::Dropout { .. } => "dropout".into(),
+            Op::Conv2d(_) => "conv2d".into(),
+            Op::Conv2dGradInput { .. } => "conv2d_grad_input".into(),
+            Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
+            Op::MaxPool2d(_) => "max_pool2d".into(),
+            Op::MaxPool2dGrad(_) => "max_pool2d_grad".into(),
+            Op::AvgPool2d(_) => "avg_pool2d".into(),
+            Op::AvgPool2dGrad { .. } => "avg_pool2d_grad".into(),
             other => format!("{other:?}").to_lowercase(),
         }
     }
@@ -302,6 +333,66 @@ impl Graph {
         self.add_op(Op::Dropout { rate, seed }, &[x])
     }
 
+    /// A 2-D convolution of `x` (batch, c, h, w) with `weight` (out, c, kh, kw) plus `bias`
+    /// (out), zero padding `pad` on every side: (batch, out, oh, ow).
+    pub fn conv2d(
+        &mut self,
+        x: NodeId,
+        weight: NodeId,
+        bias: NodeId,
+        stride: usize,
+        pad: usize,
+    ) -> Result<NodeId> {
+        self.check_id(&Op::ChannelSum, weight)?;
+        let (kh, kw) = match self.node(weight).shape.as_slice() {
+            [_, _, Dim::Fixed(kh), Dim::Fixed(kw)] => (*kh, *kw),
+            other => {
+                return Err(Error::shape(
+                    "conv2d",
+                    format!("the weight must be (out, in, kh, kw), got {}", show(other)),
+                ))
+            }
+        };
+        let win = Window {
+            kh,
+            kw,
+            stride,
+            pad,
+        };
+        self.add_op(Op::Conv2d(win), &[x, weight, bias])
+    }
+
+    /// Max pooling of (batch, c, h, w) over `k` x `k` windows moved by `stride`.
+    pub fn max_pool2d(&mut self, x: NodeId, k: usize, stride: usize) -> Result<NodeId> {
+        self.add_op(Op::MaxPool2d(Window::square(k, stride, 0)), &[x])
+    }
+
+    /// Average pooling of (batch, c, h, w) over `k` x `k` windows moved by `stride`.
+    pub fn avg_pool2d(&mut self, x: NodeId, k: usize, stride: usize) -> Result<NodeId> {
+        self.add_op(Op::AvgPool2d(Window::square(k, stride, 0)), &[x])
+    }
+
+    /// The mean over positions of (batch, c, h, w): (batch, c).
+    pub fn global_avg_pool(&mut self, x: NodeId) -> Result<NodeId> {
+        let (c, h, w) = match self.node(x).shape.as_slice() {
+            [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => (*c, *h, *w),
+            other => {
+                return Err(Error::shape(
+                    "global_avg_pool",
+                    format!("needs (batch, c, h, w), got {}", show(other)),
+                ))
+            }
+        };
+        let win = Window {
+            kh: h,
+            kw: w,
+            stride: 1,
+            pad: 0,
+        };
+        let pooled = self.add_op(Op::AvgPool2d(win), &[x])?;
+        self.reshape(pooled, &[Dim::Batch, Dim::Fixed(c)])
+    }
+
     /// Row softmax.
     pub fn softmax(&mut self, x: NodeId) -> Result<NodeId> {
         self.add_op(Op::Softmax, &[x])
@@ -363,6 +454,32 @@ fn mismatch(op: &Op, shapes: &[&Shape], why: &str) -> Error {
         op: "graph",
         detail: format!("{} of {}: {why}", op.name(), list.join(" and ")),
     }
+}
+
+/// (c, h, w) of input `i`, which must be (batch, c, h, w).
+fn image(op: &Op, s: &[&Shape], i: usize) -> Result<(usize, usize, usize)> {
+    match s[i].as_slice() {
+        [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => Ok((*c, *h, *w)),
+        _ => Err(mismatch(
+            op,
+            s,
+            &format!("input {} must be (batch, channels, height, width)", i + 1),
+        )),
+    }
+}
+
+/// The output size of `win` over (h, w), or an error naming both.
+fn fit(op: &Op, s: &[&Shape], win: &Window, h: usize, w: usize) -> Result<(usize, usize)> {
+    win.output(h, w).ok_or_else(|| {
+        mismatch(
+            op,
+            s,
+            &format!(
+                "a {}x{} window with stride {} and padding {} does not fit {h}x{w}",
+                win.kh, win.kw, win.stride, win.pad
+            ),
+        )
+    })
 }
 
 /// Shape inference: the one place that knows each op's output shape.
@@ -464,6 +581,78 @@ fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
             want(1)?;
             let (_, cols) = matrix(0)?;
             vec![cols]
+        }
+        Op::Conv2d(win) => {
+            want(3)?;
+            let (c, h, w) = image(op, s, 0)?;
+            let [Dim::Fixed(oc), Dim::Fixed(c2), Dim::Fixed(kh), Dim::Fixed(kw)] = s[1].as_slice()
+            else {
+                return Err(mismatch(op, s, "the weight must be (out, in, kh, kw)"));
+            };
+            if *c2 != c || (*kh, *kw) != (win.kh, win.kw) {
+                return Err(mismatch(
+                    op,
+                    s,
+                    &format!("the weight must be ({oc}, {c}, {}, {})", win.kh, win.kw),
+                ));
+            }
+            if s[2].as_slice() != [Dim::Fixed(*oc)] {
+                return Err(mismatch(op, s, &format!("the bias must be ({oc})")));
+            }
+            let (oh, ow) = fit(op, s, win, h, w)?;
+            vec![Dim::Batch, Dim::Fixed(*oc), Dim::Fixed(oh), Dim::Fixed(ow)]
+        }
+        Op::Conv2dGradInput { win, h, w } => {
+            want(2)?;
+            let (oc, oh, ow) = image(op, s, 0)?;
+            let [Dim::Fixed(oc2), Dim::Fixed(c), ..] = s[1].as_slice() else {
+                return Err(mismatch(op, s, "the weight must be (out, in, kh, kw)"));
+            };
+            if *oc2 != oc || fit(op, s, win, *h, *w)? != (oh, ow) {
+                return Err(mismatch(
+                    op,
+                    s,
+                    "dy does not match the weight and input size",
+                ));
+            }
+            vec![Dim::Batch, Dim::Fixed(*c), Dim::Fixed(*h), Dim::Fixed(*w)]
+        }
+        Op::Conv2dGradWeight(win) => {
+            want(2)?;
+            let (c, h, w) = image(op, s, 0)?;
+            let (oc, oh, ow) = image(op, s, 1)?;
+            if fit(op, s, win, h, w)? != (oh, ow) {
+                return Err(mismatch(op, s, "dy does not match the input size"));
+            }
+            [oc, c, win.kh, win.kw].map(Dim::Fixed).to_vec()
+        }
+        Op::ChannelSum => {
+            want(1)?;
+            let (c, _, _) = image(op, s, 0)?;
+            vec![Dim::Fixed(c)]
+        }
+        Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
+            want(1)?;
+            let (c, h, w) = image(op, s, 0)?;
+            let (oh, ow) = fit(op, s, win, h, w)?;
+            vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(oh), Dim::Fixed(ow)]
+        }
+        Op::MaxPool2dGrad(win) => {
+            want(2)?;
+            let (c, h, w) = image(op, s, 0)?;
+            let (c2, oh, ow) = image(op, s, 1)?;
+            if c2 != c || fit(op, s, win, h, w)? != (oh, ow) {
+                return Err(mismatch(op, s, "dy does not match the pooled input"));
+            }
+            s[0].clone()
+        }
+        Op::AvgPool2dGrad { win, h, w } => {
+            want(1)?;
+            let (c, oh, ow) = image(op, s, 0)?;
+            if fit(op, s, win, *h, *w)? != (oh, ow) {
+                return Err(mismatch(op, s, "dy does not match the input size"));
+            }
+            vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(*h), Dim::Fixed(*w)]
         }
         Op::Reshape(to) => {
             want(1)?;

@@ -1,0 +1,369 @@
+//! Convolution and pooling kernels (shaders/conv.wgsl), and convolutions lowered to GEMMs.
+//!
+//! A convolution runs as im2col + GEMM + a layout change, over chunks of images small enough
+//! that the scratch matrices stay under the device's binding limit (and a 64 MiB budget) and
+//! the GEMMs under 65,536 rows.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{check_loops, dim_u32, gemm, groups, need, Epilogue, GemmSpec};
+use crate::cpu::Window;
+use crate::error::{Error, Result};
+use crate::gpu::launch::LaunchDesc;
+use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
+
+/// Scratch bytes one chunk of a convolution may use per matrix.
+const CHUNK_BYTES: usize = 64 << 20;
+/// Rows (images x positions) of one chunk's GEMM, which bounds its packed textures too.
+const CHUNK_ROWS: usize = 65_536;
+
+/// The shapes of a convolution or pooling: input (n, c, h, w), `out` channels, window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Output channels (equal to `c` for pooling).
+    pub out: usize,
+    pub win: Window,
+}
+
+impl ConvGeom {
+    /// Output (height, width), or an error when the window does not fit.
+    pub fn output(&self) -> Result<(usize, usize)> {
+        self.win.output(self.h, self.w).ok_or_else(|| {
+            Error::shape(
+                "conv2d",
+                format!(
+                    "a {}x{} window (stride {}, padding {}) does not fit {}x{}",
+                    self.win.kh, self.win.kw, self.win.stride, self.win.pad, self.h, self.w
+                ),
+            )
+        })
+    }
+
+    /// Elements of one im2col row: c * kh * kw.
+    fn k(&self) -> usize {
+        self.c * self.win.kh * self.win.kw
+    }
+
+    fn positions(&self) -> Result<usize> {
+        let (oh, ow) = self.output()?;
+        Ok(oh * ow)
+    }
+
+    /// Images per chunk: every scratch matrix of a chunk fits the budget and the binding limit.
+    fn chunk(&self, ctx: &GpuContext) -> Result<usize> {
+        let limit = (ctx.limits().max_storage_buffer_binding_size as usize).min(CHUNK_BYTES);
+        let per_image = self.positions()? * self.k().max(self.out) * 4;
+        if per_image > limit {
+            return Err(Error::BufferTooLarge {
+                label: "the im2col matrix of one image".into(),
+                bytes: per_image as u64,
+                limit: limit as u64,
+                which: "max_storage_buffer_binding_size (or the 64 MiB chunk budget)",
+            });
+        }
+        let by_rows = CHUNK_ROWS / self.positions()?;
+        Ok((limit / per_image).min(by_rows).clamp(1, self.n.max(1)))
+    }
+
+    fn dims(&self, images: usize, b0: usize, total: usize) -> Result<ConvDims> {
+        let (oh, ow) = self.output()?;
+        let u = |name: &str, v: usize| dim_u32("conv2d", name, v);
+        Ok(ConvDims {
+            n: u("n", images)?,
+            c: u("c", self.c)?,
+            h: u("h", self.h)?,
+            w: u("w", self.w)?,
+            oc: u("out", self.out)?,
+            oh: u("oh", oh)?,
+            ow: u("ow", ow)?,
+            kh: u("kh", self.win.kh)?,
+            kw: u("kw", self.win.kw)?,
+            stride: u("stride", self.win.stride)?,
+            pad: u("pad", self.win.pad)?,
+            total: u("elements", total)?,
+            b0: u("b0", b0)?,
+            _pad: [0; 3],
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct ConvDims {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oc: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    total: u32,
+    b0: u32,
+    _pad: [u32; 3],
+}
+
+fn launch(
+    ctx: &GpuContext,
+    entry: &'static str,
+    constants: Vec<(&'static str, f64)>,
+    dims: ConvDims,
+    bindings: Vec<Binding<'_>>,
+) -> Result<Launch> {
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "conv",
+            entry,
+            constants,
+            params: dims,
+            workgroups: groups(dims.total as usize, 256)?,
+            bindings,
+        },
+    )
+}
+
+/// im2col of images `b0 .. b0 + images` of `x` into `cols` (images * oh * ow, c * kh * kw).
+fn im2col(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    b0: usize,
+    images: usize,
+    x: View<'_>,
+    cols: View<'_>,
+) -> Result<Launch> {
+    let total = images * g.positions()? * g.k();
+    need("im2col", "cols", &cols, total)?;
+    launch(
+        ctx,
+        "im2col",
+        vec![],
+        g.dims(images, b0, total)?,
+        vec![Binding::Read(x), Binding::ReadWrite(cols)],
+    )
+}
+
+/// The layout change between (images * P, out) matrices and NCHW tensors (P = oh * ow), for
+/// images `b0 ..` of the tensor.
+fn relayout(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    to_nchw: bool,
+    b0: usize,
+    images: usize,
+    src: View<'_>,
+    dst: View<'_>,
+) -> Result<Launch> {
+    let total = images * g.positions()? * g.out;
+    launch(
+        ctx,
+        if to_nchw { "to_nchw" } else { "to_nhwc" },
+        vec![],
+        g.dims(images, b0, total)?,
+        vec![Binding::Read(src), Binding::ReadWrite(dst)],
+    )
+}
+
+fn check_conv(g: &ConvGeom, x: &View<'_>, weight: &View<'_>) -> Result<()> {
+    need("conv2d", "x", x, g.n * g.c * g.h * g.w)?;
+    need("conv2d", "weight", weight, g.out * g.k())?;
+    check_loops(
+        "conv2d",
+        &format!("a {}x{} window", g.win.kh, g.win.kw),
+        g.win.kh * g.win.kw,
+    )
+}
+
+/// y (n, out, oh, ow) = conv(x, weight) + bias, as im2col + GEMM (bias in its epilogue) +
+/// a layout change per chunk of images.
+pub fn conv2d(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    x: View<'_>,
+    weight: View<'_>,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Kernel> {
+    check_conv(g, &x, &weight)?;
+    need("conv2d", "bias", &bias, g.out)?;
+    let p = g.positions()?;
+    need("conv2d", "y", &y, g.n * g.out * p)?;
+    let chunk = g.chunk(ctx)?;
+    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
+    let m = GpuBuffer::zeros(ctx, "conv output rows", chunk * p * g.out)?;
+    let mut parts = Vec::new();
+    for b0 in (0..g.n).step_by(chunk) {
+        let images = chunk.min(g.n - b0);
+        let rows = images * p;
+        parts.push(im2col(ctx, g, b0, images, x, cols.full())?.into());
+        let spec = GemmSpec::new(rows, g.out, g.k())
+            .trans_b(true)
+            .epilogue(Epilogue::Bias);
+        parts.push(gemm(ctx, &spec, cols.full(), weight, Some(bias), m.full())?);
+        parts.push(relayout(ctx, g, true, b0, images, m.full(), y)?.into());
+    }
+    Ok(Kernel::sequence(parts, vec![cols, m]))
+}
+
+/// dx (n, c, h, w) of a convolution from dy (n, out, oh, ow): dy as rows times the weight,
+/// then col2im (a gather: each input element sums the entries that read it).
+pub fn conv2d_grad_input(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    dy: View<'_>,
+    weight: View<'_>,
+    dx: View<'_>,
+) -> Result<Kernel> {
+    check_conv(g, &dx, &weight)?;
+    let p = g.positions()?;
+    need("conv2d_grad_input", "dy", &dy, g.n * g.out * p)?;
+    let chunk = g.chunk(ctx)?;
+    let m = GpuBuffer::zeros(ctx, "conv dy rows", chunk * p * g.out)?;
+    let dcols = GpuBuffer::zeros(ctx, "conv d im2col", chunk * p * g.k())?;
+    let mut parts = Vec::new();
+    for b0 in (0..g.n).step_by(chunk) {
+        let images = chunk.min(g.n - b0);
+        let rows = images * p;
+        parts.push(relayout(ctx, g, false, b0, images, dy, m.full())?.into());
+        let spec = GemmSpec::new(rows, g.k(), g.out);
+        parts.push(gemm(ctx, &spec, m.full(), weight, None, dcols.full())?);
+        let total = images * g.c * g.h * g.w;
+        let col2im = launch(
+            ctx,
+            "col2im",
+            vec![],
+            g.dims(images, b0, total)?,
+            vec![Binding::Read(dcols.full()), Binding::ReadWrite(dx)],
+        )?;
+        parts.push(col2im.into());
+    }
+    Ok(Kernel::sequence(parts, vec![m, dcols]))
+}
+
+/// d weight (out, c, kh, kw) of a convolution: dy as rows, transposed, times im2col(x),
+/// accumulated over chunks of images.
+pub fn conv2d_grad_weight(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    x: View<'_>,
+    dy: View<'_>,
+    dweight: View<'_>,
+) -> Result<Kernel> {
+    check_conv(g, &x, &dweight)?;
+    let p = g.positions()?;
+    need("conv2d_grad_weight", "dy", &dy, g.n * g.out * p)?;
+    // The GEMM's inner dimension is the chunk's rows: keep it within the loop limits.
+    let chunk = g.chunk(ctx)?.min((32_768 / p).max(1));
+    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
+    let m = GpuBuffer::zeros(ctx, "conv dy rows", chunk * p * g.out)?;
+    let mut parts = Vec::new();
+    for (i, b0) in (0..g.n).step_by(chunk).enumerate() {
+        let images = chunk.min(g.n - b0);
+        let rows = images * p;
+        parts.push(im2col(ctx, g, b0, images, x, cols.full())?.into());
+        parts.push(relayout(ctx, g, false, b0, images, dy, m.full())?.into());
+        let mut spec = GemmSpec::new(g.out, g.k(), rows).trans_a(true);
+        if i > 0 {
+            spec.beta = 1.0;
+        }
+        parts.push(gemm(ctx, &spec, m.full(), cols.full(), None, dweight)?);
+    }
+    Ok(Kernel::sequence(parts, vec![cols, m]))
+}
+
+/// out (c) = sum over images and positions of dy (n, c, P): the convolution's bias gradient
+/// (per-(image, channel) sums, then a column sum over images).
+pub fn channel_sum(
+    ctx: &GpuContext,
+    n: usize,
+    c: usize,
+    positions: usize,
+    dy: View<'_>,
+    out: View<'_>,
+) -> Result<Kernel> {
+    need("channel_sum", "dy", &dy, n * c * positions)?;
+    need("channel_sum", "out", &out, c)?;
+    check_loops("channel_sum", &format!("{positions} positions"), positions)?;
+    let rows = GpuBuffer::zeros(ctx, "channel sums per image", (n * c).max(1))?;
+    let g = ConvGeom {
+        n,
+        c,
+        h: positions,
+        w: 1,
+        out: c,
+        win: Window::square(1, 1, 0),
+    };
+    let row_sum = launch(
+        ctx,
+        "row_sum",
+        vec![],
+        g.dims(n, 0, n * c)?,
+        vec![Binding::Read(dy), Binding::ReadWrite(rows.full())],
+    )?;
+    let columns = super::column_sum(ctx, n, c, false, rows.full(), out)?;
+    Ok(Kernel::sequence(
+        vec![row_sum.into(), columns.into()],
+        vec![rows],
+    ))
+}
+
+/// Max or average pooling of x (n, c, h, w) into y (n, c, oh, ow).
+pub fn pool(ctx: &GpuContext, g: &ConvGeom, max: bool, x: View<'_>, y: View<'_>) -> Result<Launch> {
+    let p = g.positions()?;
+    need("pool", "x", &x, g.n * g.c * g.h * g.w)?;
+    need("pool", "y", &y, g.n * g.c * p)?;
+    check_loops(
+        "pool",
+        &format!("a {}x{} window", g.win.kh, g.win.kw),
+        g.win.kh * g.win.kw,
+    )?;
+    launch(
+        ctx,
+        "pool",
+        vec![("POOL", if max { 0.0 } else { 1.0 })],
+        g.dims(g.n, 0, g.n * g.c * p)?,
+        vec![Binding::Read(x), Binding::ReadWrite(y)],
+    )
+}
+
+/// dx of pooling from dy (and x, for max pooling; ignored for average pooling).
+pub fn pool_grad(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    max: bool,
+    x: View<'_>,
+    dy: View<'_>,
+    dx: View<'_>,
+) -> Result<Launch> {
+    let p = g.positions()?;
+    let len = g.n * g.c * g.h * g.w;
+    need("pool_grad", "dy", &dy, g.n * g.c * p)?;
+    need("pool_grad", "dx", &dx, len)?;
+    if max {
+        need("pool_grad", "x", &x, len)?;
+    }
+    let windows = g.win.kh.div_ceil(g.win.stride) * g.win.kw.div_ceil(g.win.stride);
+    check_loops(
+        "pool_grad",
+        &format!("a {}x{} window", g.win.kh, g.win.kw),
+        windows * (g.win.kh * g.win.kw + 1),
+    )?;
+    launch(
+        ctx,
+        "pool_grad",
+        vec![("POOL", if max { 0.0 } else { 1.0 })],
+        g.dims(g.n, 0, len)?,
+        vec![
+            Binding::Read(if max { x } else { dy }),
+            Binding::Read(dy),
+            Binding::ReadWrite(dx),
+        ],
+    )
+}
