@@ -8,29 +8,31 @@
 // Every kernel writes each output element from one invocation, summing in a fixed order
 // (no atomics): results are deterministic.
 //
-// dims: x (n, c, h, w); window kh x kw, stride, zero padding pad; output (oh, ow); `oc` is the
-// output channels (the channels of m and y). total = elements the launch writes.
+// Geometry: x (n, C, H, W); window KH x KW, STRIDE, zero padding PAD; output (OH, OW); OC is
+// the output channels (the channels of m and y).
 // bindings: 0 dims, 1 src (read), 2 dst (write); pool_grad: 1 x, 2 dy, 3 dx
 
+// The geometry is specialized per pipeline (override constants): lavapipe divides by a
+// runtime value lane by lane (~25 cycles each), by a constant with a multiply and a shift,
+// and these kernels split flat indices into coordinates with several divisions each.
+override C: u32 = 1u;
+override H: u32 = 1u;
+override W: u32 = 1u;
+override OC: u32 = 1u;
+override OH: u32 = 1u;
+override OW: u32 = 1u;
+override KH: u32 = 1u;
+override KW: u32 = 1u;
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+
 struct ConvDims {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    oc: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
+    // Elements this launch writes.
     total: u32,
-    // The launch covers images b0 .. b0 + n of the full tensors; cols, dcols and m hold only
-    // those images.
+    // The launch covers images b0 .. of the full tensors; cols, dcols and m hold only those.
     b0: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 const WG: u32 = 256u;
@@ -54,20 +56,20 @@ fn im2col(
     if (i >= d.total) {
         return;
     }
-    let k = d.c * d.kh * d.kw;
+    let k = C * KH * KW;
     let row = i / k;
     let col = i % k;
-    let ox = row % d.ow;
-    let oy = (row / d.ow) % d.oh;
-    let b = row / (d.ow * d.oh);
-    let kx = col % d.kw;
-    let ky = (col / d.kw) % d.kh;
-    let ci = col / (d.kw * d.kh);
-    let iy = i32(oy * d.stride + ky) - i32(d.pad);
-    let ix = i32(ox * d.stride + kx) - i32(d.pad);
+    let ox = row % OW;
+    let oy = (row / OW) % OH;
+    let b = row / (OW * OH);
+    let kx = col % KW;
+    let ky = (col / KW) % KH;
+    let ci = col / (KW * KH);
+    let iy = i32(oy * STRIDE + ky) - i32(PAD);
+    let ix = i32(ox * STRIDE + kx) - i32(PAD);
     var v = 0.0;
-    if (iy >= 0 && iy < i32(d.h) && ix >= 0 && ix < i32(d.w)) {
-        v = src[(((d.b0 + b) * d.c + ci) * d.h + u32(iy)) * d.w + u32(ix)];
+    if (iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W)) {
+        v = src[(((d.b0 + b) * C + ci) * H + u32(iy)) * W + u32(ix)];
     }
     dst[i] = v;
 }
@@ -83,28 +85,28 @@ fn col2im(
     if (i >= d.total) {
         return;
     }
-    let ix = i % d.w;
-    let iy = (i / d.w) % d.h;
-    let ci = (i / (d.w * d.h)) % d.c;
-    let b = i / (d.w * d.h * d.c);
-    let k = d.c * d.kh * d.kw;
+    let ix = i % W;
+    let iy = (i / W) % H;
+    let ci = (i / (W * H)) % C;
+    let b = i / (W * H * C);
+    let k = C * KH * KW;
     var s = 0.0;
-    for (var ky = 0u; ky < d.kh; ky++) {
-        let ty = i32(iy + d.pad) - i32(ky);
-        if (ty < 0 || u32(ty) % d.stride != 0u || u32(ty) / d.stride >= d.oh) {
+    for (var ky = 0u; ky < KH; ky++) {
+        let ty = i32(iy + PAD) - i32(ky);
+        if (ty < 0 || u32(ty) % STRIDE != 0u || u32(ty) / STRIDE >= OH) {
             continue;
         }
-        let oy = u32(ty) / d.stride;
-        for (var kx = 0u; kx < d.kw; kx++) {
-            let tx = i32(ix + d.pad) - i32(kx);
-            if (tx < 0 || u32(tx) % d.stride != 0u || u32(tx) / d.stride >= d.ow) {
+        let oy = u32(ty) / STRIDE;
+        for (var kx = 0u; kx < KW; kx++) {
+            let tx = i32(ix + PAD) - i32(kx);
+            if (tx < 0 || u32(tx) % STRIDE != 0u || u32(tx) / STRIDE >= OW) {
                 continue;
             }
-            let ox = u32(tx) / d.stride;
-            s = s + src[((b * d.oh + oy) * d.ow + ox) * k + (ci * d.kh + ky) * d.kw + kx];
+            let ox = u32(tx) / STRIDE;
+            s = s + src[((b * OH + oy) * OW + ox) * k + (ci * KH + ky) * KW + kx];
         }
     }
-    dst[d.b0 * d.c * d.h * d.w + i] = s;
+    dst[d.b0 * C * H * W + i] = s;
 }
 
 // y[b, ch, p] = m[b * P + p, ch] with P = oh * ow positions and oc channels.
@@ -118,11 +120,11 @@ fn to_nchw(
     if (i >= d.total) {
         return;
     }
-    let positions = d.oh * d.ow;
+    let positions = OH * OW;
     let p = i % positions;
-    let ch = (i / positions) % d.oc;
-    let b = i / (positions * d.oc);
-    dst[d.b0 * d.oc * positions + i] = src[(b * positions + p) * d.oc + ch];
+    let ch = (i / positions) % OC;
+    let b = i / (positions * OC);
+    dst[d.b0 * OC * positions + i] = src[(b * positions + p) * OC + ch];
 }
 
 // m[b * P + p, ch] = y[b, ch, p]: the inverse of to_nchw.
@@ -136,11 +138,11 @@ fn to_nhwc(
     if (i >= d.total) {
         return;
     }
-    let positions = d.oh * d.ow;
-    let ch = i % d.oc;
-    let p = (i / d.oc) % positions;
-    let b = i / (d.oc * positions);
-    dst[i] = src[((d.b0 + b) * d.oc + ch) * positions + p];
+    let positions = OH * OW;
+    let ch = i % OC;
+    let p = (i / OC) % positions;
+    let b = i / (OC * positions);
+    dst[i] = src[((d.b0 + b) * OC + ch) * positions + p];
 }
 
 // dst[r] = sum of src[r, 0 .. oh*ow] in order, for r < total (= n * oc).
@@ -154,7 +156,7 @@ fn row_sum(
     if (r >= d.total) {
         return;
     }
-    let positions = d.oh * d.ow;
+    let positions = OH * OW;
     var s = 0.0;
     for (var p = 0u; p < positions; p++) {
         s = s + src[r * positions + p];
@@ -165,16 +167,16 @@ fn row_sum(
 // The (ky, kx) of the first maximum of window (oy, ox) of plane (b, ci), as ky * kw + kx.
 // `v > best` never takes a NaN after the first element, as the reference.
 fn window_argmax(plane: u32, oy: u32, ox: u32) -> u32 {
-    let y0 = oy * d.stride;
-    let x0 = ox * d.stride;
-    var best = src[(plane * d.h + y0) * d.w + x0];
+    let y0 = oy * STRIDE;
+    let x0 = ox * STRIDE;
+    var best = src[(plane * H + y0) * W + x0];
     var at = 0u;
-    for (var ky = 0u; ky < d.kh; ky++) {
-        for (var kx = 0u; kx < d.kw; kx++) {
-            let v = src[(plane * d.h + y0 + ky) * d.w + x0 + kx];
+    for (var ky = 0u; ky < KH; ky++) {
+        for (var kx = 0u; kx < KW; kx++) {
+            let v = src[(plane * H + y0 + ky) * W + x0 + kx];
             if (v > best) {
                 best = v;
-                at = ky * d.kw + kx;
+                at = ky * KW + kx;
             }
         }
     }
@@ -194,22 +196,22 @@ fn pool(
     if (i >= d.total) {
         return;
     }
-    let ox = i % d.ow;
-    let oy = (i / d.ow) % d.oh;
-    let plane = i / (d.ow * d.oh);
+    let ox = i % OW;
+    let oy = (i / OW) % OH;
+    let plane = i / (OW * OH);
     if (POOL == 0u) {
         let at = window_argmax(plane, oy, ox);
-        let y = oy * d.stride + at / d.kw;
-        let x = ox * d.stride + at % d.kw;
-        dst[i] = src[(plane * d.h + y) * d.w + x];
+        let y = oy * STRIDE + at / KW;
+        let x = ox * STRIDE + at % KW;
+        dst[i] = src[(plane * H + y) * W + x];
     } else {
         var s = 0.0;
-        for (var ky = 0u; ky < d.kh; ky++) {
-            for (var kx = 0u; kx < d.kw; kx++) {
-                s = s + src[(plane * d.h + oy * d.stride + ky) * d.w + ox * d.stride + kx];
+        for (var ky = 0u; ky < KH; ky++) {
+            for (var kx = 0u; kx < KW; kx++) {
+                s = s + src[(plane * H + oy * STRIDE + ky) * W + ox * STRIDE + kx];
             }
         }
-        dst[i] = s * (1.0 / f32(d.kh * d.kw));
+        dst[i] = s * (1.0 / f32(KH * KW));
     }
 }
 
@@ -229,28 +231,28 @@ fn pool_grad(
     if (i >= d.total) {
         return;
     }
-    let ix = i % d.w;
-    let iy = (i / d.w) % d.h;
-    let plane = i / (d.w * d.h);
+    let ix = i % W;
+    let iy = (i / W) % H;
+    let plane = i / (W * H);
     // Windows oy with oy * stride <= iy < oy * stride + kh, within [0, oh).
     var oy_lo = 0u;
-    if (iy + 1u > d.kh) {
-        oy_lo = (iy + 1u - d.kh + d.stride - 1u) / d.stride;
+    if (iy + 1u > KH) {
+        oy_lo = (iy + 1u - KH + STRIDE - 1u) / STRIDE;
     }
-    let oy_hi = min(iy / d.stride + 1u, d.oh);
+    let oy_hi = min(iy / STRIDE + 1u, OH);
     var ox_lo = 0u;
-    if (ix + 1u > d.kw) {
-        ox_lo = (ix + 1u - d.kw + d.stride - 1u) / d.stride;
+    if (ix + 1u > KW) {
+        ox_lo = (ix + 1u - KW + STRIDE - 1u) / STRIDE;
     }
-    let ox_hi = min(ix / d.stride + 1u, d.ow);
-    let scale = 1.0 / f32(d.kh * d.kw);
+    let ox_hi = min(ix / STRIDE + 1u, OW);
+    let scale = 1.0 / f32(KH * KW);
     var s = 0.0;
     for (var oy = oy_lo; oy < oy_hi; oy++) {
         for (var ox = ox_lo; ox < ox_hi; ox++) {
-            let g = grad[(plane * d.oh + oy) * d.ow + ox];
+            let g = grad[(plane * OH + oy) * OW + ox];
             if (POOL == 0u) {
                 let at = window_argmax(plane, oy, ox);
-                if (at == (iy - oy * d.stride) * d.kw + (ix - ox * d.stride)) {
+                if (at == (iy - oy * STRIDE) * KW + (ix - ox * STRIDE)) {
                     s = s + g;
                 }
             } else {

@@ -503,3 +503,58 @@ fn clipping_scales_to_the_global_norm() {
         assert!((tight - 0.1).abs() < 1e-4, "gpu {on_gpu}: {tight}");
     }
 }
+
+/// A small CNN (both convolution gradients, max and average pooling, a dense head) on both
+/// executors: parameters after 8 Adam steps agree.
+#[test]
+fn cnn_agrees_on_cpu_and_gpu() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(11), Dim::Fixed(9)],
+    );
+    let y = g.labels("y");
+    let w1 = g.param("w1", &[6, 3, 3, 3], Init::HeUniform);
+    let b1 = g.param("b1", &[6], Init::Zeros);
+    let w2 = g.param("w2", &[8, 6, 3, 3], Init::HeUniform);
+    let b2 = g.param("b2", &[8], Init::Zeros);
+    let h = g.conv2d(x, w1, b1, 1, 1).unwrap();
+    let h = g.activation(h, Activation::Relu).unwrap();
+    let h = g.max_pool2d(h, 2, 2).unwrap();
+    let h = g.conv2d(h, w2, b2, 2, 1).unwrap();
+    let h = g.avg_pool2d(h, 2, 1).unwrap();
+    let h = g.flatten(h).unwrap();
+    let width = match g.node(h).shape[1] {
+        Dim::Fixed(n) => n,
+        Dim::Batch => unreachable!(),
+    };
+    let wd = g.param("wd", &[width, 5], Init::GlorotUniform);
+    let z = g.matmul(h, wd).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let mut ge = GpuExecutor::new(ctx, g.clone(), loss, opt, 3).unwrap();
+    let mut ce = CpuExecutor::new(g.clone(), loss, opt, 3).unwrap();
+    for step in 1..=8u64 {
+        let (xs, ys) = batch(step, 6, 3 * 11 * 9, 5);
+        let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+        ge.step(ctx, 6, &feeds).unwrap();
+        ce.step(6, &feeds).unwrap();
+    }
+    for p in g.params() {
+        let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
+        assert_close(
+            &g.node(p).name,
+            &ge.read_param(ctx, p).unwrap(),
+            &want,
+            1e-4,
+            1e-3,
+        );
+    }
+    let (gm, cm) = (ge.metrics(ctx).unwrap(), ce.metrics());
+    assert!(
+        (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
+        "{gm:?} vs {cm:?}"
+    );
+}

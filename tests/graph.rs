@@ -318,3 +318,85 @@ fn dropout_backward_and_masks() {
     let err = g.dropout(x, 1.0, 0).unwrap_err().to_string();
     assert!(err.contains("[0, 1)"), "{err}");
 }
+
+fn image_input(g: &mut Graph, c: usize, h: usize, w: usize, seed: u64) -> (NodeId, Value<f64>) {
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
+    );
+    (x, Value::Float(rand_array(seed, &[B, c, h, w], -1.0, 1.0)))
+}
+
+#[test]
+fn convolution_and_pooling_backward() {
+    // conv (padding 1) -> tanh -> 3x3/2 max pool -> conv (stride 2, padding 2) -> 2x2/1
+    // average pool -> global average pool -> cross-entropy: every conv/pool rule, and the
+    // input gradient of the second convolution flowing into the first one's parameters.
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 2, 9, 9, 11);
+    let labels = g.labels("y");
+    let w1 = g.param("w1", &[3, 2, 3, 3], Init::GlorotUniform);
+    let b1 = g.param("b1", &[3], Init::Zeros);
+    let w2 = g.param("w2", &[4, 3, 3, 3], Init::GlorotUniform);
+    let b2 = g.param("b2", &[4], Init::Zeros);
+    let h = g.conv2d(x, w1, b1, 1, 1).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let h = g.max_pool2d(h, 3, 2).unwrap();
+    assert_eq!(
+        g.node(h).shape,
+        [Dim::Batch, Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(4)]
+    );
+    let h = g.conv2d(h, w2, b2, 2, 2).unwrap();
+    assert_eq!(g.node(h).shape[2..], [Dim::Fixed(3), Dim::Fixed(3)]);
+    let h = g.avg_pool2d(h, 2, 1).unwrap();
+    let z = g.global_avg_pool(h).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 3, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+
+    // A 5x5 kernel with stride 2 on a non-square image, then a dense layer.
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 1, 7, 9, 12);
+    let labels = g.labels("y");
+    let w = g.param("w", &[2, 1, 5, 5], Init::HeUniform);
+    let b = g.param("b", &[2], Init::Constant(0.1));
+    let h = g.conv2d(x, w, b, 2, 2).unwrap();
+    assert_eq!(
+        g.node(h).shape[1..],
+        [Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(5)]
+    );
+    let h = g.avg_pool2d(h, 2, 2).unwrap();
+    let h = g.flatten(h).unwrap();
+    let wd = g.param("wd", &[8, 3], Init::GlorotUniform);
+    let z = g.matmul(h, wd).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![2u32, 0, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+}
+
+#[test]
+fn convolution_shape_errors_name_the_problem() {
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+    );
+    let flat = g.input("f", &[Dim::Batch, Dim::Fixed(10)]);
+    let w = g.param("w", &[4, 2, 3, 3], Init::Zeros);
+    let b = g.param("b", &[4], Init::Zeros);
+    let err = g.conv2d(x, w, b, 1, 0).unwrap_err().to_string();
+    assert!(err.contains("the weight must be (4, 3, 3, 3)"), "{err}");
+    let w = g.param("w3", &[4, 3, 3, 3], Init::Zeros);
+    let b5 = g.param("b5", &[5], Init::Zeros);
+    let err = g.conv2d(x, w, b5, 1, 0).unwrap_err().to_string();
+    assert!(err.contains("the bias must be (4)"), "{err}");
+    let err = g.conv2d(flat, w, b, 1, 0).unwrap_err().to_string();
+    assert!(err.contains("(batch, channels, height, width)"), "{err}");
+    let err = g.max_pool2d(x, 9, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("9x9 window") && err.contains("does not fit 8x8"),
+        "{err}"
+    );
+    let err = g.conv2d(x, w, b, 0, 0).unwrap_err().to_string();
+    assert!(err.contains("stride 0"), "{err}");
+}

@@ -513,3 +513,73 @@ fn xor_example_learns_xor() {
     );
     assert!(stdout.contains("-> [0, 1, 1, 0]"), "{stdout}");
 }
+
+/// A small CNN on Fashion-MNIST (a third of the training set, three epochs) on the GPU.
+#[test]
+fn small_cnn_reaches_85_percent_on_fashion_mnist() {
+    use wgtrain::nn::Conv2d;
+    let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
+        .expect("Fashion-MNIST installed");
+    let cnn = Sequential::new(&[1, 28, 28])
+        .conv2d(Conv2d::new(16, 3).activation(Activation::Relu))
+        .max_pool2d(2)
+        .conv2d(Conv2d::new(32, 3).activation(Activation::Relu))
+        .max_pool2d(2)
+        .flatten()
+        .dense(Dense::new(10));
+    let s = cnn.summary();
+    assert!(
+        s.contains("conv_0 (Conv2D, relu)        (None, 16, 26, 26)          160")
+            && s.contains("(None, 32, 5, 5)")
+            && s.contains("Total params: 12810"),
+        "{s}"
+    );
+    let adam = Optimizer::Adam(AdamConfig::adam(3e-3));
+    let mut model = cnn
+        .compile(
+            Loss::SparseCategoricalCrossentropy,
+            adam,
+            Device::gpu().expect("GPU tests need an adapter"),
+            0,
+        )
+        .unwrap();
+    let train = subset(&data.train, 20_000);
+    let history = model.fit(&train, &FitConfig::new(3, 64)).unwrap();
+    let test = model.evaluate(&data.test, 256).unwrap();
+    assert!(
+        test.accuracy >= 0.85,
+        "CNN test accuracy {} ({history:?})",
+        test.accuracy
+    );
+
+    // Shape errors name the layer.
+    let err = Sequential::new(&[1, 28, 28])
+        .conv2d(Conv2d::new(8, 3))
+        .dense(Dense::new(10))
+        .build(true, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 1 (Dense)") && err.contains("add Flatten"),
+        "{err}"
+    );
+    let err = Sequential::new(&[784])
+        .conv2d(Conv2d::new(8, 3))
+        .build(true, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 0 (Conv2d)") && err.contains("[channels, height, width]"),
+        "{err}"
+    );
+    let err = Sequential::new(&[1, 4, 4])
+        .conv2d(Conv2d::new(8, 3))
+        .max_pool2d(3)
+        .build(true, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer 1") && err.contains("does not fit 2x2"),
+        "{err}"
+    );
+}

@@ -62,6 +62,64 @@ impl Dense {
     }
 }
 
+/// A 2-D convolution over (channels, height, width) inputs: `filters` output channels,
+/// `kernel` x `kernel` windows, then an optional activation. Weights are (filters, channels,
+/// kernel, kernel), as in PyTorch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conv2d {
+    pub filters: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// Zero padding on every side (0 is Keras' "valid").
+    pub padding: usize,
+    pub activation: Option<Activation>,
+    pub init: Init,
+}
+
+impl Conv2d {
+    /// `filters` channels of `kernel` x `kernel`, stride 1, no padding, Glorot uniform.
+    pub fn new(filters: usize, kernel: usize) -> Self {
+        Conv2d {
+            filters,
+            kernel,
+            stride: 1,
+            padding: 0,
+            activation: None,
+            init: Init::GlorotUniform,
+        }
+    }
+
+    /// Moves the window by `stride`.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Pads every side with `padding` zeros.
+    pub fn padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Keras' "same" padding for odd kernels at stride 1: the output keeps the input's size.
+    pub fn same(self) -> Self {
+        let k = self.kernel;
+        self.padding(k / 2)
+    }
+
+    /// Applies `act` to the outputs.
+    pub fn activation(mut self, act: Activation) -> Self {
+        self.activation = Some(act);
+        self
+    }
+
+    /// Another weight initializer.
+    pub fn init(mut self, init: Init) -> Self {
+        self.init = init;
+        self
+    }
+}
+
 /// A layer of a [`Sequential`] model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Layer {
@@ -74,6 +132,19 @@ pub enum Layer {
     /// Zeroes each input with this probability while training and scales the rest by
     /// `1 / (1 - rate)`; the identity when evaluating. Masks are seeded from the model's seed.
     Dropout(f32),
+    Conv2d(Conv2d),
+    /// Max pooling over `size` x `size` windows moved by `stride`.
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
+    /// Average pooling over `size` x `size` windows moved by `stride`.
+    AvgPool2d {
+        size: usize,
+        stride: usize,
+    },
+    /// The mean over all positions: (channels, h, w) to (channels).
+    GlobalAvgPool,
 }
 
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
@@ -120,6 +191,29 @@ pub struct Built {
     pub logits: NodeId,
     /// (name, node) of every parameter, e.g. `dense_0.weight`.
     pub params: Vec<(String, NodeId)>,
+    /// The output of each layer, in order.
+    pub layer_outputs: Vec<NodeId>,
+}
+
+/// Parameters of the layer whose parameter names start with `prefix.`.
+fn count(built: &Built, prefix: &str) -> usize {
+    built
+        .params
+        .iter()
+        .filter(|(n, _)| n.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+        .map(|(_, p)| {
+            built
+                .graph
+                .node(*p)
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Batch => 1,
+                })
+                .product::<usize>()
+        })
+        .sum()
 }
 
 impl Sequential {
@@ -152,6 +246,26 @@ impl Sequential {
         &self.layers
     }
 
+    /// Appends a convolution.
+    pub fn conv2d(self, c: Conv2d) -> Self {
+        self.push(Layer::Conv2d(c))
+    }
+
+    /// Appends max pooling over `size` x `size` windows with stride `size`.
+    pub fn max_pool2d(self, size: usize) -> Self {
+        self.push(Layer::MaxPool2d { size, stride: size })
+    }
+
+    /// Appends average pooling over `size` x `size` windows with stride `size`.
+    pub fn avg_pool2d(self, size: usize) -> Self {
+        self.push(Layer::AvgPool2d { size, stride: size })
+    }
+
+    /// Appends global average pooling.
+    pub fn global_avg_pool(self) -> Self {
+        self.push(Layer::GlobalAvgPool)
+    }
+
     /// Appends a dropout layer.
     pub fn dropout(self, rate: f32) -> Self {
         self.push(Layer::Dropout(rate))
@@ -173,7 +287,9 @@ impl Sequential {
         let mut h = input;
         let mut params = Vec::new();
         let mut dense_index = 0;
+        let mut conv_index = 0;
         let mut dropout_index = 0;
+        let mut layer_outputs = Vec::new();
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             let named = |e: Error| match e {
@@ -207,6 +323,34 @@ impl Sequential {
                         h = g.activation(h, act).map_err(named)?;
                     }
                 }
+                Layer::Conv2d(c) => {
+                    let shape = &g.node(h).shape;
+                    let Some(&Dim::Fixed(channels)) = shape.get(1).filter(|_| shape.len() == 4)
+                    else {
+                        return Err(Error::Shape {
+                            op: "Sequential",
+                            detail: format!("layer {i} (Conv2d) needs (batch, channels, height, width) inputs; give Sequential::new a [channels, height, width] input shape (got {} dimensions)", shape.len()),
+                        });
+                    };
+                    let w_name = format!("conv_{conv_index}.weight");
+                    let b_name = format!("conv_{conv_index}.bias");
+                    let w = g.param(&w_name, &[c.filters, channels, c.kernel, c.kernel], c.init);
+                    let b = g.param(&b_name, &[c.filters], Init::Zeros);
+                    params.push((w_name, w));
+                    params.push((b_name, b));
+                    conv_index += 1;
+                    h = g.conv2d(h, w, b, c.stride, c.padding).map_err(named)?;
+                    if let Some(act) = c.activation {
+                        h = g.activation(h, act).map_err(named)?;
+                    }
+                }
+                Layer::MaxPool2d { size, stride } => {
+                    h = g.max_pool2d(h, *size, *stride).map_err(named)?
+                }
+                Layer::AvgPool2d { size, stride } => {
+                    h = g.avg_pool2d(h, *size, *stride).map_err(named)?
+                }
+                Layer::GlobalAvgPool => h = g.global_avg_pool(h).map_err(named)?,
                 Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
                 Layer::Dropout(rate) => {
                     let seed = seed.wrapping_add(dropout_index);
@@ -222,50 +366,72 @@ impl Sequential {
                 Layer::Softmax if fuse_softmax && i == last => {}
                 Layer::Softmax => h = g.softmax(h).map_err(named)?,
             }
+            layer_outputs.push(h);
         }
         Ok(Built {
             graph: g,
             input,
             logits: h,
             params,
+            layer_outputs,
         })
     }
 
-    /// A Keras-like table of layers, output shapes and parameter counts.
+    /// A Keras-like table of layers, output shapes and parameter counts (or, for a model
+    /// whose shapes do not fit, the error naming the layer).
     pub fn summary(&self) -> String {
+        let built = match self.build(false, 0) {
+            Ok(b) => b,
+            Err(e) => return format!("the model does not build: {e}\n"),
+        };
+        let g = &built.graph;
         let mut out = format!(
             "{:<28} {:<20} {:>10}\n",
             "Layer (type)", "Output Shape", "Param #"
         );
         out.push_str(&"=".repeat(60));
         out.push('\n');
-        let mut shape: Vec<usize> = self.input_shape.clone();
         let mut total = 0;
-        let mut dense_index = 0;
-        for layer in &self.layers {
+        let (mut dense, mut conv) = (0, 0);
+        let lower = |a: &Option<Activation>| {
+            a.map(|a| format!(", {a:?}").to_lowercase())
+                .unwrap_or_default()
+        };
+        for (layer, &node) in self.layers.iter().zip(&built.layer_outputs) {
             let (name, params) = match layer {
-                Layer::Flatten => {
-                    shape = vec![shape.iter().product()];
-                    ("flatten (Flatten)".to_string(), 0)
-                }
+                Layer::Flatten => ("flatten (Flatten)".to_string(), 0),
                 Layer::Dense(d) => {
-                    let fan_in = shape.last().copied().unwrap_or(0);
-                    shape = vec![d.units];
-                    let n = fan_in * d.units + d.units;
-                    dense_index += 1;
-                    let act = d
-                        .activation
-                        .map(|a| format!(", {a:?}").to_lowercase())
-                        .unwrap_or_default();
-                    (format!("dense_{} (Dense{act})", dense_index - 1), n)
+                    dense += 1;
+                    let name = format!("dense_{}", dense - 1);
+                    (
+                        format!("{name} (Dense{})", lower(&d.activation)),
+                        count(&built, &name),
+                    )
                 }
+                Layer::Conv2d(c) => {
+                    conv += 1;
+                    let name = format!("conv_{}", conv - 1);
+                    (
+                        format!("{name} (Conv2D{})", lower(&c.activation)),
+                        count(&built, &name),
+                    )
+                }
+                Layer::MaxPool2d { .. } => ("max_pool (MaxPooling2D)".to_string(), 0),
+                Layer::AvgPool2d { .. } => ("avg_pool (AveragePooling2D)".to_string(), 0),
+                Layer::GlobalAvgPool => ("global_avg_pool (GlobalAvg)".to_string(), 0),
                 Layer::Activation(a) => (format!("activation ({a:?})"), 0),
                 Layer::Softmax => ("softmax (Softmax)".to_string(), 0),
                 Layer::Dropout(rate) => (format!("dropout (Dropout {rate})"), 0),
             };
             total += params;
-            let dims: Vec<String> = std::iter::once("None".to_string())
-                .chain(shape.iter().map(|d| d.to_string()))
+            let dims: Vec<String> = g
+                .node(node)
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Batch => "None".to_string(),
+                    Dim::Fixed(n) => n.to_string(),
+                })
                 .collect();
             out.push_str(&format!(
                 "{name:<28} {:<20} {params:>10}\n",

@@ -69,62 +69,59 @@ impl ConvGeom {
         Ok((limit / per_image).min(by_rows).clamp(1, self.n.max(1)))
     }
 
-    fn dims(&self, images: usize, b0: usize, total: usize) -> Result<ConvDims> {
+    /// The geometry as the shader's override constants (checked to fit u32).
+    fn constants(&self) -> Result<Vec<(&'static str, f64)>> {
         let (oh, ow) = self.output()?;
-        let u = |name: &str, v: usize| dim_u32("conv2d", name, v);
-        Ok(ConvDims {
-            n: u("n", images)?,
-            c: u("c", self.c)?,
-            h: u("h", self.h)?,
-            w: u("w", self.w)?,
-            oc: u("out", self.out)?,
-            oh: u("oh", oh)?,
-            ow: u("ow", ow)?,
-            kh: u("kh", self.win.kh)?,
-            kw: u("kw", self.win.kw)?,
-            stride: u("stride", self.win.stride)?,
-            pad: u("pad", self.win.pad)?,
-            total: u("elements", total)?,
-            b0: u("b0", b0)?,
-            _pad: [0; 3],
-        })
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("C", self.c),
+            ("H", self.h),
+            ("W", self.w),
+            ("OC", self.out),
+            ("OH", oh),
+            ("OW", ow),
+            ("KH", self.win.kh),
+            ("KW", self.win.kw),
+            ("STRIDE", self.win.stride),
+            ("PAD", self.win.pad),
+        ] {
+            out.push((name, dim_u32("conv2d", name, v)? as f64));
+        }
+        Ok(out)
     }
 }
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct ConvDims {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    oc: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
     total: u32,
     b0: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 2],
 }
 
+/// A launch of `entry` writing `total` elements, for images `b0 ..`.
 fn launch(
     ctx: &GpuContext,
+    g: &ConvGeom,
     entry: &'static str,
-    constants: Vec<(&'static str, f64)>,
-    dims: ConvDims,
+    extra: Option<(&'static str, f64)>,
+    (b0, total): (usize, usize),
     bindings: Vec<Binding<'_>>,
 ) -> Result<Launch> {
+    let mut constants = g.constants()?;
+    constants.extend(extra);
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "conv",
             entry,
             constants,
-            params: dims,
-            workgroups: groups(dims.total as usize, 256)?,
+            params: ConvDims {
+                total: dim_u32(entry, "elements", total)?,
+                b0: dim_u32(entry, "first image", b0)?,
+                _pad: [0; 2],
+            },
+            workgroups: groups(total, 256)?,
             bindings,
         },
     )
@@ -143,9 +140,10 @@ fn im2col(
     need("im2col", "cols", &cols, total)?;
     launch(
         ctx,
+        g,
         "im2col",
-        vec![],
-        g.dims(images, b0, total)?,
+        None,
+        (b0, total),
         vec![Binding::Read(x), Binding::ReadWrite(cols)],
     )
 }
@@ -164,9 +162,10 @@ fn relayout(
     let total = images * g.positions()? * g.out;
     launch(
         ctx,
+        g,
         if to_nchw { "to_nchw" } else { "to_nhwc" },
-        vec![],
-        g.dims(images, b0, total)?,
+        None,
+        (b0, total),
         vec![Binding::Read(src), Binding::ReadWrite(dst)],
     )
 }
@@ -237,9 +236,10 @@ pub fn conv2d_grad_input(
         let total = images * g.c * g.h * g.w;
         let col2im = launch(
             ctx,
+            g,
             "col2im",
-            vec![],
-            g.dims(images, b0, total)?,
+            None,
+            (b0, total),
             vec![Binding::Read(dcols.full()), Binding::ReadWrite(dx)],
         )?;
         parts.push(col2im.into());
@@ -259,8 +259,10 @@ pub fn conv2d_grad_weight(
     check_conv(g, &x, &dweight)?;
     let p = g.positions()?;
     need("conv2d_grad_weight", "dy", &dy, g.n * g.out * p)?;
-    // The GEMM's inner dimension is the chunk's rows: keep it within the loop limits.
-    let chunk = g.chunk(ctx)?.min((32_768 / p).max(1));
+    // The GEMM's inner dimension is the chunk's rows: keep it within the loop limits and the
+    // texture height of the packed op(B), so it stays on the fast path.
+    let max_k = (ctx.limits().max_texture_dimension_2d as usize).min(32_768);
+    let chunk = g.chunk(ctx)?.min((max_k / p).max(1));
     let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
     let m = GpuBuffer::zeros(ctx, "conv dy rows", chunk * p * g.out)?;
     let mut parts = Vec::new();
@@ -302,9 +304,10 @@ pub fn channel_sum(
     };
     let row_sum = launch(
         ctx,
+        &g,
         "row_sum",
-        vec![],
-        g.dims(n, 0, n * c)?,
+        None,
+        (0, n * c),
         vec![Binding::Read(dy), Binding::ReadWrite(rows.full())],
     )?;
     let columns = super::column_sum(ctx, n, c, false, rows.full(), out)?;
@@ -326,9 +329,10 @@ pub fn pool(ctx: &GpuContext, g: &ConvGeom, max: bool, x: View<'_>, y: View<'_>)
     )?;
     launch(
         ctx,
+        g,
         "pool",
-        vec![("POOL", if max { 0.0 } else { 1.0 })],
-        g.dims(g.n, 0, g.n * g.c * p)?,
+        Some(("POOL", if max { 0.0 } else { 1.0 })),
+        (0, g.n * g.c * p),
         vec![Binding::Read(x), Binding::ReadWrite(y)],
     )
 }
@@ -357,9 +361,10 @@ pub fn pool_grad(
     )?;
     launch(
         ctx,
+        g,
         "pool_grad",
-        vec![("POOL", if max { 0.0 } else { 1.0 })],
-        g.dims(g.n, 0, len)?,
+        Some(("POOL", if max { 0.0 } else { 1.0 })),
+        (0, len),
         vec![
             Binding::Read(if max { x } else { dy }),
             Binding::Read(dy),
