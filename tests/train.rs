@@ -583,3 +583,73 @@ fn small_cnn_reaches_85_percent_on_fashion_mnist() {
         "{err}"
     );
 }
+
+/// The CIFAR-10 example end to end on synthetic files in the real binary format (the real
+/// set is not installable offline), and its message when the data is missing.
+#[test]
+fn cifar10_cnn_example_runs_on_synthetic_files() {
+    use wgtrain::data::cifar10;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<&str> = cifar10::TRAIN_FILES
+        .iter()
+        .copied()
+        .chain([cifar10::TEST_FILE])
+        .collect();
+    let mut state = 12345u32;
+    for (k, name) in files.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for r in 0..40u32 {
+            // A label byte, then 3 planes of 32x32 pixels: a class-dependent brightness with
+            // a little noise, so the records are valid and not all alike.
+            let label = ((r as usize + k) % 10) as u8;
+            bytes.push(label);
+            for _ in 0..cifar10::RECORD - 1 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                bytes.push(label * 20 + (state >> 28) as u8);
+            }
+        }
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(example("cifar10_cnn"))
+        .arg("--data")
+        .arg(dir.path())
+        .args([
+            "--epochs",
+            "1",
+            "--limit",
+            "96",
+            "--batch-size",
+            "32",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("Total params: 1250858")
+            && stdout.contains("epoch 1/1")
+            && stdout.contains("test: loss"),
+        "{stdout}"
+    );
+    assert!(out.join("curves.png").exists() && out.join("predictions.png").exists());
+
+    // Missing data: a clear error saying how to get it.
+    let empty = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(example("cifar10_cnn"))
+        .arg("--data")
+        .arg(empty.path())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
+}

@@ -25,6 +25,34 @@ pub enum Normalize {
     MeanStd { mean: Vec<f32>, std: Vec<f32> },
 }
 
+impl Normalize {
+    /// Per-channel (scale, shift): a byte b becomes b * scale + shift.
+    fn scale_shift(&self, channels: usize) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            Normalize::Unit => (vec![1.0 / 255.0; channels], vec![0.0; channels]),
+            Normalize::MeanStd { mean, std } => (
+                std.iter().map(|s| 1.0 / (255.0 * s)).collect(),
+                mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
+            ),
+        }
+    }
+
+    /// The model inputs of one channel-planar image of `channels` planes, scaled exactly as
+    /// the loader scales them.
+    pub fn apply(&self, image: &[u8], channels: usize) -> Vec<f32> {
+        let (scale, shift) = self.scale_shift(channels);
+        let plane = image.len() / channels.max(1);
+        image
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let c = (i / plane.max(1)).min(channels - 1);
+                b as f32 * scale[c] + shift[c]
+            })
+            .collect()
+    }
+}
+
 /// Training-time augmentation (the CIFAR recipe): a random crop of the image padded with
 /// `crop_padding` zero pixels on each side, and a horizontal flip with probability 1/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,13 +331,7 @@ fn dataset_filler(
     let mut augment_rng = ChaCha8Rng::seed_from_u64(0);
     let (c, h, w) = (data.channels, data.height, data.width);
     let plane = h * w;
-    let (scale, shift): (Vec<f32>, Vec<f32>) = match &cfg.normalize {
-        Normalize::Unit => (vec![1.0 / 255.0; c], vec![0.0; c]),
-        Normalize::MeanStd { mean, std } => (
-            std.iter().map(|s| 1.0 / (255.0 * s)).collect(),
-            mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
-        ),
-    };
+    let (scale, shift) = cfg.normalize.scale_shift(c);
     move |epoch, index, batch| {
         if index == 0 {
             if cfg.shuffle {

@@ -231,6 +231,8 @@ pub struct Model {
     optimizer: Optimizer,
     /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
     pub(super) epoch: usize,
+    /// How inputs are scaled: set by `fit`, used by `evaluate`.
+    normalize: Normalize,
 }
 
 impl Model {
@@ -295,6 +297,7 @@ impl Model {
             loss,
             targets: Vec::new(),
             epoch: 0,
+            normalize: Normalize::Unit,
         })
     }
 
@@ -447,6 +450,7 @@ impl Model {
             }
         }
         self.set_clip(cfg.clip_global_norm)?;
+        self.normalize = cfg.normalize.clone();
         let base_lr = self.optimizer.lr();
         let mut lr = f32::NAN;
         let mut best: Option<(f32, usize)> = None;
@@ -614,12 +618,19 @@ impl Model {
         self.take_metrics()
     }
 
-    /// Mean loss and accuracy over `data` (inputs scaled to [0, 1]).
+    /// Mean loss and accuracy over `data`, with inputs scaled as the last `fit` scaled them
+    /// (x / 255 before any).
     pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Metrics> {
         self.check(data)?;
         let data = Arc::new(data.clone());
         let all = (0..data.len()).collect();
-        self.evaluate_indices(&data, all, batch_size, &Normalize::Unit)
+        let normalize = self.normalize.clone();
+        self.evaluate_indices(&data, all, batch_size, &normalize)
+    }
+
+    /// How `evaluate` scales inputs (and `predict` expects them scaled).
+    pub fn normalize(&self) -> &Normalize {
+        &self.normalize
     }
 
     /// Class probabilities for `inputs`: `n` samples of the model's input size, already

@@ -1,0 +1,218 @@
+//! Train the classic Keras CIFAR-10 CNN (Conv32-Conv32-Pool-Conv64-Conv64-Pool-Dense512-
+//! Dense10, ReLU, dropout, Adam) with crop-and-flip augmentation.
+//!
+//! `cargo run --release --example cifar10_cnn -- --epochs 10`
+//! Data: `--data DIR` (the six binary batch files, or their `cifar-10-batches-bin` folder),
+//! else ./data/cifar10, else `--download` fetches it there (163 MB, checksummed), else an
+//! error that says how to get it.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use wgtrain::cpu::Activation;
+use wgtrain::data::{cifar10, picture, Augment, Dataset, Normalize};
+use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, History, Loss, Sequential};
+use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Opt {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Dev {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Parser)]
+#[command(about = "Train a CNN on CIFAR-10")]
+struct Cli {
+    /// Directory with the CIFAR-10 binary batches.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Download CIFAR-10 into ./data/cifar10 when it is not there.
+    #[arg(long)]
+    download: bool,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, value_enum, default_value_t = Opt::Adam)]
+    optimizer: Opt,
+    #[arg(long, value_enum, default_value_t = Dev::Gpu)]
+    device: Dev,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Hold out this fraction of the training data for validation.
+    #[arg(long, default_value_t = 0.0)]
+    validation_split: f64,
+    /// Save a checkpoint here after every epoch; if the file exists, resume from it.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Where to write curves.png and predictions.png.
+    #[arg(long, default_value = "out/cifar10_cnn")]
+    out: PathBuf,
+    /// Use only the first N training and N/5 test images (quick runs, CI).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn find_data(cli: &Cli) -> wgtrain::Result<cifar10::Splits> {
+    if let Some(dir) = &cli.data {
+        return cifar10::load(dir);
+    }
+    let local = Path::new("data/cifar10");
+    if cifar10::batches_dir(local)
+        .join(cifar10::TEST_FILE)
+        .is_file()
+    {
+        return cifar10::load(local);
+    }
+    if cli.download {
+        let dir = cifar10::download(local, !cli.quiet)?;
+        return cifar10::load(&dir);
+    }
+    Err(wgtrain::Error::Data {
+        path: local.display().to_string(),
+        detail: "CIFAR-10 is not here: pass --data DIR with the binary batches, rerun with \
+                 --download to fetch it into ./data/cifar10, or get cifar-10-binary.tar.gz from \
+                 https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there"
+            .into(),
+    })
+}
+
+fn head(d: &Dataset, n: usize) -> Dataset {
+    let n = n.min(d.len());
+    Dataset {
+        images: d.images[..n * d.features()].to_vec(),
+        labels: d.labels[..n].to_vec(),
+        ..d.clone()
+    }
+}
+
+/// The network of the Keras CIFAR-10 example.
+fn network() -> Sequential {
+    let relu = Activation::Relu;
+    Sequential::new(&[3, 32, 32])
+        .conv2d(Conv2d::new(32, 3).same().activation(relu))
+        .conv2d(Conv2d::new(32, 3).activation(relu))
+        .max_pool2d(2)
+        .dropout(0.25)
+        .conv2d(Conv2d::new(64, 3).same().activation(relu))
+        .conv2d(Conv2d::new(64, 3).activation(relu))
+        .max_pool2d(2)
+        .dropout(0.25)
+        .flatten()
+        .dense(Dense::new(512).activation(relu))
+        .dropout(0.5)
+        .dense(Dense::new(10))
+}
+
+fn run(cli: Cli) -> wgtrain::Result<()> {
+    let splits = find_data(&cli)?;
+    let (train, test) = match cli.limit {
+        Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(5))),
+        None => (splits.train, splits.test),
+    };
+    println!("data: {} train, {} test images", train.len(), test.len());
+    let model = network();
+    print!("{}", model.summary());
+    let device = match cli.device {
+        Dev::Gpu => Device::gpu()?,
+        Dev::Cpu => Device::Cpu,
+    };
+    println!("device: {}", device.name());
+    let optimizer = match cli.optimizer {
+        Opt::Adam => Optimizer::Adam(AdamConfig::adam(cli.lr)),
+        Opt::Sgd => Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(cli.lr)
+        }),
+    };
+    let mut model = model.compile(
+        Loss::SparseCategoricalCrossentropy,
+        optimizer,
+        device,
+        cli.seed,
+    )?;
+    if let Some(path) = cli.checkpoint.as_ref().filter(|p| p.exists()) {
+        model.load(path)?;
+        println!(
+            "resuming from {} after epoch {}",
+            path.display(),
+            model.epoch()
+        );
+    }
+    let cfg = FitConfig {
+        seed: cli.seed,
+        progress: !cli.quiet,
+        validation_split: cli.validation_split,
+        checkpoint: cli.checkpoint.clone(),
+        initial_epoch: model.epoch(),
+        normalize: Normalize::MeanStd {
+            mean: vec![0.4914, 0.4822, 0.4465],
+            std: vec![0.2470, 0.2435, 0.2616],
+        },
+        augment: Some(Augment::cifar()),
+        ..FitConfig::new(cli.epochs, cli.batch_size)
+    };
+    let history = model.fit(&train, &cfg)?;
+    if cli.quiet {
+        for e in &history.epochs {
+            println!(
+                "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.0} images/s, {:.1} s, loader wait {:.3} s",
+                e.epoch, cli.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
+            );
+        }
+    }
+    let result = model.evaluate(&test, 256)?;
+    println!(
+        "test: loss {:.4}, accuracy {:.4} on {} images",
+        result.mean_loss, result.accuracy, result.samples
+    );
+    if let Some(speed) = mean_speed(&history) {
+        println!(
+            "training speed: {speed:.0} images/s on {}",
+            model.device().name()
+        );
+    }
+    std::fs::create_dir_all(&cli.out).map_err(|e| wgtrain::Error::io(&cli.out, e))?;
+    if !history.epochs.is_empty() {
+        let curves = cli.out.join("curves.png");
+        history.save_plot(&curves)?;
+        println!("wrote {}", curves.display());
+    }
+    let shown: Vec<usize> = (0..test.len().min(40)).collect();
+    let inputs: Vec<f32> = shown
+        .iter()
+        .flat_map(|&i| model.normalize().apply(test.image(i), test.channels))
+        .collect();
+    let predicted = model.predict(&inputs, shown.len())?;
+    let grid = cli.out.join("predictions.png");
+    picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
+    println!("wrote {} (green: right, red: wrong)", grid.display());
+    Ok(())
+}
+
+fn mean_speed(h: &History) -> Option<f64> {
+    let seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
+    let samples: f64 = h.epochs.iter().map(|e| e.samples_per_sec * e.seconds).sum();
+    (seconds > 0.0).then(|| samples / seconds)
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
