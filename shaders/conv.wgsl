@@ -262,3 +262,64 @@ fn pool_grad(
     }
     dx[i] = s;
 }
+
+// im2col_tex: im2col written straight into a GEMM operand texture (gemm_pack.wgsl's layout:
+// texel (q, r) holds cols[r, 4q .. 4q + 4], stored at (r / BAND * TEX_W + q, r % BAND)), so
+// the texture path needs neither the cols buffer nor a pack. One invocation per texel; rows
+// from d.rows up to the texture's height are written as zeros (a GEMM's op(B) is read in
+// groups of 4 rows).
+// bindings: 0 tex_dims, 1 src = x (read), 2 cols_tex (write)
+override TEX_W: u32 = 1u;
+override BAND: u32 = 4294967295u;
+
+struct TexDims {
+    // Texels this launch writes: TEX_W * (rows rounded up to the texture's height).
+    total: u32,
+    b0: u32,
+    // Rows of cols (images * OH * OW) this launch fills.
+    rows: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> td: TexDims;
+@group(0) @binding(2) var cols_tex: texture_storage_2d<rgba32float, write>;
+
+fn x_at(b: u32, col: u32, oy: u32, ox: u32) -> f32 {
+    let k = C * KH * KW;
+    if (col >= k) {
+        return 0.0;
+    }
+    let kx = col % KW;
+    let ky = (col / KW) % KH;
+    let ci = col / (KW * KH);
+    let iy = i32(oy * STRIDE + ky) - i32(PAD);
+    let ix = i32(ox * STRIDE + kx) - i32(PAD);
+    if (iy < 0 || iy >= i32(H) || ix < 0 || ix >= i32(W)) {
+        return 0.0;
+    }
+    return src[(((td.b0 + b) * C + ci) * H + u32(iy)) * W + u32(ix)];
+}
+
+@compute @workgroup_size(WG)
+fn im2col_tex(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = linear_index(wid, nwg, lid);
+    if (t >= td.total) {
+        return;
+    }
+    let q = t % TEX_W;
+    let row = t / TEX_W;
+    var v = vec4(0.0);
+    if (row < td.rows) {
+        let ox = row % OW;
+        let oy = (row / OW) % OH;
+        let b = row / (OW * OH);
+        let col = 4u * q;
+        v = vec4(x_at(b, col, oy, ox), x_at(b, col + 1u, oy, ox), x_at(b, col + 2u, oy, ox),
+                 x_at(b, col + 3u, oy, ox));
+    }
+    textureStore(cols_tex, vec2<u32>(row / BAND * TEX_W + q, row % BAND), v);
+}

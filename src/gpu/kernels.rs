@@ -269,40 +269,10 @@ pub fn gemm(
         GemmPath::Texture => {
             let k4 = k.div_ceil(4);
             // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
-            // Bands of rows (a multiple of 4, for pack4t) when m exceeds the texture height.
-            let max = ctx.limits().max_texture_dimension_2d as usize;
-            let band = if m <= max { m } else { max / 4 * 4 };
+            let band = band_rows(ctx, m);
             let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m, band)?;
             let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4, 4 * k4)?;
-            let view_a = ta.create_view(&Default::default());
-            let view_b = tb.create_view(&Default::default());
-            let mut constants = constants;
-            constants.extend([
-                ("M", m as f64),
-                ("N", n as f64),
-                ("K4", k4 as f64),
-                ("TILES_M", tiles_m as f64),
-                ("TILES_N", tiles_n as f64),
-                ("ALPHA", spec.alpha as f64),
-                ("BETA", spec.beta as f64),
-                ("BAND_A", band as f64),
-            ]);
-            let multiply = Launch::new(
-                ctx,
-                LaunchDesc {
-                    shader: "gemm_tex",
-                    entry: "gemm_tex",
-                    constants,
-                    params: dims,
-                    bindings: vec![
-                        Binding::TextureRead(&view_a),
-                        Binding::TextureRead(&view_b),
-                        Binding::Read(bias),
-                        Binding::ReadWrite(c),
-                    ],
-                    workgroups,
-                },
-            )?;
+            let multiply = gemm_tex_multiply(ctx, spec, (&ta, band), &tb, bias, c)?;
             Ok(Kernel::new(
                 vec![pack_a, pack_b, multiply],
                 vec![],
@@ -312,26 +282,92 @@ pub fn gemm(
     }
 }
 
-/// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)
-/// (rows, cols) zero-padded, in bands of `band` rows side by side, and the launch that
-/// fills it.
-#[allow(clippy::too_many_arguments)]
-fn pack(
+/// Rows per band of a packed op(A) of `m` rows: all of them when they fit a texture, else
+/// the largest multiple of 4 that does (pack4t writes 4 rows at a time).
+pub(crate) fn band_rows(ctx: &GpuContext, m: usize) -> usize {
+    let max = ctx.limits().max_texture_dimension_2d as usize;
+    if m <= max {
+        m.max(1)
+    } else {
+        max / 4 * 4
+    }
+}
+
+/// The texture path's multiply over operands already packed (gemm_pack.wgsl's layout):
+/// `ta` with op(A) in bands of `band` rows, `tb` with op(B). `bias` fills the bias slot
+/// (any read-only view when the epilogue has no bias).
+pub(crate) fn gemm_tex_multiply(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    (ta, band): (&wgpu::Texture, usize),
+    tb: &wgpu::Texture,
+    bias: View<'_>,
+    c: View<'_>,
+) -> Result<Launch> {
+    const OP: &str = "gemm";
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    need(OP, "C", &c, m * n)?;
+    let k4 = k.div_ceil(4);
+    let tiles_m = dim_u32(OP, "m", m)?.div_ceil(32);
+    let tiles_n = dim_u32(OP, "n", n)?.div_ceil(16);
+    let workgroups = tiles_m
+        .checked_mul(tiles_n)
+        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
+    let dims = GemmDims {
+        m: m as u32,
+        n: n as u32,
+        k: dim_u32(OP, "k", k)?,
+        tiles_m,
+        tiles_n,
+        alpha: spec.alpha,
+        beta: spec.beta,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1,
+    };
+    let view_a = ta.create_view(&Default::default());
+    let view_b = tb.create_view(&Default::default());
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "gemm_tex",
+            entry: "gemm_tex",
+            constants: vec![
+                ("EPILOGUE", spec.epilogue.code()),
+                ("M", m as f64),
+                ("N", n as f64),
+                ("K4", k4 as f64),
+                ("TILES_M", tiles_m as f64),
+                ("TILES_N", tiles_n as f64),
+                ("ALPHA", spec.alpha as f64),
+                ("BETA", spec.beta as f64),
+                ("BAND_A", band as f64),
+            ],
+            params: dims,
+            bindings: vec![
+                Binding::TextureRead(&view_a),
+                Binding::TextureRead(&view_b),
+                Binding::Read(bias),
+                Binding::ReadWrite(c),
+            ],
+            workgroups,
+        },
+    )
+}
+
+/// An rgba32float texture for a packed operand of `height` rows of ceil(cols/4) texels, in
+/// bands of `band` rows side by side.
+pub(crate) fn packed_texture(
     ctx: &GpuContext,
     label: &str,
-    src: View<'_>,
-    rows: usize,
-    cols: usize,
-    trans: bool,
     height: usize,
+    cols: usize,
     band: usize,
-) -> Result<(wgpu::Texture, Launch)> {
+) -> Result<wgpu::Texture> {
     let width = cols.div_ceil(4).max(1);
     let height = height.max(1);
     let band = band.clamp(1, height);
     let bands = height.div_ceil(band);
     ctx.count_buffer();
-    let texture = ctx.scoped(&format!("creating texture `{label}`"), || {
+    ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
@@ -346,7 +382,27 @@ fn pack(
             usage: wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         })
-    })?;
+    })
+}
+
+/// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)
+/// (rows, cols) zero-padded, in bands of `band` rows side by side, and the launch that
+/// fills it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack(
+    ctx: &GpuContext,
+    label: &str,
+    src: View<'_>,
+    rows: usize,
+    cols: usize,
+    trans: bool,
+    height: usize,
+    band: usize,
+) -> Result<(wgpu::Texture, Launch)> {
+    let width = cols.div_ceil(4).max(1);
+    let height = height.max(1);
+    let band = band.clamp(1, height);
+    let texture = packed_texture(ctx, label, height, cols, band)?;
     let view = texture.create_view(&Default::default());
     // The vec4 forms need whole, aligned groups of 4 along the stored rows.
     let aligned = src.offset.is_multiple_of(4) && src.len.is_multiple_of(4);

@@ -6,7 +6,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{check_loops, dim_u32, gemm, groups, need, Epilogue, GemmSpec};
+use super::{
+    band_rows, check_loops, dim_u32, gemm, gemm_path, gemm_tex_multiply, groups, need, pack,
+    packed_texture, Epilogue, GemmPath, GemmSpec,
+};
 use crate::cpu::Window;
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
@@ -148,6 +151,52 @@ fn im2col(
     )
 }
 
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct TexDims {
+    total: u32,
+    b0: u32,
+    rows: u32,
+    _pad: u32,
+}
+
+/// im2col of images `b0 .. b0 + images` straight into a packed GEMM operand texture with
+/// `band` rows per band, zero rows up to `height` (>= the chunk's rows).
+#[allow(clippy::too_many_arguments)]
+fn im2col_tex(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    b0: usize,
+    images: usize,
+    height: usize,
+    band: usize,
+    x: View<'_>,
+    tex: &wgpu::Texture,
+) -> Result<Launch> {
+    let rows = images * g.positions()?;
+    let width = g.k().div_ceil(4);
+    let total = width * height;
+    let view = tex.create_view(&Default::default());
+    let mut constants = g.constants()?;
+    constants.extend([("TEX_W", width as f64), ("BAND", band as f64)]);
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "conv",
+            entry: "im2col_tex",
+            constants,
+            params: TexDims {
+                total: dim_u32("im2col", "texels", total)?,
+                b0: dim_u32("im2col", "first image", b0)?,
+                rows: dim_u32("im2col", "rows", rows)?,
+                _pad: 0,
+            },
+            workgroups: groups(total, 256)?,
+            bindings: vec![Binding::Read(x), Binding::TextureWrite(&view)],
+        },
+    )
+}
+
 /// The layout change between (images * P, out) matrices and NCHW tensors (P = oh * ow), for
 /// images `b0 ..` of the tensor.
 fn relayout(
@@ -195,8 +244,44 @@ pub fn conv2d(
     let p = g.positions()?;
     need("conv2d", "y", &y, g.n * g.out * p)?;
     let chunk = g.chunk(ctx)?;
-    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
     let m = GpuBuffer::zeros(ctx, "conv output rows", chunk * p * g.out)?;
+    let full = GemmSpec::new(chunk * p, g.out, g.k())
+        .trans_b(true)
+        .epilogue(Epilogue::Bias);
+    if gemm_path(ctx, &full) == GemmPath::Texture {
+        // im2col writes the packed op(A) directly; the weight is packed once for all chunks.
+        let band = band_rows(ctx, chunk * p);
+        let ta = packed_texture(ctx, "conv im2col", chunk * p, g.k(), band)?;
+        let k4 = g.k().div_ceil(4);
+        let (tb, pack_b) = pack(
+            ctx,
+            "conv weight",
+            weight,
+            g.k(),
+            g.out,
+            true,
+            4 * k4,
+            4 * k4,
+        )?;
+        let mut launches = vec![pack_b];
+        for b0 in (0..g.n).step_by(chunk) {
+            let images = chunk.min(g.n - b0);
+            let rows = images * p;
+            launches.push(im2col_tex(ctx, g, b0, images, rows, band, x, &ta)?);
+            let spec = GemmSpec { m: rows, ..full };
+            launches.push(gemm_tex_multiply(
+                ctx,
+                &spec,
+                (&ta, band),
+                &tb,
+                bias,
+                m.full(),
+            )?);
+            launches.push(relayout(ctx, g, true, b0, images, m.full(), y)?);
+        }
+        return Ok(Kernel::new(launches, vec![m], vec![ta, tb]));
+    }
+    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
     let mut parts = Vec::new();
     for b0 in (0..g.n).step_by(chunk) {
         let images = chunk.min(g.n - b0);
@@ -263,8 +348,40 @@ pub fn conv2d_grad_weight(
     // texture height of the packed op(B), so it stays on the fast path.
     let max_k = (ctx.limits().max_texture_dimension_2d as usize).min(32_768);
     let chunk = g.chunk(ctx)?.min((max_k / p).max(1));
-    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
     let m = GpuBuffer::zeros(ctx, "conv dy rows", chunk * p * g.out)?;
+    let full = GemmSpec::new(g.out, g.k(), chunk * p).trans_a(true);
+    if gemm_path(ctx, &full) == GemmPath::Texture {
+        // im2col writes the packed op(B) directly (4-row groups, zero-filled).
+        let height = 4 * (chunk * p).div_ceil(4);
+        let tb = packed_texture(ctx, "conv im2col", height, g.k(), height)?;
+        let mut launches = Vec::new();
+        let mut textures = Vec::new();
+        for (i, b0) in (0..g.n).step_by(chunk).enumerate() {
+            let images = chunk.min(g.n - b0);
+            let rows = images * p;
+            let h = 4 * rows.div_ceil(4);
+            launches.push(im2col_tex(ctx, g, b0, images, h, height, x, &tb)?);
+            launches.push(relayout(ctx, g, false, b0, images, dy, m.full())?);
+            let (ta, pack_a) = pack(ctx, "conv dy^T", m.full(), g.out, rows, true, g.out, g.out)?;
+            launches.push(pack_a);
+            let mut spec = GemmSpec { k: rows, ..full };
+            if i > 0 {
+                spec.beta = 1.0;
+            }
+            launches.push(gemm_tex_multiply(
+                ctx,
+                &spec,
+                (&ta, g.out),
+                &tb,
+                dy,
+                dweight,
+            )?);
+            textures.push(ta);
+        }
+        textures.push(tb);
+        return Ok(Kernel::new(launches, vec![m], textures));
+    }
+    let cols = GpuBuffer::zeros(ctx, "conv im2col", chunk * p * g.k())?;
     let mut parts = Vec::new();
     for (i, b0) in (0..g.n).step_by(chunk).enumerate() {
         let images = chunk.min(g.n - b0);
