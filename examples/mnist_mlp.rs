@@ -1,4 +1,5 @@
-//! Train a 784-128-10 MLP on MNIST (or Fashion-MNIST) and report test accuracy and speed.
+//! Train a 784-128-10 MLP (or, with `--model cnn`, a small CNN) on MNIST (or Fashion-MNIST)
+//! and report test accuracy and speed.
 //!
 //! `cargo run --release --example mnist_mlp -- --epochs 3`
 //! Data: `--data DIR`, else ./data/mnist, else a download into ./data/mnist, else
@@ -10,13 +11,21 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use wgtrain::cpu::Activation;
 use wgtrain::data::{download, mnist, picture, Dataset};
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
+use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Opt {
     Adam,
     Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Arch {
+    /// 784-128-10, ReLU.
+    Mlp,
+    /// Conv16-Pool-Conv32-Pool-Dense10, ReLU.
+    Cnn,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -31,6 +40,9 @@ struct Cli {
     /// Directory with the four MNIST-format files (raw or .gz).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The network.
+    #[arg(long, value_enum, default_value_t = Arch::Mlp)]
+    model: Arch,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -109,10 +121,20 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         train.len(),
         test.len()
     );
-    let model = Sequential::new(&[28, 28])
-        .flatten()
-        .dense(Dense::new(128).activation(Activation::Relu))
-        .dense(Dense::new(10));
+    let relu = Activation::Relu;
+    let model = match cli.model {
+        Arch::Mlp => Sequential::new(&[28, 28])
+            .flatten()
+            .dense(Dense::new(128).activation(relu))
+            .dense(Dense::new(10)),
+        Arch::Cnn => Sequential::new(&[1, 28, 28])
+            .conv2d(Conv2d::new(16, 3).activation(relu))
+            .max_pool2d(2)
+            .conv2d(Conv2d::new(32, 3).activation(relu))
+            .max_pool2d(2)
+            .flatten()
+            .dense(Dense::new(10)),
+    };
     print!("{}", model.summary());
     let device = match cli.device {
         Dev::Gpu => Device::gpu()?,
