@@ -379,10 +379,65 @@ pub(crate) fn packed_texture(
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING,
+            // COPY_DST: operands can also be filled by copies (see `GemmOperand::Packed`).
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         })
     })
+}
+
+/// A GEMM operand for [`gemm_operands`]: a buffer view the kernel packs itself, or a texture
+/// someone else fills in the packed layout (op(A) in bands of `band` rows; op(B) unbanded).
+#[derive(Debug, Clone, Copy)]
+pub enum GemmOperand<'a> {
+    Buffer(View<'a>),
+    Packed(&'a wgpu::Texture, usize),
+}
+
+/// A texture-path GEMM whose operands may arrive packed already (an input written as a
+/// texture by the host, a weight copied into one), so only the others are packed. The spec
+/// must be on the texture path ([`gemm_path`]); `bias` fills the bias slot.
+pub fn gemm_operands(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: GemmOperand<'_>,
+    b: GemmOperand<'_>,
+    bias: View<'_>,
+    c: View<'_>,
+) -> Result<Kernel> {
+    if gemm_path(ctx, spec) != GemmPath::Texture {
+        return Err(Error::invalid(
+            "gemm",
+            "prepacked operands need the texture path",
+        ));
+    }
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let k4 = k.div_ceil(4);
+    let mut launches = Vec::new();
+    let mut textures = Vec::new();
+    let (ta, band) = match a {
+        GemmOperand::Packed(t, band) => (t.clone(), band),
+        GemmOperand::Buffer(v) => {
+            need("gemm", "A", &v, m * k)?;
+            let band = band_rows(ctx, m);
+            let (t, l) = pack(ctx, "gemm op(A)", v, m, k, spec.trans_a, m, band)?;
+            launches.push(l);
+            textures.push(t.clone());
+            (t, band)
+        }
+    };
+    let tb = match b {
+        GemmOperand::Packed(t, _) => t.clone(),
+        GemmOperand::Buffer(v) => {
+            need("gemm", "B", &v, k * n)?;
+            let (t, l) = pack(ctx, "gemm op(B)", v, k, n, spec.trans_b, 4 * k4, 4 * k4)?;
+            launches.push(l);
+            textures.push(t.clone());
+            t
+        }
+    };
+    launches.push(gemm_tex_multiply(ctx, spec, (&ta, band), &tb, bias, c)?);
+    Ok(Kernel::new(launches, vec![], textures))
 }
 
 /// A texture of `height` rows of ceil(cols/4) rgba32float texels that will hold op(src)

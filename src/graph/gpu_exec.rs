@@ -85,8 +85,21 @@ struct Arenas {
 }
 
 /// One batch size's launches and buffers.
+/// GEMM operands that skip their pack kernel on the texture path: an input that a
+/// non-transposed op(A) reads is also written by the host straight into its packed texture
+/// (`queue.write_texture`), and a parameter that a non-transposed op(B) reads, whose rows
+/// are whole 256-byte lines, is copied from the arena into its texture before each pass.
+#[derive(Default)]
+struct Prepacked {
+    /// (input index, columns, texture)
+    inputs: Vec<(usize, usize, wgpu::Texture)>,
+    /// (arena offset, rows, columns, texture)
+    params: Vec<(usize, usize, usize, wgpu::Texture)>,
+}
+
 struct GpuPlan {
     kernels: Vec<Kernel>,
+    prepacked: Prepacked,
     /// Kernels [0, forward) compute the forward pass and the metrics.
     forward: usize,
     locs: Vec<Option<Loc>>,
@@ -327,7 +340,25 @@ impl GpuExecutor {
                 ));
             }
             match feed {
-                Feed::F32(d) => plan.inputs[*k].write(ctx, 0, d)?,
+                Feed::F32(d) => {
+                    plan.inputs[*k].write(ctx, 0, d)?;
+                    for (_, cols, texture) in plan.prepacked.inputs.iter().filter(|t| t.0 == *k) {
+                        ctx.queue.write_texture(
+                            texture.as_image_copy(),
+                            bytemuck::cast_slice(d),
+                            wgpu::TexelCopyBufferLayout {
+                                offset: 0,
+                                bytes_per_row: Some((cols * 4) as u32),
+                                rows_per_image: None,
+                            },
+                            wgpu::Extent3d {
+                                width: (cols / 4) as u32,
+                                height: (d.len() / cols) as u32,
+                                depth_or_array_layers: 1,
+                            },
+                        );
+                    }
+                }
                 Feed::U32(d) => plan.inputs[*k].write(ctx, 0, d)?,
             }
         }
@@ -361,7 +392,8 @@ impl GpuExecutor {
             .iter()
             .chain(clip)
             .chain([&self.optimizer_kernel]);
-        self.last_host = submit(ctx, "training step", start, kernels)?;
+        let copies = (&self.arenas.params, &plan.prepacked);
+        self.last_host = submit(ctx, "training step", start, copies, kernels)?;
         Ok(())
     }
 
@@ -423,6 +455,7 @@ impl GpuExecutor {
             ctx,
             "evaluation step",
             start,
+            (&self.arenas.params, &plan.prepacked),
             plan.kernels[..plan.forward].iter(),
         )?;
         Ok(())
@@ -535,12 +568,32 @@ fn submit<'a>(
     ctx: &GpuContext,
     op: &str,
     start: std::time::Instant,
+    (params, copies): (&GpuBuffer, &Prepacked),
     kernels: impl Iterator<Item = &'a Kernel>,
 ) -> Result<std::time::Duration> {
     ctx.scoped(op, || {
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        // Weights into their packed textures (rows are whole 256-byte lines, offsets aligned).
+        for (offset, rows, cols, texture) in &copies.params {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &params.buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: (*offset * 4) as u64,
+                        bytes_per_row: Some((*cols * 4) as u32),
+                        rows_per_image: None,
+                    },
+                },
+                texture.as_image_copy(),
+                wgpu::Extent3d {
+                    width: (*cols / 4) as u32,
+                    height: *rows as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
         encode_kernel_iter(&mut encoder, kernels);
         let commands = encoder.finish();
         let host = start.elapsed();
@@ -763,6 +816,64 @@ fn build_plan(
             }
         }
     }
+    let mut prepacked = Prepacked::default();
+    // A GEMM from node `a` and node `b` into `c`, with prepacked operands where it can.
+    let gemm = |spec: &GemmSpec,
+                (a, b): (usize, usize),
+                bias: Option<View<'_>>,
+                c: View<'_>,
+                pre: &mut Prepacked|
+     -> Result<Kernel> {
+        let (va, vb) = (
+            view_of(locs[a], lens[a], arenas, &inputs, &slots)?,
+            view_of(locs[b], lens[b], arenas, &inputs, &slots)?,
+        );
+        if kernels::gemm_path(ctx, spec) != kernels::GemmPath::Texture {
+            return kernels::gemm(ctx, spec, va, vb, bias, c);
+        }
+        let max = ctx.limits().max_texture_dimension_2d as usize;
+        let ta = match locs[a] {
+            Some(Loc::Input(k)) if !spec.trans_a && spec.k.is_multiple_of(4) && spec.m <= max => {
+                match pre.inputs.iter().find(|t| t.0 == k && t.1 == spec.k) {
+                    Some(t) => Some(t.2.clone()),
+                    None => {
+                        let t =
+                            kernels::packed_texture(ctx, "packed input", spec.m, spec.k, spec.m)?;
+                        pre.inputs.push((k, spec.k, t.clone()));
+                        Some(t)
+                    }
+                }
+            }
+            _ => None,
+        };
+        let tb = match locs[b] {
+            Some(Loc::Param(off)) if !spec.trans_b && spec.n.is_multiple_of(64) => {
+                let height = 4 * spec.k.div_ceil(4);
+                match pre.params.iter().find(|t| t.0 == off) {
+                    Some(t) => Some(t.3.clone()),
+                    None => {
+                        let t =
+                            kernels::packed_texture(ctx, "packed weight", height, spec.n, height)?;
+                        pre.params.push((off, spec.k, spec.n, t.clone()));
+                        Some(t)
+                    }
+                }
+            }
+            _ => None,
+        };
+        if ta.is_none() && tb.is_none() {
+            return kernels::gemm(ctx, spec, va, vb, bias, c);
+        }
+        let op_a = match &ta {
+            Some(t) => kernels::GemmOperand::Packed(t, spec.m),
+            None => kernels::GemmOperand::Buffer(va),
+        };
+        let op_b = match &tb {
+            Some(t) => kernels::GemmOperand::Packed(t, 0),
+            None => kernels::GemmOperand::Buffer(vb),
+        };
+        kernels::gemm_operands(ctx, spec, op_a, op_b, bias.unwrap_or(va), c)
+    };
     // Launches, in node order.
     let mut kernels = Vec::new();
     let mut scratch = Vec::new();
@@ -785,14 +896,7 @@ fn build_plan(
                 .trans_a(trans_a)
                 .trans_b(trans_b)
                 .epilogue(epilogue);
-            kernels.push(kernels::gemm(
-                ctx,
-                &spec,
-                v(a)?,
-                v(b)?,
-                Some(v(bias)?),
-                v(i)?,
-            )?);
+            kernels.push(gemm(&spec, (a, b), Some(v(bias)?), v(i)?, &mut prepacked)?);
             continue;
         }
         // (n, c, h, w) of input `k` and the geometry of a window over it.
@@ -889,14 +993,7 @@ fn build_plan(
                 let spec = GemmSpec::new(s[0], s[1], k)
                     .trans_a(*trans_a)
                     .trans_b(*trans_b);
-                Some(kernels::gemm(
-                    ctx,
-                    &spec,
-                    v(inp(0))?,
-                    v(inp(1))?,
-                    None,
-                    v(i)?,
-                )?)
+                Some(gemm(&spec, (inp(0), inp(1)), None, v(i)?, &mut prepacked)?)
             }
             Op::BiasAdd => {
                 Some(kernels::bias_add_out(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
@@ -1008,6 +1105,7 @@ fn build_plan(
     }
     Ok(GpuPlan {
         kernels,
+        prepacked,
         forward,
         locs,
         lens,
