@@ -2,7 +2,8 @@
 //! (the CPU executor's convolution) in the same run.
 //!
 //! `cargo run --release --example conv_bench [-- --reps N]`
-//! Part 1: forward, grad-input and grad-weight of three convolutions (batch 32), GFLOP/s
+//! Part 1: forward, grad-input and grad-weight of three convolutions (batch 32), and the
+//! forward as a direct kernel (one invocation per output, no im2col), GFLOP/s
 //! (2 * n * oh * ow * out * c * kh * kw per pass), median of N runs (default 5) after a
 //! warm-up; the CPU reference runs once per figure (it is slow).
 //! Part 2: training images/s of the small Fashion-MNIST CNN (batch 64) and of the Keras
@@ -81,6 +82,30 @@ fn conv_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
         let wa = Array4::from_shape_vec((out, c, k, k), w.clone()).expect("shape");
         let dya = Array4::from_shape_vec((n, out, oh, ow), dy.clone()).expect("shape");
         let ba = Array1::from(b.clone());
+        // The direct kernel, for the choice of im2col + GEMM.
+        let direct: wgtrain::gpu::Kernel =
+            kernels::conv2d_direct(ctx, &g, gx.full(), gw.full(), gb.full(), gy.full())?.into();
+        direct.run(ctx)?;
+        ctx.synchronize()?;
+        let direct_s = median(
+            (0..reps.min(3))
+                .map(|_| {
+                    let t = Instant::now();
+                    direct
+                        .run(ctx)
+                        .and_then(|()| ctx.synchronize())
+                        .expect("gpu run");
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        println!(
+            "{name:<30} {:>6} {:>12.2} {:>12} {:>8}",
+            "direct",
+            flops / direct_s / 1e9,
+            "",
+            ""
+        );
         for (pass, kernel) in &passes {
             kernel.run(ctx)?;
             ctx.synchronize()?;

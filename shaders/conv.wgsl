@@ -323,3 +323,45 @@ fn im2col_tex(
     }
     textureStore(cols_tex, vec2<u32>(row / BAND * TEX_W + q, row % BAND), v);
 }
+
+// conv_direct: the convolution as one invocation per output element looping over
+// (ci, ky, kx), the alternative to im2col + GEMM. Kept to measure against it (conv_bench):
+// on lavapipe every storage load in the loop is a per-lane scalar load, so it runs at a small
+// fraction of the GEMM path.
+// bindings: 0 dims, 1 src = x, 2 dst = y, 3 weight, 4 bias
+@group(0) @binding(3) var<storage, read> cw: array<f32>;
+@group(0) @binding(4) var<storage, read> cb: array<f32>;
+
+@compute @workgroup_size(WG)
+fn conv_direct(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= d.total) {
+        return;
+    }
+    let ox = i % OW;
+    let oy = (i / OW) % OH;
+    let o = (i / (OW * OH)) % OC;
+    let b = i / (OW * OH * OC);
+    var s = 0.0;
+    for (var ci = 0u; ci < C; ci++) {
+        for (var ky = 0u; ky < KH; ky++) {
+            let iy = i32(oy * STRIDE + ky) - i32(PAD);
+            if (iy < 0 || iy >= i32(H)) {
+                continue;
+            }
+            for (var kx = 0u; kx < KW; kx++) {
+                let ix = i32(ox * STRIDE + kx) - i32(PAD);
+                if (ix < 0 || ix >= i32(W)) {
+                    continue;
+                }
+                s = s + src[(((d.b0 + b) * C + ci) * H + u32(iy)) * W + u32(ix)]
+                    * cw[((o * C + ci) * KH + ky) * KW + kx];
+            }
+        }
+    }
+    dst[i] = s + cb[o];
+}

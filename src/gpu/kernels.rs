@@ -5,7 +5,8 @@
 mod conv;
 
 pub use conv::{
-    channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad, ConvGeom,
+    channel_sum, conv2d, conv2d_direct, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad,
+    ConvGeom,
 };
 
 use bytemuck::{Pod, Zeroable};

@@ -296,6 +296,37 @@ pub fn conv2d(
     Ok(Kernel::sequence(parts, vec![cols, m]))
 }
 
+/// The same convolution as [`conv2d`] computed directly (one invocation per output element
+/// looping over the window and channels). Slower on every adapter measured so far (see
+/// conv_bench); kept as the measured alternative.
+pub fn conv2d_direct(
+    ctx: &GpuContext,
+    g: &ConvGeom,
+    x: View<'_>,
+    weight: View<'_>,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    check_conv(g, &x, &weight)?;
+    need("conv2d", "bias", &bias, g.out)?;
+    let total = g.n * g.out * g.positions()?;
+    need("conv2d", "y", &y, total)?;
+    check_loops("conv2d", &format!("{} input channels", g.c), g.k())?;
+    launch(
+        ctx,
+        g,
+        "conv_direct",
+        None,
+        (0, total),
+        vec![
+            Binding::Read(x),
+            Binding::ReadWrite(y),
+            Binding::Read(weight),
+            Binding::Read(bias),
+        ],
+    )
+}
+
 /// dx (n, c, h, w) of a convolution from dy (n, out, oh, ow): dy as rows times the weight,
 /// then col2im (a gather: each input element sums the entries that read it).
 pub fn conv2d_grad_input(
