@@ -18,7 +18,7 @@ struct GemmDims {
     tiles_n: u32,
     alpha: f32,
     beta: f32,
-    trans: u32,     // bit 0: A transposed, bit 1: B transposed
+    trans: u32,     // bit 0: A transposed, bit 1: B transposed, bit 2: C stored transposed
 }
 
 override EPILOGUE: u32 = 0u;
@@ -36,7 +36,8 @@ fn finish(row: u32, col: u32, acc: f32) {
     if (row >= dims.m || col >= dims.n) {
         return;
     }
-    let idx = row * dims.n + col;
+    // Bit 2 of dims.trans: C is stored transposed, (n, m).
+    let idx = select(row * dims.n + col, col * dims.m + row, (dims.trans & 4u) != 0u);
     var v = dims.alpha * acc;
     if (dims.beta != 0.0) {
         v = v + dims.beta * c[idx];

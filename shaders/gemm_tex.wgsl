@@ -30,6 +30,8 @@ override TILES_M: u32 = 1u;
 override TILES_N: u32 = 1u;
 override ALPHA: f32 = 1.0;
 override BETA: f32 = 0.0;
+// C is stored transposed, (N, M).
+override TRANS_C: bool = false;
 // op(A) rows per band of ta (see gemm_pack.wgsl): row r's texels start at
 // (r / BAND_A * K4, r % BAND_A), so M may exceed the device's texture height.
 override BAND_A: u32 = 4294967295u;
@@ -53,7 +55,7 @@ fn finish(row: u32, col: u32, acc: f32) {
     if (row >= M || col >= N) {
         return;
     }
-    let idx = row * N + col;
+    let idx = select(row * N + col, col * M + row, TRANS_C);
     var v = ALPHA * acc;
     if (BETA != 0.0) {
         v = v + BETA * c[idx];

@@ -42,7 +42,12 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
 
     let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
     let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
-    let mut want = arr2(m, n, &c0);
+    // With trans_c the buffer holds C^T, for beta's read as for the write.
+    let mut want = if spec.trans_c {
+        arr2(n, m, &c0).t().to_owned()
+    } else {
+        arr2(m, n, &c0)
+    };
     let bias64 = Array1::from(to_f64(&bias));
     cpu::gemm(
         spec.alpha as f64,
@@ -58,13 +63,12 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     .unwrap();
     // Rounding error of a k-term f32 dot product grows like sqrt(k).
     let atol = 1e-5 * (k.max(1) as f64).sqrt();
-    assert_close(
-        &format!("{spec:?}"),
-        &got,
-        want.as_slice().unwrap(),
-        atol,
-        1e-4,
-    );
+    let want: Vec<f64> = if spec.trans_c {
+        want.t().iter().copied().collect()
+    } else {
+        want.iter().copied().collect()
+    };
+    assert_close(&format!("{spec:?}"), &got, &want, atol, 1e-4);
 }
 
 #[test]
@@ -110,6 +114,15 @@ fn gemm_transposes_scales_and_epilogues() {
                     check_gemm(spec.path(GemmPath::Texture), seed);
                     check_gemm(spec.path(GemmPath::Tiled), seed);
                 }
+                // C stored transposed, with beta reading it the same way.
+                let spec = GemmSpec::new(m, n, k)
+                    .trans_a(ta)
+                    .trans_b(tb)
+                    .scale(0.5, 1.0)
+                    .epilogue(epi)
+                    .trans_c(true);
+                check_gemm(spec.path(GemmPath::Texture), seed + 1);
+                check_gemm(spec.path(GemmPath::Tiled), seed + 1);
             }
         }
     }

@@ -61,6 +61,9 @@ pub struct GemmSpec {
     /// 0 means C is written without being read.
     pub beta: f32,
     pub epilogue: Epilogue,
+    /// C is stored transposed, (n, m) (for `beta` too): computing `C^T = op(B)^T op(A)^T`
+    /// this way lets an operand keep the layout another GEMM packed it in.
+    pub trans_c: bool,
     /// Forces a kernel path; `None` lets [`gemm_path`] choose by adapter and shape.
     pub path: Option<GemmPath>,
 }
@@ -77,8 +80,15 @@ impl GemmSpec {
             alpha: 1.0,
             beta: 0.0,
             epilogue: Epilogue::None,
+            trans_c: false,
             path: None,
         }
+    }
+
+    /// Stores C transposed, (n, m).
+    pub fn trans_c(mut self, t: bool) -> Self {
+        self.trans_c = t;
+        self
     }
 
     /// Forces a kernel path (for tests and benchmarks); a texture path the shape cannot take
@@ -240,7 +250,7 @@ pub fn gemm(
         tiles_n,
         alpha: spec.alpha,
         beta: spec.beta,
-        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
     };
     let workgroups = tiles_m
         .checked_mul(tiles_n)
@@ -322,7 +332,7 @@ pub(crate) fn gemm_tex_multiply(
         tiles_n,
         alpha: spec.alpha,
         beta: spec.beta,
-        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
     };
     let view_a = ta.create_view(&Default::default());
     let view_b = tb.create_view(&Default::default());
@@ -341,6 +351,7 @@ pub(crate) fn gemm_tex_multiply(
                 ("ALPHA", spec.alpha as f64),
                 ("BETA", spec.beta as f64),
                 ("BAND_A", band as f64),
+                ("TRANS_C", spec.trans_c as u8 as f64),
             ],
             params: dims,
             bindings: vec![

@@ -832,40 +832,100 @@ fn build_plan(
             return kernels::gemm(ctx, spec, va, vb, bias, c);
         }
         let max = ctx.limits().max_texture_dimension_2d as usize;
-        let ta = match locs[a] {
-            Some(Loc::Input(k)) if !spec.trans_a && spec.k.is_multiple_of(4) && spec.m <= max => {
-                match pre.inputs.iter().find(|t| t.0 == k && t.1 == spec.k) {
-                    Some(t) => Some(t.2.clone()),
-                    None => {
-                        let t =
-                            kernels::packed_texture(ctx, "packed input", spec.m, spec.k, spec.m)?;
-                        pre.inputs.push((k, spec.k, t.clone()));
-                        Some(t)
+        // An input of `rows` x `cols` (stored) as a packed texture; rows padded to a multiple
+        // of 4 (zeros) so it serves as op(B) too.
+        let input_texture = |k: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
+            let height = 4 * rows.div_ceil(4);
+            if cols % 4 != 0 || height > max {
+                return Ok(None);
+            }
+            if let Some(t) = pre.inputs.iter().find(|t| t.0 == k && t.1 == cols) {
+                return Ok(Some((t.2.clone(), height)));
+            }
+            let t = kernels::packed_texture(ctx, "packed input", height, cols, height)?;
+            pre.inputs.push((k, cols, t.clone()));
+            Ok::<_, Error>(Some((t, height)))
+        };
+        // A parameter of `rows` x `cols` (stored) copied into a packed texture before each
+        // pass; its rows must be whole 256-byte lines.
+        let param_texture = |off: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
+            let height = 4 * rows.div_ceil(4);
+            if cols % 64 != 0 || height > max || cols / 4 > max {
+                return Ok(None);
+            }
+            if let Some(t) = pre.params.iter().find(|t| t.0 == off) {
+                return Ok(Some(t.3.clone()));
+            }
+            let t = kernels::packed_texture(ctx, "packed weight", height, cols, height)?;
+            pre.params.push((off, rows, cols, t.clone()));
+            Ok::<_, Error>(Some(t))
+        };
+        // C = op(A) W^T with W a parameter (an input gradient), as C^T = W op(A)^T stored
+        // transposed: the weight's texture is then the first operand as is.
+        if let Some(Loc::Param(off)) = locs[b] {
+            if spec.trans_b && spec.epilogue == Epilogue::None && !spec.trans_c {
+                if let Some(tw) = param_texture(off, spec.n, spec.k, pre)? {
+                    let swapped = GemmSpec {
+                        m: spec.n,
+                        n: spec.m,
+                        trans_a: false,
+                        trans_b: !spec.trans_a,
+                        trans_c: true,
+                        ..*spec
+                    };
+                    if kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture {
+                        let band = 4 * spec.n.div_ceil(4);
+                        return kernels::gemm_operands(
+                            ctx,
+                            &swapped,
+                            kernels::GemmOperand::Packed(&tw, band),
+                            kernels::GemmOperand::Buffer(va),
+                            vb,
+                            c,
+                        );
                     }
                 }
             }
+        }
+        // C = A^T op(B) with A an input, as C^T = op(B)^T A stored transposed: the input's
+        // texture is then op(B) as is, and only op(B)^T is packed (a weight gradient).
+        if let Some(Loc::Input(k)) = locs[a] {
+            if spec.trans_a && spec.epilogue == Epilogue::None && !spec.trans_c {
+                if let Some((tx, _)) = input_texture(k, spec.k, spec.m, pre)? {
+                    let swapped = GemmSpec {
+                        m: spec.n,
+                        n: spec.m,
+                        trans_a: !spec.trans_b,
+                        trans_b: false,
+                        trans_c: true,
+                        ..*spec
+                    };
+                    if kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture {
+                        return kernels::gemm_operands(
+                            ctx,
+                            &swapped,
+                            kernels::GemmOperand::Buffer(vb),
+                            kernels::GemmOperand::Packed(&tx, 0),
+                            va,
+                            c,
+                        );
+                    }
+                }
+            }
+        }
+        let ta = match locs[a] {
+            Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => input_texture(k, spec.m, spec.k, pre)?,
             _ => None,
         };
         let tb = match locs[b] {
-            Some(Loc::Param(off)) if !spec.trans_b && spec.n.is_multiple_of(64) => {
-                let height = 4 * spec.k.div_ceil(4);
-                match pre.params.iter().find(|t| t.0 == off) {
-                    Some(t) => Some(t.3.clone()),
-                    None => {
-                        let t =
-                            kernels::packed_texture(ctx, "packed weight", height, spec.n, height)?;
-                        pre.params.push((off, spec.k, spec.n, t.clone()));
-                        Some(t)
-                    }
-                }
-            }
+            Some(Loc::Param(off)) if !spec.trans_b => param_texture(off, spec.k, spec.n, pre)?,
             _ => None,
         };
         if ta.is_none() && tb.is_none() {
             return kernels::gemm(ctx, spec, va, vb, bias, c);
         }
         let op_a = match &ta {
-            Some(t) => kernels::GemmOperand::Packed(t, spec.m),
+            Some((t, band)) => kernels::GemmOperand::Packed(t, *band),
             None => kernels::GemmOperand::Buffer(va),
         };
         let op_b = match &tb {
