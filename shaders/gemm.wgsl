@@ -3,7 +3,8 @@
 // dims: op(A) is (m, k), op(B) is (k, n), C is (m, n), all row-major.
 //   A is stored (m, k), or (k, m) when transposed; B is stored (k, n), or (n, k) when transposed.
 // With beta == 0, C is written without being read (BLAS rule: NaN in C does not leak in).
-// Epilogue (EPILOGUE override): 0 none, 1 + bias[col], 2 + bias then ReLU, 3 ReLU.
+// Epilogue (EPILOGUE override): 0 none, 1 + bias[col], 2 + bias then ReLU, 3 ReLU,
+// 4 ReLU gradient (C where y > 0, y from the bias slot at C's stored index).
 //
 // This file is the shared-memory tiled kernel for real GPUs (and any shape): 256 invocations
 // share 64x64 tiles of A and B in workgroup memory, each accumulating a 4x4 block; transposes
@@ -48,6 +49,10 @@ fn finish(row: u32, col: u32, acc: f32) {
     if (EPILOGUE == 2u || EPILOGUE == 3u) {
         // NaN passes through (NaN < 0 is false).
         v = select(v, 0.0, v < 0.0);
+    }
+    if (EPILOGUE == 4u) {
+        // ReLU's backward: the bias slot holds the ReLU's output y, in C's stored layout.
+        v = select(0.0, v, bias[idx] > 0.0);
     }
     c[idx] = v;
 }

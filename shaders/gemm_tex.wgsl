@@ -17,7 +17,8 @@
 // - shapes and scales are override constants: lavapipe would otherwise inline uniform values
 //   and recompile the shader whenever another uniform buffer is bound (about 1 ms a launch).
 // Each invocation owns 4 rows x 16 columns of C; a workgroup 32 rows x 16 columns. Epilogue
-// (EPILOGUE): 0 none, 1 + bias[col], 2 + bias then ReLU, 3 ReLU. With BETA == 0, C is not read.
+// (EPILOGUE): 0 none, 1 + bias[col], 2 + bias then ReLU, 3 ReLU, 4 ReLU gradient (C where
+// y > 0, y from the bias slot at C's stored index). With BETA == 0, C is not read.
 
 // Subgroup builtins need the device's SUBGROUP feature (naga takes them without the WGSL
 // `enable subgroups;` directive, which it does not parse yet).
@@ -66,6 +67,10 @@ fn finish(row: u32, col: u32, acc: f32) {
     if (EPILOGUE == 2u || EPILOGUE == 3u) {
         // NaN passes through (NaN < 0 is false).
         v = select(v, 0.0, v < 0.0);
+    }
+    if (EPILOGUE == 4u) {
+        // ReLU's backward: the bias slot holds the ReLU's output y, in C's stored layout.
+        v = select(0.0, v, bias[idx] > 0.0);
     }
     c[idx] = v;
 }

@@ -491,3 +491,63 @@ fn pointwise_losses() {
         }
     }
 }
+
+#[test]
+fn gemm_relu_gradient_epilogue() {
+    let ctx = gpu();
+    for &(m, n, k) in &[(7, 13, 9), (128, 128, 10), (33, 64, 17)] {
+        for (ta, tb) in [(false, false), (false, true), (true, false)] {
+            for path in [GemmPath::Texture, GemmPath::Tiled] {
+                let spec = GemmSpec::new(m, n, k)
+                    .trans_a(ta)
+                    .trans_b(tb)
+                    .epilogue(Epilogue::ReluGrad)
+                    .path(path);
+                let a = uniform(1, m * k, -1.0, 1.0);
+                let b = uniform(2, k * n, -1.0, 1.0);
+                let mut y = uniform(3, m * n, -1.0, 1.0);
+                y[0] = 0.0; // ReLU'(0) is 0
+                let (ga, gb, gy, gc) = (
+                    upload("a", &a),
+                    upload("b", &b),
+                    upload("y", &y),
+                    zeros("c", m * n),
+                );
+                kernels::gemm(ctx, &spec, ga.full(), gb.full(), Some(gy.full()), gc.full())
+                    .unwrap()
+                    .run(ctx)
+                    .unwrap();
+                let (ar, ac) = if ta { (k, m) } else { (m, k) };
+                let (br, bc) = if tb { (n, k) } else { (k, n) };
+                let mut want = Array2::<f64>::zeros((m, n));
+                let y64 = Array1::from(to_f64(&y));
+                cpu::gemm(
+                    1.0,
+                    arr2(ar, ac, &a).view(),
+                    ta,
+                    arr2(br, bc, &b).view(),
+                    tb,
+                    0.0,
+                    &mut want,
+                    Epilogue::ReluGrad,
+                    Some(y64.view()),
+                )
+                .unwrap();
+                let got = download(&gc);
+                assert_close(
+                    &format!("{spec:?}"),
+                    &got,
+                    want.as_slice().unwrap(),
+                    1e-5 * (k as f64).sqrt(),
+                    1e-4,
+                );
+                assert!(got.iter().zip(&y).all(|(c, y)| *y > 0.0 || *c == 0.0));
+            }
+        }
+    }
+    // Without the ReLU output it is an error, not a read of garbage.
+    let (a, c) = (zeros("a", 4), zeros("c", 4));
+    let spec = GemmSpec::new(2, 2, 2).epilogue(Epilogue::ReluGrad);
+    let err = kernels::gemm(ctx, &spec, a.full(), a.full(), None, c.full()).unwrap_err();
+    assert!(err.to_string().contains("ReLU output"), "{err}");
+}

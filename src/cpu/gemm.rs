@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::Epilogue;
 
 /// `C = alpha * op(A) op(B) + beta * C` [+ bias] [ReLU], the reference for the GEMM kernel.
+/// With [`Epilogue::ReluGrad`], `bias` holds the ReLU's output y (m x n) and C is zeroed
+/// where y is not positive.
 ///
 /// `a` is (m, k), or (k, m) with `trans_a`; `b` is (k, n), or (n, k) with `trans_b`. With
 /// `beta == 0`, C's old contents are not read (so NaN in C does not leak in).
@@ -35,6 +37,7 @@ pub fn gemm<T: Scalar>(
         ));
     }
     let product = a.dot(&b);
+    let bias_in = bias;
     let bias = match (epilogue.has_bias(), bias) {
         (true, Some(v)) if v.len() == n => Some(v),
         (true, v) => {
@@ -48,6 +51,20 @@ pub fn gemm<T: Scalar>(
         }
         (false, _) => None,
     };
+    // The ReLU-gradient epilogue reads y (m x n, row-major) from the bias slot.
+    let relu_output = match (epilogue, bias_in) {
+        (Epilogue::ReluGrad, Some(y)) if y.len() == m * n => Some(y),
+        (Epilogue::ReluGrad, y) => {
+            return Err(Error::shape(
+                "gemm",
+                format!(
+                    "ReLU output of {} elements for a {m}x{n} product",
+                    y.map_or(0, |v| v.len())
+                ),
+            ))
+        }
+        _ => None,
+    };
     let relu = matches!(epilogue, Epilogue::BiasRelu | Epilogue::Relu);
     for ((i, j), out) in c.indexed_iter_mut() {
         let mut v = alpha * product[(i, j)];
@@ -59,6 +76,12 @@ pub fn gemm<T: Scalar>(
         }
         if relu && v < T::zero() {
             v = T::zero();
+        }
+        if let Some(y) = &relu_output {
+            // Zero unless y > 0 (NaN included, as the shader's select).
+            if y[i * n + j].partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
+                v = T::zero();
+            }
         }
         *out = v;
     }

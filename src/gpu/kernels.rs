@@ -29,6 +29,9 @@ pub enum Epilogue {
     BiasRelu,
     /// ReLU
     Relu,
+    /// ReLU's backward: C where `y > 0`, else 0, with y (the ReLU's output, C's stored
+    /// layout) in the bias slot: a `dY W^T` GEMM that is also the ReLU gradient.
+    ReluGrad,
 }
 
 impl Epilogue {
@@ -38,7 +41,14 @@ impl Epilogue {
             Epilogue::Bias => 1.0,
             Epilogue::BiasRelu => 2.0,
             Epilogue::Relu => 3.0,
+            Epilogue::ReluGrad => 4.0,
         }
+    }
+
+    /// Whether the epilogue is elementwise (no per-column bias), so C may be stored
+    /// transposed without changing its meaning.
+    pub fn elementwise(self) -> bool {
+        !self.has_bias()
     }
 
     /// Whether the epilogue reads a bias vector.
@@ -225,6 +235,16 @@ pub fn gemm(
         (true, Some(v)) => {
             need(OP, "bias", &v, n)?;
             v
+        }
+        (false, Some(v)) if spec.epilogue == Epilogue::ReluGrad => {
+            need(OP, "ReLU output", &v, m * n)?;
+            v
+        }
+        (false, None) if spec.epilogue == Epilogue::ReluGrad => {
+            return Err(Error::invalid(
+                OP,
+                "the ReLU-gradient epilogue needs the ReLU output",
+            ))
         }
         (true, None) => {
             return Err(Error::invalid(

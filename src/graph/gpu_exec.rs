@@ -749,6 +749,26 @@ fn build_plan(
             last_use[a.0] = last_use[a.0].max(target);
         }
     }
+    // Backward fusion: a matmul read only by a ReLU gradient (as its dy) becomes one GEMM
+    // whose epilogue applies the gradient's mask, with the ReLU output in the bias slot.
+    for g in 0..n {
+        if nodes[g].op != Op::ActivationGrad(Activation::Relu) {
+            continue;
+        }
+        let (y, dy) = (nodes[g].inputs[0].0, nodes[g].inputs[1].0);
+        if !matches!(nodes[dy].op, Op::MatMul { .. })
+            || pinned[dy]
+            || skip[dy]
+            || readers[dy].as_slice() != [g]
+        {
+            continue;
+        }
+        skip[dy] = true;
+        fused[g] = Some((dy, y, Epilogue::ReluGrad));
+        for a in &nodes[dy].inputs {
+            last_use[a.0] = last_use[a.0].max(g);
+        }
+    }
     let mut locs: Vec<Option<Loc>> = vec![None; n];
     let mut inputs = Vec::new();
     let mut slots: Vec<GpuBuffer> = Vec::new();
@@ -836,7 +856,7 @@ fn build_plan(
         // of 4 (zeros) so it serves as op(B) too.
         let input_texture = |k: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
             let height = 4 * rows.div_ceil(4);
-            if cols % 4 != 0 || height > max {
+            if !cols.is_multiple_of(4) || height > max {
                 return Ok(None);
             }
             if let Some(t) = pre.inputs.iter().find(|t| t.0 == k && t.1 == cols) {
@@ -850,7 +870,7 @@ fn build_plan(
         // pass; its rows must be whole 256-byte lines.
         let param_texture = |off: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
             let height = 4 * rows.div_ceil(4);
-            if cols % 64 != 0 || height > max || cols / 4 > max {
+            if !cols.is_multiple_of(64) || height > max || cols / 4 > max {
                 return Ok(None);
             }
             if let Some(t) = pre.params.iter().find(|t| t.0 == off) {
@@ -863,7 +883,7 @@ fn build_plan(
         // C = op(A) W^T with W a parameter (an input gradient), as C^T = W op(A)^T stored
         // transposed: the weight's texture is then the first operand as is.
         if let Some(Loc::Param(off)) = locs[b] {
-            if spec.trans_b && spec.epilogue == Epilogue::None && !spec.trans_c {
+            if spec.trans_b && spec.epilogue.elementwise() && !spec.trans_c {
                 if let Some(tw) = param_texture(off, spec.n, spec.k, pre)? {
                     let swapped = GemmSpec {
                         m: spec.n,
@@ -880,7 +900,7 @@ fn build_plan(
                             &swapped,
                             kernels::GemmOperand::Packed(&tw, band),
                             kernels::GemmOperand::Buffer(va),
-                            vb,
+                            bias.unwrap_or(vb),
                             c,
                         );
                     }
@@ -890,7 +910,7 @@ fn build_plan(
         // C = A^T op(B) with A an input, as C^T = op(B)^T A stored transposed: the input's
         // texture is then op(B) as is, and only op(B)^T is packed (a weight gradient).
         if let Some(Loc::Input(k)) = locs[a] {
-            if spec.trans_a && spec.epilogue == Epilogue::None && !spec.trans_c {
+            if spec.trans_a && spec.epilogue.elementwise() && !spec.trans_c {
                 if let Some((tx, _)) = input_texture(k, spec.k, spec.m, pre)? {
                     let swapped = GemmSpec {
                         m: spec.n,
@@ -906,7 +926,7 @@ fn build_plan(
                             &swapped,
                             kernels::GemmOperand::Buffer(vb),
                             kernels::GemmOperand::Packed(&tx, 0),
-                            va,
+                            bias.unwrap_or(va),
                             c,
                         );
                     }
@@ -914,7 +934,9 @@ fn build_plan(
             }
         }
         let ta = match locs[a] {
-            Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => input_texture(k, spec.m, spec.k, pre)?,
+            Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => {
+                input_texture(k, spec.m, spec.k, pre)?
+            }
             _ => None,
         };
         let tb = match locs[b] {
