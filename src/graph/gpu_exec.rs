@@ -95,6 +95,9 @@ struct Prepacked {
     inputs: Vec<(usize, usize, wgpu::Texture)>,
     /// (arena offset, rows, columns, texture)
     params: Vec<(usize, usize, usize, wgpu::Texture)>,
+    /// Activations packed as a forward GEMM's op(A), kept for a weight gradient to read as
+    /// its op(B): (node, columns, texture). Filled by their pack launch each step.
+    activations: Vec<(usize, usize, wgpu::Texture)>,
 }
 
 struct GpuPlan {
@@ -907,11 +910,20 @@ fn build_plan(
                 }
             }
         }
-        // C = A^T op(B) with A an input, as C^T = op(B)^T A stored transposed: the input's
-        // texture is then op(B) as is, and only op(B)^T is packed (a weight gradient).
-        if let Some(Loc::Input(k)) = locs[a] {
-            if spec.trans_a && spec.epilogue.elementwise() && !spec.trans_c {
-                if let Some((tx, _)) = input_texture(k, spec.k, spec.m, pre)? {
+        // C = A^T op(B) with A an input or an activation packed by the forward pass, as
+        // C^T = op(B)^T A stored transposed: A's texture is then op(B) as is, and only op(B)^T
+        // is packed (a weight gradient).
+        if spec.trans_a && spec.epilogue.elementwise() && !spec.trans_c {
+            let packed = match locs[a] {
+                Some(Loc::Input(k)) => input_texture(k, spec.k, spec.m, pre)?.map(|t| t.0),
+                _ => pre
+                    .activations
+                    .iter()
+                    .find(|t| t.0 == a && t.1 == spec.m)
+                    .map(|t| t.2.clone()),
+            };
+            {
+                if let Some(tx) = packed {
                     let swapped = GemmSpec {
                         m: spec.n,
                         n: spec.m,
@@ -933,9 +945,20 @@ fn build_plan(
                 }
             }
         }
+        // An activation read as op(A): packed here (rows padded to 4) and kept for the
+        // weight gradient that reads it transposed.
+        let height = 4 * spec.m.div_ceil(4);
+        let mut own_pack = None;
         let ta = match locs[a] {
             Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => {
                 input_texture(k, spec.m, spec.k, pre)?
+            }
+            Some(Loc::Slot(_)) if !spec.trans_a && spec.k % 4 == 0 && height <= max => {
+                let (t, pack) =
+                    kernels::pack(ctx, "packed activation", va, spec.m, spec.k, false, height, height)?;
+                pre.activations.push((a, spec.k, t.clone()));
+                own_pack = Some(Kernel::new(vec![pack], vec![], vec![t.clone()]));
+                Some((t, height))
             }
             _ => None,
         };
@@ -954,7 +977,11 @@ fn build_plan(
             Some(t) => kernels::GemmOperand::Packed(t, 0),
             None => kernels::GemmOperand::Buffer(vb),
         };
-        kernels::gemm_operands(ctx, spec, op_a, op_b, bias.unwrap_or(va), c)
+        let multiply = kernels::gemm_operands(ctx, spec, op_a, op_b, bias.unwrap_or(va), c)?;
+        Ok(match own_pack {
+            Some(pack) => Kernel::sequence(vec![pack, multiply], vec![]),
+            None => multiply,
+        })
     };
     // Launches, in node order.
     let mut kernels = Vec::new();
