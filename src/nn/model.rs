@@ -464,7 +464,7 @@ impl Model {
                 shuffle: cfg.shuffle,
                 seed: cfg.seed,
                 drop_last: false,
-                prefetch: 16,
+                prefetch: 4,
                 epochs: cfg.epochs.saturating_sub(cfg.initial_epoch),
                 first_epoch: cfg.initial_epoch,
                 normalize: cfg.normalize.clone(),
