@@ -17,6 +17,9 @@ use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 #[derive(Clone, Copy, ValueEnum)]
 enum Opt {
     Adam,
+    /// Adam with decoupled weight decay (`--weight-decay`).
+    Adamw,
+    /// SGD with momentum 0.9.
     Sgd,
 }
 
@@ -51,6 +54,9 @@ struct Cli {
     lr: f32,
     #[arg(long, value_enum, default_value_t = Opt::Adam)]
     optimizer: Opt,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 1e-2)]
+    weight_decay: f32,
     #[arg(long, value_enum, default_value_t = Dev::Gpu)]
     device: Dev,
     #[arg(long, default_value_t = 0)]
@@ -143,6 +149,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     println!("device: {}", device.name());
     let optimizer = match cli.optimizer {
         Opt::Adam => Optimizer::Adam(AdamConfig::adam(cli.lr)),
+        Opt::Adamw => Optimizer::Adam(AdamConfig::adamw(cli.lr, cli.weight_decay)),
         Opt::Sgd => Optimizer::Sgd(SgdConfig {
             momentum: 0.9,
             ..SgdConfig::new(cli.lr)

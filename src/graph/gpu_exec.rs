@@ -954,8 +954,16 @@ fn build_plan(
                 input_texture(k, spec.m, spec.k, pre)?
             }
             Some(Loc::Slot(_)) if !spec.trans_a && spec.k % 4 == 0 && height <= max => {
-                let (t, pack) =
-                    kernels::pack(ctx, "packed activation", va, spec.m, spec.k, false, height, height)?;
+                let (t, pack) = kernels::pack(
+                    ctx,
+                    "packed activation",
+                    va,
+                    spec.m,
+                    spec.k,
+                    false,
+                    height,
+                    height,
+                )?;
                 pre.activations.push((a, spec.k, t.clone()));
                 own_pack = Some(Kernel::new(vec![pack], vec![], vec![t.clone()]));
                 Some((t, height))
