@@ -953,7 +953,7 @@ fn build_plan(
             Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => {
                 input_texture(k, spec.m, spec.k, pre)?
             }
-            Some(Loc::Slot(_)) if !spec.trans_a && spec.k % 4 == 0 && height <= max => {
+            Some(Loc::Slot(_)) if !spec.trans_a && spec.k.is_multiple_of(4) && height <= max => {
                 let (t, pack) = kernels::pack(
                     ctx,
                     "packed activation",
