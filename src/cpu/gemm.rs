@@ -4,7 +4,8 @@ use super::Scalar;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Epilogue;
 
-/// `C = alpha * op(A) op(B) + beta * C` [+ bias] [ReLU], the reference for the GEMM kernel.
+/// `C = alpha * op(A) op(B) + beta * C`, then `+ bias` and ReLU as the epilogue says: the
+/// reference for the GEMM kernel.
 /// With [`Epilogue::ReluGrad`], `bias` holds the ReLU's output y (m x n) and C is zeroed
 /// where y is not positive.
 ///

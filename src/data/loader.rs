@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 pub enum Normalize {
     /// x / 255, in [0, 1].
     Unit,
-    /// (x / 255 - mean[c]) / std[c] per channel.
+    /// `(x / 255 - mean[c]) / std[c]` per channel.
     MeanStd { mean: Vec<f32>, std: Vec<f32> },
 }
 

@@ -21,7 +21,7 @@ pub enum Init {
 }
 
 impl Init {
-    /// `len` values for a parameter of `shape` (fan_in = shape[0], fan_out = shape[1] for
+    /// `len` values for a parameter of `shape` (`fan_in = shape[0]`, `fan_out = shape[1]` for
     /// matrices; for convolution kernels (out, in, kh, kw) fan_in = in * kh * kw and
     /// fan_out = out * kh * kw, as Keras; fan_in = fan_out = len otherwise), from `seed`.
     pub fn values(&self, shape: &[usize], seed: u64) -> Vec<f32> {
