@@ -256,35 +256,16 @@ pub fn gemm(
         (false, _) => a,
     };
     let path = gemm_path(ctx, spec);
-    let (rows, cols) = match path {
-        GemmPath::Tiled => (64, 64),
-        GemmPath::Texture => (32, 16),
-    };
-    let tiles_m = dim_u32(OP, "m", m)?.div_ceil(rows);
-    let tiles_n = dim_u32(OP, "n", n)?.div_ceil(cols);
-    let dims = GemmDims {
-        m: m as u32,
-        n: n as u32,
-        k: dim_u32(OP, "k", k)?,
-        tiles_m,
-        tiles_n,
-        alpha: spec.alpha,
-        beta: spec.beta,
-        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
-    };
-    let workgroups = tiles_m
-        .checked_mul(tiles_n)
-        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
-    let constants = vec![("EPILOGUE", spec.epilogue.code())];
     match path {
         GemmPath::Tiled => {
             check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
+            let (dims, workgroups) = gemm_dims(spec, 64, 64)?;
             let launch = Launch::new(
                 ctx,
                 LaunchDesc {
                     shader: "gemm",
                     entry: "gemm_tiled",
-                    constants,
+                    constants: vec![("EPILOGUE", spec.epilogue.code())],
                     params: dims,
                     bindings: vec![
                         Binding::Read(a),
@@ -313,6 +294,28 @@ pub fn gemm(
     }
 }
 
+/// The parameter block of a GEMM over tiles of `rows` x `cols` outputs, and its workgroups
+/// (one per tile).
+fn gemm_dims(spec: &GemmSpec, rows: u32, cols: u32) -> Result<(GemmDims, u32)> {
+    const OP: &str = "gemm";
+    let tiles_m = dim_u32(OP, "m", spec.m)?.div_ceil(rows);
+    let tiles_n = dim_u32(OP, "n", spec.n)?.div_ceil(cols);
+    let workgroups = tiles_m
+        .checked_mul(tiles_n)
+        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
+    let dims = GemmDims {
+        m: spec.m as u32,
+        n: spec.n as u32,
+        k: dim_u32(OP, "k", spec.k)?,
+        tiles_m,
+        tiles_n,
+        alpha: spec.alpha,
+        beta: spec.beta,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
+    };
+    Ok((dims, workgroups))
+}
+
 /// Rows per band of a packed op(A) of `m` rows: all of them when they fit a texture, else
 /// the largest multiple of 4 that does (pack4t writes 4 rows at a time).
 pub(crate) fn band_rows(ctx: &GpuContext, m: usize) -> usize {
@@ -338,22 +341,14 @@ pub(crate) fn gemm_tex_multiply(
     const OP: &str = "gemm";
     let (m, n, k) = (spec.m, spec.n, spec.k);
     need(OP, "C", &c, m * n)?;
+    match spec.epilogue {
+        e if e.has_bias() => need(OP, "bias", &bias, n)?,
+        Epilogue::ReluGrad => need(OP, "ReLU output", &bias, m * n)?,
+        _ => {}
+    }
     let k4 = k.div_ceil(4);
-    let tiles_m = dim_u32(OP, "m", m)?.div_ceil(32);
-    let tiles_n = dim_u32(OP, "n", n)?.div_ceil(16);
-    let workgroups = tiles_m
-        .checked_mul(tiles_n)
-        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
-    let dims = GemmDims {
-        m: m as u32,
-        n: n as u32,
-        k: dim_u32(OP, "k", k)?,
-        tiles_m,
-        tiles_n,
-        alpha: spec.alpha,
-        beta: spec.beta,
-        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
-    };
+    let (dims, workgroups) = gemm_dims(spec, 32, 16)?;
+    let (tiles_m, tiles_n) = (dims.tiles_m, dims.tiles_n);
     let view_a = ta.create_view(&Default::default());
     let view_b = tb.create_view(&Default::default());
     Launch::new(
