@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use wgtrain::cpu::Activation;
 use wgtrain::data::{cifar10, picture, Augment, Dataset, Normalize};
-use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, History, Loss, Sequential};
+use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         "test: loss {:.4}, accuracy {:.4} on {} images",
         result.mean_loss, result.accuracy, result.samples
     );
-    if let Some(speed) = mean_speed(&history) {
+    if let Some(speed) = history.samples_per_sec() {
         println!(
             "training speed: {speed:.0} images/s on {}",
             model.device().name()
@@ -199,12 +199,6 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
     println!("wrote {} (green: right, red: wrong)", grid.display());
     Ok(())
-}
-
-fn mean_speed(h: &History) -> Option<f64> {
-    let seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
-    let samples: f64 = h.epochs.iter().map(|e| e.samples_per_sec * e.seconds).sum();
-    (seconds > 0.0).then(|| samples / seconds)
 }
 
 fn main() -> std::process::ExitCode {

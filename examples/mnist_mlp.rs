@@ -191,7 +191,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         "test: loss {:.4}, accuracy {:.4} on {} samples",
         result.mean_loss, result.accuracy, result.samples
     );
-    if let Some(mean) = mean_samples_per_sec(&history) {
+    if let Some(mean) = history.samples_per_sec() {
         println!(
             "training speed: {mean:.0} samples/s on {}",
             model.device().name()
@@ -214,13 +214,6 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
     println!("wrote {} (green: right, red: wrong)", grid.display());
     Ok(())
-}
-
-/// Samples per second over all epochs (time-weighted).
-fn mean_samples_per_sec(h: &wgtrain::nn::History) -> Option<f64> {
-    let seconds: f64 = h.epochs.iter().map(|e| e.seconds).sum();
-    let samples: f64 = h.epochs.iter().map(|e| e.samples_per_sec * e.seconds).sum();
-    (seconds > 0.0).then(|| samples / seconds)
 }
 
 fn main() -> std::process::ExitCode {

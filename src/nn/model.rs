@@ -147,6 +147,17 @@ pub struct History {
 }
 
 impl History {
+    /// Samples per second over all epochs (time-weighted), or None before any epoch.
+    pub fn samples_per_sec(&self) -> Option<f64> {
+        let seconds: f64 = self.epochs.iter().map(|e| e.seconds).sum();
+        let samples: f64 = self
+            .epochs
+            .iter()
+            .map(|e| e.samples_per_sec * e.seconds)
+            .sum();
+        (seconds > 0.0).then(|| samples / seconds)
+    }
+
     /// Saves the loss and accuracy curves by epoch (train, and validation when there was
     /// one) as a PNG.
     pub fn save_plot(&self, path: &std::path::Path) -> Result<()> {
