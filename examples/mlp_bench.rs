@@ -51,6 +51,17 @@ fn profile(ctx: &GpuContext, sizes: &[usize], batch: usize, reps: usize) -> wgtr
     let opt = Optimizer::Adam(AdamConfig::adam(1e-3));
     let mut gpu = GpuExecutor::new(ctx, g, loss, opt, 0)?;
     gpu.step(ctx, batch, &[(x, Feed::F32(&xs)), (y, Feed::U32(&ys))])?;
+    let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+    let whole = median(
+        (0..reps)
+            .map(|_| {
+                let start = Instant::now();
+                gpu.step(ctx, batch, &feeds)?;
+                ctx.synchronize()?;
+                Ok(start.elapsed().as_secs_f64())
+            })
+            .collect::<wgtrain::Result<Vec<f64>>>()?,
+    );
     let rows = gpu.profile(ctx, batch, reps)?;
     let base = rows[0].2;
     let mut total = 0.0;
@@ -64,6 +75,7 @@ fn profile(ctx: &GpuContext, sizes: &[usize], batch: usize, reps: usize) -> wgtr
         rows.len() - 1,
         total * 1e3
     );
+    println!("whole step, one submission: {:.3} ms", whole * 1e3);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::{Gradients, Graph, NodeId, Op};
 use crate::cpu::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams, ConvGeom, Epilogue, GemmSpec};
-use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, View};
+use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Launch, View};
 use crate::optim::Optimizer;
 
 /// Arena slots start on 256-byte boundaries (every adapter's storage-offset alignment).
@@ -95,9 +95,10 @@ struct Prepacked {
     inputs: Vec<(usize, usize, wgpu::Texture)>,
     /// (arena offset, rows, columns, texture)
     params: Vec<(usize, usize, usize, wgpu::Texture)>,
-    /// Activations packed as a forward GEMM's op(A), kept for a weight gradient to read as
-    /// its op(B): (node, columns, texture). Filled by their pack launch each step.
-    activations: Vec<(usize, usize, wgpu::Texture)>,
+    /// Every GEMM operand's packed texture, shared by the GEMMs that read it: (node,
+    /// transposed, columns, texture). Those not prepacked above are filled by a pack launch
+    /// before their first reader, each step.
+    packed: Vec<(usize, bool, usize, wgpu::Texture)>,
 }
 
 struct GpuPlan {
@@ -400,10 +401,13 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// Where a training step's time goes: every launch of the step for `batch` (which must
-    /// have been prepared or run) submitted alone `reps` times, as (label, grid, median
-    /// seconds), plus an empty submission as the baseline. The step's effect on the
-    /// parameters is repeated too, so profile a copy of a model, not one being trained.
+    /// Where a training step's time goes, for `batch` (which must have been prepared or run):
+    /// the step's launches are submitted one at a time, in order, `reps` times, and each
+    /// row is (label, grid, median seconds). The first rows are an empty submission (the
+    /// baseline each row includes) and the copies of weights into their textures that
+    /// precede each pass. Running in order keeps each launch's caches as a real step leaves
+    /// them. The step's effect on the parameters is repeated too, so profile a copy of a
+    /// model, not one being trained.
     pub fn profile(
         &mut self,
         ctx: &GpuContext,
@@ -420,22 +424,37 @@ impl GpuExecutor {
             .chain([&self.optimizer_kernel])
             .flat_map(|k| k.launches())
             .collect();
-        let time = |launches: &[&crate::gpu::Launch]| -> Result<f64> {
-            let mut times = Vec::with_capacity(reps.max(1));
-            for _ in 0..reps.max(1) {
-                let start = std::time::Instant::now();
-                crate::gpu::run(ctx, launches)?;
-                ctx.synchronize()?;
-                times.push(start.elapsed().as_secs_f64());
-            }
-            times.sort_by(f64::total_cmp);
-            Ok(times[times.len() / 2])
+        let timed = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+            let start = std::time::Instant::now();
+            f()?;
+            ctx.synchronize()?;
+            Ok(start.elapsed().as_secs_f64())
         };
-        let mut out = vec![("(empty submission)".to_string(), [0, 0, 0], time(&[])?)];
-        for l in launches {
-            out.push((l.label().to_string(), l.grid(), time(&[l])?));
+        let mut times = vec![Vec::with_capacity(reps.max(1)); launches.len() + 2];
+        for _ in 0..reps.max(1) {
+            times[0].push(timed(&|| crate::gpu::run(ctx, &[]))?);
+            times[1].push(timed(&|| {
+                let copies = (&self.arenas.params, &plan.prepacked);
+                submit(ctx, "profile", std::time::Instant::now(), copies, [].into_iter())
+                    .map(|_| ())
+            })?);
+            for (k, l) in launches.iter().enumerate() {
+                times[k + 2].push(timed(&|| crate::gpu::run(ctx, &[l]))?);
+            }
         }
-        Ok(out)
+        let labels = [
+            ("(empty submission)".to_string(), [0, 0, 0]),
+            ("(weights into textures)".to_string(), [0, 0, 0]),
+        ]
+        .into_iter()
+        .chain(launches.iter().map(|l| (l.label().to_string(), l.grid())));
+        Ok(labels
+            .zip(times)
+            .map(|((label, grid), mut t)| {
+                t.sort_by(f64::total_cmp);
+                (label, grid, t[t.len() / 2])
+            })
+            .collect())
     }
 
     /// Forward pass and metrics only (evaluation), one submission.
@@ -840,7 +859,60 @@ fn build_plan(
         }
     }
     let mut prepacked = Prepacked::default();
-    // A GEMM from node `a` and node `b` into `c`, with prepacked operands where it can.
+    let max = ctx.limits().max_texture_dimension_2d as usize;
+    // op(node) of `rows` x `cols` as a packed texture, with the launch that fills it when
+    // this is its first reader. Rows are padded to a multiple of 4 (zeros) so the texture
+    // serves as op(A) and as op(B). None where it would need bands (taller than a texture).
+    let operand = |node: usize,
+                   trans: bool,
+                   rows: usize,
+                   cols: usize,
+                   pre: &mut Prepacked|
+     -> Result<Option<(wgpu::Texture, Option<Launch>)>> {
+        let height = 4 * rows.div_ceil(4);
+        if height > max || cols.div_ceil(4) > max {
+            return Ok(None);
+        }
+        if let Some(t) = pre.packed.iter().find(|t| (t.0, t.1, t.2) == (node, trans, cols)) {
+            return Ok(Some((t.3.clone(), None)));
+        }
+        let prepacked = match locs[node] {
+            // Written by the host straight into the texture.
+            Some(Loc::Input(k)) if !trans && cols.is_multiple_of(4) => Some(k),
+            // Copied from the arena before each pass: rows must be whole 256-byte lines.
+            Some(Loc::Param(_)) if !trans && cols.is_multiple_of(64) => None,
+            _ => {
+                let view = view_of(locs[node], lens[node], arenas, &inputs, &slots)?;
+                let (t, pack) =
+                    kernels::pack(ctx, "packed operand", view, rows, cols, trans, height, height)?;
+                pre.packed.push((node, trans, cols, t.clone()));
+                return Ok(Some((t, Some(pack))));
+            }
+        };
+        let t = kernels::packed_texture(ctx, "packed operand", height, cols, height)?;
+        pre.packed.push((node, trans, cols, t.clone()));
+        match (prepacked, locs[node]) {
+            (Some(k), _) => pre.inputs.push((k, cols, t.clone())),
+            (None, Some(Loc::Param(off))) => pre.params.push((off, rows, cols, t.clone())),
+            _ => unreachable!("only inputs and parameters are prepacked"),
+        }
+        Ok(Some((t, None)))
+    };
+    // Whether op(node) needs a pack launch before a GEMM can read it.
+    let needs_pack = |node: usize, trans: bool, cols: usize, pre: &Prepacked| {
+        let cached = pre.packed.iter().any(|t| (t.0, t.1, t.2) == (node, trans, cols));
+        let prepackable = match locs[node] {
+            Some(Loc::Input(_)) => !trans && cols.is_multiple_of(4),
+            Some(Loc::Param(_)) => !trans && cols.is_multiple_of(64),
+            _ => false,
+        };
+        !(cached || prepackable)
+    };
+    // A GEMM C = op(A) op(B) from nodes `a` and `b` into `c`, on the texture path with each
+    // operand packed once per step and shared by every GEMM that reads it. With an
+    // elementwise epilogue it may run as C^T = op(B)^T op(A)^T stored transposed, when that
+    // needs fewer packs (a weight gradient reads the forward pass's packed activation; an
+    // input gradient reads the weight's texture).
     let gemm = |spec: &GemmSpec,
                 (a, b): (usize, usize),
                 bias: Option<View<'_>>,
@@ -854,141 +926,51 @@ fn build_plan(
         if kernels::gemm_path(ctx, spec) != kernels::GemmPath::Texture {
             return kernels::gemm(ctx, spec, va, vb, bias, c);
         }
-        let max = ctx.limits().max_texture_dimension_2d as usize;
-        // An input of `rows` x `cols` (stored) as a packed texture; rows padded to a multiple
-        // of 4 (zeros) so it serves as op(B) too.
-        let input_texture = |k: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
-            let height = 4 * rows.div_ceil(4);
-            if !cols.is_multiple_of(4) || height > max {
-                return Ok(None);
-            }
-            if let Some(t) = pre.inputs.iter().find(|t| t.0 == k && t.1 == cols) {
-                return Ok(Some((t.2.clone(), height)));
-            }
-            let t = kernels::packed_texture(ctx, "packed input", height, cols, height)?;
-            pre.inputs.push((k, cols, t.clone()));
-            Ok::<_, Error>(Some((t, height)))
+        let (m, n, k) = (spec.m, spec.n, spec.k);
+        let direct_packs = usize::from(needs_pack(a, spec.trans_a, k, pre))
+            + usize::from(needs_pack(b, spec.trans_b, n, pre));
+        let swapped = GemmSpec {
+            m: n,
+            n: m,
+            trans_a: !spec.trans_b,
+            trans_b: !spec.trans_a,
+            trans_c: true,
+            ..*spec
         };
-        // A parameter of `rows` x `cols` (stored) copied into a packed texture before each
-        // pass; its rows must be whole 256-byte lines.
-        let param_texture = |off: usize, rows: usize, cols: usize, pre: &mut Prepacked| {
-            let height = 4 * rows.div_ceil(4);
-            if !cols.is_multiple_of(64) || height > max || cols / 4 > max {
-                return Ok(None);
-            }
-            if let Some(t) = pre.params.iter().find(|t| t.0 == off) {
-                return Ok(Some(t.3.clone()));
-            }
-            let t = kernels::packed_texture(ctx, "packed weight", height, cols, height)?;
-            pre.params.push((off, rows, cols, t.clone()));
-            Ok::<_, Error>(Some(t))
+        let swap = spec.epilogue.elementwise()
+            && !spec.trans_c
+            && kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture
+            && usize::from(needs_pack(b, !spec.trans_b, k, pre))
+                + usize::from(needs_pack(a, !spec.trans_a, m, pre))
+                < direct_packs;
+        // (spec, first operand (node, view, rows, cols), second operand)
+        let (spec, (na, ta, ra, ca), (nb, tb, rb, cb), (vfa, vfb)) = if swap {
+            (&swapped, (b, !spec.trans_b, n, k), (a, !spec.trans_a, k, m), (vb, va))
+        } else {
+            (spec, (a, spec.trans_a, m, k), (b, spec.trans_b, k, n), (va, vb))
         };
-        // C = op(A) W^T with W a parameter (an input gradient), as C^T = W op(A)^T stored
-        // transposed: the weight's texture is then the first operand as is.
-        if let Some(Loc::Param(off)) = locs[b] {
-            if spec.trans_b && spec.epilogue.elementwise() && !spec.trans_c {
-                if let Some(tw) = param_texture(off, spec.n, spec.k, pre)? {
-                    let swapped = GemmSpec {
-                        m: spec.n,
-                        n: spec.m,
-                        trans_a: false,
-                        trans_b: !spec.trans_a,
-                        trans_c: true,
-                        ..*spec
-                    };
-                    if kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture {
-                        let band = 4 * spec.n.div_ceil(4);
-                        return kernels::gemm_operands(
-                            ctx,
-                            &swapped,
-                            kernels::GemmOperand::Packed(&tw, band),
-                            kernels::GemmOperand::Buffer(va),
-                            bias.unwrap_or(vb),
-                            c,
-                        );
-                    }
-                }
-            }
-        }
-        // C = A^T op(B) with A an input or an activation packed by the forward pass, as
-        // C^T = op(B)^T A stored transposed: A's texture is then op(B) as is, and only op(B)^T
-        // is packed (a weight gradient).
-        if spec.trans_a && spec.epilogue.elementwise() && !spec.trans_c {
-            let packed = match locs[a] {
-                Some(Loc::Input(k)) => input_texture(k, spec.k, spec.m, pre)?.map(|t| t.0),
-                _ => pre
-                    .activations
-                    .iter()
-                    .find(|t| t.0 == a && t.1 == spec.m)
-                    .map(|t| t.2.clone()),
-            };
-            {
-                if let Some(tx) = packed {
-                    let swapped = GemmSpec {
-                        m: spec.n,
-                        n: spec.m,
-                        trans_a: !spec.trans_b,
-                        trans_b: false,
-                        trans_c: true,
-                        ..*spec
-                    };
-                    if kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture {
-                        return kernels::gemm_operands(
-                            ctx,
-                            &swapped,
-                            kernels::GemmOperand::Buffer(vb),
-                            kernels::GemmOperand::Packed(&tx, 0),
-                            bias.unwrap_or(va),
-                            c,
-                        );
-                    }
-                }
-            }
-        }
-        // An activation read as op(A): packed here (rows padded to 4) and kept for the
-        // weight gradient that reads it transposed.
-        let height = 4 * spec.m.div_ceil(4);
-        let mut own_pack = None;
-        let ta = match locs[a] {
-            Some(Loc::Input(k)) if !spec.trans_a && spec.m <= max => {
-                input_texture(k, spec.m, spec.k, pre)?
-            }
-            Some(Loc::Slot(_)) if !spec.trans_a && spec.k.is_multiple_of(4) && height <= max => {
-                let (t, pack) = kernels::pack(
-                    ctx,
-                    "packed activation",
-                    va,
-                    spec.m,
-                    spec.k,
-                    false,
-                    height,
-                    height,
-                )?;
-                pre.activations.push((a, spec.k, t.clone()));
-                own_pack = Some(Kernel::new(vec![pack], vec![], vec![t.clone()]));
-                Some((t, height))
-            }
-            _ => None,
+        let mut launches = Vec::new();
+        let mut resolve = |o: Option<(wgpu::Texture, Option<Launch>)>| {
+            o.map(|(t, pack)| {
+                launches.extend(pack);
+                t
+            })
         };
-        let tb = match locs[b] {
-            Some(Loc::Param(off)) if !spec.trans_b => param_texture(off, spec.k, spec.n, pre)?,
-            _ => None,
+        let first = resolve(operand(na, ta, ra, ca, pre)?);
+        let second = resolve(operand(nb, tb, rb, cb, pre)?);
+        let op_a = match &first {
+            Some(t) => kernels::GemmOperand::Packed(t, 4 * ra.div_ceil(4)),
+            None => kernels::GemmOperand::Buffer(vfa),
         };
-        if ta.is_none() && tb.is_none() {
-            return kernels::gemm(ctx, spec, va, vb, bias, c);
-        }
-        let op_a = match &ta {
-            Some((t, band)) => kernels::GemmOperand::Packed(t, *band),
-            None => kernels::GemmOperand::Buffer(va),
-        };
-        let op_b = match &tb {
+        let op_b = match &second {
             Some(t) => kernels::GemmOperand::Packed(t, 0),
-            None => kernels::GemmOperand::Buffer(vb),
+            None => kernels::GemmOperand::Buffer(vfb),
         };
         let multiply = kernels::gemm_operands(ctx, spec, op_a, op_b, bias.unwrap_or(va), c)?;
-        Ok(match own_pack {
-            Some(pack) => Kernel::sequence(vec![pack, multiply], vec![]),
-            None => multiply,
+        Ok(if launches.is_empty() {
+            multiply
+        } else {
+            Kernel::sequence(vec![Kernel::new(launches, vec![], vec![]), multiply], vec![])
         })
     };
     // Launches, in node order.
