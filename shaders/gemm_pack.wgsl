@@ -128,3 +128,47 @@ fn pack4t(
     if (r + 2u < HEIGHT) { store(q, r + 2u, vec4(c0.z, c1.z, c2.z, c3.z)); }
     if (r + 3u < HEIGHT) { store(q, r + 3u, vec4(c0.w, c1.w, c2.w, c3.w)); }
 }
+
+// pack4t_sum: pack4t for a matrix whose columns are also summed: a layer's output gradient,
+// packed transposed for the weight and input gradients and summed for the bias gradient, in
+// one pass over it. One invocation per 4 columns of src walks its rows in order, so each
+// sum adds the rows in column_sum's order (the same bits).
+@group(0) @binding(3) var<storage, read_write> sums: array<f32>;
+
+@compute @workgroup_size(8)
+fn pack4t_sum(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // op(src) rows 4b .. 4b + 4 (src columns); ROWS % 4 == 0, so HEIGHT == ROWS.
+    let b = linear_workgroup(wid, nwg) * 8u + li;
+    if (4u * b >= ROWS) {
+        return;
+    }
+    let stride = ROWS / 4u;
+    let r = 4u * b;
+    var s = vec4(0.0);
+    for (var q = 0u; q < WIDTH; q++) {
+        let col = 4u * q;
+        var c0 = vec4(0.0);
+        var c1 = vec4(0.0);
+        var c2 = vec4(0.0);
+        var c3 = vec4(0.0);
+        if (col < COLS) { c0 = src4[col * stride + b]; }
+        if (col + 1u < COLS) { c1 = src4[(col + 1u) * stride + b]; }
+        if (col + 2u < COLS) { c2 = src4[(col + 2u) * stride + b]; }
+        if (col + 3u < COLS) { c3 = src4[(col + 3u) * stride + b]; }
+        // Padding adds +0.0, which leaves a sum unchanged (a sum of finite values that
+        // starts at +0.0 is never -0.0).
+        s = (((s + c0) + c1) + c2) + c3;
+        store(q, r, vec4(c0.x, c1.x, c2.x, c3.x));
+        store(q, r + 1u, vec4(c0.y, c1.y, c2.y, c3.y));
+        store(q, r + 2u, vec4(c0.z, c1.z, c2.z, c3.z));
+        store(q, r + 3u, vec4(c0.w, c1.w, c2.w, c3.w));
+    }
+    sums[r] = s.x;
+    sums[r + 1u] = s.y;
+    sums[r + 2u] = s.z;
+    sums[r + 3u] = s.w;
+}

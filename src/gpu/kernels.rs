@@ -521,6 +521,73 @@ pub(crate) fn pack(
     Ok((texture, launch))
 }
 
+/// Whether [`pack_transposed_with_sums`] takes a (rows, cols) `dy` on this device, and the
+/// GEMMs that would read its texture run on the texture path.
+pub(crate) fn pack_with_sums_fits(ctx: &GpuContext, rows: usize, cols: usize) -> bool {
+    let max = ctx.limits().max_texture_dimension_2d as usize;
+    cols > 0
+        && cols.is_multiple_of(4)
+        && cols <= max
+        && rows.div_ceil(4) <= max.min(LOOP_LIMIT)
+        && gemm_path(ctx, &GemmSpec::new(cols, 4, rows)) == GemmPath::Texture
+}
+
+/// For `dy` stored (rows, cols) with cols a multiple of 4: the texture of op = dy^T, packed
+/// as [`pack`] would (height cols, no bands), and the launch that fills it and writes the
+/// column sums of dy into `sums` in [`column_sum`]'s order, in one pass over dy.
+pub(crate) fn pack_transposed_with_sums(
+    ctx: &GpuContext,
+    dy: View<'_>,
+    rows: usize,
+    cols: usize,
+    sums: View<'_>,
+) -> Result<(wgpu::Texture, Launch)> {
+    need("pack_transposed_with_sums", "dy", &dy, rows * cols)?;
+    need("pack_transposed_with_sums", "sums", &sums, cols)?;
+    let width = rows.div_ceil(4).max(1);
+    check_loops(
+        "pack_transposed_with_sums",
+        &format!("summing {rows} rows"),
+        width,
+    )?;
+    if !cols.is_multiple_of(4) || !dy.offset.is_multiple_of(4) || cols == 0 {
+        return Err(Error::invalid(
+            "pack_transposed_with_sums",
+            format!("{cols} columns at element offset {}: both must be multiples of 4", dy.offset),
+        ));
+    }
+    let texture = packed_texture(ctx, "packed operand", cols, rows, cols)?;
+    let view = texture.create_view(&Default::default());
+    let launch = Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "gemm_pack",
+            entry: "pack4t_sum",
+            constants: vec![
+                ("ROWS", cols as f64),
+                ("COLS", rows as f64),
+                ("TRANS", 1.0),
+                ("WIDTH", width as f64),
+                ("HEIGHT", cols as f64),
+                ("BAND", cols as f64),
+            ],
+            params: Dims4 {
+                a: 0,
+                b: 0,
+                c: 0,
+                d: 0,
+            },
+            bindings: vec![
+                Binding::Read(dy),
+                Binding::TextureWrite(&view),
+                Binding::ReadWrite(sums),
+            ],
+            workgroups: groups(cols / 4, 8)?,
+        },
+    )?;
+    Ok((texture, launch))
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct Dims4 {

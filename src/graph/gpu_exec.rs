@@ -1169,8 +1169,28 @@ fn build_plan(
                 None
             }
             Op::ColumnSum => {
-                let d = &shapes[inp(0)];
-                Some(kernels::column_sum(ctx, d[0], d[1], false, v(inp(0))?, v(i)?)?.into())
+                let (x, d) = (inp(0), &shapes[inp(0)]);
+                // A layer's output gradient that GEMMs read transposed is packed in the same
+                // pass that sums it (see `pack_transposed_with_sums`).
+                let gemm_reads = readers[x]
+                    .iter()
+                    .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
+                let cached = prepacked.packed.iter().any(|t| (t.0, t.1) == (x, true));
+                let vx = v(x)?;
+                Some(
+                    if gemm_reads
+                        && !cached
+                        && vx.offset.is_multiple_of(4)
+                        && kernels::pack_with_sums_fits(ctx, d[0], d[1])
+                    {
+                        let (t, launch) =
+                            kernels::pack_transposed_with_sums(ctx, vx, d[0], d[1], v(i)?)?;
+                        prepacked.packed.push((x, true, d[0], t));
+                        launch.into()
+                    } else {
+                        kernels::column_sum(ctx, d[0], d[1], false, vx, v(i)?)?.into()
+                    },
+                )
             }
             Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
         };
