@@ -207,16 +207,7 @@ fn main() {
             .create_view(&Default::default())
     };
     let texs: Vec<_> = (0..7).map(|_| tex()).collect();
-    let params: [f32; 8] = [
-        f32::from_bits(N4),
-        1e-3,
-        0.9,
-        0.999,
-        1e-7,
-        0.1,
-        0.001,
-        0.0,
-    ];
+    let params: [f32; 8] = [f32::from_bits(N4), 1e-3, 0.9, 0.999, 1e-7, 0.1, 0.001, 0.0];
     let ub = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 32,
@@ -225,7 +216,13 @@ fn main() {
     });
     queue.write_buffer(&ub, 0, bytemuck::cast_slice(&params));
     let run = |src: &str, entry: &str, tex_slots: &[usize]| {
-        let used: Vec<u32> = match entry { "copy" => vec![0, 1, 2], "nothing" => vec![0, 1], "ro" => (0..8).collect(), "ro_sum" => (0..6).collect(), _ => vec![0, 1, 2, 3, 4] };
+        let used: Vec<u32> = match entry {
+            "copy" => vec![0, 1, 2],
+            "nothing" => vec![0, 1],
+            "ro" => (0..8).collect(),
+            "ro_sum" => (0..6).collect(),
+            _ => vec![0, 1, 2, 3, 4],
+        };
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
             source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -243,7 +240,9 @@ fn main() {
             resource: ub.as_entire_binding(),
         }];
         for b in 1..8u32 {
-            if !used.contains(&b) { continue; }
+            if !used.contains(&b) {
+                continue;
+            }
             let r = if tex_slots.contains(&(b as usize)) {
                 wgpu::BindingResource::TextureView(&texs[b as usize - 1])
             } else {
@@ -282,7 +281,15 @@ fn main() {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 pass.set_pipeline(pipe);
                 pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(if k == 5 { N4.div_ceil(1024) } else { N4.div_ceil(256) }, 1, 1);
+                pass.dispatch_workgroups(
+                    if k == 5 {
+                        N4.div_ceil(1024)
+                    } else {
+                        N4.div_ceil(256)
+                    },
+                    1,
+                    1,
+                );
             }
             queue.submit([enc.finish()]);
             device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
@@ -290,7 +297,12 @@ fn main() {
         }
     }
     let nn = (N4 * 4) as usize;
-    let (mut p, g, mut m, mut v) = (vec![0.1f32; nn], vec![0.01f32; nn], vec![0f32; nn], vec![0f32; nn]);
+    let (mut p, g, mut m, mut v) = (
+        vec![0.1f32; nn],
+        vec![0.01f32; nn],
+        vec![0f32; nn],
+        vec![0f32; nn],
+    );
     let mut ct = vec![];
     for _ in 0..30 {
         let t = Instant::now();

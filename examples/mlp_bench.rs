@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release --example mlp_bench [-- --reps N]`
 //! `cargo run --release --example mlp_bench -- --profile 784,128,10 128`: each launch of one
-//! step timed alone (median of N, at least 5).
+//! step timed alone (median of N, at least 5); with `--steps-only`, just N whole steps
+//! (for `perf stat`).
 //! Models 784-128-10 and 784-512-512-10 (ReLU, softmax cross-entropy, Adam), batches 32, 128
 //! and 512, random data. Each figure is the median of N runs (default 3) after warm-up steps;
 //! a GPU run is 40 steps and a synchronize, a CPU run 5 steps.
@@ -44,7 +45,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn profile(ctx: &GpuContext, sizes: &[usize], batch: usize, reps: usize) -> wgtrain::Result<()> {
+fn profile(
+    ctx: &GpuContext,
+    sizes: &[usize],
+    batch: usize,
+    reps: usize,
+    whole_only: bool,
+) -> wgtrain::Result<()> {
     let (g, x, y, loss) = mlp(sizes)?;
     let xs = vec![0.5f32; batch * sizes[0]];
     let ys: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
@@ -62,6 +69,10 @@ fn profile(ctx: &GpuContext, sizes: &[usize], batch: usize, reps: usize) -> wgtr
             })
             .collect::<wgtrain::Result<Vec<f64>>>()?,
     );
+    if whole_only {
+        println!("whole step, one submission: {:.3} ms", whole * 1e3);
+        return Ok(());
+    }
     let rows = gpu.profile(ctx, batch, reps)?;
     let base = rows[0].2;
     let mut total = 0.0;
@@ -96,7 +107,8 @@ fn main() -> wgtrain::Result<()> {
             .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
             .unwrap_or_else(|| vec![784, 128, 10]);
         let batch = args.get(i + 2).and_then(|v| v.parse().ok()).unwrap_or(128);
-        return profile(&ctx, &sizes, batch, reps.max(5));
+        let whole_only = args.iter().any(|a| a == "--steps-only");
+        return profile(&ctx, &sizes, batch, reps.max(5), whole_only);
     }
     println!(
         "{:<16} {:>6} {:>12} {:>12} {:>14} {:>12} {:>8}",

@@ -82,17 +82,18 @@ fn finish4(row: u32, col: u32, v: vec4<f32>) {
     finish(row, col + 3u, v.w);
 }
 
-@compute @workgroup_size(8)
-fn gemm_tex(
-    @builtin(local_invocation_index) lane: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let tile = wid.x + nwg.x * (wid.y + nwg.y * wid.z);
-    if (tile >= TILES_M * TILES_N) {
-        return;
-    }
-    let row0 = (tile % TILES_M) * 32u + lane * 4u;
+// This lane's 4 x 16 block of C: acc[4 * i + j] holds row tile_row0 + i, columns
+// tile_col + 4j .. 4j + 4 (see gemm_tex).
+fn tile_row0(lane: u32, tile: u32) -> u32 {
+    return (tile % TILES_M) * 32u + lane * 4u;
+}
+
+fn tile_col(tile: u32) -> u32 {
+    return (tile / TILES_M) * 16u;
+}
+
+fn multiply(lane: u32, tile: u32) -> array<vec4<f32>, 16> {
+    let row0 = tile_row0(lane, tile);
     let last_row = M - 1u;
     let r0 = min(row0, last_row);
     let r1 = min(row0 + 1u, last_row);
@@ -153,12 +154,105 @@ fn gemm_tex(
         acc[14] += quad(a3, b02, b12, b22, b32);
         acc[15] += quad(a3, b03, b13, b23, b33);
     }
-    let col = qbase * 4u;
+    return acc;
+}
+
+fn tile_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
+}
+
+@compute @workgroup_size(8)
+fn gemm_tex(
+    @builtin(local_invocation_index) lane: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wid, nwg);
+    if (tile >= TILES_M * TILES_N) {
+        return;
+    }
+    let acc = multiply(lane, tile);
+    let row0 = tile_row0(lane, tile);
+    let col = tile_col(tile);
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + i;
         finish4(row, col, acc[4u * i]);
         finish4(row, col + 4u, acc[4u * i + 1u]);
         finish4(row, col + 8u, acc[4u * i + 2u]);
         finish4(row, col + 12u, acc[4u * i + 3u]);
+    }
+}
+
+// gemm_tex4: gemm_tex with C (and the bias / ReLU-output operand) accessed as vec4s, which
+// on lavapipe costs about a third as much per element as scalar accesses (each is a per-lane
+// loop). Needs whole groups of 4 along C's stored rows: N % 4 == 0, or M % 4 == 0 with
+// TRANS_C (the lane's 4 rows of a column are then adjacent), so no group is ever partly
+// inside C. Same values as gemm_tex.
+@group(0) @binding(3) var<storage, read> bias4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c4: array<vec4<f32>>;
+
+// Stores 4 adjacent elements of C's stored layout at c4[i4]; `col` is the column of the
+// first (of all four with TRANS_C).
+fn finish_vec(i4: u32, col: u32, acc: vec4<f32>) {
+    var v = ALPHA * acc;
+    if (BETA != 0.0) {
+        v = v + BETA * c4[i4];
+    }
+    if (EPILOGUE == 1u || EPILOGUE == 2u) {
+        if (TRANS_C) {
+            v = v + vec4(bias4[col / 4u][col % 4u]);
+        } else {
+            v = v + bias4[col / 4u];
+        }
+    }
+    if (EPILOGUE == 2u || EPILOGUE == 3u) {
+        v = select(v, vec4(0.0), v < vec4(0.0));
+    }
+    if (EPILOGUE == 4u) {
+        v = select(vec4(0.0), v, bias4[i4] > vec4(0.0));
+    }
+    c4[i4] = v;
+}
+
+@compute @workgroup_size(8)
+fn gemm_tex4(
+    @builtin(local_invocation_index) lane: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wid, nwg);
+    if (tile >= TILES_M * TILES_N) {
+        return;
+    }
+    let acc = multiply(lane, tile);
+    let row0 = tile_row0(lane, tile);
+    let col = tile_col(tile);
+    if (TRANS_C) {
+        // Column col + 4j + e holds rows row0 .. row0 + 4 at (col + 4j + e) * M + row0.
+        if (row0 >= M) {
+            return;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let c0 = col + 4u * j;
+            let a0 = acc[j];
+            let a1 = acc[4u + j];
+            let a2 = acc[8u + j];
+            let a3 = acc[12u + j];
+            if (c0 < N) { finish_vec((c0 * M + row0) / 4u, c0, vec4(a0.x, a1.x, a2.x, a3.x)); }
+            if (c0 + 1u < N) { finish_vec(((c0 + 1u) * M + row0) / 4u, c0 + 1u, vec4(a0.y, a1.y, a2.y, a3.y)); }
+            if (c0 + 2u < N) { finish_vec(((c0 + 2u) * M + row0) / 4u, c0 + 2u, vec4(a0.z, a1.z, a2.z, a3.z)); }
+            if (c0 + 3u < N) { finish_vec(((c0 + 3u) * M + row0) / 4u, c0 + 3u, vec4(a0.w, a1.w, a2.w, a3.w)); }
+        }
+    } else {
+        for (var i = 0u; i < 4u; i++) {
+            let row = row0 + i;
+            if (row < M) {
+                let base = (row * N + col) / 4u;
+                if (col < N) { finish_vec(base, col, acc[4u * i]); }
+                if (col + 4u < N) { finish_vec(base + 1u, col + 4u, acc[4u * i + 1u]); }
+                if (col + 8u < N) { finish_vec(base + 2u, col + 8u, acc[4u * i + 2u]); }
+                if (col + 12u < N) { finish_vec(base + 3u, col + 12u, acc[4u * i + 3u]); }
+            }
+        }
     }
 }

@@ -351,11 +351,18 @@ pub(crate) fn gemm_tex_multiply(
     let (tiles_m, tiles_n) = (dims.tiles_m, dims.tiles_n);
     let view_a = ta.create_view(&Default::default());
     let view_b = tb.create_view(&Default::default());
+    // vec4 accesses to C and the bias slot where C's stored rows are whole groups of 4
+    // (see gemm_tex4).
+    let stored_cols = if spec.trans_c { m } else { n };
+    let vec4 = stored_cols.is_multiple_of(4)
+        && c.len.is_multiple_of(4)
+        && bias.len >= 4
+        && (spec.epilogue != Epilogue::ReluGrad || bias.len.is_multiple_of(4));
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "gemm_tex",
-            entry: "gemm_tex",
+            entry: if vec4 { "gemm_tex4" } else { "gemm_tex" },
             constants: vec![
                 ("EPILOGUE", spec.epilogue.code()),
                 ("M", m as f64),
@@ -553,7 +560,10 @@ pub(crate) fn pack_transposed_with_sums(
     if !cols.is_multiple_of(4) || !dy.offset.is_multiple_of(4) || cols == 0 {
         return Err(Error::invalid(
             "pack_transposed_with_sums",
-            format!("{cols} columns at element offset {}: both must be multiples of 4", dy.offset),
+            format!(
+                "{cols} columns at element offset {}: both must be multiples of 4",
+                dy.offset
+            ),
         ));
     }
     let texture = packed_texture(ctx, "packed operand", cols, rows, cols)?;

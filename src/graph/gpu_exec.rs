@@ -435,8 +435,14 @@ impl GpuExecutor {
             times[0].push(timed(&|| crate::gpu::run(ctx, &[]))?);
             times[1].push(timed(&|| {
                 let copies = (&self.arenas.params, &plan.prepacked);
-                submit(ctx, "profile", std::time::Instant::now(), copies, [].into_iter())
-                    .map(|_| ())
+                submit(
+                    ctx,
+                    "profile",
+                    std::time::Instant::now(),
+                    copies,
+                    [].into_iter(),
+                )
+                .map(|_| ())
             })?);
             for (k, l) in launches.iter().enumerate() {
                 times[k + 2].push(timed(&|| crate::gpu::run(ctx, &[l]))?);
@@ -873,7 +879,11 @@ fn build_plan(
         if height > max || cols.div_ceil(4) > max {
             return Ok(None);
         }
-        if let Some(t) = pre.packed.iter().find(|t| (t.0, t.1, t.2) == (node, trans, cols)) {
+        if let Some(t) = pre
+            .packed
+            .iter()
+            .find(|t| (t.0, t.1, t.2) == (node, trans, cols))
+        {
             return Ok(Some((t.3.clone(), None)));
         }
         let prepacked = match locs[node] {
@@ -883,8 +893,16 @@ fn build_plan(
             Some(Loc::Param(_)) if !trans && cols.is_multiple_of(64) => None,
             _ => {
                 let view = view_of(locs[node], lens[node], arenas, &inputs, &slots)?;
-                let (t, pack) =
-                    kernels::pack(ctx, "packed operand", view, rows, cols, trans, height, height)?;
+                let (t, pack) = kernels::pack(
+                    ctx,
+                    "packed operand",
+                    view,
+                    rows,
+                    cols,
+                    trans,
+                    height,
+                    height,
+                )?;
                 pre.packed.push((node, trans, cols, t.clone()));
                 return Ok(Some((t, Some(pack))));
             }
@@ -900,7 +918,10 @@ fn build_plan(
     };
     // Whether op(node) needs a pack launch before a GEMM can read it.
     let needs_pack = |node: usize, trans: bool, cols: usize, pre: &Prepacked| {
-        let cached = pre.packed.iter().any(|t| (t.0, t.1, t.2) == (node, trans, cols));
+        let cached = pre
+            .packed
+            .iter()
+            .any(|t| (t.0, t.1, t.2) == (node, trans, cols));
         let prepackable = match locs[node] {
             Some(Loc::Input(_)) => !trans && cols.is_multiple_of(4),
             Some(Loc::Param(_)) => !trans && cols.is_multiple_of(64),
@@ -945,9 +966,19 @@ fn build_plan(
                 < direct_packs;
         // (spec, first operand (node, view, rows, cols), second operand)
         let (spec, (na, ta, ra, ca), (nb, tb, rb, cb), (vfa, vfb)) = if swap {
-            (&swapped, (b, !spec.trans_b, n, k), (a, !spec.trans_a, k, m), (vb, va))
+            (
+                &swapped,
+                (b, !spec.trans_b, n, k),
+                (a, !spec.trans_a, k, m),
+                (vb, va),
+            )
         } else {
-            (spec, (a, spec.trans_a, m, k), (b, spec.trans_b, k, n), (va, vb))
+            (
+                spec,
+                (a, spec.trans_a, m, k),
+                (b, spec.trans_b, k, n),
+                (va, vb),
+            )
         };
         let mut launches = Vec::new();
         let mut resolve = |o: Option<(wgpu::Texture, Option<Launch>)>| {
@@ -970,7 +1001,10 @@ fn build_plan(
         Ok(if launches.is_empty() {
             multiply
         } else {
-            Kernel::sequence(vec![Kernel::new(launches, vec![], vec![]), multiply], vec![])
+            Kernel::sequence(
+                vec![Kernel::new(launches, vec![], vec![]), multiply],
+                vec![],
+            )
         })
     };
     // Launches, in node order.
