@@ -100,6 +100,9 @@ fn adam(
 }
 
 // sgd4 / adam4: the same updates on vec4s, for n divisible by 4 (the executors' arenas are).
+// Each invocation updates 4 vec4s a grid apart (adjacent lanes stay on adjacent vec4s), so
+// the parameter block is loaded once per 16 parameters: on lavapipe each of its loads is a
+// per-lane loop too, and this made Adam over 670K parameters ~25% faster.
 // lavapipe turns every storage access into per-lane scalar loads with bounds checks, so one
 // 16-byte access instead of four cuts the update's time by about 3x there. Component-wise the
 // arithmetic is the scalar kernels', so the results are identical.
@@ -108,28 +111,50 @@ fn adam(
 @group(0) @binding(3) var<storage, read_write> moment1_4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> moment2_4: array<vec4<f32>>;
 
+fn sgd_update(q: SgdParams, i: u32) {
+    let p = param4[i];
+    var g = grad4[i] + q.weight_decay * p;
+    if (q.momentum != 0.0) {
+        let v = q.momentum * moment1_4[i] + g;
+        moment1_4[i] = v;
+        if (q.nesterov != 0u) {
+            g = g + q.momentum * v;
+        } else {
+            g = v;
+        }
+    }
+    param4[i] = p - q.lr * g;
+}
+
 @compute @workgroup_size(WG)
 fn sgd4(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    let q = sgd_p;
+    let n4 = q.n / 4u;
     let i = linear_index(wid, nwg, lid);
-    if (i >= sgd_p.n / 4u) {
-        return;
+    let stride = nwg.x * nwg.y * nwg.z * WG;
+    if (i < n4) { sgd_update(q, i); }
+    if (i + stride < n4) { sgd_update(q, i + stride); }
+    if (i + 2u * stride < n4) { sgd_update(q, i + 2u * stride); }
+    if (i + 3u * stride < n4) { sgd_update(q, i + 3u * stride); }
+}
+
+fn adam_update(q: AdamParams, i: u32) {
+    var p = param4[i];
+    var g = grad4[i];
+    if (q.decoupled != 0u) {
+        p = p * (1.0 - q.lr * q.weight_decay);
+    } else {
+        g = g + q.weight_decay * p;
     }
-    let p = param4[i];
-    var g = grad4[i] + sgd_p.weight_decay * p;
-    if (sgd_p.momentum != 0.0) {
-        let v = sgd_p.momentum * moment1_4[i] + g;
-        moment1_4[i] = v;
-        if (sgd_p.nesterov != 0u) {
-            g = g + sgd_p.momentum * v;
-        } else {
-            g = v;
-        }
-    }
-    param4[i] = p - sgd_p.lr * g;
+    let m = q.beta1 * moment1_4[i] + (1.0 - q.beta1) * g;
+    let v = q.beta2 * moment2_4[i] + (1.0 - q.beta2) * g * g;
+    moment1_4[i] = m;
+    moment2_4[i] = v;
+    param4[i] = p - q.lr * (m / q.bc1) / (sqrt(v / q.bc2) + q.eps);
 }
 
 @compute @workgroup_size(WG)
@@ -138,20 +163,12 @@ fn adam4(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    let q = adam_p;
+    let n4 = q.n / 4u;
     let i = linear_index(wid, nwg, lid);
-    if (i >= adam_p.n / 4u) {
-        return;
-    }
-    var p = param4[i];
-    var g = grad4[i];
-    if (adam_p.decoupled != 0u) {
-        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
-    } else {
-        g = g + adam_p.weight_decay * p;
-    }
-    let m = adam_p.beta1 * moment1_4[i] + (1.0 - adam_p.beta1) * g;
-    let v = adam_p.beta2 * moment2_4[i] + (1.0 - adam_p.beta2) * g * g;
-    moment1_4[i] = m;
-    moment2_4[i] = v;
-    param4[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v / adam_p.bc2) + adam_p.eps);
+    let stride = nwg.x * nwg.y * nwg.z * WG;
+    if (i < n4) { adam_update(q, i); }
+    if (i + stride < n4) { adam_update(q, i + stride); }
+    if (i + 2u * stride < n4) { adam_update(q, i + 2u * stride); }
+    if (i + 3u * stride < n4) { adam_update(q, i + 3u * stride); }
 }

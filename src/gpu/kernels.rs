@@ -1278,7 +1278,8 @@ pub fn sgd(
                 Binding::Read(grad),
                 Binding::ReadWrite(velocity),
             ],
-            workgroups: groups(if wide { n / 4 } else { n }, 256)?,
+            // sgd4: 4 vec4s per invocation.
+            workgroups: groups(if wide { n.div_ceil(16) } else { n }, 256)?,
         },
     )
 }
@@ -1314,7 +1315,8 @@ pub fn adam(
                 Binding::ReadWrite(m),
                 Binding::ReadWrite(v),
             ],
-            workgroups: groups(if wide { n / 4 } else { n }, 256)?,
+            // adam4: 4 vec4s per invocation.
+            workgroups: groups(if wide { n.div_ceil(16) } else { n }, 256)?,
         },
     )
 }
