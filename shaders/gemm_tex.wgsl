@@ -194,6 +194,11 @@ fn gemm_tex(
 // Stores 4 adjacent elements of C's stored layout at c4[i4]; `col` is the column of the
 // first (of all four with TRANS_C).
 fn finish_vec(i4: u32, col: u32, acc: vec4<f32>) {
+    c4[i4] = epilogue_vec(i4, col, acc);
+}
+
+// C's 4 adjacent elements at c4[i4] after the epilogue.
+fn epilogue_vec(i4: u32, col: u32, acc: vec4<f32>) -> vec4<f32> {
     var v = ALPHA * acc;
     if (BETA != 0.0) {
         v = v + BETA * c4[i4];
@@ -211,7 +216,7 @@ fn finish_vec(i4: u32, col: u32, acc: vec4<f32>) {
     if (EPILOGUE == 4u) {
         v = select(vec4(0.0), v, bias4[i4] > vec4(0.0));
     }
-    c4[i4] = v;
+    return v;
 }
 
 @compute @workgroup_size(8)
@@ -253,6 +258,42 @@ fn gemm_tex4(
                 if (col + 8u < N) { finish_vec(base + 2u, col + 8u, acc[4u * i + 2u]); }
                 if (col + 12u < N) { finish_vec(base + 3u, col + 12u, acc[4u * i + 3u]); }
             }
+        }
+    }
+}
+
+// gemm_tex4_pack: gemm_tex4 (not TRANS_C) that also writes C, packed as the next GEMM's
+// operand (see gemm_pack.wgsl; no bands), to `packed_out`: a layer's output leaves its GEMM
+// ready for the next layer, without a pack launch reading it back.
+@group(0) @binding(5) var packed_out: texture_storage_2d<rgba32float, write>;
+
+fn finish_packed(row: u32, col: u32, acc: vec4<f32>) {
+    let i4 = (row * N + col) / 4u;
+    let v = epilogue_vec(i4, col, acc);
+    c4[i4] = v;
+    textureStore(packed_out, vec2<u32>(col / 4u, row), v);
+}
+
+@compute @workgroup_size(8)
+fn gemm_tex4_pack(
+    @builtin(local_invocation_index) lane: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wid, nwg);
+    if (tile >= TILES_M * TILES_N) {
+        return;
+    }
+    let acc = multiply(lane, tile);
+    let row0 = tile_row0(lane, tile);
+    let col = tile_col(tile);
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + i;
+        if (row < M) {
+            if (col < N) { finish_packed(row, col, acc[4u * i]); }
+            if (col + 4u < N) { finish_packed(row, col + 4u, acc[4u * i + 1u]); }
+            if (col + 8u < N) { finish_packed(row, col + 8u, acc[4u * i + 2u]); }
+            if (col + 12u < N) { finish_packed(row, col + 12u, acc[4u * i + 3u]); }
         }
     }
 }

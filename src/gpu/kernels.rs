@@ -338,6 +338,31 @@ pub(crate) fn gemm_tex_multiply(
     bias: View<'_>,
     c: View<'_>,
 ) -> Result<Launch> {
+    gemm_tex_multiply_out(ctx, spec, (ta, band), tb, bias, c, None)
+}
+
+/// Whether the texture-path multiply accesses C (and the bias / ReLU-output operand) as
+/// vec4s: C's stored rows are whole groups of 4 (see gemm_tex.wgsl's `gemm_tex4`).
+pub(crate) fn gemm_tex4_fits(spec: &GemmSpec, c_len: usize, bias_len: usize) -> bool {
+    let stored_cols = if spec.trans_c { spec.m } else { spec.n };
+    stored_cols.is_multiple_of(4)
+        && c_len.is_multiple_of(4)
+        && bias_len >= 4
+        && (spec.epilogue != Epilogue::ReluGrad || bias_len.is_multiple_of(4))
+}
+
+/// [`gemm_tex_multiply`] that also writes C into `packed_out`, a texture of at least M rows
+/// of N/4 texels laid out as [`pack`] would (no bands), for a GEMM that reads C next. Needs
+/// [`gemm_tex4_fits`] and C not transposed.
+pub(crate) fn gemm_tex_multiply_out(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    (ta, band): (&wgpu::Texture, usize),
+    tb: &wgpu::Texture,
+    bias: View<'_>,
+    c: View<'_>,
+    packed_out: Option<&wgpu::Texture>,
+) -> Result<Launch> {
     const OP: &str = "gemm";
     let (m, n, k) = (spec.m, spec.n, spec.k);
     need(OP, "C", &c, m * n)?;
@@ -353,16 +378,30 @@ pub(crate) fn gemm_tex_multiply(
     let view_b = tb.create_view(&Default::default());
     // vec4 accesses to C and the bias slot where C's stored rows are whole groups of 4
     // (see gemm_tex4).
-    let stored_cols = if spec.trans_c { m } else { n };
-    let vec4 = stored_cols.is_multiple_of(4)
-        && c.len.is_multiple_of(4)
-        && bias.len >= 4
-        && (spec.epilogue != Epilogue::ReluGrad || bias.len.is_multiple_of(4));
+    let vec4 = gemm_tex4_fits(spec, c.len, bias.len);
+    let out_view = packed_out.map(|t| t.create_view(&Default::default()));
+    if out_view.is_some() && (!vec4 || spec.trans_c) {
+        return Err(Error::invalid(
+            "gemm",
+            "a packed copy of C needs C's rows in whole groups of 4, not transposed",
+        ));
+    }
+    let mut bindings = vec![
+        Binding::TextureRead(&view_a),
+        Binding::TextureRead(&view_b),
+        Binding::Read(bias),
+        Binding::ReadWrite(c),
+    ];
+    bindings.extend(out_view.as_ref().map(Binding::TextureWrite));
     Launch::new(
         ctx,
         LaunchDesc {
             shader: "gemm_tex",
-            entry: if vec4 { "gemm_tex4" } else { "gemm_tex" },
+            entry: match (vec4, packed_out.is_some()) {
+                (true, true) => "gemm_tex4_pack",
+                (true, false) => "gemm_tex4",
+                _ => "gemm_tex",
+            },
             constants: vec![
                 ("EPILOGUE", spec.epilogue.code()),
                 ("M", m as f64),
@@ -376,12 +415,7 @@ pub(crate) fn gemm_tex_multiply(
                 ("TRANS_C", spec.trans_c as u8 as f64),
             ],
             params: dims,
-            bindings: vec![
-                Binding::TextureRead(&view_a),
-                Binding::TextureRead(&view_b),
-                Binding::Read(bias),
-                Binding::ReadWrite(c),
-            ],
+            bindings,
             workgroups,
         },
     )
@@ -439,6 +473,20 @@ pub fn gemm_operands(
     bias: View<'_>,
     c: View<'_>,
 ) -> Result<Kernel> {
+    gemm_operands_out(ctx, spec, a, b, bias, c, None)
+}
+
+/// [`gemm_operands`] that also writes C packed into `packed_out` (see
+/// [`gemm_tex_multiply_out`]).
+pub(crate) fn gemm_operands_out(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: GemmOperand<'_>,
+    b: GemmOperand<'_>,
+    bias: View<'_>,
+    c: View<'_>,
+    packed_out: Option<&wgpu::Texture>,
+) -> Result<Kernel> {
     if gemm_path(ctx, spec) != GemmPath::Texture {
         return Err(Error::invalid(
             "gemm",
@@ -470,7 +518,15 @@ pub fn gemm_operands(
             t
         }
     };
-    launches.push(gemm_tex_multiply(ctx, spec, (&ta, band), &tb, bias, c)?);
+    launches.push(gemm_tex_multiply_out(
+        ctx,
+        spec,
+        (&ta, band),
+        &tb,
+        bias,
+        c,
+        packed_out,
+    )?);
     Ok(Kernel::new(launches, vec![], textures))
 }
 

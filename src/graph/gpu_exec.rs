@@ -934,10 +934,14 @@ fn build_plan(
     // elementwise epilogue it may run as C^T = op(B)^T op(A)^T stored transposed, when that
     // needs fewer packs (a weight gradient reads the forward pass's packed activation; an
     // input gradient reads the weight's texture).
+    //
+    // With `pack_out` (C's node, read next by a GEMM), C is also written packed as that
+    // GEMM's operand by this one, where it can, and no pack launch reads it back.
     let gemm = |spec: &GemmSpec,
                 (a, b): (usize, usize),
                 bias: Option<View<'_>>,
                 c: View<'_>,
+                pack_out: Option<usize>,
                 pre: &mut Prepacked|
      -> Result<Kernel> {
         let (va, vb) = (
@@ -997,7 +1001,26 @@ fn build_plan(
             Some(t) => kernels::GemmOperand::Packed(t, 0),
             None => kernels::GemmOperand::Buffer(vfb),
         };
-        let multiply = kernels::gemm_operands(ctx, spec, op_a, op_b, bias.unwrap_or(va), c)?;
+        let bias = bias.unwrap_or(va);
+        let height = 4 * m.div_ceil(4);
+        let out = match pack_out {
+            Some(node)
+                if !swap
+                    && kernels::gemm_tex4_fits(spec, c.len, bias.len)
+                    && height <= max
+                    && n / 4 <= max
+                    && !pre
+                        .packed
+                        .iter()
+                        .any(|t| (t.0, t.1, t.2) == (node, false, n)) =>
+            {
+                let t = kernels::packed_texture(ctx, "packed operand", height, n, height)?;
+                pre.packed.push((node, false, n, t.clone()));
+                Some(t)
+            }
+            _ => None,
+        };
+        let multiply = kernels::gemm_operands_out(ctx, spec, op_a, op_b, bias, c, out.as_ref())?;
         Ok(if launches.is_empty() {
             multiply
         } else {
@@ -1029,7 +1052,18 @@ fn build_plan(
                 .trans_a(trans_a)
                 .trans_b(trans_b)
                 .epilogue(epilogue);
-            kernels.push(gemm(&spec, (a, b), Some(v(bias)?), v(i)?, &mut prepacked)?);
+            // A layer's output that a GEMM reads next leaves this one packed.
+            let gemm_reads = readers[i]
+                .iter()
+                .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
+            kernels.push(gemm(
+                &spec,
+                (a, b),
+                Some(v(bias)?),
+                v(i)?,
+                gemm_reads.then_some(i),
+                &mut prepacked,
+            )?);
             continue;
         }
         // (n, c, h, w) of input `k` and the geometry of a window over it.
@@ -1126,7 +1160,14 @@ fn build_plan(
                 let spec = GemmSpec::new(s[0], s[1], k)
                     .trans_a(*trans_a)
                     .trans_b(*trans_b);
-                Some(gemm(&spec, (inp(0), inp(1)), None, v(i)?, &mut prepacked)?)
+                Some(gemm(
+                    &spec,
+                    (inp(0), inp(1)),
+                    None,
+                    v(i)?,
+                    None,
+                    &mut prepacked,
+                )?)
             }
             Op::BiasAdd => {
                 Some(kernels::bias_add_out(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
