@@ -695,3 +695,51 @@ fn a_loader_starting_at_a_later_epoch_streams_that_epoch() {
     let third: Vec<_> = all.into_iter().filter(|b| b.epoch == 2).collect();
     assert_eq!(third, tail);
 }
+
+/// The loader thread runs 10 nice levels below the rest of the process on Linux, so waking
+/// it never preempts training.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_loader_thread_runs_at_lower_priority() {
+    let cfg = LoaderConfig {
+        prefetch: 1,
+        ..LoaderConfig::new(10)
+    };
+    let mut loader = Loader::new(small_dataset(103), None, cfg).unwrap();
+    // With one batch taken and the channel full again, the thread is blocked in `send`.
+    let first = loader.next_batch().unwrap().unwrap();
+    loader.recycle(first);
+    let nice_of = |stat: &str| -> Option<i32> {
+        // Fields after the parenthesized name: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split(' ').nth(16)?.parse::<i32>().ok()
+    };
+    let process = nice_of(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+    let nice_of_loader = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let dir = task.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                if comm.trim() != "wgtrain-loader" {
+                    return None;
+                }
+                nice_of(&std::fs::read_to_string(dir.join("stat")).ok()?)
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let nice = loop {
+        let found = nice_of_loader();
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // (Other tests' loaders may be running too.)
+    assert!(
+        !nice.is_empty() && nice.iter().all(|&n| n == (process + 10).min(19)),
+        "nice of the threads named wgtrain-loader: {nice:?}, of the process: {process}"
+    );
+    drop(loader);
+}
