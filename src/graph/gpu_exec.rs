@@ -968,7 +968,8 @@ fn build_plan(
             && usize::from(needs_pack(b, !spec.trans_b, k, pre))
                 + usize::from(needs_pack(a, !spec.trans_a, m, pre))
                 < direct_packs;
-        // (spec, first operand (node, view, rows, cols), second operand)
+        // The multiply's spec, its operands as (node, transposed, rows, columns), and their
+        // arena views (read directly if an operand cannot be packed without bands).
         let (spec, (na, ta, ra, ca), (nb, tb, rb, cb), (vfa, vfb)) = if swap {
             (
                 &swapped,
