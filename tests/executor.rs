@@ -73,9 +73,20 @@ fn cpu_feeds<T: cpu::Scalar>(m: &Mlp, x: &[f32], y: &[u32]) -> HashMap<NodeId, V
 
 #[test]
 fn golden_step_zero_matches_cpu() {
+    step_zero_matches_cpu(&[16], 32);
+}
+
+/// Odd sizes: a batch that is not a multiple of 4 (the packed output gradients and the bias
+/// sums over them carry padding) and hidden widths with and without whole vec4s.
+#[test]
+fn step_zero_matches_cpu_at_odd_sizes() {
+    step_zero_matches_cpu(&[12, 10, 8], 30);
+}
+
+fn step_zero_matches_cpu(hidden: &[usize], rows: usize) {
     let ctx = gpu();
-    let m = mlp(20, &[16], 10, Activation::Relu);
-    let (x, y) = batch(1, 32, 20, 10);
+    let m = mlp(20, hidden, 10, Activation::Relu);
+    let (x, y) = batch(1, rows, 20, 10);
     let mut exec = GpuExecutor::new(
         ctx,
         m.graph.clone(),
@@ -84,7 +95,7 @@ fn golden_step_zero_matches_cpu() {
         5,
     )
     .unwrap();
-    exec.step(ctx, 32, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+    exec.step(ctx, rows, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
         .unwrap();
 
     let g = exec.graph();
@@ -93,7 +104,7 @@ fn golden_step_zero_matches_cpu() {
         .eval(g, &cpu_feeds(&m, &x, &y), g.last().unwrap())
         .unwrap();
     let loss_cpu = CpuRun::scalar(&vals, m.loss).unwrap();
-    let loss_gpu = exec.read_node(ctx, 32, m.loss).unwrap()[0] as f64;
+    let loss_gpu = exec.read_node(ctx, rows, m.loss).unwrap()[0] as f64;
     assert!(
         (loss_gpu - loss_cpu).abs() < 1e-4 * loss_cpu.abs() + 1e-5,
         "loss {loss_gpu} vs {loss_cpu}"
