@@ -264,7 +264,8 @@ fn gemm_tex4(
 
 // gemm_tex4_pack: gemm_tex4 (not TRANS_C) that also writes C, packed as the next GEMM's
 // operand (see gemm_pack.wgsl; no bands), to `packed_out`: a layer's output leaves its GEMM
-// ready for the next layer, without a pack launch reading it back.
+// ready for the next layer, without a pack launch reading it back. Its store loop repeats
+// gemm_tex4's rather than sharing a helper, which would make gemm_tex4 bind the texture too.
 @group(0) @binding(5) var packed_out: texture_storage_2d<rgba32float, write>;
 
 fn finish_packed(row: u32, col: u32, acc: vec4<f32>) {

@@ -563,25 +563,33 @@ pub(crate) fn pack(
         LaunchDesc {
             shader: "gemm_pack",
             entry,
-            constants: vec![
-                ("ROWS", rows as f64),
-                ("COLS", cols as f64),
-                ("TRANS", f64::from(u8::from(trans))),
-                ("WIDTH", width as f64),
-                ("HEIGHT", height as f64),
-                ("BAND", band as f64),
-            ],
-            params: Dims4 {
-                a: 0,
-                b: 0,
-                c: 0,
-                d: 0,
-            },
+            constants: pack_constants(rows, cols, trans, width, height, band),
+            params: Dims4::zeroed(),
             bindings: vec![Binding::Read(src), Binding::TextureWrite(&view)],
             workgroups,
         },
     )?;
     Ok((texture, launch))
+}
+
+/// gemm_pack.wgsl's override constants: op(src) is (rows, cols), in a texture of `width`
+/// texels by `height` rows laid out in bands of `band` rows.
+fn pack_constants(
+    rows: usize,
+    cols: usize,
+    trans: bool,
+    width: usize,
+    height: usize,
+    band: usize,
+) -> Vec<(&'static str, f64)> {
+    vec![
+        ("ROWS", rows as f64),
+        ("COLS", cols as f64),
+        ("TRANS", f64::from(u8::from(trans))),
+        ("WIDTH", width as f64),
+        ("HEIGHT", height as f64),
+        ("BAND", band as f64),
+    ]
 }
 
 /// Whether [`pack_transposed_with_sums`] takes a (rows, cols) `dy` on this device, and the
@@ -629,20 +637,9 @@ pub(crate) fn pack_transposed_with_sums(
         LaunchDesc {
             shader: "gemm_pack",
             entry: "pack4t_sum",
-            constants: vec![
-                ("ROWS", cols as f64),
-                ("COLS", rows as f64),
-                ("TRANS", 1.0),
-                ("WIDTH", width as f64),
-                ("HEIGHT", cols as f64),
-                ("BAND", cols as f64),
-            ],
-            params: Dims4 {
-                a: 0,
-                b: 0,
-                c: 0,
-                d: 0,
-            },
+            // op(dy) = dy^T is (cols, rows).
+            constants: pack_constants(cols, rows, true, width, cols, cols),
+            params: Dims4::zeroed(),
             bindings: vec![
                 Binding::Read(dy),
                 Binding::TextureWrite(&view),

@@ -101,6 +101,16 @@ struct Prepacked {
     packed: Vec<(usize, bool, usize, wgpu::Texture)>,
 }
 
+impl Prepacked {
+    /// The texture holding op(node) (transposed or not) with `cols` columns, if packed.
+    fn packed(&self, node: usize, trans: bool, cols: usize) -> Option<&wgpu::Texture> {
+        self.packed
+            .iter()
+            .find(|t| (t.0, t.1, t.2) == (node, trans, cols))
+            .map(|t| &t.3)
+    }
+}
+
 struct GpuPlan {
     kernels: Vec<Kernel>,
     prepacked: Prepacked,
@@ -879,12 +889,8 @@ fn build_plan(
         if height > max || cols.div_ceil(4) > max {
             return Ok(None);
         }
-        if let Some(t) = pre
-            .packed
-            .iter()
-            .find(|t| (t.0, t.1, t.2) == (node, trans, cols))
-        {
-            return Ok(Some((t.3.clone(), None)));
+        if let Some(t) = pre.packed(node, trans, cols) {
+            return Ok(Some((t.clone(), None)));
         }
         let prepacked = match locs[node] {
             // Written by the host straight into the texture.
@@ -918,10 +924,7 @@ fn build_plan(
     };
     // Whether op(node) needs a pack launch before a GEMM can read it.
     let needs_pack = |node: usize, trans: bool, cols: usize, pre: &Prepacked| {
-        let cached = pre
-            .packed
-            .iter()
-            .any(|t| (t.0, t.1, t.2) == (node, trans, cols));
+        let cached = pre.packed(node, trans, cols).is_some();
         let prepackable = match locs[node] {
             Some(Loc::Input(_)) => !trans && cols.is_multiple_of(4),
             Some(Loc::Param(_)) => !trans && cols.is_multiple_of(64),
@@ -1010,10 +1013,7 @@ fn build_plan(
                     && kernels::gemm_tex4_fits(spec, c.len, bias.len)
                     && height <= max
                     && n / 4 <= max
-                    && !pre
-                        .packed
-                        .iter()
-                        .any(|t| (t.0, t.1, t.2) == (node, false, n)) =>
+                    && pre.packed(node, false, n).is_none() =>
             {
                 let t = kernels::packed_texture(ctx, "packed operand", height, n, height)?;
                 pre.packed.push((node, false, n, t.clone()));
@@ -1251,7 +1251,7 @@ fn build_plan(
                 let gemm_reads = readers[x]
                     .iter()
                     .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
-                let cached = prepacked.packed.iter().any(|t| (t.0, t.1) == (x, true));
+                let cached = prepacked.packed(x, true, d[0]).is_some();
                 let vx = v(x)?;
                 Some(
                     if gemm_reads
