@@ -180,10 +180,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     let history = model.fit(&train, &cfg)?;
     if cli.quiet {
         for e in &history.epochs {
-            println!(
-                "epoch {}/{}: loss {:.4}, accuracy {:.4}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
-                e.epoch, cli.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
-            );
+            println!("epoch {}/{}: {e}", e.epoch, cli.epochs);
         }
     }
     let result = model.evaluate(&test, 512)?;

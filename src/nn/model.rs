@@ -136,6 +136,25 @@ pub struct EpochLog {
     pub loader_wait_seconds: f64,
 }
 
+/// `loss 0.4512, accuracy 0.8410[, val_loss .., val_accuracy ..], 41234 samples/s, 1.5 s,
+/// loader wait 0.003 s`: what `fit` prints after `epoch i/n: `.
+impl std::fmt::Display for EpochLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss {:.4}, accuracy {:.4}", self.loss, self.accuracy)?;
+        if let Some(l) = self.val_loss {
+            write!(f, ", val_loss {l:.4}")?;
+        }
+        if let Some(a) = self.val_accuracy {
+            write!(f, ", val_accuracy {a:.4}")?;
+        }
+        write!(
+            f,
+            ", {:.0} samples/s, {:.1} s, loader wait {:.3} s",
+            self.samples_per_sec, self.seconds, self.loader_wait_seconds
+        )
+    }
+}
+
 /// Per-epoch metrics of a `fit`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
@@ -563,14 +582,7 @@ impl Model {
             });
             if cfg.progress {
                 let e = history.epochs.last().expect("just pushed");
-                let val = match (e.val_loss, e.val_accuracy) {
-                    (Some(l), Some(a)) => format!(", val_loss {l:.4}, val_accuracy {a:.4}"),
-                    _ => String::new(),
-                };
-                println!(
-                    "epoch {}/{}: loss {:.4}, accuracy {:.4}{val}, {:.0} samples/s, {:.1} s, loader wait {:.3} s",
-                    e.epoch, cfg.epochs, e.loss, e.accuracy, e.samples_per_sec, e.seconds, e.loader_wait_seconds
-                );
+                println!("epoch {}/{}: {e}", e.epoch, cfg.epochs);
             }
             if let Some(path) = &cfg.checkpoint {
                 self.save(path)?;
@@ -710,5 +722,35 @@ impl Model {
             probabilities,
             classes: classes_out,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochLog;
+
+    #[test]
+    fn epoch_log_prints_validation_figures_only_when_present() {
+        let mut e = EpochLog {
+            epoch: 2,
+            loss: 0.45123,
+            accuracy: 0.84,
+            val_loss: None,
+            val_accuracy: None,
+            seconds: 1.54,
+            samples_per_sec: 41234.4,
+            loader_wait_seconds: 0.0031,
+        };
+        assert_eq!(
+            e.to_string(),
+            "loss 0.4512, accuracy 0.8400, 41234 samples/s, 1.5 s, loader wait 0.003 s"
+        );
+        e.val_loss = Some(0.5);
+        e.val_accuracy = Some(0.8);
+        assert_eq!(
+            e.to_string(),
+            "loss 0.4512, accuracy 0.8400, val_loss 0.5000, val_accuracy 0.8000, \
+             41234 samples/s, 1.5 s, loader wait 0.003 s"
+        );
     }
 }
