@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use ndarray::{Array1, Array4};
 use wgtrain::cpu::{self, Activation, Window};
 use wgtrain::gpu::kernels::{self, ConvGeom};
@@ -209,14 +210,16 @@ fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
     Ok(())
 }
 
+/// Convolution throughput and CNN training speed, GPU against the CPU reference.
+#[derive(Parser)]
+struct Cli {
+    /// GPU runs per figure (the median is reported), after a warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+}
+
 fn main() -> wgtrain::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let reps = Cli::parse().reps as usize;
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.adapter_name());
     conv_part(&ctx, reps)?;

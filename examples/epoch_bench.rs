@@ -8,19 +8,22 @@
 
 use std::path::Path;
 
+use clap::Parser;
 use wgtrain::cpu::Activation;
 use wgtrain::data::mnist;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer};
 
+/// One full epoch of Fashion-MNIST through the Keras-style API, GPU and CPU executor.
+#[derive(Parser)]
+struct Cli {
+    /// Epochs per model and device; the figure is the median of epochs 2..N.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+}
+
 fn main() -> wgtrain::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let epochs: usize = args
-        .iter()
-        .position(|a| a == "--epochs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let epochs = Cli::parse().epochs as usize;
     let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))?;
     let gpu = Device::gpu()?;
     println!("adapter: {}", gpu.name());

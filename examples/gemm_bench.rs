@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use ndarray::Array2;
 use wgtrain::gpu::kernels::{self, GemmSpec};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
@@ -33,24 +34,28 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
+/// GFLOP/s of wgtrain's GEMM against ndarray's on the same machine, in the same run.
+#[derive(Parser)]
+struct Cli {
+    /// Timed runs per figure (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// One GEMM per submission instead of 10 (adds the submit/fence latency).
+    #[arg(long)]
+    single: bool,
+    /// Force the shared-memory tiled path on every adapter.
+    #[arg(long)]
+    tiled: bool,
+    /// Only the cases whose name starts with PREFIX.
+    #[arg(long, value_name = "PREFIX")]
+    only: Option<String>,
+}
+
 fn main() -> wgtrain::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
-    let per_submit = if args.iter().any(|a| a == "--single") {
-        1
-    } else {
-        10
-    };
-    let forced = if args.iter().any(|a| a == "--tiled") {
-        Some(kernels::GemmPath::Tiled)
-    } else {
-        None
-    };
+    let cli = Cli::parse();
+    let reps = cli.reps as usize;
+    let per_submit = if cli.single { 1 } else { 10 };
+    let forced = cli.tiled.then_some(kernels::GemmPath::Tiled);
     let ctx = GpuContext::new()?;
     let info = ctx.adapter_info();
     println!(
@@ -83,13 +88,12 @@ fn main() -> wgtrain::Result<()> {
         "128x128x10 B^T dX".into(),
         GemmSpec::new(128, 128, 10).trans_b(true),
     ));
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
     for (name, mut spec) in cases {
-        if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+        if cli
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.starts_with(o.as_str()))
+        {
             continue;
         }
         spec.path = forced;

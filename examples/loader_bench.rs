@@ -8,8 +8,10 @@
 //! Each figure is the median over N epochs (default 5) after one warm-up epoch; the consumer
 //! recycles every batch, as a trainer does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use clap::Parser;
 use std::time::Instant;
 
 use wgtrain::data::{cifar10, mnist, Augment, Dataset, Loader, LoaderConfig, Normalize};
@@ -46,15 +48,20 @@ fn bench(name: &str, data: Arc<Dataset>, cfg: LoaderConfig, epochs: usize) -> wg
     Ok(())
 }
 
+/// Loader throughput over full epochs of Fashion-MNIST and CIFAR-10-sized data.
+#[derive(Parser)]
+struct Cli {
+    /// A CIFAR-10 binary directory; without it, synthetic images of the same size.
+    #[arg(long, value_name = "DIR")]
+    cifar: Option<PathBuf>,
+    /// Timed epochs per figure (the median is reported), after one warm-up epoch.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+}
+
 fn main() -> wgtrain::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let epochs = arg("--epochs").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let cli = Cli::parse();
+    let epochs = cli.epochs as usize;
     println!(
         "{:<44} {:>10} {:>12} {:>9}",
         "dataset (batch 128)", "batches/s", "samples/s", "epoch s"
@@ -68,9 +75,9 @@ fn main() -> wgtrain::Result<()> {
         epochs,
     )?;
 
-    let (data, name) = match arg("--cifar") {
+    let (data, name) = match &cli.cifar {
         Some(dir) => (
-            cifar10::load(Path::new(&dir))?.train,
+            cifar10::load(dir)?.train,
             "CIFAR-10 train, crop+flip, mean/std",
         ),
         None => {

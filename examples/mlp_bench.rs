@@ -4,8 +4,8 @@
 //! the submitted work before returning.
 //!
 //! `cargo run --release --example mlp_bench [-- --reps N]`
-//! `cargo run --release --example mlp_bench -- --profile 784,128,10 128`: each launch of one
-//! step timed alone (median of N, at least 5); with `--steps-only`, just N whole steps
+//! `cargo run --release --example mlp_bench -- --profile 784,128,10 --batch 128`: each launch
+//! of one step timed alone (median of N, at least 5); with `--steps-only`, just N whole steps
 //! (for `perf stat`).
 //! Models 784-128-10 and 784-512-512-10 (ReLU, softmax cross-entropy, Adam), batches 32, 128
 //! and 512, random data. Each figure is the median of N runs (default 3) after warm-up steps;
@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use clap::{CommandFactory, Parser};
 use wgtrain::cpu::Activation;
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
@@ -90,25 +91,42 @@ fn profile(
     Ok(())
 }
 
+/// Training-step throughput of MLPs, GPU plan against the CPU executor.
+#[derive(Parser)]
+#[command(name = "mlp_bench")]
+struct Cli {
+    /// Runs per figure (the median is reported), after warm-up steps.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// Time each launch of one step of this MLP alone instead (layer widths, e.g. 784,128,10;
+    /// at least 5 runs per launch).
+    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', num_args = 1)]
+    profile: Option<Vec<usize>>,
+    /// The batch of `--profile`.
+    #[arg(long, default_value_t = 128, requires = "profile")]
+    batch: usize,
+    /// With `--profile`: only time whole steps (for `perf stat`).
+    #[arg(long, requires = "profile")]
+    steps_only: bool,
+}
+
 fn main() -> wgtrain::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let cli = Cli::parse();
+    let reps = cli.reps as usize;
+    if let Some(sizes) = &cli.profile {
+        if sizes.len() < 2 || sizes.contains(&0) || cli.batch == 0 {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    "--profile needs at least two nonzero widths, --batch a nonzero batch",
+                )
+                .exit();
+        }
+    }
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.adapter_name());
-    if let Some(i) = args.iter().position(|a| a == "--profile") {
-        // `--profile 784,128,10 [batch]`: each launch of one step timed alone.
-        let sizes: Vec<usize> = args
-            .get(i + 1)
-            .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
-            .unwrap_or_else(|| vec![784, 128, 10]);
-        let batch = args.get(i + 2).and_then(|v| v.parse().ok()).unwrap_or(128);
-        let whole_only = args.iter().any(|a| a == "--steps-only");
-        return profile(&ctx, &sizes, batch, reps.max(5), whole_only);
+    if let Some(sizes) = &cli.profile {
+        return profile(&ctx, sizes, cli.batch, reps.max(5), cli.steps_only);
     }
     println!(
         "{:<16} {:>6} {:>12} {:>12} {:>14} {:>12} {:>8}",

@@ -14,6 +14,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{activation::relu, Device, DeviceKind, Int, Tensor, TensorData};
+use clap::Parser;
 
 const DIR: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -60,16 +61,20 @@ fn idx(name: &str) -> Vec<u8> {
     bytes.split_off(4 + 4 * dims)
 }
 
+/// Burn's wgpu backend on wgtrain's epoch_bench workload.
+#[derive(Parser)]
+struct Cli {
+    /// Epochs per model; the first includes Burn's compilation and autotuning.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+    /// Only this model.
+    #[arg(long, value_name = "MODEL", value_parser = ["784-128-10", "784-512-512-10"])]
+    only: Option<String>,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let epochs: usize = flag("--epochs").map_or(2, |v| v.parse().expect("--epochs N"));
-    let only = flag("--only");
+    let cli = Cli::parse();
+    let (epochs, only) = (cli.epochs as usize, cli.only);
     let images = idx("train-images-idx3-ubyte.gz");
     let labels = idx("train-labels-idx1-ubyte.gz");
     let n = labels.len();
