@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use ndarray::{Array1, Array4};
-use wgtrain::cpu::{self, Activation, Window};
+use wgtrain::cpu;
+use wgtrain::ops::{Activation, Window};
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};

@@ -4,7 +4,7 @@
 //! `cargo run --release --example custom_graph [-- --cpu]`
 //! Learns the two-spirals problem (a classic test of a network's ability to bend space).
 
-use wgtrain::cpu::Activation;
+use wgtrain::ops::Activation;
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init};
 use wgtrain::optim::{AdamConfig, Optimizer};

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use wgtrain::cpu::Activation;
+use wgtrain::ops::Activation;
 use wgtrain::data::mnist;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer};

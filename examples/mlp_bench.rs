@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
-use wgtrain::cpu::Activation;
+use wgtrain::ops::Activation;
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
 use wgtrain::optim::{AdamConfig, Optimizer};

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use wgtrain::cpu::Activation;
+use wgtrain::ops::Activation;
 use wgtrain::data::{download, mnist, picture, Dataset};
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};

@@ -118,24 +118,27 @@ fn pointwise(
 }
 
 // metrics: accumulates a step's loss and correct predictions on the GPU, so the host reads
-// them once per epoch. One workgroup; deterministic (fixed tree, no atomics).
-//   acc[0] += loss[0]; acc[1] += correct predictions; acc[2] += predictions;
-//   acc[3] += 1 (steps); acc[4] = acc[3] + 1 at the first step whose loss is not finite
-//   (0 while every loss was finite), so the host can name the step without reading per step.
+// them once per epoch. One workgroup; deterministic (fixed tree, no atomics). The totals are
+// u32 words (src/ops/metrics.rs, MetricTotals::from_words, reads them):
+//   acc[0..2]  Kahan sum of loss[0] * rows (the loss weighted by the batch's samples), as f32 bits
+//   acc[2..4]  correct predictions, acc[4..6] predictions, acc[6..8] samples: u64 as (lo, hi)
+//   acc[8]     steps
+//   acc[9]     the 1-based step of the first non-finite loss (0 while every loss was finite), so
+//              the host can name the step without reading per step.
 // metrics (sparse labels): a row is correct when its first maximal logit is at its label.
 // metrics_dense (f32 targets, METRIC override):
 //   METRIC 0: a row is correct when its first maximal output is at its target's first maximum;
 //   METRIC 1 (binary accuracy): each element is a prediction, correct when
 //             (output > THRESHOLD) == (target > 0.5).
 // bindings: 0 dims (rows, cols), 1 outputs, 2 labels or targets, 3 loss (1, read),
-//           4 acc (5, read-write)
+//           4 acc (10 u32, read-write)
 override METRIC: u32 = 0u;
 override THRESHOLD: f32 = 0.5;
 
 @group(0) @binding(1) var<storage, read> m_logits: array<f32>;
 @group(0) @binding(2) var<storage, read> m_labels: array<u32>;
 @group(0) @binding(3) var<storage, read> m_loss: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m_acc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m_acc: array<u32>;
 
 var<workgroup> correct_part: array<u32, WG>;
 
@@ -152,6 +155,13 @@ fn first_max(base: u32) -> u32 {
     return best;
 }
 
+// acc[i..i+2] += x as a u64 in (lo, hi) words.
+fn add_u64(i: u32, x: u32) {
+    let lo = m_acc[i] + x;
+    m_acc[i] = lo;
+    m_acc[i + 1u] = m_acc[i + 1u] + select(0u, 1u, lo < x);
+}
+
 // Sums `correct` over the workgroup and accumulates the step into m_acc.
 fn finish_metrics(lid: u32, correct: u32, predictions: u32) {
     correct_part[lid] = correct;
@@ -165,13 +175,19 @@ fn finish_metrics(lid: u32, correct: u32, predictions: u32) {
     if (lid == 0u) {
         let loss = m_loss[0];
         let finite = (bitcast<u32>(loss) & 0x7f800000u) != 0x7f800000u;
-        if (!finite && m_acc[4] == 0.0) {
-            m_acc[4] = m_acc[3] + 1.0;
+        if (!finite && m_acc[9] == 0u) {
+            m_acc[9] = m_acc[8] + 1u;
         }
-        m_acc[0] = m_acc[0] + loss;
-        m_acc[1] = m_acc[1] + f32(correct_part[0]);
-        m_acc[2] = m_acc[2] + f32(predictions);
-        m_acc[3] = m_acc[3] + 1.0;
+        // Kahan: the compensation keeps the sum exact to f32 rounding over many steps.
+        let sum = bitcast<f32>(m_acc[0]);
+        let y = loss * f32(dims.rows) - bitcast<f32>(m_acc[1]);
+        let t = sum + y;
+        m_acc[1] = bitcast<u32>((t - sum) - y);
+        m_acc[0] = bitcast<u32>(t);
+        add_u64(2u, correct_part[0]);
+        add_u64(4u, predictions);
+        add_u64(6u, dims.rows);
+        m_acc[8] = m_acc[8] + 1u;
     }
 }
 

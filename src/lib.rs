@@ -7,6 +7,7 @@ mod error;
 pub mod gpu;
 pub mod graph;
 pub mod nn;
+pub mod ops;
 pub mod optim;
 
 pub use error::{Error, Result};

@@ -43,7 +43,7 @@ fn oversized_buffer_is_an_error_and_the_device_stays_usable() {
         let big = GpuBuffer::zeros(ctx, "big", limit + 1).unwrap();
         let y = zeros("y", 4);
         let err =
-            kernels::activation_forward(ctx, kernels::Activation::Relu, 4, big.full(), y.full())
+            kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, 4, big.full(), y.full())
                 .unwrap_err();
         assert!(
             err.to_string().contains("max_storage_buffer_binding_size"),
@@ -53,7 +53,7 @@ fn oversized_buffer_is_an_error_and_the_device_stays_usable() {
     let x = upload("x", &[-1.0, 2.0]);
     let y = zeros("y", 2);
     let l =
-        kernels::activation_forward(ctx, kernels::Activation::Relu, 2, x.full(), y.full()).unwrap();
+        kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, 2, x.full(), y.full()).unwrap();
     run(ctx, &[&l]).unwrap();
     assert_eq!(download(&y), vec![0.0, 2.0]);
 }
@@ -126,7 +126,7 @@ fn dispatch_over_65535_workgroups_covers_every_element() {
         .map(|i| if i % 2 == 0 { -(i as f32) } else { i as f32 })
         .collect();
     let (gx, gy) = (upload("x", &x), zeros("y", n));
-    let l = kernels::activation_forward(ctx, kernels::Activation::Relu, n, gx.full(), gy.full())
+    let l = kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, n, gx.full(), gy.full())
         .unwrap();
     assert!(
         l.grid()[1] > 1,

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use ndarray::{Array1, Array4, ArrayView4};
-use wgtrain::cpu::{self, Window};
+use wgtrain::cpu;
+use wgtrain::ops::Window;
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::Kernel;
 

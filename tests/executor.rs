@@ -1,6 +1,7 @@
 //! The GPU executor against the CPU executor, training behaviour, determinism and
-//! steady-state resource use. Gradient tolerances follow STYLE.md (rtol 1e-3 / atol 1e-4);
-//! parameters after 50 steps: rtol 1e-3 / atol 1e-4 (f32 rounding compounds over steps).
+//! steady-state resource use. Gradient tolerances follow ARCHITECTURE.md, "Testing" (rtol
+//! 1e-3 / atol 1e-4); parameters after 50 steps: rtol 1e-3 / atol 1e-4 (f32 rounding
+//! compounds over steps).
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::collections::HashMap;
 
 use common::*;
 use ndarray::{Array1, ArrayD, ArrayViewMut1, IxDyn};
-use wgtrain::cpu::{self, Activation};
+use wgtrain::cpu;
+use wgtrain::ops::Activation;
 use wgtrain::graph::{CpuRun, Dim, Feed, GpuExecutor, Graph, Init, NodeId, Value};
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -393,7 +395,7 @@ fn cpu_and_gpu_executors_agree() {
 /// are the same hash on both, so the runs agree to f32 rounding.
 #[test]
 fn dropout_clipping_and_binary_loss_agree_on_cpu_and_gpu() {
-    use wgtrain::cpu::PointwiseLoss;
+    use wgtrain::ops::PointwiseLoss;
     use wgtrain::graph::CpuExecutor;
     let ctx = gpu();
     let mut g = Graph::new();
@@ -568,4 +570,76 @@ fn cnn_agrees_on_cpu_and_gpu() {
         (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
         "{gm:?} vs {cm:?}"
     );
+}
+
+/// The mean loss weighs each step by its samples, on both executors: a partial last batch
+/// counts for what its rows are worth, not as much as a full one.
+#[test]
+fn mean_loss_weighs_partial_batches_by_their_samples() {
+    let ctx = gpu();
+    let m = mlp(6, &[8], 4, Activation::Tanh);
+    let sgd = Optimizer::Sgd(SgdConfig::new(0.1));
+    let mut gpu_exec = GpuExecutor::new(ctx, m.graph.clone(), m.loss, sgd, 3).unwrap();
+    let mut cpu_exec = wgtrain::graph::CpuExecutor::new(m.graph.clone(), m.loss, sgd, 3).unwrap();
+    let (x8, y8) = batch(5, 8, 6, 4);
+    let (x2, y2) = batch(6, 2, 6, 4);
+    let one = |gpu_exec: &mut GpuExecutor, rows: usize, x: &[f32], y: &[u32]| {
+        gpu_exec.reset_metrics(ctx).unwrap();
+        gpu_exec
+            .evaluate_batch(ctx, rows, &[(m.x, Feed::F32(x)), (m.y, Feed::U32(y))])
+            .unwrap();
+        gpu_exec.metrics(ctx).unwrap().mean_loss as f64
+    };
+    let (l8, l2) = (one(&mut gpu_exec, 8, &x8, &y8), one(&mut gpu_exec, 2, &x2, &y2));
+    assert!((l8 - l2).abs() > 1e-3, "the two batches need different losses");
+    let want = (8.0 * l8 + 2.0 * l2) / 10.0;
+    gpu_exec.reset_metrics(ctx).unwrap();
+    for (rows, x, y) in [(8, &x8, &y8), (2, &x2, &y2)] {
+        let feeds = [(m.x, Feed::F32(x)), (m.y, Feed::U32(y))];
+        gpu_exec.evaluate_batch(ctx, rows, &feeds).unwrap();
+        cpu_exec.evaluate_batch(rows, &feeds).unwrap();
+    }
+    for (who, got) in [
+        ("gpu", gpu_exec.metrics(ctx).unwrap()),
+        ("cpu", cpu_exec.metrics()),
+    ] {
+        assert!(
+            (got.mean_loss as f64 - want).abs() <= 1e-5 * want.abs(),
+            "{who}: mean loss {} over 10 samples, want {want}",
+            got.mean_loss
+        );
+        assert_eq!((got.samples, got.steps), (10, 2), "{who}");
+    }
+}
+
+/// GPU metric counters are integers: past 2^24 predictions (where an f32 count stops counting
+/// odd numbers) every sample is still counted.
+#[test]
+fn gpu_metric_counts_are_exact_past_two_to_the_24() {
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(1)]);
+    // No parameter: the plan's backward pass would otherwise hold a GEMM over every row.
+    let z = g.activation(x, Activation::Identity).unwrap();
+    let t = g.input("t", &[Dim::Batch, Dim::Fixed(1)]);
+    let loss = g
+        .loss(wgtrain::ops::PointwiseLoss::BinaryCrossEntropyWithLogits, z, t)
+        .unwrap();
+    let mut exec =
+        GpuExecutor::new(ctx, g, loss, Optimizer::Sgd(SgdConfig::new(0.1)), 0).unwrap();
+    // Every logit is 0, predicted negative, and every target is 0: all correct.
+    let rows = (1 << 20) + 1;
+    let (xs, ts) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    let steps = 17; // 17 * (2^20 + 1) = 17,825,809: odd and above 2^24
+    for _ in 0..steps {
+        exec.evaluate_batch(ctx, rows, &[(x, Feed::F32(&xs)), (t, Feed::F32(&ts))])
+            .unwrap();
+    }
+    let got = exec.metrics(ctx).unwrap();
+    assert_eq!(got.samples, steps as u64 * rows as u64);
+    assert_eq!(got.steps, steps as u64);
+    assert_eq!(got.accuracy, 1.0);
+    // Each step's loss is an f32 mean over 2^20 elements (reduction rtol 1e-4).
+    let ln2 = std::f32::consts::LN_2;
+    assert!((got.mean_loss - ln2).abs() <= 1e-4 * ln2, "{got:?}");
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use ndarray::{Array1, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use wgtrain::cpu::{Activation, PointwiseLoss};
-use wgtrain::graph::{CpuRun, Dim, Graph, Init, NodeId, Value};
+use wgtrain::graph::{CpuRun, Dim, Gradients, Graph, Init, NodeId, Op, Value};
+use wgtrain::ops::{Activation, PointwiseLoss};
 
 const B: usize = 3;
 
@@ -22,7 +22,7 @@ fn rand_array(seed: u64, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
 }
 
 /// Checks d loss / d p for every parameter p against central differences.
-fn gradcheck(g: &mut Graph, loss: NodeId, feeds: HashMap<NodeId, Value<f64>>) {
+fn gradcheck(g: &mut Graph, loss: NodeId, feeds: HashMap<NodeId, Value<f64>>) -> Gradients {
     let grads = g.backward(loss).unwrap();
     let mut run = CpuRun::<f64>::new(g, 42);
     // Training mode at a fixed step: dropout draws one fixed mask, so the loss is a function.
@@ -62,6 +62,7 @@ fn gradcheck(g: &mut Graph, loss: NodeId, feeds: HashMap<NodeId, Value<f64>>) {
             );
         }
     }
+    grads
 }
 
 fn feeds(pairs: Vec<(NodeId, Value<f64>)>) -> HashMap<NodeId, Value<f64>> {
@@ -176,7 +177,7 @@ fn reshape_and_shared_parameters() {
     let loss = g.loss(PointwiseLoss::MeanSquaredError, z, t).unwrap();
     gradcheck(&mut g, loss, feeds(vec![(x, xv.clone()), (t, tv.clone())]));
 
-    // One weight used twice: its gradient is the sum of both uses.
+    // One activation read twice (a residual sum): its gradient is the sum of both uses.
     let mut g = Graph::new();
     let (x, _) = x_input(&mut g, 4);
     let w = g.param("w", &[4, 3], Init::Zeros);
@@ -187,7 +188,24 @@ fn reshape_and_shared_parameters() {
     let s = g.add(a, b).unwrap();
     let (t, tv3) = target(&mut g, 3, false);
     let loss = g.loss(PointwiseLoss::MeanSquaredError, s, t).unwrap();
-    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv3)]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv.clone()), (t, tv3.clone())]));
+
+    // One parameter used by two layers (tied weights): its gradient sums both uses.
+    let mut g = Graph::new();
+    let (x, _) = x_input(&mut g, 4);
+    let w1 = g.param("w1", &[4, 3], Init::Zeros);
+    let shared = g.param("shared", &[3, 3], Init::Zeros);
+    let h = g.matmul(x, w1).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let h = g.matmul(h, shared).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let out = g.matmul(h, shared).unwrap();
+    let (t, _) = target(&mut g, 3, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, out, t).unwrap();
+    let grads = gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv3)]));
+    // The summed gradient is one node: an `add` of the two uses' weight gradients.
+    let d_shared = grads.of(shared).expect("the shared weight has a gradient");
+    assert_eq!(g.node(d_shared).op, Op::Add);
 }
 
 #[test]
@@ -243,6 +261,15 @@ fn bad_graphs_give_clear_errors() {
     let foreign = other.last().unwrap();
     let err = g
         .activation(foreign, Activation::Relu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in this graph"), "{err}");
+    // ... also when its index is in range here.
+    let mut small = Graph::new();
+    let in_range = small.param("p", &[4], Init::Zeros);
+    assert!(g.index(in_range) < g.len() && !g.contains(in_range));
+    let err = g
+        .activation(in_range, Activation::Relu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not in this graph"), "{err}");

@@ -1,5 +1,5 @@
 //! Every GPU kernel against its CPU reference, over shape sweeps with 1, primes, tile edges,
-//! a 1000+ case and a case over 4M elements. Tolerances follow STYLE.md:
+//! a 1000+ case and a case over 4M elements. Tolerances follow ARCHITECTURE.md, "Testing":
 //! elementwise 1e-6; GEMM and reductions rtol 1e-4 / atol 1e-5 (atol grown with sqrt(k));
 //! references run in f64 so they measure the GPU's error, not the sum of two errors.
 
@@ -7,8 +7,9 @@ mod common;
 
 use common::*;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
-use wgtrain::cpu::{self, Activation, PointwiseLoss};
-use wgtrain::gpu::kernels::{self, Epilogue, GemmPath, GemmSpec};
+use wgtrain::cpu;
+use wgtrain::gpu::kernels::{self, GemmPath, GemmSpec};
+use wgtrain::ops::{Activation, Epilogue, PointwiseLoss};
 use wgtrain::gpu::run;
 
 fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {

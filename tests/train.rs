@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use wgtrain::cpu::Activation;
+use wgtrain::ops::Activation;
 use wgtrain::data::mnist;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer};

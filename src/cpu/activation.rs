@@ -2,16 +2,10 @@ use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, Zip};
 
 use super::Scalar;
 use crate::error::{Error, Result};
+use crate::ops::Activation;
 
-/// The elementwise activations; the backward is expressed through the forward output y.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Activation {
-    Relu,
-    Sigmoid,
-    Tanh,
-    Identity,
-}
-
+/// The CPU arithmetic of each activation; the backward is expressed through the forward
+/// output y.
 impl Activation {
     /// f(x). ReLU keeps NaN and maps -inf to 0; sigmoid uses the two-sided form that never
     /// overflows.

@@ -9,44 +9,7 @@
 use ndarray::{Array1, Array4, ArrayView1, ArrayView4};
 
 use super::Scalar;
-
-/// A convolution's or pooling window's geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Window {
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl Window {
-    /// A square `k` x `k` window.
-    pub fn square(k: usize, stride: usize, pad: usize) -> Self {
-        Window {
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-        }
-    }
-
-    /// Output (height, width) for an input of (h, w), or None when the window does not fit.
-    pub fn output(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
-        if self.stride == 0 || self.kh == 0 || self.kw == 0 || ph < self.kh || pw < self.kw {
-            return None;
-        }
-        Some((
-            (ph - self.kh) / self.stride + 1,
-            (pw - self.kw) / self.stride + 1,
-        ))
-    }
-
-    /// The input coordinate of output `o` and kernel offset `k` (may fall in the padding).
-    fn input(&self, o: usize, k: usize) -> isize {
-        (o * self.stride + k) as isize - self.pad as isize
-    }
-}
+use crate::ops::Window;
 
 fn dims(x: &ArrayView4<'_, impl Scalar>) -> (usize, usize, usize, usize) {
     let s = x.shape();

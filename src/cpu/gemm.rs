@@ -2,7 +2,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2};
 
 use super::Scalar;
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Epilogue;
+use crate::ops::Epilogue;
 
 /// `C = alpha * op(A) op(B) + beta * C`, then `+ bias` and ReLU as the epilogue says: the
 /// reference for the GEMM kernel.

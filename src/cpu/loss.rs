@@ -2,6 +2,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
 
 use super::Scalar;
 use crate::error::{Error, Result};
+use crate::ops::PointwiseLoss;
 
 /// Fused softmax + cross-entropy from integer labels: (mean loss, d_logits), with
 /// d_logits = (softmax - onehot) / rows. An out-of-range label gives a NaN loss.
@@ -41,17 +42,6 @@ pub fn softmax_xent<T: Scalar>(
         total = total + row_loss;
     }
     Ok((total * inv_rows, grad))
-}
-
-/// Elementwise losses between a prediction and a target of the same shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PointwiseLoss {
-    /// (p - t)^2
-    MeanSquaredError,
-    /// -(t log p + (1 - t) log(1 - p)) on probabilities, p clamped to [1e-7, 1 - 1e-7]
-    BinaryCrossEntropy,
-    /// binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
-    BinaryCrossEntropyWithLogits,
 }
 
 const BCE_EPS: f64 = 1e-7;

@@ -1,4 +1,5 @@
-//! ndarray reference implementation of every op, forward and backward.
+//! ndarray reference implementation of every op, forward and backward. Needs no GPU: it
+//! imports only the op vocabulary ([`crate::ops`]).
 //!
 //! Generic over [`Scalar`] (f32 and f64) so gradient checks can run in double precision. Each
 //! function computes exactly what its WGSL kernel computes, including edge values (NaN, inf).
@@ -11,14 +12,14 @@ mod loss;
 mod optim;
 mod softmax;
 
-pub use activation::{activation_backward, activation_forward, bias_add, column_sum, Activation};
+pub use activation::{activation_backward, activation_forward, bias_add, column_sum};
 pub use conv::{
     avg_pool2d, avg_pool2d_grad, channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight,
-    max_pool2d, max_pool2d_grad, Window,
+    max_pool2d, max_pool2d_grad,
 };
 pub use dropout::{dropout, dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
 pub use gemm::gemm;
-pub use loss::{pointwise_loss, softmax_xent, PointwiseLoss};
+pub use loss::{pointwise_loss, softmax_xent};
 pub use optim::{adam_step, sgd_step};
 pub use softmax::{softmax_backward, softmax_forward};
 

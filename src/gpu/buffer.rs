@@ -1,10 +1,9 @@
-//! Storage buffers on the GPU, views into them, and tensors with a shape.
+//! Storage buffers on the GPU and views into them.
 //!
 //! Every element is 4 bytes (`f32` or `u32`). A [`View`] is an (offset, len) window into a flat
 //! buffer; offsets must sit on the device's storage-binding alignment so kernels index from 0.
 
 use bytemuck::Pod;
-use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -197,61 +196,6 @@ impl View<'_> {
         drop(range);
         staging.unmap();
         Ok(out)
-    }
-}
-
-/// A GPU tensor: a buffer of `f32` with a row-major shape.
-#[derive(Debug)]
-pub struct GpuTensor {
-    buffer: GpuBuffer,
-    shape: Vec<usize>,
-}
-
-impl GpuTensor {
-    /// Uploads an ndarray (any layout; copied in row-major order).
-    pub fn from_array<D: ndarray::Dimension>(
-        ctx: &GpuContext,
-        label: &str,
-        array: &ndarray::Array<f32, D>,
-    ) -> Result<Self> {
-        let data: Vec<f32> = array.iter().copied().collect();
-        Ok(GpuTensor {
-            buffer: GpuBuffer::from_slice(ctx, label, &data)?,
-            shape: array.shape().to_vec(),
-        })
-    }
-
-    /// A zero tensor of the given shape.
-    pub fn zeros(ctx: &GpuContext, label: &str, shape: &[usize]) -> Result<Self> {
-        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let len =
-            len.ok_or_else(|| Error::invalid("zeros", format!("shape {shape:?} overflows")))?;
-        Ok(GpuTensor {
-            buffer: GpuBuffer::zeros(ctx, label, len)?,
-            shape: shape.to_vec(),
-        })
-    }
-
-    /// Downloads the tensor into an ndarray with its shape.
-    pub fn to_array(&self, ctx: &GpuContext) -> Result<ArrayD<f32>> {
-        let data = self.buffer.read::<f32>(ctx)?;
-        ArrayD::from_shape_vec(IxDyn(&self.shape), data)
-            .map_err(|e| Error::shape("to_array", e.to_string()))
-    }
-
-    /// The row-major shape.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// The underlying flat buffer.
-    pub fn buffer(&self) -> &GpuBuffer {
-        &self.buffer
-    }
-
-    /// The whole tensor as a view.
-    pub fn view(&self) -> View<'_> {
-        self.buffer.full()
     }
 }
 

@@ -14,26 +14,12 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{AdapterKind, Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
+use crate::ops::{Activation, Epilogue, MetricKind, PointwiseLoss, METRIC_WORDS};
 use crate::optim::{AdamConfig, SgdConfig};
 
 pub(crate) use crate::gpu::launch::PipelineKey;
 
-/// What the GEMM does to each output after `alpha * op(A) op(B) + beta * C`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Epilogue {
-    #[default]
-    None,
-    /// `+ bias[col]`
-    Bias,
-    /// `+ bias[col]`, then ReLU
-    BiasRelu,
-    /// ReLU
-    Relu,
-    /// ReLU's backward: C where `y > 0`, else 0, with y (the ReLU's output, C's stored
-    /// layout) in the bias slot: a `dY W^T` GEMM that is also the ReLU gradient.
-    ReluGrad,
-}
-
+/// The epilogue's code in the GEMM shaders (`EPILOGUE` override).
 impl Epilogue {
     fn code(self) -> f64 {
         match self {
@@ -43,17 +29,6 @@ impl Epilogue {
             Epilogue::Relu => 3.0,
             Epilogue::ReluGrad => 4.0,
         }
-    }
-
-    /// Whether the epilogue is elementwise (no per-column bias), so C may be stored
-    /// transposed without changing its meaning.
-    pub fn elementwise(self) -> bool {
-        !self.has_bias()
-    }
-
-    /// Whether the epilogue reads a bias vector.
-    pub fn has_bias(self) -> bool {
-        matches!(self, Epilogue::Bias | Epilogue::BiasRelu)
     }
 }
 
@@ -454,30 +429,18 @@ pub(crate) fn packed_texture(
     })
 }
 
-/// A GEMM operand for [`gemm_operands`]: a buffer view the kernel packs itself, or a texture
+/// A GEMM operand for [`gemm_operands_out`]: a buffer view the kernel packs itself, or a texture
 /// someone else fills in the packed layout (op(A) in bands of `band` rows; op(B) unbanded).
 #[derive(Debug, Clone, Copy)]
-pub enum GemmOperand<'a> {
+pub(crate) enum GemmOperand<'a> {
     Buffer(View<'a>),
     Packed(&'a wgpu::Texture, usize),
 }
 
 /// A texture-path GEMM whose operands may arrive packed already (an input written as a
-/// texture by the host, a weight copied into one), so only the others are packed. The spec
-/// must be on the texture path ([`gemm_path`]); `bias` fills the bias slot.
-pub fn gemm_operands(
-    ctx: &GpuContext,
-    spec: &GemmSpec,
-    a: GemmOperand<'_>,
-    b: GemmOperand<'_>,
-    bias: View<'_>,
-    c: View<'_>,
-) -> Result<Kernel> {
-    gemm_operands_out(ctx, spec, a, b, bias, c, None)
-}
-
-/// [`gemm_operands`] that also writes C packed into `packed_out` (see
-/// [`gemm_tex_multiply_out`]).
+/// texture by the host, a weight copied into one), so only the others are packed; with
+/// `packed_out`, C is also written packed (see [`gemm_tex_multiply_out`]). The spec must be on
+/// the texture path ([`gemm_path`]); `bias` fills the bias slot.
 pub(crate) fn gemm_operands_out(
     ctx: &GpuContext,
     spec: &GemmSpec,
@@ -682,7 +645,6 @@ fn activation_code(act: Activation) -> f64 {
     }
 }
 
-pub use crate::cpu::{Activation, PointwiseLoss};
 
 /// `y = f(x)` over `n` elements.
 pub fn activation_forward(
@@ -883,21 +845,8 @@ pub fn dropout(
     )
 }
 
-/// How [`metrics`] counts correct predictions.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MetricKind {
-    /// u32 labels: a row is right when its first maximal output is at its label.
-    Sparse,
-    /// f32 targets (one-hot or soft): a row is right when its first maximal output is at the
-    /// target's first maximum.
-    Argmax,
-    /// f32 targets in {0, 1}: each element is right when `(output > threshold) == (target > 0.5)`.
-    Binary { threshold: f32 },
-}
-
-/// Accumulates a step's metrics into `acc` (5 floats): loss sum, correct predictions,
-/// predictions, steps, and the 1-based index of the first step whose loss was not finite
-/// (0 while all were).
+/// Accumulates a step's metrics into `acc`, [`METRIC_WORDS`] u32 words laid out as
+/// [`crate::ops::MetricTotals::from_words`] reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn metrics(
     ctx: &GpuContext,
@@ -917,7 +866,7 @@ pub fn metrics(
     };
     need("metrics", "targets", &targets, target_len)?;
     need("metrics", "loss", &loss, 1)?;
-    need("metrics", "acc", &acc, METRICS_LEN)?;
+    need("metrics", "acc", &acc, METRIC_WORDS)?;
     check_loops(
         "metrics",
         &format!("{rows} rows of {cols}"),
@@ -948,9 +897,6 @@ pub fn metrics(
         },
     )
 }
-
-/// Floats in a metrics accumulator (see [`metrics`]).
-pub const METRICS_LEN: usize = 5;
 
 /// `out[col] (+)= sum over rows of dy[row, col]`: the bias gradient.
 pub fn column_sum(

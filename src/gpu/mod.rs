@@ -5,7 +5,7 @@ mod context;
 pub mod kernels;
 mod launch;
 
-pub use buffer::{GpuBuffer, GpuTensor, View};
+pub use buffer::{GpuBuffer, View};
 pub use context::{AdapterKind, Counters, GpuContext, GpuOptions, ADAPTER_ENV};
 pub use launch::{
     encode_kernel_iter, encode_kernels, grid, run, run_kernels, Binding, Kernel, Launch,

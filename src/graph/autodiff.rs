@@ -1,5 +1,5 @@
 //! Reverse-mode autodiff at compile time: `backward(loss)` appends gradient nodes to the
-//! graph, so the backward pass is just more nodes (DESIGN.md, decision 2).
+//! graph, so the backward pass is just more nodes (ARCHITECTURE.md, "Gradients").
 
 use std::collections::HashMap;
 
@@ -23,7 +23,7 @@ impl Graph {
     /// Appends the nodes computing d `loss` / d every parameter. `loss` must be a loss node
     /// (a scalar); gradients reaching a node from several uses are summed.
     pub fn backward(&mut self, loss: NodeId) -> Result<Gradients> {
-        if loss.0 >= self.nodes.len() {
+        if !self.contains(loss) {
             return Err(Error::invalid(
                 "backward",
                 format!("node #{} is not in this graph", loss.0),
@@ -53,7 +53,7 @@ impl Graph {
             if !needs[i] {
                 continue;
             }
-            let id = NodeId(i);
+            let id = self.id_at(i);
             let node = self.node(id).clone();
             let dy = if id == loss {
                 None

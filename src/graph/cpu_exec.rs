@@ -7,7 +7,7 @@ use ndarray::{Array1, ArrayD, Ix1, Ix2, IxDyn};
 use super::{gpu_exec::metric_kind, Graph, NodeId, Op};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{Epilogue, MetricKind};
+use crate::ops::{Epilogue, MetricKind, MetricTotals, Metrics};
 
 /// A node's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,12 @@ impl<T: Scalar> CpuRun<T> {
         feeds: &HashMap<NodeId, Value<T>>,
         last: NodeId,
     ) -> Result<Vec<Option<Value<T>>>> {
+        if !graph.contains(last) {
+            return Err(Error::invalid(
+                "cpu graph",
+                format!("node #{} is not in this graph", last.0),
+            ));
+        }
         let batch = feeds
             .values()
             .map(|v| match v {
@@ -124,7 +130,7 @@ impl<T: Scalar> CpuRun<T> {
             };
             let value = match &node.op {
                 Op::Input | Op::Labels => {
-                    let v = feeds.get(&NodeId(i)).ok_or_else(|| {
+                    let v = feeds.get(&graph.id_at(i)).ok_or_else(|| {
                         Error::invalid(
                             "cpu graph",
                             format!("no value fed for input `{}`", node.name),
@@ -145,7 +151,7 @@ impl<T: Scalar> CpuRun<T> {
                     }
                     v.clone()
                 }
-                Op::Param(_) => Value::Float(self.params[&NodeId(i)].clone()),
+                Op::Param(_) => Value::Float(self.params[&graph.id_at(i)].clone()),
                 Op::MatMul { trans_a, trans_b } => {
                     let (a, b) = (get(0)?, get(1)?);
                     let s = &shapes[i];
@@ -270,8 +276,7 @@ pub struct CpuExecutor {
     optimizer: crate::optim::Optimizer,
     state: HashMap<NodeId, (Array1<f32>, Array1<f32>)>,
     step: u64,
-    /// Loss sum, correct, samples, steps.
-    metrics: [f64; 5],
+    metrics: MetricTotals,
     clip: Option<f32>,
 }
 
@@ -295,7 +300,7 @@ impl CpuExecutor {
             optimizer,
             state: HashMap::new(),
             step: 0,
-            metrics: [0.0; 5],
+            metrics: MetricTotals::default(),
             clip: None,
         })
     }
@@ -309,10 +314,13 @@ impl CpuExecutor {
         let mut out = HashMap::new();
         for &(id, feed) in feeds {
             let i = self.graph.index(id);
-            let node =
-                self.graph.nodes().get(i).ok_or_else(|| {
-                    Error::invalid("step", format!("node #{i} is not in this graph"))
-                })?;
+            if !self.graph.contains(id) {
+                return Err(Error::invalid(
+                    "step",
+                    format!("node #{i} is not in this graph"),
+                ));
+            }
+            let node = self.graph.node(id);
             let len: usize = shapes[i].iter().product();
             let value = match (feed, &node.op) {
                 (super::Feed::F32(d), Op::Input) if d.len() == len => Value::Float(
@@ -389,13 +397,8 @@ impl CpuExecutor {
             }
             _ => unreachable!("the loss was computed from its targets"),
         };
-        if !loss.is_finite() && self.metrics[4] == 0.0 {
-            self.metrics[4] = self.metrics[3] + 1.0;
-        }
-        self.metrics[0] += loss as f64;
-        self.metrics[1] += correct as f64;
-        self.metrics[2] += predictions as f64;
-        self.metrics[3] += 1.0;
+        self.metrics
+            .add_step(loss, rows as u64, correct as u64, predictions as u64);
     }
 
     /// One training step: forward, backward, optimizer, metrics.
@@ -503,20 +506,13 @@ impl CpuExecutor {
     }
 
     /// Metrics since the last reset.
-    pub fn metrics(&self) -> super::Metrics {
-        let m = self.metrics;
-        super::Metrics {
-            mean_loss: (m[0] / m[3].max(1.0)) as f32,
-            accuracy: (m[1] / m[2].max(1.0)) as f32,
-            samples: m[2] as u64,
-            steps: m[3] as u64,
-            first_non_finite: (m[4] > 0.0).then_some(m[4] as u64),
-        }
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.metrics()
     }
 
     /// Zeroes the metrics.
     pub fn reset_metrics(&mut self) {
-        self.metrics = [0.0; 5];
+        self.metrics = MetricTotals::default();
     }
 
     /// A parameter's values.

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use super::{Gradients, Graph, NodeId, Op};
-use crate::cpu::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, AdamParams, ConvGeom, Epilogue, GemmSpec};
+use crate::gpu::kernels::{self, AdamParams, ConvGeom, GemmSpec};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Launch, View};
+use crate::ops::{Activation, Epilogue, MetricKind, MetricTotals, Metrics, Window, METRIC_WORDS};
 use crate::optim::Optimizer;
 
 /// Arena slots start on 256-byte boundaries (every adapter's storage-offset alignment).
@@ -34,32 +34,13 @@ pub struct MemoryReport {
     pub activations_without_reuse: u64,
 }
 
-/// Metrics accumulated on the GPU since the last reset.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Metrics {
-    pub mean_loss: f32,
-    pub accuracy: f32,
-    pub samples: u64,
-    pub steps: u64,
-    /// The first step (1-based, counted since the last reset) whose loss was NaN or infinite.
-    pub first_non_finite: Option<u64>,
-}
-
-/// How accuracy is counted for a loss: against labels for softmax cross-entropy; for a
-/// pointwise loss, binary accuracy when there is one output per sample (threshold 0 on logits,
-/// 0.5 otherwise), else the argmax of the outputs against the argmax of the targets.
-pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> kernels::MetricKind {
-    match loss {
-        Op::Loss(kind) if outputs_per_sample == 1 => kernels::MetricKind::Binary {
-            threshold: if *kind == PointwiseLoss::BinaryCrossEntropyWithLogits {
-                0.0
-            } else {
-                0.5
-            },
-        },
-        Op::Loss(_) => kernels::MetricKind::Argmax,
-        _ => kernels::MetricKind::Sparse,
-    }
+/// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
+pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
+    let pointwise = match loss {
+        Op::Loss(kind) => Some(*kind),
+        _ => None,
+    };
+    MetricKind::for_loss(pointwise, outputs_per_sample)
 }
 
 /// Where a node's value lives in a plan.
@@ -78,7 +59,7 @@ struct Arenas {
     v: GpuBuffer,
     /// Element offset of each parameter in the arenas.
     offsets: HashMap<NodeId, usize>,
-    /// Loss sum, correct, samples, steps, first non-finite step.
+    /// The metric totals, [`METRIC_WORDS`] u32 words.
     metrics: GpuBuffer,
     /// The step and training flag dropout launches read.
     dropout_state: GpuBuffer,
@@ -185,7 +166,7 @@ impl GpuExecutor {
             m: GpuBuffer::zeros(ctx, "optimizer moment 1", arena_len)?,
             v: GpuBuffer::zeros(ctx, "optimizer moment 2", arena_len)?,
             offsets,
-            metrics: GpuBuffer::zeros(ctx, "metrics", kernels::METRICS_LEN)?,
+            metrics: GpuBuffer::zeros(ctx, "metrics", METRIC_WORDS)?,
             dropout_state: GpuBuffer::zeros(ctx, "dropout state", 4)?,
         };
         let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
@@ -328,7 +309,8 @@ impl GpuExecutor {
         let plan = &self.plans[&batch];
         for &(id, feed) in feeds {
             let i = self.graph.index(id);
-            let Some(Some(Loc::Input(k))) = plan.locs.get(i) else {
+            let Some(Some(Loc::Input(k))) = plan.locs.get(i).filter(|_| self.graph.contains(id))
+            else {
                 return Err(Error::invalid(
                     "step",
                     format!("node #{i} is not an input of this graph"),
@@ -501,22 +483,17 @@ impl GpuExecutor {
 
     /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
     pub fn metrics(&self, ctx: &GpuContext) -> Result<Metrics> {
-        let m = self.arenas.metrics.read::<f32>(ctx)?;
-        let samples = m[2].max(1.0);
-        Ok(Metrics {
-            mean_loss: m[0] / m[3].max(1.0),
-            accuracy: m[1] / samples,
-            samples: m[2] as u64,
-            steps: m[3] as u64,
-            first_non_finite: (m[4] > 0.0).then_some(m[4] as u64),
-        })
+        let words: [u32; METRIC_WORDS] = self.arenas.metrics.read::<u32>(ctx)?[..]
+            .try_into()
+            .expect("the metrics buffer holds METRIC_WORDS words");
+        Ok(MetricTotals::from_words(&words).metrics())
     }
 
     /// Zeroes the accumulated metrics.
     pub fn reset_metrics(&self, ctx: &GpuContext) -> Result<()> {
         self.arenas
             .metrics
-            .write(ctx, 0, &[0.0f32; kernels::METRICS_LEN])
+            .write(ctx, 0, &[0u32; METRIC_WORDS])
     }
 
     fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
@@ -589,6 +566,12 @@ impl GpuExecutor {
             .get(&batch)
             .ok_or_else(|| Error::invalid("read_node", format!("no plan for batch {batch}")))?;
         let i = self.graph.index(id);
+        if !self.graph.contains(id) {
+            return Err(Error::invalid(
+                "read_node",
+                format!("node #{i} is not in this graph"),
+            ));
+        }
         view_of(
             plan.locs[i],
             plan.lens[i],
@@ -841,7 +824,7 @@ fn build_plan(
                 inputs.push(GpuBuffer::zeros(ctx, &nodes[i].name, lens[i].max(1))?);
                 Loc::Input(inputs.len() - 1)
             }
-            Op::Param(_) => Loc::Param(arenas.offsets[&NodeId(i)]),
+            Op::Param(_) => Loc::Param(arenas.offsets[&graph.id_at(i)]),
             Op::Reshape(_) => locs[nodes[i].inputs[0].0].expect("inputs come first"),
             _ => match arena_grad.get(&i) {
                 Some(&off) => Loc::Grad(off),
@@ -854,7 +837,7 @@ fn build_plan(
         });
         if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
             // The fused gradient is written by this node's launch: place it now.
-            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, NodeId(i), NodeId(g))) {
+            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g))) {
                 locs[g] = Some(match arena_grad.get(&g) {
                     Some(&off) => Loc::Grad(off),
                     None => {
@@ -1199,7 +1182,7 @@ fn build_plan(
                 kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
             ),
             Op::SoftmaxXent | Op::Loss(_) => {
-                let g = (i + 1..n).find(|&g| fused_with(graph, NodeId(i), NodeId(g)));
+                let g = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g)));
                 let grad_len = lens[inp(0)];
                 let grad_view = match g {
                     Some(g) => v(g)?,
@@ -1235,7 +1218,7 @@ fn build_plan(
                 Some(k)
             }
             Op::SoftmaxXentGrad | Op::LossGrad(_) => {
-                let fused = (0..i).any(|l| fused_with(graph, NodeId(l), NodeId(i)));
+                let fused = (0..i).any(|l| fused_with(graph, graph.id_at(l), graph.id_at(i)));
                 if !fused {
                     return Err(Error::invalid(
                         "plan",

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use wgtrain::graph::{Dim, Graph, Init};
-//! use wgtrain::cpu::Activation;
+//! use wgtrain::ops::Activation;
 //!
 //! let mut g = Graph::new();
 //! let x = g.input("x", &[Dim::Batch, Dim::Fixed(4)]);
@@ -26,10 +26,11 @@ mod init;
 
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun, Value};
-pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport, Metrics};
+pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
+pub use crate::ops::Metrics;
 pub use init::Init;
 
-use crate::cpu::{Activation, PointwiseLoss, Window};
+use crate::ops::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
 
 /// A dimension: the batch (fixed when a plan is compiled) or a fixed size.
@@ -65,7 +66,7 @@ fn show(shape: &[Dim]) -> String {
     format!("({})", dims.join(", "))
 }
 
-/// Every operation the engine knows: one place for the list (DESIGN.md, decision 1).
+/// Every operation the engine knows: one place for the list (ARCHITECTURE.md, decision 1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Batch features, f32.
@@ -135,32 +136,46 @@ pub enum Op {
 }
 
 impl Op {
-    /// A short name for errors and reports.
+    /// A short snake_case name for errors, reports and automatic node names; a gradient
+    /// op is its forward op's name with `_grad`.
     pub fn name(&self) -> String {
         match self {
-            Op::Activation(a) => format!("{a:?}").to_lowercase(),
-            Op::ActivationGrad(a) => format!("{}_grad", format!("{a:?}").to_lowercase()),
-            Op::Loss(l) => format!("{l:?}"),
-            Op::LossGrad(l) => format!("{l:?}_grad"),
+            Op::Input => "input".into(),
+            Op::Labels => "labels".into(),
             Op::Param(_) => "param".into(),
-            Op::Reshape(_) => "reshape".into(),
             Op::MatMul { .. } => "matmul".into(),
+            Op::BiasAdd => "bias_add".into(),
+            Op::Activation(a) => a.name().into(),
+            Op::ActivationGrad(a) => format!("{}_grad", a.name()),
+            Op::Softmax => "softmax".into(),
+            Op::SoftmaxGrad => "softmax_grad".into(),
+            Op::SoftmaxXent => "softmax_xent".into(),
+            Op::SoftmaxXentGrad => "softmax_xent_grad".into(),
+            Op::Loss(l) => format!("{}_loss", l.name()),
+            Op::LossGrad(l) => format!("{}_loss_grad", l.name()),
+            Op::ColumnSum => "column_sum".into(),
+            Op::Add => "add".into(),
+            Op::Reshape(_) => "reshape".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::Conv2d(_) => "conv2d".into(),
             Op::Conv2dGradInput { .. } => "conv2d_grad_input".into(),
             Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
+            Op::ChannelSum => "channel_sum".into(),
             Op::MaxPool2d(_) => "max_pool2d".into(),
             Op::MaxPool2dGrad(_) => "max_pool2d_grad".into(),
             Op::AvgPool2d(_) => "avg_pool2d".into(),
             Op::AvgPool2dGrad { .. } => "avg_pool2d_grad".into(),
-            other => format!("{other:?}").to_lowercase(),
         }
     }
 }
 
-/// A node's handle.
+/// A node's handle: its position in the graph and the graph it belongs to, so a handle from
+/// another graph is an error rather than a silent reference to whatever sits at its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub(crate) usize);
+pub struct NodeId(pub(crate) usize, pub(crate) u64);
+
+/// Each new graph's identity (clones keep theirs: a clone holds every node of its original).
+static NEXT_GRAPH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// One node: an op, its inputs, its inferred shape and a name.
 #[derive(Debug, Clone)]
@@ -172,15 +187,35 @@ pub struct Node {
 }
 
 /// A graph of nodes in creation order (which is a topological order: inputs come first).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Graph {
     nodes: Vec<Node>,
+    id: u64,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph {
+            nodes: Vec::new(),
+            id: NEXT_GRAPH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl Graph {
     /// An empty graph.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The handle of the node at position `index`.
+    pub(crate) fn id_at(&self, index: usize) -> NodeId {
+        NodeId(index, self.id)
+    }
+
+    /// Whether `id` names a node of this graph.
+    pub fn contains(&self, id: NodeId) -> bool {
+        id.1 == self.id && id.0 < self.nodes.len()
     }
 
     /// All nodes, in a topological order.
@@ -200,7 +235,7 @@ impl Graph {
 
     /// The most recently added node.
     pub fn last(&self) -> Option<NodeId> {
-        self.nodes.len().checked_sub(1).map(NodeId)
+        self.nodes.len().checked_sub(1).map(|i| self.id_at(i))
     }
 
     /// The position of a node in [`Graph::nodes`] (and in evaluation results).
@@ -216,13 +251,13 @@ impl Graph {
     /// The parameters, in creation order.
     pub fn params(&self) -> Vec<NodeId> {
         (0..self.nodes.len())
-            .map(NodeId)
+            .map(|i| self.id_at(i))
             .filter(|&id| matches!(self.node(id).op, Op::Param(_)))
             .collect()
     }
 
     fn check_id(&self, op: &Op, id: NodeId) -> Result<()> {
-        if id.0 >= self.nodes.len() {
+        if !self.contains(id) {
             return Err(Error::invalid(
                 "graph",
                 format!(
@@ -248,7 +283,7 @@ impl Graph {
             shape,
             name: name.to_string(),
         });
-        Ok(NodeId(self.nodes.len() - 1))
+        Ok(self.id_at(self.nodes.len() - 1))
     }
 
     /// A batch-features input, e.g. `[Dim::Batch, Dim::Fixed(784)]`.
@@ -277,7 +312,7 @@ impl Graph {
             shape,
             name: name.to_string(),
         });
-        NodeId(self.nodes.len() - 1)
+        self.id_at(self.nodes.len() - 1)
     }
 
     fn auto_name(&self, op: &Op) -> String {
@@ -672,4 +707,30 @@ fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
             to.clone()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_are_snake_case_and_gradients_end_in_grad() {
+        let win = Window::square(2, 2, 0);
+        let ops = [
+            (Op::BiasAdd, "bias_add"),
+            (Op::ColumnSum, "column_sum"),
+            (Op::ChannelSum, "channel_sum"),
+            (Op::SoftmaxXentGrad, "softmax_xent_grad"),
+            (Op::ActivationGrad(Activation::Relu), "relu_grad"),
+            (
+                Op::LossGrad(PointwiseLoss::BinaryCrossEntropyWithLogits),
+                "bce_with_logits_loss_grad",
+            ),
+            (Op::MaxPool2dGrad(win), "max_pool2d_grad"),
+            (Op::AvgPool2dGrad { win, h: 4, w: 4 }, "avg_pool2d_grad"),
+        ];
+        for (op, name) in ops {
+            assert_eq!(op.name(), name);
+        }
+    }
 }

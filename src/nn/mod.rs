@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use wgtrain::nn::{Device, Loss, Sequential, Dense, FitConfig};
-//! use wgtrain::cpu::Activation;
+//! use wgtrain::ops::Activation;
 //! use wgtrain::optim::{AdamConfig, Optimizer};
 //!
 //! let model = Sequential::new(&[28, 28])
@@ -26,7 +26,7 @@ mod model;
 pub use crate::optim::LrSchedule;
 pub use model::{Device, EarlyStopping, EpochLog, FitConfig, History, Model, Monitor, Prediction};
 
-use crate::cpu::Activation;
+use crate::ops::Activation;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Init, NodeId};
 

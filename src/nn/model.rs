@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Built, Loss, Sequential};
-use crate::cpu::PointwiseLoss;
+use crate::ops::PointwiseLoss;
 use crate::data::{Augment, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;

@@ -10,7 +10,7 @@ use super::{
     band_rows, check_loops, dim_u32, gemm, gemm_path, gemm_tex_multiply, groups, need, pack,
     packed_texture, Epilogue, GemmPath, GemmSpec,
 };
-use crate::cpu::Window;
+use crate::ops::Window;
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, Launch, View};

@@ -1,0 +1,149 @@
+//! The words both executors speak: activations, losses, windows, GEMM epilogues and metric
+//! kinds. Plain data with their shape rules; the CPU arithmetic on them lives in `cpu/`, the
+//! kernel codes in `gpu/`. This file imports neither (ARCHITECTURE.md, "Layers").
+
+/// The elementwise activations. Every backward rule is written through the forward output
+/// `y = f(x)`, so the backward pass never needs `x` (see ARCHITECTURE.md, "Gradients").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Identity,
+}
+
+impl Activation {
+    /// The name used in op names, summaries and checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Identity => "identity",
+        }
+    }
+}
+
+/// Elementwise losses between a prediction and a target of the same shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PointwiseLoss {
+    /// (p - t)^2
+    MeanSquaredError,
+    /// -(t log p + (1 - t) log(1 - p)) on probabilities, p clamped to [1e-7, 1 - 1e-7]
+    BinaryCrossEntropy,
+    /// binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
+    BinaryCrossEntropyWithLogits,
+}
+
+impl PointwiseLoss {
+    /// The name used in op names and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointwiseLoss::MeanSquaredError => "mse",
+            PointwiseLoss::BinaryCrossEntropy => "bce",
+            PointwiseLoss::BinaryCrossEntropyWithLogits => "bce_with_logits",
+        }
+    }
+}
+
+/// A convolution's or pooling window's geometry (PyTorch's conventions: zero padding `pad`
+/// on every side, output size `(h + 2 pad - kh) / stride + 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Window {
+    /// A square `k` x `k` window.
+    pub fn square(k: usize, stride: usize, pad: usize) -> Self {
+        Window {
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }
+    }
+
+    /// Output (height, width) for an input of (h, w), or None when the window does not fit.
+    pub fn output(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
+        if self.stride == 0 || self.kh == 0 || self.kw == 0 || ph < self.kh || pw < self.kw {
+            return None;
+        }
+        Some((
+            (ph - self.kh) / self.stride + 1,
+            (pw - self.kw) / self.stride + 1,
+        ))
+    }
+
+    /// The input coordinate of output `o` and kernel offset `k` (may fall in the padding).
+    pub fn input(&self, o: usize, k: usize) -> isize {
+        (o * self.stride + k) as isize - self.pad as isize
+    }
+}
+
+/// What a GEMM does to each output after `alpha * op(A) op(B) + beta * C`. The CPU reference
+/// ([`crate::cpu::gemm`]) and the GPU kernels apply the same epilogues, so a fused plan can be
+/// checked against an unfused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Epilogue {
+    #[default]
+    None,
+    /// `+ bias[col]`
+    Bias,
+    /// `+ bias[col]`, then ReLU
+    BiasRelu,
+    /// ReLU
+    Relu,
+    /// ReLU's backward: C where `y > 0`, else 0, with y (the ReLU's output, C's stored
+    /// layout) in the bias slot: a `dY W^T` GEMM that is also the ReLU gradient.
+    ReluGrad,
+}
+
+impl Epilogue {
+    /// Whether the epilogue is elementwise (no per-column bias), so C may be stored
+    /// transposed without changing its meaning.
+    pub fn elementwise(self) -> bool {
+        !self.has_bias()
+    }
+
+    /// Whether the epilogue reads a bias vector.
+    pub fn has_bias(self) -> bool {
+        matches!(self, Epilogue::Bias | Epilogue::BiasRelu)
+    }
+}
+
+/// How a step's correct predictions are counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricKind {
+    /// u32 labels: a row is right when its first maximal output is at its label.
+    Sparse,
+    /// f32 targets (one-hot or soft): a row is right when its first maximal output is at the
+    /// target's first maximum.
+    Argmax,
+    /// f32 targets in {0, 1}: each element is right when `(output > threshold) == (target > 0.5)`.
+    Binary { threshold: f32 },
+}
+
+impl MetricKind {
+    /// The count for a loss: against labels for softmax cross-entropy (`pointwise` is None);
+    /// for a pointwise loss, binary accuracy when there is one output per sample (threshold 0
+    /// on logits, 0.5 on probabilities), else the argmax of the outputs against the argmax of
+    /// the targets.
+    pub fn for_loss(pointwise: Option<PointwiseLoss>, outputs_per_sample: usize) -> Self {
+        match pointwise {
+            Some(kind) if outputs_per_sample == 1 => MetricKind::Binary {
+                threshold: if kind == PointwiseLoss::BinaryCrossEntropyWithLogits {
+                    0.0
+                } else {
+                    0.5
+                },
+            },
+            Some(_) => MetricKind::Argmax,
+            None => MetricKind::Sparse,
+        }
+    }
+}
