@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use wgtrain::ops::Activation;
 use wgtrain::data::{cifar10, picture, Augment, Dataset, Normalize};
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
 #[derive(Clone, Copy, ValueEnum)]

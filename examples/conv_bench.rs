@@ -15,11 +15,11 @@ use std::time::Instant;
 use clap::Parser;
 use ndarray::{Array1, Array4};
 use wgtrain::cpu;
-use wgtrain::ops::{Activation, Window};
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
 use wgtrain::nn::{Conv2d, Dense, Sequential};
+use wgtrain::ops::{Activation, Window};
 use wgtrain::optim::{AdamConfig, Optimizer};
 
 fn median(mut v: Vec<f64>) -> f64 {

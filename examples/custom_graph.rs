@@ -4,9 +4,9 @@
 //! `cargo run --release --example custom_graph [-- --cpu]`
 //! Learns the two-spirals problem (a classic test of a network's ability to bend space).
 
-use wgtrain::ops::Activation;
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer};
 
 fn spirals(n: usize) -> (Vec<f32>, Vec<u32>) {

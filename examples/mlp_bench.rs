@@ -14,9 +14,9 @@
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
-use wgtrain::ops::Activation;
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer};
 
 fn mlp(sizes: &[usize]) -> wgtrain::Result<(Graph, NodeId, NodeId, NodeId)> {

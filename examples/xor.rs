@@ -1,9 +1,9 @@
 //! The smallest wgtrain program: learn XOR with a 2-8-1 network and binary cross-entropy.
 //! `cargo run --release --example xor` (add `-- --cpu` for the CPU reference).
 
-use wgtrain::ops::Activation;
 use wgtrain::data::Dataset;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer};
 
 fn main() -> wgtrain::Result<()> {

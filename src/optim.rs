@@ -126,6 +126,36 @@ impl Optimizer {
         }
     }
 
+    /// The per-parameter state the optimizer keeps, by name, each slot as large as the
+    /// parameters: Adam's two moments, SGD's velocity when it has momentum, nothing for plain
+    /// SGD. Executors allocate exactly these.
+    pub fn state_slots(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd(c) if c.momentum == 0.0 => &[],
+            Optimizer::Sgd(_) => &["momentum"],
+            Optimizer::Adam(_) => &["m", "v"],
+        }
+    }
+
+    /// Rejects non-zero values for a slot this optimizer does not keep (an Adam second
+    /// moment given to SGD, say): dropping them silently would change training. `slots` are
+    /// (first moment or velocity, second moment) of parameter `param`.
+    pub(crate) fn check_unkept_state(&self, param: &str, slots: [&[f32]; 2]) -> Result<()> {
+        let kept = self.state_slots().len();
+        if let Some(k) = (kept..2).find(|&k| slots[k].iter().any(|&x| x != 0.0)) {
+            return Err(Error::invalid(
+                "optimizer state",
+                format!(
+                    "`{param}` has non-zero values for optimizer slot {} but {self:?} keeps \
+                     {kept} slot(s) {:?}",
+                    k + 1,
+                    self.state_slots()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The same optimizer with another learning rate.
     pub fn with_lr(mut self, lr: f32) -> Self {
         match &mut self {

@@ -42,9 +42,14 @@ fn oversized_buffer_is_an_error_and_the_device_stays_usable() {
     if (limit as u64 + 1) * 4 <= ctx.limits().max_buffer_size {
         let big = GpuBuffer::zeros(ctx, "big", limit + 1).unwrap();
         let y = zeros("y", 4);
-        let err =
-            kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, 4, big.full(), y.full())
-                .unwrap_err();
+        let err = kernels::activation_forward(
+            ctx,
+            wgtrain::ops::Activation::Relu,
+            4,
+            big.full(),
+            y.full(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("max_storage_buffer_binding_size"),
             "{err}"
@@ -52,8 +57,8 @@ fn oversized_buffer_is_an_error_and_the_device_stays_usable() {
     }
     let x = upload("x", &[-1.0, 2.0]);
     let y = zeros("y", 2);
-    let l =
-        kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, 2, x.full(), y.full()).unwrap();
+    let l = kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, 2, x.full(), y.full())
+        .unwrap();
     run(ctx, &[&l]).unwrap();
     assert_eq!(download(&y), vec![0.0, 2.0]);
 }
@@ -126,8 +131,9 @@ fn dispatch_over_65535_workgroups_covers_every_element() {
         .map(|i| if i % 2 == 0 { -(i as f32) } else { i as f32 })
         .collect();
     let (gx, gy) = (upload("x", &x), zeros("y", n));
-    let l = kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, n, gx.full(), gy.full())
-        .unwrap();
+    let l =
+        kernels::activation_forward(ctx, wgtrain::ops::Activation::Relu, n, gx.full(), gy.full())
+            .unwrap();
     assert!(
         l.grid()[1] > 1,
         "expected a y-split grid, got {:?}",
@@ -138,4 +144,57 @@ fn dispatch_over_65535_workgroups_covers_every_element() {
     for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
         assert_eq!(b, a.max(0.0), "element {i}");
     }
+}
+
+/// Launches count their bindings against the right limits: the parameter block is a storage
+/// buffer too, and textures count against the storage-texture limit. Going over either is an
+/// error naming the limit, before wgpu sees the layout.
+#[test]
+fn binding_counts_are_checked_against_the_right_limits() {
+    let full = gpu().limits();
+    let small = |buffers: u32, textures: u32| {
+        GpuContext::with_options(GpuOptions {
+            limits: Some(wgpu::Limits {
+                max_storage_buffers_per_shader_stage: buffers,
+                max_storage_textures_per_shader_stage: textures,
+                ..full.clone()
+            }),
+            ..Default::default()
+        })
+        .expect("a device with lower limits than the adapter's")
+    };
+    // `add` binds a, b, y and its parameter block: four storage buffers.
+    let add = |ctx: &GpuContext| {
+        let (a, y) = (
+            GpuBuffer::zeros(ctx, "a", 8).unwrap(),
+            GpuBuffer::zeros(ctx, "y", 8).unwrap(),
+        );
+        kernels::add(ctx, 8, a.full(), a.full(), y.full()).map(|_| ())
+    };
+    let err = add(&small(3, full.max_storage_textures_per_shader_stage))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4 storage buffers") && err.contains("max_storage_buffers_per_shader_stage"),
+        "{err}"
+    );
+    add(&small(4, full.max_storage_textures_per_shader_stage)).expect("four buffers fit");
+    // The texture GEMM's multiply reads two packed textures.
+    let gemm = |ctx: &GpuContext| {
+        let spec = kernels::GemmSpec::new(8, 8, 8);
+        let (a, c) = (
+            GpuBuffer::zeros(ctx, "a", 64).unwrap(),
+            GpuBuffer::zeros(ctx, "c", 64).unwrap(),
+        );
+        assert_eq!(kernels::gemm_path(ctx, &spec), kernels::GemmPath::Texture);
+        kernels::gemm(ctx, &spec, a.full(), a.full(), None, c.full()).map(|_| ())
+    };
+    let err = gemm(&small(full.max_storage_buffers_per_shader_stage, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 storage textures") && err.contains("max_storage_textures_per_shader_stage"),
+        "{err}"
+    );
+    gemm(&small(full.max_storage_buffers_per_shader_stage, 2)).expect("two textures fit");
 }

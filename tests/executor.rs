@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use common::*;
 use ndarray::{Array1, ArrayD, ArrayViewMut1, IxDyn};
 use wgtrain::cpu;
-use wgtrain::ops::Activation;
 use wgtrain::graph::{CpuRun, Dim, Feed, GpuExecutor, Graph, Init, NodeId, Value};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
 struct Mlp {
@@ -395,8 +395,8 @@ fn cpu_and_gpu_executors_agree() {
 /// are the same hash on both, so the runs agree to f32 rounding.
 #[test]
 fn dropout_clipping_and_binary_loss_agree_on_cpu_and_gpu() {
-    use wgtrain::ops::PointwiseLoss;
     use wgtrain::graph::CpuExecutor;
+    use wgtrain::ops::PointwiseLoss;
     let ctx = gpu();
     let mut g = Graph::new();
     let x = g.input("x", &[Dim::Batch, Dim::Fixed(12)]);
@@ -590,8 +590,14 @@ fn mean_loss_weighs_partial_batches_by_their_samples() {
             .unwrap();
         gpu_exec.metrics(ctx).unwrap().mean_loss as f64
     };
-    let (l8, l2) = (one(&mut gpu_exec, 8, &x8, &y8), one(&mut gpu_exec, 2, &x2, &y2));
-    assert!((l8 - l2).abs() > 1e-3, "the two batches need different losses");
+    let (l8, l2) = (
+        one(&mut gpu_exec, 8, &x8, &y8),
+        one(&mut gpu_exec, 2, &x2, &y2),
+    );
+    assert!(
+        (l8 - l2).abs() > 1e-3,
+        "the two batches need different losses"
+    );
     let want = (8.0 * l8 + 2.0 * l2) / 10.0;
     gpu_exec.reset_metrics(ctx).unwrap();
     for (rows, x, y) in [(8, &x8, &y8), (2, &x2, &y2)] {
@@ -623,10 +629,13 @@ fn gpu_metric_counts_are_exact_past_two_to_the_24() {
     let z = g.activation(x, Activation::Identity).unwrap();
     let t = g.input("t", &[Dim::Batch, Dim::Fixed(1)]);
     let loss = g
-        .loss(wgtrain::ops::PointwiseLoss::BinaryCrossEntropyWithLogits, z, t)
+        .loss(
+            wgtrain::ops::PointwiseLoss::BinaryCrossEntropyWithLogits,
+            z,
+            t,
+        )
         .unwrap();
-    let mut exec =
-        GpuExecutor::new(ctx, g, loss, Optimizer::Sgd(SgdConfig::new(0.1)), 0).unwrap();
+    let mut exec = GpuExecutor::new(ctx, g, loss, Optimizer::Sgd(SgdConfig::new(0.1)), 0).unwrap();
     // Every logit is 0, predicted negative, and every target is 0: all correct.
     let rows = (1 << 20) + 1;
     let (xs, ts) = (vec![0.0f32; rows], vec![0.0f32; rows]);
@@ -642,4 +651,120 @@ fn gpu_metric_counts_are_exact_past_two_to_the_24() {
     // Each step's loss is an f32 mean over 2^20 elements (reduction rtol 1e-4).
     let ln2 = std::f32::consts::LN_2;
     assert!((got.mean_loss - ln2).abs() <= 1e-4 * ln2, "{got:?}");
+}
+
+fn small_cnn() -> (Graph, NodeId) {
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(9), Dim::Fixed(9)],
+    );
+    let y = g.labels("y");
+    let w = g.param("conv.weight", &[4, 2, 3, 3], Init::HeUniform);
+    let b = g.param("conv.bias", &[4], Init::Zeros);
+    let h = g.conv2d(x, w, b, 1, 1).unwrap();
+    let h = g.activation(h, Activation::Relu).unwrap();
+    let h = g.max_pool2d(h, 2, 2).unwrap();
+    let h = g.flatten(h).unwrap();
+    let w2 = g.param("dense.weight", &[64, 3], Init::GlorotUniform);
+    let b2 = g.param("dense.bias", &[3], Init::Zeros);
+    let z = g.matmul(h, w2).unwrap();
+    let z = g.bias_add(z, b2).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    (g, loss)
+}
+
+/// `memory()` accounts for every byte the executor allocates (counted by its own context),
+/// and the optimizer state is what the optimizer keeps: none for plain SGD, one slot with
+/// momentum, two for Adam.
+#[test]
+fn memory_report_matches_the_bytes_allocated() {
+    let ctx = wgtrain::gpu::GpuContext::new().expect("a GPU adapter (lavapipe on CI)");
+    let momentum = SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.01)
+    };
+    let optimizers = [
+        (Optimizer::Sgd(SgdConfig::new(0.01)), 0),
+        (Optimizer::Sgd(momentum), 1),
+        (Optimizer::Adam(AdamConfig::adam(1e-3)), 2),
+    ];
+    let m = mlp(20, &[16], 5, Activation::Relu);
+    let models = [("mlp", m.graph, m.loss), {
+        let (g, loss) = small_cnn();
+        ("cnn", g, loss)
+    }];
+    for (name, graph, loss) in &models {
+        for (opt, slots) in optimizers {
+            let before = ctx.counters().bytes();
+            let mut exec = GpuExecutor::new(&ctx, graph.clone(), *loss, opt, 0).unwrap();
+            exec.prepare(&ctx, 32).unwrap();
+            exec.prepare(&ctx, 7).unwrap();
+            exec.set_clip_global_norm(&ctx, Some(1.0)).unwrap();
+            let mem = exec.memory();
+            let allocated = ctx.counters().bytes() - before;
+            assert_eq!(mem.total(), allocated, "{name} {opt:?}: {mem:?}");
+            assert_eq!(
+                mem.optimizer_state,
+                slots * mem.parameters,
+                "{name} {opt:?}"
+            );
+            assert_eq!(mem.gradients, mem.parameters, "{name} {opt:?}");
+            assert!(
+                mem.scratch > 0 && mem.activations > 0 && mem.inputs > 0,
+                "{mem:?}"
+            );
+        }
+    }
+}
+
+/// A value read by two consumers (a residual connection around a bias-add and tanh) on the
+/// GPU executor: its gradient is the sum of both uses, the un-fused bias-add runs out of
+/// place, and `add` runs forward and backward. Tracks the CPU executor over 10 steps.
+#[test]
+fn a_value_with_two_consumers_trains_like_the_cpu() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(8)]);
+    let y = g.labels("y");
+    let w1 = g.param("w1", &[8, 8], Init::GlorotUniform);
+    let b1 = g.param("b1", &[8], Init::Constant(0.1));
+    let z = g.matmul(x, w1).unwrap(); // read by the bias-add and by the residual add
+    let a = g.bias_add(z, b1).unwrap();
+    let h = g.activation(a, Activation::Tanh).unwrap();
+    let r = g.add(h, z).unwrap();
+    let w2 = g.param("w2", &[8, 5], Init::GlorotUniform);
+    let b2 = g.param("b2", &[5], Init::Zeros);
+    let out = g.matmul(r, w2).unwrap();
+    let out = g.bias_add(out, b2).unwrap();
+    let loss = g.softmax_xent(out, y).unwrap();
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let mut gpu_exec = GpuExecutor::new(ctx, g.clone(), loss, opt, 11).unwrap();
+    let mut cpu_exec = CpuExecutor::new(g.clone(), loss, opt, 11).unwrap();
+    assert!(
+        gpu_exec
+            .graph()
+            .nodes()
+            .iter()
+            .any(|n| n.op == wgtrain::graph::Op::Add),
+        "the backward pass sums z's two gradients"
+    );
+    for t in 1..=10u64 {
+        let (xs, ys) = batch(t, 12, 8, 5);
+        let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+        gpu_exec.step(ctx, 12, &feeds).unwrap();
+        cpu_exec.step(12, &feeds).unwrap();
+    }
+    for p in g.params() {
+        let want = to_f64(cpu_exec.param(p).unwrap().as_slice().unwrap());
+        let name = &g.node(p).name;
+        assert_close(
+            name,
+            &gpu_exec.read_param(ctx, p).unwrap(),
+            &want,
+            1e-4,
+            1e-3,
+        );
+    }
 }

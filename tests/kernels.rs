@@ -9,8 +9,8 @@ use common::*;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use wgtrain::cpu;
 use wgtrain::gpu::kernels::{self, GemmPath, GemmSpec};
-use wgtrain::ops::{Activation, Epilogue, PointwiseLoss};
 use wgtrain::gpu::run;
+use wgtrain::ops::{Activation, Epilogue, PointwiseLoss};
 
 fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {
     Array2::from_shape_vec((rows, cols), to_f64(v)).unwrap()
@@ -286,19 +286,19 @@ fn bias_add_and_column_sum() {
         let (gy, gb) = (upload("y", &y0), upload("bias", &bias));
         let prior = uniform(7, cols, -1.0, 1.0);
         let (gsum, gacc) = (zeros("sum", cols), upload("acc", &prior));
+        // Out of place first (reads y0), then in place.
+        let gout = zeros("out", rows * cols);
+        let out =
+            kernels::bias_add_out(ctx, rows, cols, gy.full(), gb.full(), gout.full()).unwrap();
         let add = kernels::bias_add(ctx, rows, cols, gb.full(), gy.full()).unwrap();
         let sum = kernels::column_sum(ctx, rows, cols, false, gy.full(), gsum.full()).unwrap();
         let acc = kernels::column_sum(ctx, rows, cols, true, gy.full(), gacc.full()).unwrap();
-        run(ctx, &[&add, &sum, &acc]).unwrap();
+        run(ctx, &[&out, &add, &sum, &acc]).unwrap();
         let mut want = arr2(rows, cols, &y0);
         cpu::bias_add(&mut want, Array1::from(to_f64(&bias)).view()).unwrap();
-        assert_close(
-            "bias_add",
-            &download(&gy),
-            want.as_slice().unwrap(),
-            1e-6,
-            1e-6,
-        );
+        for (what, got) in [("bias_add", &gy), ("bias_add_out", &gout)] {
+            assert_close(what, &download(got), want.as_slice().unwrap(), 1e-6, 1e-6);
+        }
         let want_sum = cpu::column_sum(want.view());
         let atol = 1e-5 * (rows as f64).sqrt();
         assert_close(
@@ -551,4 +551,24 @@ fn gemm_relu_gradient_epilogue() {
     let spec = GemmSpec::new(2, 2, 2).epilogue(Epilogue::ReluGrad);
     let err = kernels::gemm(ctx, &spec, a.full(), a.full(), None, c.full()).unwrap_err();
     assert!(err.to_string().contains("ReLU output"), "{err}");
+}
+
+#[test]
+fn elementwise_add() {
+    let ctx = gpu();
+    for n in [1, 3, 4, 64, 1031, (1 << 22) + 5] {
+        let (a, b) = (uniform(n as u64, n, -1.0, 1.0), uniform(9, n, -1.0, 1.0));
+        let (ga, gb, gy) = (upload("a", &a), upload("b", &b), zeros("y", n));
+        let add = kernels::add(ctx, n, ga.full(), gb.full(), gy.full()).unwrap();
+        run(ctx, &[&add]).unwrap();
+        let want: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| x as f64 + y as f64)
+            .collect();
+        assert_close(&format!("add n={n}"), &download(&gy), &want, 1e-6, 1e-6);
+    }
+    let (short, y) = (zeros("short", 3), zeros("y", 4));
+    let err = kernels::add(ctx, 4, short.full(), y.full(), y.full()).unwrap_err();
+    assert!(err.to_string().contains("add"), "{err}");
 }

@@ -24,12 +24,14 @@ fn check_sgd_n(cfg: SgdConfig, n: usize) {
     let ctx = gpu();
     let p0 = uniform(1, n, -1.0, 1.0);
     let (gp, gg, gv) = (upload("p", &p0), zeros("g", n), zeros("v", n));
-    let l = kernels::sgd(ctx, &cfg, n, gp.full(), gg.full(), gv.full()).unwrap();
+    // Plain SGD keeps no velocity; with momentum the kernel needs one.
+    let velocity = (cfg.momentum != 0.0).then(|| gv.full());
+    let l = kernels::sgd(ctx, &cfg, n, gp.full(), gg.full(), velocity).unwrap();
     let (mut p, mut v) = (Array1::from(p0), Array1::<f32>::zeros(n));
     for t in 0..STEPS {
         let g = uniform(100 + t, n, -1.0, 1.0);
         gg.write(ctx, 0, &g).unwrap();
-        run(ctx, &[&l]).unwrap();
+        l.run(ctx).unwrap();
         cpu::sgd_step(&cfg, p.view_mut(), ArrayView1::from(&g), v.view_mut()).unwrap();
     }
     assert_close(
@@ -123,16 +125,15 @@ fn adam_and_adamw_track_cpu() {
 fn invalid_hyper_parameters_are_rejected() {
     let ctx = gpu();
     let b = zeros("b", 4);
-    let err = kernels::sgd(
-        ctx,
-        &SgdConfig::new(f32::NAN),
-        4,
-        b.full(),
-        b.full(),
-        b.full(),
-    )
-    .unwrap_err();
+    let err =
+        kernels::sgd(ctx, &SgdConfig::new(f32::NAN), 4, b.full(), b.full(), None).unwrap_err();
     assert!(err.to_string().contains("sgd"), "{err}");
+    let momentum = SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.1)
+    };
+    let err = kernels::sgd(ctx, &momentum, 4, b.full(), b.full(), None).unwrap_err();
+    assert!(err.to_string().contains("velocity"), "{err}");
     assert!(AdamConfig {
         beta1: 1.0,
         ..AdamConfig::adam(1e-3)

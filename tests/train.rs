@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use wgtrain::ops::Activation;
 use wgtrain::data::mnist;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
+use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer};
 
 fn mlp() -> Sequential {

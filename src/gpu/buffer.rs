@@ -39,7 +39,7 @@ impl GpuBuffer {
         }
         // wgpu rejects zero-sized bindings; an empty buffer still gets one element of storage.
         let size = bytes.max(4);
-        ctx.count_buffer();
+        ctx.count_buffer(size);
         let buffer = ctx.scoped(&format!("allocating `{label}` ({bytes} bytes)"), || {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -63,6 +63,11 @@ impl GpuBuffer {
         let buf = Self::zeros(ctx, label, data.len())?;
         buf.write(ctx, 0, data)?;
         Ok(buf)
+    }
+
+    /// Bytes allocated on the device (at least 4: an empty buffer keeps one element).
+    pub fn bytes(&self) -> u64 {
+        self.buffer.size()
     }
 
     /// Number of 4-byte elements.
@@ -156,7 +161,7 @@ impl View<'_> {
         let label = self.buffer.label.as_str();
         let bytes = self.len as u64 * 4;
         let op = format!("reading back `{label}`");
-        ctx.count_buffer();
+        ctx.count_buffer(0); // transient
         let (staging, submission) = ctx.scoped(&op, || {
             let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgtrain staging"),

@@ -21,6 +21,10 @@ pub struct GpuOptions {
     /// The longest a blocking wait (read-back, `synchronize`) may take before it returns
     /// [`Error::Timeout`].
     pub timeout: Duration,
+    /// Limits to request instead of the adapter's own: a smaller device to check that work
+    /// stays within what other adapters offer (`wgpu::Limits::downlevel_defaults()`, say).
+    /// Each must be within the adapter's.
+    pub limits: Option<wgpu::Limits>,
 }
 
 impl Default for GpuOptions {
@@ -28,6 +32,7 @@ impl Default for GpuOptions {
         GpuOptions {
             adapter: None,
             timeout: Duration::from_secs(120),
+            limits: None,
         }
     }
 }
@@ -61,6 +66,7 @@ pub struct GpuContext {
 #[derive(Debug, Default)]
 pub struct Counters {
     buffers: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
     submissions: std::sync::atomic::AtomicU64,
 }
 
@@ -68,6 +74,12 @@ impl Counters {
     /// GPU buffers and textures created through wgtrain.
     pub fn buffers(&self) -> u64 {
         self.buffers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of the buffers and textures created through wgtrain that outlive the call that
+    /// made them (read-back staging buffers, freed at once, are not counted).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queue submissions made through wgtrain.
@@ -150,14 +162,18 @@ impl GpuContext {
                 seen,
             });
         };
-        Self::from_adapter(adapter, options.timeout)
+        Self::from_adapter(adapter, options.timeout, options.limits)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter, timeout: Duration) -> Result<Self> {
+    fn from_adapter(
+        adapter: wgpu::Adapter,
+        timeout: Duration,
+        limits: Option<wgpu::Limits>,
+    ) -> Result<Self> {
         let info = adapter.get_info();
         // The adapter's real limits, not WebGPU's small defaults: large storage bindings and
         // enough storage buffers per stage for fused kernels.
-        let limits = adapter.limits();
+        let limits = limits.unwrap_or_else(|| adapter.limits());
         // Subgroups let the CPU-adapter GEMM share loads across a SIMD vector.
         let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -207,10 +223,11 @@ impl GpuContext {
         &self.counters
     }
 
-    pub(crate) fn count_buffer(&self) {
-        self.counters
-            .buffers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Counts a buffer or texture of `bytes` that outlives its call (0 for staging).
+    pub(crate) fn count_buffer(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counters.buffers.fetch_add(1, Relaxed);
+        self.counters.bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Submits command buffers (every wgtrain submission goes through here, so it is counted).

@@ -409,7 +409,7 @@ pub(crate) fn packed_texture(
     let height = height.max(1);
     let band = band.clamp(1, height);
     let bands = height.div_ceil(band);
-    ctx.count_buffer();
+    ctx.count_buffer((width * bands * band * 16) as u64);
     ctx.scoped(&format!("creating texture `{label}`"), || {
         ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
@@ -644,7 +644,6 @@ fn activation_code(act: Activation) -> f64 {
         Activation::Identity => 3.0,
     }
 }
-
 
 /// `y = f(x)` over `n` elements.
 pub fn activation_forward(
@@ -1250,22 +1249,38 @@ fn vec4_ok(n: usize, views: &[&View<'_>]) -> bool {
     n.is_multiple_of(4) && views.iter().all(|v| v.offset % 4 == 0 && v.len % 4 == 0)
 }
 
-/// An in-place SGD update of `n` parameters (velocity is unused without momentum).
+/// An in-place SGD update of `n` parameters. `velocity` (n elements) is needed with momentum
+/// and must be `None` without: plain SGD keeps no state, and the kernel then binds a
+/// one-element placeholder it never reads.
 pub fn sgd(
     ctx: &GpuContext,
     cfg: &SgdConfig,
     n: usize,
     param: View<'_>,
     grad: View<'_>,
-    velocity: View<'_>,
-) -> Result<Launch> {
-    check_flat(
-        "sgd",
-        n,
-        &[("param", &param), ("grad", &grad), ("velocity", &velocity)],
-    )?;
+    velocity: Option<View<'_>>,
+) -> Result<Kernel> {
+    check_flat("sgd", n, &[("param", &param), ("grad", &grad)])?;
+    let placeholder = match velocity {
+        Some(v) => {
+            check_flat("sgd", n, &[("velocity", &v)])?;
+            None
+        }
+        None if cfg.momentum != 0.0 => {
+            return Err(Error::invalid(
+                "sgd",
+                "momentum needs a velocity buffer of the parameters' size",
+            ))
+        }
+        None => Some(GpuBuffer::zeros(ctx, "sgd velocity (unused)", 4)?),
+    };
+    let velocity = match (&placeholder, velocity) {
+        (Some(p), _) => p.full(),
+        (None, Some(v)) => v,
+        (None, None) => unreachable!("a placeholder is made when no velocity is given"),
+    };
     let wide = vec4_ok(n, &[&param, &grad, &velocity]);
-    Launch::new(
+    let launch = Launch::new(
         ctx,
         LaunchDesc {
             shader: "optim",
@@ -1280,7 +1295,12 @@ pub fn sgd(
             // sgd4: 4 vec4s per invocation.
             workgroups: groups(if wide { n.div_ceil(16) } else { n }, 256)?,
         },
-    )
+    )?;
+    Ok(Kernel::new(
+        vec![launch],
+        placeholder.into_iter().collect(),
+        vec![],
+    ))
 }
 
 /// An in-place Adam/AdamW update of `n` parameters at step `t`.

@@ -20,6 +20,8 @@ pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
         "loss" => include_str!("../../shaders/loss.wgsl"),
         "optim" => include_str!("../../shaders/optim.wgsl"),
         "conv" => include_str!("../../shaders/conv.wgsl"),
+        #[cfg(test)]
+        "broken_for_tests" => "@compute @workgroup_size(1) fn main( {}",
         _ => return None,
     })
 }
@@ -139,15 +141,32 @@ impl Launch {
                 });
             }
         }
-        if desc.bindings.len() as u32 > limits.max_storage_buffers_per_shader_stage {
-            return Err(Error::invalid(
-                "launch",
-                format!(
-                    "{label} needs {} storage buffers; the device allows {}",
-                    desc.bindings.len(),
-                    limits.max_storage_buffers_per_shader_stage
-                ),
-            ));
+        // The parameter block at binding 0 is a storage buffer too.
+        let buffers = 1 + desc.bindings.iter().filter_map(Binding::view).count() as u32;
+        let textures = desc.bindings.len() as u32 + 1 - buffers;
+        for (n, limit, what, which) in [
+            (
+                buffers,
+                limits.max_storage_buffers_per_shader_stage,
+                "storage buffers",
+                "max_storage_buffers_per_shader_stage",
+            ),
+            (
+                textures,
+                limits.max_storage_textures_per_shader_stage,
+                "storage textures",
+                "max_storage_textures_per_shader_stage",
+            ),
+        ] {
+            if n > limit {
+                return Err(Error::invalid(
+                    "launch",
+                    format!(
+                        "{label} needs {n} {what}; the device allows {limit} ({which}). \
+                         Use an adapter with higher limits"
+                    ),
+                ));
+            }
         }
         let grid = grid(desc.workgroups, limits.max_compute_workgroups_per_dimension)?;
         let key = PipelineKey {
@@ -161,11 +180,12 @@ impl Launch {
             kinds: desc.bindings.iter().map(Binding::kind).collect(),
         };
         let pipeline = pipeline(ctx, &key)?;
-        ctx.count_buffer();
+        let param_bytes = std::mem::size_of::<P>().max(16) as u64;
+        ctx.count_buffer(param_bytes);
         ctx.scoped(&format!("building launch {label}"), || {
             let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
-                size: std::mem::size_of::<P>().max(16) as u64,
+                size: param_bytes,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
@@ -230,6 +250,11 @@ impl Launch {
         &self.label
     }
 
+    /// Bytes of its parameter block on the device.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.params.size()
+    }
+
     /// The workgroup grid this launch dispatches.
     pub fn grid(&self) -> [u32; 3] {
         self.grid
@@ -269,6 +294,15 @@ impl Kernel {
         out
     }
 
+    /// Adds the device memory this kernel owns to `ledger`.
+    pub(crate) fn count(&self, ledger: &mut Ledger) {
+        ledger.bytes += self.launches.iter().map(Launch::bytes).sum::<u64>();
+        ledger.bytes += self._buffers.iter().map(|b| b.bytes()).sum::<u64>();
+        for t in &self._textures {
+            ledger.texture(t);
+        }
+    }
+
     /// The launches, in the order they run.
     pub fn launches(&self) -> impl Iterator<Item = &Launch> {
         self.launches.iter()
@@ -288,6 +322,24 @@ impl Kernel {
     pub fn set_params<P: Pod>(&self, ctx: &GpuContext, index: usize, params: &P) {
         if let Some(l) = self.launches.get(index) {
             l.set_params(ctx, params);
+        }
+    }
+}
+
+/// Device bytes held by a set of resources; a texture shared by several owners (a packed
+/// operand that a plan and its GEMMs both hold) counts once.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pub bytes: u64,
+    textures: std::collections::HashSet<wgpu::Texture>,
+}
+
+impl Ledger {
+    /// Counts an `rgba32float` texture once.
+    pub fn texture(&mut self, t: &wgpu::Texture) {
+        if self.textures.insert(t.clone()) {
+            let s = t.size();
+            self.bytes += s.width as u64 * s.height as u64 * s.depth_or_array_layers as u64 * 16;
         }
     }
 }
@@ -359,15 +411,21 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
     let source = shader_source(key.shader)
         .ok_or_else(|| Error::invalid("pipeline", format!("no shader `{}`", key.shader)))?;
     let op = format!("compiling {}::{}", key.shader, key.entry);
+    let mut modules = ctx.modules.lock().unwrap_or_else(|p| p.into_inner());
+    if !modules.contains_key(key.shader) {
+        // Cached only once it validates: a module that failed would make every later
+        // pipeline fail with a vaguer "invalid module" error.
+        let module = ctx.scoped(&format!("compiling shader `{}`", key.shader), || {
+            ctx.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key.shader),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                })
+        })?;
+        modules.insert(key.shader, module);
+    }
+    let module = &modules[key.shader];
     let pipeline = ctx.scoped(&op, || {
-        let mut modules = ctx.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = modules.entry(key.shader).or_insert_with(|| {
-            let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(key.shader),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            };
-            ctx.device.create_shader_module(desc)
-        });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -435,4 +493,30 @@ fn pipeline(ctx: &GpuContext, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipe
     let pipeline = Arc::new(pipeline);
     cache.insert(key.clone(), pipeline.clone());
     Ok(pipeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shader module that fails validation is not cached: asking again reports the same
+    /// compile error, not a vaguer "invalid module" from a cached failure.
+    #[test]
+    fn a_module_that_fails_validation_is_not_cached() {
+        let ctx = GpuContext::new().expect("a GPU adapter (lavapipe on CI)");
+        let key = PipelineKey {
+            shader: "broken_for_tests",
+            entry: "main",
+            constants: vec![],
+            kinds: vec![],
+        };
+        for attempt in 0..2 {
+            let err = pipeline(&ctx, &key).unwrap_err().to_string();
+            assert!(
+                err.contains("compiling shader `broken_for_tests`"),
+                "attempt {attempt}: {err}"
+            );
+        }
+        assert!(!ctx.modules.lock().unwrap().contains_key("broken_for_tests"));
+    }
 }

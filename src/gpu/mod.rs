@@ -7,6 +7,7 @@ mod launch;
 
 pub use buffer::{GpuBuffer, View};
 pub use context::{AdapterKind, Counters, GpuContext, GpuOptions, ADAPTER_ENV};
+pub(crate) use launch::Ledger;
 pub use launch::{
     encode_kernel_iter, encode_kernels, grid, run, run_kernels, Binding, Kernel, Launch,
 };

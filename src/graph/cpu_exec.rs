@@ -573,6 +573,8 @@ impl CpuExecutor {
                 format!("{}/{} values for {n} parameters", m.len(), v.len()),
             ));
         }
+        self.optimizer
+            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
         self.state
             .insert(p, (Array1::from(m.to_vec()), Array1::from(v.to_vec())));
         Ok(())

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::{Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams, ConvGeom, GemmSpec};
-use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Launch, View};
+use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Launch, Ledger, View};
 use crate::ops::{Activation, Epilogue, MetricKind, MetricTotals, Metrics, Window, METRIC_WORDS};
 use crate::optim::Optimizer;
 
@@ -22,16 +22,36 @@ pub enum Feed<'a> {
     U32(&'a [u32]),
 }
 
-/// Bytes the executor holds on the GPU.
+/// Bytes the executor holds on the GPU, by purpose. [`MemoryReport::total`] is every byte
+/// it allocated (as counted by [`crate::gpu::Counters::bytes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryReport {
     pub parameters: u64,
-    /// Gradients and optimizer moments.
+    /// The gradient arena.
+    pub gradients: u64,
+    /// The optimizer's per-parameter slots ([`Optimizer::state_slots`]): 0 for plain SGD.
     pub optimizer_state: u64,
-    /// Activation and gradient buffers of the largest compiled plan, after liveness reuse.
+    /// Batch inputs and labels, over every compiled plan.
+    pub inputs: u64,
+    /// Activation and gradient buffers after liveness reuse, over every compiled plan.
     pub activations: u64,
+    /// Kernel scratch: packed operand textures, row-loss and im2col buffers, launch parameter
+    /// blocks, the metrics and dropout state, over every compiled plan.
+    pub scratch: u64,
     /// What the activations would take without reuse (one buffer per node).
     pub activations_without_reuse: u64,
+}
+
+impl MemoryReport {
+    /// Every byte the executor holds.
+    pub fn total(&self) -> u64 {
+        self.parameters
+            + self.gradients
+            + self.optimizer_state
+            + self.inputs
+            + self.activations
+            + self.scratch
+    }
 }
 
 /// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
@@ -55,8 +75,8 @@ enum Loc {
 struct Arenas {
     params: GpuBuffer,
     grads: GpuBuffer,
-    m: GpuBuffer,
-    v: GpuBuffer,
+    /// One arena per slot the optimizer declares ([`Optimizer::state_slots`]).
+    state: Vec<GpuBuffer>,
     /// Element offset of each parameter in the arenas.
     offsets: HashMap<NodeId, usize>,
     /// The metric totals, [`METRIC_WORDS`] u32 words.
@@ -101,7 +121,9 @@ struct GpuPlan {
     lens: Vec<usize>,
     inputs: Vec<GpuBuffer>,
     slots: Vec<GpuBuffer>,
-    _scratch: Vec<GpuBuffer>,
+    scratch: Vec<GpuBuffer>,
+    /// Bytes activations would take with one buffer per node.
+    without_reuse: u64,
 }
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
@@ -119,7 +141,6 @@ pub struct GpuExecutor {
     arena_len: usize,
     step: u64,
     plans: HashMap<usize, GpuPlan>,
-    memory: MemoryReport,
     last_host: std::time::Duration,
 }
 
@@ -163,19 +184,16 @@ impl GpuExecutor {
         let arenas = Arenas {
             params: GpuBuffer::from_slice(ctx, "parameters", &init)?,
             grads: GpuBuffer::zeros(ctx, "gradients", arena_len)?,
-            m: GpuBuffer::zeros(ctx, "optimizer moment 1", arena_len)?,
-            v: GpuBuffer::zeros(ctx, "optimizer moment 2", arena_len)?,
+            state: optimizer
+                .state_slots()
+                .iter()
+                .map(|slot| GpuBuffer::zeros(ctx, &format!("optimizer {slot}"), arena_len))
+                .collect::<Result<_>>()?,
             offsets,
             metrics: GpuBuffer::zeros(ctx, "metrics", METRIC_WORDS)?,
             dropout_state: GpuBuffer::zeros(ctx, "dropout state", 4)?,
         };
         let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
-        let bytes = arena_len as u64 * 4;
-        let state = match optimizer {
-            Optimizer::Sgd(c) if c.momentum == 0.0 => 1,
-            Optimizer::Sgd(_) => 2,
-            Optimizer::Adam(_) => 3,
-        };
         Ok(GpuExecutor {
             graph,
             loss,
@@ -188,11 +206,6 @@ impl GpuExecutor {
             arena_len,
             step: 0,
             plans: HashMap::new(),
-            memory: MemoryReport {
-                parameters: bytes,
-                optimizer_state: bytes * state,
-                ..Default::default()
-            },
             last_host: std::time::Duration::ZERO,
         })
     }
@@ -213,9 +226,39 @@ impl GpuExecutor {
         &self.grads
     }
 
-    /// What the executor holds on the GPU.
+    /// What the executor holds on the GPU, counted from the resources it owns.
     pub fn memory(&self) -> MemoryReport {
-        self.memory
+        let a = &self.arenas;
+        let bytes = |bufs: &[GpuBuffer]| bufs.iter().map(GpuBuffer::bytes).sum::<u64>();
+        let mut scratch = Ledger::default();
+        scratch.bytes += a.metrics.bytes() + a.dropout_state.bytes();
+        self.optimizer_kernel.count(&mut scratch);
+        if let Some((_, clip)) = &self.clip {
+            clip.count(&mut scratch);
+        }
+        let mut report = MemoryReport {
+            parameters: a.params.bytes(),
+            gradients: a.grads.bytes(),
+            optimizer_state: bytes(&a.state),
+            ..Default::default()
+        };
+        for plan in self.plans.values() {
+            report.inputs += bytes(&plan.inputs);
+            report.activations += bytes(&plan.slots);
+            report.activations_without_reuse += plan.without_reuse;
+            scratch.bytes += bytes(&plan.scratch);
+            for k in &plan.kernels {
+                k.count(&mut scratch);
+            }
+            let pre = &plan.prepacked;
+            let textures = pre.inputs.iter().map(|t| &t.2);
+            let textures = textures.chain(pre.params.iter().map(|t| &t.3));
+            for t in textures.chain(pre.packed.iter().map(|t| &t.3)) {
+                scratch.texture(t);
+            }
+        }
+        report.scratch = scratch.bytes;
+        report
     }
 
     /// Optimizer steps taken.
@@ -283,17 +326,6 @@ impl GpuExecutor {
                 &self.arenas,
                 batch,
             )?;
-            let act = plan.slots.iter().map(|s| s.len() as u64 * 4).sum();
-            self.memory.activations = self.memory.activations.max(act);
-            let naive = plan
-                .lens
-                .iter()
-                .zip(&plan.locs)
-                .filter(|(_, l)| matches!(l, Some(Loc::Slot(_))))
-                .map(|(n, _)| *n as u64 * 4)
-                .sum();
-            self.memory.activations_without_reuse =
-                self.memory.activations_without_reuse.max(naive);
             self.plans.insert(batch, plan);
         }
         Ok(())
@@ -491,9 +523,7 @@ impl GpuExecutor {
 
     /// Zeroes the accumulated metrics.
     pub fn reset_metrics(&self, ctx: &GpuContext) -> Result<()> {
-        self.arenas
-            .metrics
-            .write(ctx, 0, &[0u32; METRIC_WORDS])
+        self.arenas.metrics.write(ctx, 0, &[0u32; METRIC_WORDS])
     }
 
     fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
@@ -519,16 +549,19 @@ impl GpuExecutor {
         self.arenas.grads.view(off, len)?.read(ctx)
     }
 
-    /// A parameter's optimizer state: (first moment or SGD velocity, second moment).
+    /// A parameter's optimizer state: (first moment or SGD velocity, second moment), zeros
+    /// for a slot the optimizer does not keep.
     pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
         let (off, len) = self.param_range(p)?;
-        Ok((
-            self.arenas.m.view(off, len)?.read(ctx)?,
-            self.arenas.v.view(off, len)?.read(ctx)?,
-        ))
+        let slot = |k: usize| match self.arenas.state.get(k) {
+            Some(arena) => arena.view(off, len)?.read(ctx),
+            None => Ok(vec![0.0; len]),
+        };
+        Ok((slot(0)?, slot(1)?))
     }
 
-    /// Overwrites a parameter's optimizer state.
+    /// Overwrites a parameter's optimizer state; values for a slot the optimizer does not
+    /// keep must be zeros.
     pub fn write_state(&self, ctx: &GpuContext, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
         let (off, len) = self.param_range(p)?;
         if m.len() != len || v.len() != len {
@@ -537,8 +570,12 @@ impl GpuExecutor {
                 format!("{}/{} values for {len} parameters", m.len(), v.len()),
             ));
         }
-        self.arenas.m.write(ctx, off, m)?;
-        self.arenas.v.write(ctx, off, v)
+        self.optimizer
+            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
+        for (arena, values) in self.arenas.state.iter().zip([m, v]) {
+            arena.write(ctx, off, values)?;
+        }
+        Ok(())
     }
 
     /// Sets the optimizer step count (when resuming); Adam's bias correction follows it.
@@ -630,21 +667,23 @@ fn optimizer_kernel(
     n: usize,
     t: u64,
 ) -> Result<Kernel> {
-    Ok(match opt {
-        Optimizer::Sgd(c) => {
-            kernels::sgd(ctx, c, n, a.params.full(), a.grads.full(), a.m.full())?.into()
+    Ok(match (opt, a.state.as_slice()) {
+        (Optimizer::Sgd(c), state) => {
+            let velocity = state.first().map(GpuBuffer::full);
+            kernels::sgd(ctx, c, n, a.params.full(), a.grads.full(), velocity)?
         }
-        Optimizer::Adam(c) => kernels::adam(
+        (Optimizer::Adam(c), [m, v]) => kernels::adam(
             ctx,
             c,
             t,
             n,
             a.params.full(),
             a.grads.full(),
-            a.m.full(),
-            a.v.full(),
+            m.full(),
+            v.full(),
         )?
         .into(),
+        (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
     })
 }
 
@@ -837,7 +876,8 @@ fn build_plan(
         });
         if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
             // The fused gradient is written by this node's launch: place it now.
-            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g))) {
+            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g)))
+            {
                 locs[g] = Some(match arena_grad.get(&g) {
                     Some(&off) => Loc::Grad(off),
                     None => {
@@ -1281,6 +1321,12 @@ fn build_plan(
             kernels::activation_forward(ctx, Activation::Identity, lens[gi], v(gi)?, dst)?.into(),
         );
     }
+    let without_reuse = lens
+        .iter()
+        .zip(&locs)
+        .filter(|(_, l)| matches!(l, Some(Loc::Slot(_))))
+        .map(|(n, _)| *n as u64 * 4)
+        .sum();
     Ok(GpuPlan {
         kernels,
         prepacked,
@@ -1289,6 +1335,7 @@ fn build_plan(
         lens,
         inputs,
         slots,
-        _scratch: scratch,
+        scratch,
+        without_reuse,
     })
 }

@@ -24,14 +24,14 @@ mod cpu_exec;
 mod gpu_exec;
 mod init;
 
+pub use crate::ops::Metrics;
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun, Value};
 pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
-pub use crate::ops::Metrics;
 pub use init::Init;
 
-use crate::ops::{Activation, PointwiseLoss, Window};
 use crate::error::{Error, Result};
+use crate::ops::{Activation, PointwiseLoss, Window};
 
 /// A dimension: the batch (fixed when a plan is compiled) or a fixed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -26,9 +26,9 @@ mod model;
 pub use crate::optim::LrSchedule;
 pub use model::{Device, EarlyStopping, EpochLog, FitConfig, History, Model, Monitor, Prediction};
 
-use crate::ops::Activation;
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Init, NodeId};
+use crate::ops::Activation;
 
 /// A fully connected layer: `activation(x W + b)`.
 #[derive(Debug, Clone, Copy, PartialEq)]

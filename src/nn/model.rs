@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Built, Loss, Sequential};
-use crate::ops::PointwiseLoss;
 use crate::data::{Augment, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Metrics, NodeId};
+use crate::ops::PointwiseLoss;
 use crate::optim::{LrSchedule, Optimizer};
 
 /// Where a model runs.
