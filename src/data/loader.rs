@@ -120,7 +120,7 @@ pub struct Batch {
     pub index: usize,
 }
 
-type FillFn = dyn FnMut(usize, usize, &mut Batch) -> Result<()> + Send;
+type FillFn<'a> = dyn FnMut(usize, usize, &mut Batch) -> Result<()> + Send + 'a;
 
 /// A running loader. Iterate it (or call [`Loader::next_batch`]) for batches; give buffers
 /// back with [`Loader::recycle`].
@@ -142,6 +142,55 @@ impl Loader {
         indices: Option<Vec<usize>>,
         cfg: LoaderConfig,
     ) -> Result<Self> {
+        let (batches, fill) = Self::plan(dataset, indices, cfg.clone())?;
+        Ok(Self::spawn(batches, cfg.epochs, cfg.prefetch, fill, |f| {
+            Some(
+                thread_builder()
+                    .spawn(f)
+                    .expect("spawning the loader thread"),
+            )
+        }))
+    }
+
+    /// [`Loader::new`] over a borrowed dataset, with its thread in `scope`: nothing is copied,
+    /// and the scope joins the thread when it ends (dropping the loader stops it first).
+    ///
+    /// ```no_run
+    /// # use wgtrain::data::{Dataset, Loader, LoaderConfig};
+    /// # fn demo(data: &Dataset) -> wgtrain::Result<()> {
+    /// std::thread::scope(|scope| {
+    ///     for batch in Loader::scoped(scope, data, None, LoaderConfig::new(32))? {
+    ///         let batch = batch?;
+    ///         // ... train on batch.inputs and batch.labels
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn scoped<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        dataset: &'env Dataset,
+        indices: Option<Vec<usize>>,
+        cfg: LoaderConfig,
+    ) -> Result<Self> {
+        let (batches, fill) = Self::plan(dataset, indices, cfg.clone())?;
+        Ok(Self::spawn(batches, cfg.epochs, cfg.prefetch, fill, |f| {
+            thread_builder()
+                .spawn_scoped(scope, f)
+                .expect("spawning the loader thread");
+            None
+        }))
+    }
+
+    /// Checks the configuration and builds the batch filler: (batches per epoch, filler).
+    fn plan<'a, D>(
+        dataset: D,
+        indices: Option<Vec<usize>>,
+        cfg: LoaderConfig,
+    ) -> Result<(usize, Box<FillFn<'a>>)>
+    where
+        D: std::ops::Deref<Target = Dataset> + Send + 'a,
+    {
         if cfg.batch_size == 0 {
             return Err(Error::invalid("loader", "batch_size is 0"));
         }
@@ -174,18 +223,13 @@ impl Loader {
             n.div_ceil(cfg.batch_size)
         };
         let first = cfg.first_epoch;
-        let mut fill = dataset_filler(dataset, indices, cfg.clone());
+        let mut fill = dataset_filler(dataset, indices, cfg);
         let shifted = move |epoch: usize, index: usize, batch: &mut Batch| {
             fill(epoch + first, index, batch)?;
             batch.epoch = epoch + first;
             Ok(())
         };
-        Ok(Self::spawn(
-            batches,
-            cfg.epochs,
-            cfg.prefetch,
-            Box::new(shifted),
-        ))
+        Ok((batches, Box::new(shifted)))
     }
 
     /// Runs `fill(epoch, index, batch)` on the loader thread for `batches_per_epoch` batches of
@@ -196,59 +240,65 @@ impl Loader {
         prefetch: usize,
         fill: impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send + 'static,
     ) -> Self {
-        Self::spawn(batches_per_epoch, epochs, prefetch, Box::new(fill))
+        Self::spawn(batches_per_epoch, epochs, prefetch, Box::new(fill), |f| {
+            Some(
+                thread_builder()
+                    .spawn(f)
+                    .expect("spawning the loader thread"),
+            )
+        })
     }
 
-    fn spawn(
+    /// Starts the thread body with `start` (a plain or a scoped thread), which returns the
+    /// handle to join on drop, if any.
+    fn spawn<'a>(
         batches_per_epoch: usize,
         epochs: usize,
         prefetch: usize,
-        mut fill: Box<FillFn>,
+        mut fill: Box<FillFn<'a>>,
+        start: impl FnOnce(Box<dyn FnOnce() + Send + 'a>) -> Option<JoinHandle<()>>,
     ) -> Self {
         let (tx, rx) = flume::bounded(prefetch.max(1));
         let (recycle, recycled) = flume::unbounded::<Batch>();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_thread = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("wgtrain-loader".into())
-            .spawn(move || {
-                lower_thread_priority();
-                let tx_panic = tx.clone();
-                let run = catch_unwind(AssertUnwindSafe(|| {
-                    for epoch in 0..epochs {
-                        for index in 0..batches_per_epoch {
-                            if stop_thread.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            let mut batch = recycled.try_recv().unwrap_or_default();
-                            batch.epoch = epoch;
-                            batch.index = index;
-                            let item = fill(epoch, index, &mut batch).map(|_| batch);
-                            let failed = item.is_err();
-                            // A send error means the consumer is gone: stop quietly.
-                            if tx.send(item).is_err() || failed {
-                                return;
-                            }
+        let handle = start(Box::new(move || {
+            lower_thread_priority();
+            let tx_panic = tx.clone();
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                for epoch in 0..epochs {
+                    for index in 0..batches_per_epoch {
+                        if stop_thread.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let mut batch = recycled.try_recv().unwrap_or_default();
+                        batch.epoch = epoch;
+                        batch.index = index;
+                        let item = fill(epoch, index, &mut batch).map(|_| batch);
+                        let failed = item.is_err();
+                        // A send error means the consumer is gone: stop quietly.
+                        if tx.send(item).is_err() || failed {
+                            return;
                         }
                     }
-                }));
-                if let Err(panic) = run {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    let _ = tx_panic.send(Err(Error::Loader {
-                        detail: format!("the loader thread panicked: {msg}"),
-                    }));
                 }
-            })
-            .expect("spawning the loader thread");
+            }));
+            if let Err(panic) = run {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let _ = tx_panic.send(Err(Error::Loader {
+                    detail: format!("the loader thread panicked: {msg}"),
+                }));
+            }
+        }));
         Loader {
             rx,
             recycle,
             stop,
-            handle: Some(handle),
+            handle,
             batches_per_epoch,
             total: batches_per_epoch * epochs,
             received: 0,
@@ -323,8 +373,12 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn dataset_filler(
-    data: Arc<Dataset>,
+fn thread_builder() -> std::thread::Builder {
+    std::thread::Builder::new().name("wgtrain-loader".into())
+}
+
+fn dataset_filler<D: std::ops::Deref<Target = Dataset> + Send>(
+    data: D,
     indices: Vec<usize>,
     cfg: LoaderConfig,
 ) -> impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send {

@@ -445,7 +445,6 @@ impl Model {
     pub fn fit(&mut self, data: &Dataset, cfg: &FitConfig) -> Result<History> {
         self.check(data)?;
         cfg.lr_schedule.validate()?;
-        let data = Arc::new(data.clone());
         let (train, validation) = if cfg.validation_split > 0.0 {
             if cfg.validation_data.is_some() {
                 return Err(Error::invalid(
@@ -454,11 +453,11 @@ impl Model {
                 ));
             }
             let (t, v) = data.split_last(cfg.validation_split)?;
-            (t, Some((data.clone(), v)))
+            (t, Some((data, v)))
         } else if let Some(v) = &cfg.validation_data {
             self.check(v)?;
             let all = (0..v.len()).collect();
-            ((0..data.len()).collect(), Some((v.clone(), all)))
+            ((0..data.len()).collect(), Some((&**v, all)))
         } else {
             ((0..data.len()).collect(), None)
         };
@@ -481,26 +480,40 @@ impl Model {
         }
         self.set_clip(cfg.clip_global_norm)?;
         self.normalize = cfg.normalize.clone();
+        // The loader thread borrows `data` inside this scope: nothing is copied.
+        std::thread::scope(|scope| {
+            let loader = Loader::scoped(
+                scope,
+                data,
+                Some(train),
+                LoaderConfig {
+                    batch_size: cfg.batch_size,
+                    shuffle: cfg.shuffle,
+                    seed: cfg.seed,
+                    drop_last: false,
+                    prefetch: 4,
+                    epochs: cfg.epochs.saturating_sub(cfg.initial_epoch),
+                    first_epoch: cfg.initial_epoch,
+                    normalize: cfg.normalize.clone(),
+                    augment: cfg.augment,
+                },
+            )?;
+            self.train_epochs(loader, validation, cfg)
+        })
+    }
+
+    /// `fit`'s epochs over `loader`'s batches, validating on `validation` after each.
+    fn train_epochs(
+        &mut self,
+        mut loader: Loader,
+        validation: Option<(&Dataset, Vec<usize>)>,
+        cfg: &FitConfig,
+    ) -> Result<History> {
         let base_lr = self.optimizer.lr();
         let mut lr = f32::NAN;
         let mut best: Option<(f32, usize)> = None;
         let mut best_state = None;
         let mut waited = 0;
-        let mut loader = Loader::new(
-            data.clone(),
-            Some(train),
-            LoaderConfig {
-                batch_size: cfg.batch_size,
-                shuffle: cfg.shuffle,
-                seed: cfg.seed,
-                drop_last: false,
-                prefetch: 4,
-                epochs: cfg.epochs.saturating_sub(cfg.initial_epoch),
-                first_epoch: cfg.initial_epoch,
-                normalize: cfg.normalize.clone(),
-                augment: cfg.augment,
-            },
-        )?;
         let per_epoch = loader.batches_per_epoch();
         let mut history = History::default();
         self.take_metrics()?;
@@ -621,7 +634,7 @@ impl Model {
 
     fn evaluate_indices(
         &mut self,
-        data: &Arc<Dataset>,
+        data: &Dataset,
         indices: Vec<usize>,
         batch_size: usize,
         normalize: &Normalize,
@@ -632,23 +645,24 @@ impl Model {
             normalize: normalize.clone(),
             ..LoaderConfig::new(batch_size)
         };
-        let mut loader = Loader::new(data.clone(), Some(indices), cfg)?;
-        while let Some(batch) = loader.next_batch() {
-            let batch = batch?;
-            self.run_batch(false, batch.len, &batch.inputs, &batch.labels)?;
-            loader.recycle(batch);
-        }
-        self.take_metrics()
+        std::thread::scope(|scope| {
+            let mut loader = Loader::scoped(scope, data, Some(indices), cfg)?;
+            while let Some(batch) = loader.next_batch() {
+                let batch = batch?;
+                self.run_batch(false, batch.len, &batch.inputs, &batch.labels)?;
+                loader.recycle(batch);
+            }
+            self.take_metrics()
+        })
     }
 
     /// Mean loss and accuracy over `data`, with inputs scaled as the last `fit` scaled them
     /// (x / 255 before any).
     pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Metrics> {
         self.check(data)?;
-        let data = Arc::new(data.clone());
         let all = (0..data.len()).collect();
         let normalize = self.normalize.clone();
-        self.evaluate_indices(&data, all, batch_size, &normalize)
+        self.evaluate_indices(data, all, batch_size, &normalize)
     }
 
     /// How `evaluate` scales inputs (and `predict` expects them scaled).
