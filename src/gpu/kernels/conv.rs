@@ -8,12 +8,12 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{
     band_rows, check_loops, dim_u32, gemm, gemm_path, gemm_tex_multiply, groups, need, pack,
-    packed_texture, Epilogue, GemmPath, GemmSpec,
+    packed_texture, GemmPath, GemmSpec,
 };
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
-use crate::ops::Window;
+use crate::ops::{Epilogue, Window};
 
 /// Scratch bytes one chunk of a convolution may use per matrix.
 const CHUNK_BYTES: usize = 64 << 20;

@@ -1,0 +1,218 @@
+//! Elementwise kernels (shaders/elementwise.wgsl): activations and their gradients, bias
+//! addition, sums, and dropout.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{dim_u32, dims4, groups, need};
+use crate::error::{Error, Result};
+use crate::gpu::launch::LaunchDesc;
+use crate::gpu::{Binding, GpuContext, Launch, View};
+use crate::ops::Activation;
+
+fn activation_code(act: Activation) -> f64 {
+    match act {
+        Activation::Relu => 0.0,
+        Activation::Sigmoid => 1.0,
+        Activation::Tanh => 2.0,
+        Activation::Identity => 3.0,
+    }
+}
+
+/// `y = f(x)` over `n` elements.
+pub fn activation_forward(
+    ctx: &GpuContext,
+    act: Activation,
+    n: usize,
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    need("activation_forward", "x", &x, n)?;
+    need("activation_forward", "y", &y, n)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "activation_forward",
+            constants: vec![("OP", activation_code(act))],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `dx = f'(x) * dy` from the forward output `y`, over `n` elements.
+pub fn activation_backward(
+    ctx: &GpuContext,
+    act: Activation,
+    n: usize,
+    y: View<'_>,
+    dy: View<'_>,
+    dx: View<'_>,
+) -> Result<Launch> {
+    for (what, v) in [("y", &y), ("dy", &dy), ("dx", &dx)] {
+        need("activation_backward", what, v, n)?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "activation_backward",
+            constants: vec![("OP", activation_code(act))],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(y), Binding::Read(dy), Binding::ReadWrite(dx)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y += bias` in place, `y` row-major (rows, cols), `bias` (cols).
+pub fn bias_add(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if cols == 0 {
+        return Err(Error::invalid("bias_add", "zero columns"));
+    }
+    need("bias_add", "bias", &bias, cols)?;
+    need("bias_add", "y", &y, rows * cols)?;
+    let n = rows * cols;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "bias_add",
+            constants: vec![],
+            params: dims4(n, cols, 0)?,
+            bindings: vec![Binding::Read(bias), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y = x + bias` out of place, `x` and `y` row-major (rows, cols), `bias` (cols).
+pub fn bias_add_out(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    x: View<'_>,
+    bias: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if cols == 0 {
+        return Err(Error::invalid("bias_add", "zero columns"));
+    }
+    need("bias_add", "x", &x, rows * cols)?;
+    need("bias_add", "bias", &bias, cols)?;
+    need("bias_add", "y", &y, rows * cols)?;
+    let n = rows * cols;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "bias_add_out",
+            constants: vec![],
+            params: dims4(n, cols, 0)?,
+            bindings: vec![Binding::Read(x), Binding::Read(bias), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+/// `y = a + b` over `n` elements.
+pub fn add(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) -> Result<Launch> {
+    for (what, v) in [("a", &a), ("b", &b), ("y", &y)] {
+        need("add", what, v, n)?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "add",
+            constants: vec![],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct DropoutParams {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    threshold: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// The step and mode [`dropout`] launches read: written once per submission.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub struct DropoutState {
+    step_lo: u32,
+    step_hi: u32,
+    training: u32,
+    _pad: u32,
+}
+
+impl DropoutState {
+    /// Training at optimizer step `step` (masks differ per step), or evaluating (identity).
+    pub fn new(step: u64, training: bool) -> Self {
+        DropoutState {
+            step_lo: step as u32,
+            step_hi: (step >> 32) as u32,
+            training: training as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// Inverted dropout of `x[..n]` into `y` (see [`crate::cpu::dropout`]); `state` holds a
+/// [`DropoutState`]. With `x` = dy it is the backward pass.
+pub fn dropout(
+    ctx: &GpuContext,
+    n: usize,
+    rate: f32,
+    seed: u64,
+    state: View<'_>,
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(Error::invalid(
+            "dropout",
+            format!("the rate must be in [0, 1), got {rate}"),
+        ));
+    }
+    need("dropout", "state", &state, 4)?;
+    need("dropout", "x", &x, n)?;
+    need("dropout", "y", &y, n)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "dropout",
+            constants: vec![],
+            params: DropoutParams {
+                n: dim_u32("dropout", "n", n)?,
+                seed_lo: seed as u32,
+                seed_hi: (seed >> 32) as u32,
+                threshold: crate::cpu::dropout_threshold(rate),
+                scale: crate::cpu::dropout_scale(rate),
+                _pad: [0; 3],
+            },
+            bindings: vec![
+                Binding::Read(state),
+                Binding::Read(x),
+                Binding::ReadWrite(y),
+            ],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}

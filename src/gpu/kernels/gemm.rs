@@ -1,0 +1,267 @@
+//! The GEMM `C = alpha op(A) op(B) + beta C` with a fused epilogue: its spec, the choice
+//! between the two paths (shared-memory tiles on GPUs, packed textures on CPU adapters; see
+//! README.md, "Why the GEMM looks the way it does on CPU adapters"), and the tiled kernel
+//! (shaders/gemm.wgsl).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::gemm_tex::{band_rows, gemm_tex_multiply, pack};
+use super::{check_loops, dim_u32, need, LOOP_LIMIT};
+use crate::error::{Error, Result};
+use crate::gpu::launch::LaunchDesc;
+use crate::gpu::{AdapterKind, Binding, GpuContext, Kernel, Launch, View};
+use crate::ops::Epilogue;
+
+/// The epilogue's code in the GEMM shaders (`EPILOGUE` override).
+impl Epilogue {
+    pub(super) fn code(self) -> f64 {
+        match self {
+            Epilogue::None => 0.0,
+            Epilogue::Bias => 1.0,
+            Epilogue::BiasRelu => 2.0,
+            Epilogue::Relu => 3.0,
+            Epilogue::ReluGrad => 4.0,
+        }
+    }
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C` with op(A) of shape (m, k) and op(B) of shape (k, n).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// A is stored (k, m) and used transposed.
+    pub trans_a: bool,
+    /// B is stored (n, k) and used transposed.
+    pub trans_b: bool,
+    pub alpha: f32,
+    /// 0 means C is written without being read.
+    pub beta: f32,
+    pub epilogue: Epilogue,
+    /// C is stored transposed, (n, m) (for `beta` too): computing `C^T = op(B)^T op(A)^T`
+    /// this way lets an operand keep the layout another GEMM packed it in.
+    pub trans_c: bool,
+    /// Forces a kernel path; `None` lets [`gemm_path`] choose by adapter and shape.
+    pub path: Option<GemmPath>,
+}
+
+impl GemmSpec {
+    /// Plain `C = A B`.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            epilogue: Epilogue::None,
+            trans_c: false,
+            path: None,
+        }
+    }
+
+    /// Stores C transposed, (n, m).
+    pub fn trans_c(mut self, t: bool) -> Self {
+        self.trans_c = t;
+        self
+    }
+
+    /// Forces a kernel path (for tests and benchmarks); a texture path the shape cannot take
+    /// falls back to the tiled one.
+    pub fn path(mut self, p: GemmPath) -> Self {
+        self.path = Some(p);
+        self
+    }
+
+    /// Uses A transposed (stored (k, m)).
+    pub fn trans_a(mut self, t: bool) -> Self {
+        self.trans_a = t;
+        self
+    }
+
+    /// Uses B transposed (stored (n, k)).
+    pub fn trans_b(mut self, t: bool) -> Self {
+        self.trans_b = t;
+        self
+    }
+
+    /// Sets alpha and beta.
+    pub fn scale(mut self, alpha: f32, beta: f32) -> Self {
+        self.alpha = alpha;
+        self.beta = beta;
+        self
+    }
+
+    /// Sets the fused epilogue.
+    pub fn epilogue(mut self, e: Epilogue) -> Self {
+        self.epilogue = e;
+        self
+    }
+
+    /// Floating-point operations of one launch (2mnk).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(super) struct GemmDims {
+    pub(super) m: u32,
+    pub(super) n: u32,
+    pub(super) k: u32,
+    pub(super) tiles_m: u32,
+    pub(super) tiles_n: u32,
+    pub(super) alpha: f32,
+    pub(super) beta: f32,
+    pub(super) trans: u32,
+}
+
+/// The two GEMM paths (see shaders/gemm.wgsl for why both exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    /// Shared-memory tiles over storage buffers: real GPUs, and any shape.
+    Tiled,
+    /// Operands packed into textures, then a register-blocked kernel: CPU adapters.
+    Texture,
+}
+
+/// The path a spec takes on this adapter: textures on CPU adapters when the packed operands fit
+/// the texture limits, shared-memory tiles otherwise.
+pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
+    let max = ctx.limits().max_texture_dimension_2d as usize;
+    let k4 = spec.k.div_ceil(4);
+    // op(A) may be packed in bands of rows side by side (see gemm_pack.wgsl).
+    let bands = spec.m.div_ceil(max);
+    let fits = bands * k4 <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
+    // gemm_tex shares B texels across its 8 invocations with subgroup broadcasts.
+    let fits = fits && ctx.subgroup_size() == Some(8);
+    let wanted = spec.path.unwrap_or(match ctx.kind() {
+        AdapterKind::Cpu => GemmPath::Texture,
+        AdapterKind::Gpu => GemmPath::Tiled,
+    });
+    if wanted == GemmPath::Texture && fits && spec.k > 0 {
+        GemmPath::Texture
+    } else {
+        GemmPath::Tiled
+    }
+}
+
+/// Builds a GEMM. `a`, `b`, `c` (and `bias` for a bias epilogue) are views of at least
+/// m*k, k*n, m*n (and n) elements. On CPU adapters the returned kernel also owns two packed
+/// textures and runs three launches (pack A, pack B, multiply).
+///
+/// ```no_run
+/// use wgtrain::gpu::{kernels::{self, GemmSpec}, GpuBuffer, GpuContext};
+/// let ctx = GpuContext::new()?;
+/// let a = GpuBuffer::from_slice(&ctx, "a", &[1.0f32, 2.0, 3.0, 4.0])?; // (2, 2)
+/// let b = GpuBuffer::from_slice(&ctx, "b", &[1.0f32, 0.0, 0.0, 1.0])?; // identity
+/// let c = GpuBuffer::zeros(&ctx, "c", 4)?;
+/// let gemm = kernels::gemm(&ctx, &GemmSpec::new(2, 2, 2), a.full(), b.full(), None, c.full())?;
+/// gemm.run(&ctx)?;
+/// assert_eq!(c.read::<f32>(&ctx)?, vec![1.0, 2.0, 3.0, 4.0]);
+/// # Ok::<(), wgtrain::Error>(())
+/// ```
+pub fn gemm(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: View<'_>,
+    b: View<'_>,
+    bias: Option<View<'_>>,
+    c: View<'_>,
+) -> Result<Kernel> {
+    const OP: &str = "gemm";
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    if m == 0 || n == 0 {
+        return Err(Error::invalid(OP, format!("empty output ({m} x {n})")));
+    }
+    need(OP, "A", &a, m * k)?;
+    need(OP, "B", &b, k * n)?;
+    need(OP, "C", &c, m * n)?;
+    let bias = match (spec.epilogue.has_bias(), bias) {
+        (true, Some(v)) => {
+            need(OP, "bias", &v, n)?;
+            v
+        }
+        (false, Some(v)) if spec.epilogue == Epilogue::ReluGrad => {
+            need(OP, "ReLU output", &v, m * n)?;
+            v
+        }
+        (false, None) if spec.epilogue == Epilogue::ReluGrad => {
+            return Err(Error::invalid(
+                OP,
+                "the ReLU-gradient epilogue needs the ReLU output",
+            ))
+        }
+        (true, None) => {
+            return Err(Error::invalid(
+                OP,
+                "epilogue adds a bias but no bias was given",
+            ))
+        }
+        // Unused by the kernel; any read-only view fills the slot.
+        (false, _) => a,
+    };
+    let path = gemm_path(ctx, spec);
+    match path {
+        GemmPath::Tiled => {
+            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
+            let (dims, workgroups) = gemm_dims(spec, 64, 64)?;
+            let launch = Launch::new(
+                ctx,
+                LaunchDesc {
+                    shader: "gemm",
+                    entry: "gemm_tiled",
+                    constants: vec![("EPILOGUE", spec.epilogue.code())],
+                    params: dims,
+                    bindings: vec![
+                        Binding::Read(a),
+                        Binding::Read(b),
+                        Binding::Read(bias),
+                        Binding::ReadWrite(c),
+                    ],
+                    workgroups,
+                },
+            )?;
+            Ok(launch.into())
+        }
+        GemmPath::Texture => {
+            let k4 = k.div_ceil(4);
+            // op(A): m rows of k4 texels; op(B): 4*k4 rows (zero beyond k) of ceil(n/4) texels.
+            let band = band_rows(ctx, m);
+            let (ta, pack_a) = pack(ctx, "gemm op(A)", a, m, k, spec.trans_a, m, band)?;
+            let (tb, pack_b) = pack(ctx, "gemm op(B)", b, k, n, spec.trans_b, 4 * k4, 4 * k4)?;
+            let multiply = gemm_tex_multiply(ctx, spec, (&ta, band), &tb, bias, c)?;
+            Ok(Kernel::new(
+                vec![pack_a, pack_b, multiply],
+                vec![],
+                vec![ta, tb],
+            ))
+        }
+    }
+}
+
+/// The parameter block of a GEMM over tiles of `rows` x `cols` outputs, and its workgroups
+/// (one per tile).
+pub(super) fn gemm_dims(spec: &GemmSpec, rows: u32, cols: u32) -> Result<(GemmDims, u32)> {
+    const OP: &str = "gemm";
+    let tiles_m = dim_u32(OP, "m", spec.m)?.div_ceil(rows);
+    let tiles_n = dim_u32(OP, "n", spec.n)?.div_ceil(cols);
+    let workgroups = tiles_m
+        .checked_mul(tiles_n)
+        .ok_or_else(|| Error::invalid(OP, "too many tiles"))?;
+    let dims = GemmDims {
+        m: spec.m as u32,
+        n: spec.n as u32,
+        k: dim_u32(OP, "k", spec.k)?,
+        tiles_m,
+        tiles_n,
+        alpha: spec.alpha,
+        beta: spec.beta,
+        trans: spec.trans_a as u32 | (spec.trans_b as u32) << 1 | (spec.trans_c as u32) << 2,
+    };
+    Ok((dims, workgroups))
+}
