@@ -5,15 +5,13 @@
 
 use std::collections::HashMap;
 
+use super::plan::{self, GpuPlan, Loc, Prepacked, Views};
 use super::{Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, AdamParams, ConvGeom, GemmSpec};
-use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Launch, Ledger, View};
-use crate::ops::{Activation, Epilogue, MetricKind, MetricTotals, Metrics, Window, METRIC_WORDS};
+use crate::gpu::kernels::{self, AdamParams};
+use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Ledger};
+use crate::ops::{MetricKind, MetricTotals, Metrics, METRIC_WORDS};
 use crate::optim::Optimizer;
-
-/// Arena slots start on 256-byte boundaries (every adapter's storage-offset alignment).
-const ALIGN: usize = 64;
 
 /// Batch data for one input node.
 #[derive(Debug, Clone, Copy)]
@@ -63,67 +61,18 @@ pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
     MetricKind::for_loss(pointwise, outputs_per_sample)
 }
 
-/// Where a node's value lives in a plan.
-#[derive(Debug, Clone, Copy)]
-enum Loc {
-    Input(usize),
-    Param(usize),
-    Grad(usize),
-    Slot(usize),
-}
-
-struct Arenas {
-    params: GpuBuffer,
-    grads: GpuBuffer,
+/// The executor's resident state: parameters, gradients and optimizer slots as flat arenas.
+pub(super) struct Arenas {
+    pub params: GpuBuffer,
+    pub grads: GpuBuffer,
     /// One arena per slot the optimizer declares ([`Optimizer::state_slots`]).
-    state: Vec<GpuBuffer>,
+    pub state: Vec<GpuBuffer>,
     /// Element offset of each parameter in the arenas.
-    offsets: HashMap<NodeId, usize>,
+    pub offsets: HashMap<NodeId, usize>,
     /// The metric totals, [`METRIC_WORDS`] u32 words.
-    metrics: GpuBuffer,
+    pub metrics: GpuBuffer,
     /// The step and training flag dropout launches read.
-    dropout_state: GpuBuffer,
-}
-
-/// One batch size's launches and buffers.
-/// GEMM operands that skip their pack kernel on the texture path: an input that a
-/// non-transposed op(A) reads is also written by the host straight into its packed texture
-/// (`queue.write_texture`), and a parameter that a non-transposed op(B) reads, whose rows
-/// are whole 256-byte lines, is copied from the arena into its texture before each pass.
-#[derive(Default)]
-struct Prepacked {
-    /// (input index, columns, texture)
-    inputs: Vec<(usize, usize, wgpu::Texture)>,
-    /// (arena offset, rows, columns, texture)
-    params: Vec<(usize, usize, usize, wgpu::Texture)>,
-    /// Every GEMM operand's packed texture, shared by the GEMMs that read it: (node,
-    /// transposed, columns, texture). Those not prepacked above are filled by a pack launch
-    /// before their first reader, each step.
-    packed: Vec<(usize, bool, usize, wgpu::Texture)>,
-}
-
-impl Prepacked {
-    /// The texture holding op(node) (transposed or not) with `cols` columns, if packed.
-    fn packed(&self, node: usize, trans: bool, cols: usize) -> Option<&wgpu::Texture> {
-        self.packed
-            .iter()
-            .find(|t| (t.0, t.1, t.2) == (node, trans, cols))
-            .map(|t| &t.3)
-    }
-}
-
-struct GpuPlan {
-    kernels: Vec<Kernel>,
-    prepacked: Prepacked,
-    /// Kernels [0, forward) compute the forward pass and the metrics.
-    forward: usize,
-    locs: Vec<Option<Loc>>,
-    lens: Vec<usize>,
-    inputs: Vec<GpuBuffer>,
-    slots: Vec<GpuBuffer>,
-    scratch: Vec<GpuBuffer>,
-    /// Bytes activations would take with one buffer per node.
-    without_reuse: u64,
+    pub dropout_state: GpuBuffer,
 }
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
@@ -142,6 +91,17 @@ pub struct GpuExecutor {
     step: u64,
     plans: HashMap<usize, GpuPlan>,
     last_host: std::time::Duration,
+    /// The batch whose gradients were computed but not yet applied.
+    pending: Option<Pending>,
+}
+
+/// A step between [`GpuExecutor::compute_gradients`] and [`GpuExecutor::apply_gradients`].
+struct Pending {
+    batch: usize,
+    /// When the step began (for [`GpuExecutor::last_step_host_time`]).
+    start: std::time::Instant,
+    /// Whether its forward and backward launches were submitted already (at the seam).
+    submitted: bool,
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -160,23 +120,18 @@ impl GpuExecutor {
     ) -> Result<Self> {
         optimizer.validate()?;
         let grads = graph.backward(loss)?;
+        let (layout, arena_len) = graph.param_layout();
         let mut offsets = HashMap::new();
-        let mut arena_len = 0;
-        let mut init = Vec::new();
-        for (i, p) in graph.params().into_iter().enumerate() {
+        let mut init = vec![0.0; arena_len];
+        for (i, &(p, off, len)) in layout.iter().enumerate() {
             let node = graph.node(p);
             let Op::Param(kind) = &node.op else {
                 unreachable!("params() returns params")
             };
             let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();
-            offsets.insert(p, arena_len);
-            let values = kind.values(&shape, seed.wrapping_add(i as u64));
-            init.resize(arena_len, 0.0);
-            init.extend_from_slice(&values);
-            arena_len = (arena_len + values.len()).next_multiple_of(ALIGN);
+            offsets.insert(p, off);
+            init[off..off + len].copy_from_slice(&kind.values(&shape, seed.wrapping_add(i as u64)));
         }
-        init.resize(arena_len.max(1), 0.0);
-        let arena_len = arena_len.max(1);
         let has_dropout = graph
             .nodes()
             .iter()
@@ -207,6 +162,7 @@ impl GpuExecutor {
             step: 0,
             plans: HashMap::new(),
             last_host: std::time::Duration::ZERO,
+            pending: None,
         })
     }
 
@@ -318,7 +274,7 @@ impl GpuExecutor {
     /// Compiles the plan for `batch` now (otherwise the first step of that size does).
     pub fn prepare(&mut self, ctx: &GpuContext, batch: usize) -> Result<()> {
         if !self.plans.contains_key(&batch) {
-            let plan = build_plan(
+            let plan = plan::build(
                 ctx,
                 &self.graph,
                 self.loss,
@@ -393,36 +349,125 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// One training step on a batch: forward, backward, optimizer and metrics, one submission.
+    /// One training step on a batch: [`Self::compute_gradients`], then
+    /// [`Self::apply_gradients`]: forward, backward, metrics, clipping and the optimizer in
+    /// one submission.
     pub fn step(
         &mut self,
         ctx: &GpuContext,
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
+        self.compute_gradients(ctx, batch, feeds)?;
+        self.apply_gradients(ctx)
+    }
+
+    /// The first half of a step (ARCHITECTURE.md, "The training step"): writes the batch and
+    /// records its forward pass, metrics and backward pass. They run with
+    /// [`Self::apply_gradients`] in one submission, or at once when the seam
+    /// ([`Self::read_gradients`], [`Self::write_gradients`]) needs the gradients.
+    pub fn compute_gradients(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+    ) -> Result<()> {
+        self.check_no_pending("compute_gradients")?;
         self.prepare(ctx, batch)?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
-        self.step += 1;
         if self.has_dropout {
-            let state = kernels::DropoutState::new(self.step, true);
+            // Masks are drawn for the step this batch will be (1-based).
+            let state = kernels::DropoutState::new(self.step + 1, true);
             self.arenas
                 .dropout_state
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
+        self.pending = Some(Pending {
+            batch,
+            start,
+            submitted: false,
+        });
+        Ok(())
+    }
+
+    /// The seam: the pending batch's gradients, flat in [`Graph::param_layout`]'s layout
+    /// (blocks until they are computed).
+    pub fn read_gradients(&mut self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        self.run_pending(ctx, "read_gradients")?;
+        self.arenas.grads.read(ctx)
+    }
+
+    /// The seam: replaces the pending batch's gradients (a sum over devices, an accumulated
+    /// total), flat in [`Graph::param_layout`]'s layout.
+    pub fn write_gradients(&mut self, ctx: &GpuContext, grads: &[f32]) -> Result<()> {
+        if grads.len() != self.arena_len {
+            return Err(Error::shape(
+                "write_gradients",
+                format!(
+                    "{} values for a gradient layout of {}",
+                    grads.len(),
+                    self.arena_len
+                ),
+            ));
+        }
+        if let Some(bad) = grads.iter().position(|g| !g.is_finite()) {
+            return Err(Error::invalid(
+                "write_gradients",
+                format!("gradient value {bad} is {}", grads[bad]),
+            ));
+        }
+        self.run_pending(ctx, "write_gradients")?;
+        self.arenas.grads.write(ctx, 0, grads)
+    }
+
+    /// Submits the pending batch's forward and backward launches, if not done yet.
+    fn run_pending(&mut self, ctx: &GpuContext, op: &'static str) -> Result<()> {
+        let pending = self.pending.as_mut().ok_or_else(|| no_pending(op))?;
+        if !pending.submitted {
+            let plan = &self.plans[&pending.batch];
+            let copies = (&self.arenas.params, &plan.prepacked);
+            submit(ctx, op, pending.start, Some(copies), plan.kernels.iter())?;
+            pending.submitted = true;
+        }
+        Ok(())
+    }
+
+    /// The second half of a step: clipping (when set) and the optimizer update from the
+    /// pending batch's gradients; counts the step.
+    pub fn apply_gradients(&mut self, ctx: &GpuContext) -> Result<()> {
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| no_pending("apply_gradients"))?;
+        self.step += 1;
         if matches!(self.optimizer, Optimizer::Adam(_)) {
             self.write_optimizer_params(ctx, self.step)?;
         }
-        let plan = &self.plans[&batch];
+        let plan = &self.plans[&pending.batch];
         let clip = self.clip.as_ref().map(|c| &c.1);
-        let kernels = plan
-            .kernels
-            .iter()
-            .chain(clip)
-            .chain([&self.optimizer_kernel]);
-        let copies = (&self.arenas.params, &plan.prepacked);
-        self.last_host = submit(ctx, "training step", start, copies, kernels)?;
+        let (copies, forward_backward) = if pending.submitted {
+            (None, [].iter())
+        } else {
+            (
+                Some((&self.arenas.params, &plan.prepacked)),
+                plan.kernels.iter(),
+            )
+        };
+        let kernels = forward_backward.chain(clip).chain([&self.optimizer_kernel]);
+        self.last_host = submit(ctx, "training step", pending.start, copies, kernels)?;
         Ok(())
+    }
+
+    fn check_no_pending(&self, op: &'static str) -> Result<()> {
+        match self.pending {
+            Some(_) => Err(Error::invalid(
+                op,
+                "the gradients of the last batch were computed but not applied; call \
+                 apply_gradients first",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Where a training step's time goes, for `batch` (which must have been prepared or run):
@@ -463,7 +508,7 @@ impl GpuExecutor {
                     ctx,
                     "profile",
                     std::time::Instant::now(),
-                    copies,
+                    Some(copies),
                     [].into_iter(),
                 )
                 .map(|_| ())
@@ -494,6 +539,7 @@ impl GpuExecutor {
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
+        self.check_no_pending("evaluate_batch")?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
         if self.has_dropout {
@@ -507,7 +553,7 @@ impl GpuExecutor {
             ctx,
             "evaluation step",
             start,
-            (&self.arenas.params, &plan.prepacked),
+            Some((&self.arenas.params, &plan.prepacked)),
             plan.kernels[..plan.forward].iter(),
         )?;
         Ok(())
@@ -609,15 +655,21 @@ impl GpuExecutor {
                 format!("node #{i} is not in this graph"),
             ));
         }
-        view_of(
-            plan.locs[i],
-            plan.lens[i],
-            &self.arenas,
-            &plan.inputs,
-            &plan.slots,
-        )?
-        .read(ctx)
+        let views = Views {
+            ctx,
+            locs: &plan.locs,
+            lens: &plan.lens,
+            params: &self.arenas.params,
+            grads: &self.arenas.grads,
+            inputs: &plan.inputs,
+            slots: &plan.slots,
+        };
+        views.view(i)?.read(ctx)
     }
+}
+
+fn no_pending(op: &'static str) -> Error {
+    Error::invalid(op, "no gradients are pending; call compute_gradients first")
 }
 
 /// Encodes `kernels` into one command buffer and submits it; returns the host time from
@@ -626,7 +678,7 @@ fn submit<'a>(
     ctx: &GpuContext,
     op: &str,
     start: std::time::Instant,
-    (params, copies): (&GpuBuffer, &Prepacked),
+    copies: Option<(&GpuBuffer, &Prepacked)>,
     kernels: impl Iterator<Item = &'a Kernel>,
 ) -> Result<std::time::Duration> {
     ctx.scoped(op, || {
@@ -634,7 +686,12 @@ fn submit<'a>(
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
         // Weights into their packed textures (rows are whole 256-byte lines, offsets aligned).
-        for (offset, rows, cols, texture) in &copies.params {
+        let (params, copies) = match copies {
+            Some((params, copies)) => (Some(params), copies.params.as_slice()),
+            None => (None, &[][..]),
+        };
+        for (offset, rows, cols, texture) in copies {
+            let params = params.expect("copies come with their parameter arena");
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: &params.buffer,
@@ -684,658 +741,5 @@ fn optimizer_kernel(
         )?
         .into(),
         (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
-    })
-}
-
-fn view_of<'a>(
-    loc: Option<Loc>,
-    len: usize,
-    a: &'a Arenas,
-    inputs: &'a [GpuBuffer],
-    slots: &'a [GpuBuffer],
-) -> Result<View<'a>> {
-    match loc {
-        Some(Loc::Input(k)) => inputs[k].view(0, len),
-        Some(Loc::Param(off)) => a.params.view(off, len),
-        Some(Loc::Grad(off)) => a.grads.view(off, len),
-        Some(Loc::Slot(s)) => slots[s].view(0, len),
-        None => Err(Error::invalid(
-            "executor",
-            "a node without storage was read",
-        )),
-    }
-}
-
-/// The loss node that computes a gradient node's value in the same launch (fused losses).
-fn fused_with(graph: &Graph, loss: NodeId, node: NodeId) -> bool {
-    let (l, n) = (graph.node(loss), graph.node(node));
-    l.inputs == n.inputs
-        && matches!(
-            (&l.op, &n.op),
-            (Op::SoftmaxXent, Op::SoftmaxXentGrad) | (Op::Loss(_), Op::LossGrad(_))
-        )
-}
-
-fn build_plan(
-    ctx: &GpuContext,
-    graph: &Graph,
-    loss: NodeId,
-    grads: &Gradients,
-    arenas: &Arenas,
-    batch: usize,
-) -> Result<GpuPlan> {
-    if batch == 0 {
-        return Err(Error::invalid("plan", "batch size 0"));
-    }
-    let shapes = graph.concrete_shapes(batch);
-    let n = graph.len();
-    let nodes = graph.nodes();
-    let lens: Vec<usize> = shapes.iter().map(|s| numel(s)).collect();
-    // Parameter gradients computed straight into the gradient arena, where the node is a
-    // fresh computation claimed by exactly one parameter; others are copied there at the end.
-    let mut arena_grad: HashMap<usize, usize> = HashMap::new();
-    let mut grad_copies: Vec<(usize, usize)> = Vec::new();
-    for p in graph.params() {
-        let Some(g) = grads.of(p) else { continue };
-        let gi = graph.index(g);
-        let off = arenas.offsets[&p];
-        let fresh = !matches!(
-            nodes[gi].op,
-            Op::Reshape(_) | Op::Param(_) | Op::Input | Op::Labels
-        );
-        if fresh && !arena_grad.contains_key(&gi) {
-            arena_grad.insert(gi, off);
-        } else {
-            grad_copies.push((gi, off));
-        }
-    }
-    // Liveness: a value lives until its last reader; a reshape extends its source's life.
-    let mut last_use: Vec<usize> = (0..n).collect();
-    let loss_i = graph.index(loss);
-    last_use[loss_i] = n;
-    for &i in &nodes[loss_i].inputs {
-        last_use[i.0] = n; // logits and labels are read by the metrics launch
-    }
-    for &(gi, _) in &grad_copies {
-        last_use[gi] = n;
-    }
-    for i in (0..n).rev() {
-        let end = if matches!(nodes[i].op, Op::Reshape(_)) {
-            last_use[i].max(i)
-        } else {
-            i
-        };
-        for j in &nodes[i].inputs {
-            last_use[j.0] = last_use[j.0].max(end);
-        }
-    }
-    // Fusion: a matmul read only by a bias-add (itself read only by a ReLU) becomes one GEMM
-    // with a bias (+ ReLU) epilogue writing the last node. No backward rule reads those
-    // intermediate values (ReLU's gradient uses its output, matmul's its inputs).
-    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, node) in nodes.iter().enumerate() {
-        for j in &node.inputs {
-            readers[j.0].push(i);
-        }
-    }
-    // Values read after the last node (loss, logits, copied gradients) or living in the
-    // gradient arena must keep their storage.
-    let pinned: Vec<bool> = (0..n)
-        .map(|i| last_use[i] == n || arena_grad.contains_key(&i))
-        .collect();
-    let mut skip = vec![false; n];
-    let mut fused: Vec<Option<(usize, usize, Epilogue)>> = vec![None; n];
-    for i in 0..n {
-        if !matches!(nodes[i].op, Op::MatMul { .. }) || pinned[i] {
-            continue;
-        }
-        let &[j] = readers[i].as_slice() else {
-            continue;
-        };
-        if !matches!(nodes[j].op, Op::BiasAdd) || nodes[j].inputs[0].0 != i {
-            continue;
-        }
-        let (mut target, mut epilogue) = (j, Epilogue::Bias);
-        if let &[k] = readers[j].as_slice() {
-            if nodes[k].op == Op::Activation(Activation::Relu) && !pinned[j] {
-                (target, epilogue) = (k, Epilogue::BiasRelu);
-                skip[j] = true;
-            }
-        }
-        skip[i] = true;
-        fused[target] = Some((i, nodes[j].inputs[1].0, epilogue));
-        // The matmul's operands are now read where the fused node runs.
-        for a in &nodes[i].inputs {
-            last_use[a.0] = last_use[a.0].max(target);
-        }
-    }
-    // Backward fusion: a matmul read only by a ReLU gradient (as its dy) becomes one GEMM
-    // whose epilogue applies the gradient's mask, with the ReLU output in the bias slot.
-    for g in 0..n {
-        if nodes[g].op != Op::ActivationGrad(Activation::Relu) {
-            continue;
-        }
-        let (y, dy) = (nodes[g].inputs[0].0, nodes[g].inputs[1].0);
-        if !matches!(nodes[dy].op, Op::MatMul { .. })
-            || pinned[dy]
-            || skip[dy]
-            || readers[dy].as_slice() != [g]
-        {
-            continue;
-        }
-        skip[dy] = true;
-        fused[g] = Some((dy, y, Epilogue::ReluGrad));
-        for a in &nodes[dy].inputs {
-            last_use[a.0] = last_use[a.0].max(g);
-        }
-    }
-    let mut locs: Vec<Option<Loc>> = vec![None; n];
-    let mut inputs = Vec::new();
-    let mut slots: Vec<GpuBuffer> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut owner: Vec<Option<usize>> = vec![None; n]; // slot owned by node
-    let alloc = |len: usize, slots: &mut Vec<GpuBuffer>, free: &mut Vec<usize>| -> Result<usize> {
-        // Smallest free slot that fits, else a new one.
-        let best = free
-            .iter()
-            .enumerate()
-            .filter(|(_, &s)| slots[s].len() >= len)
-            .min_by_key(|(_, &s)| slots[s].len())
-            .map(|(k, _)| k);
-        Ok(match best {
-            Some(k) => free.swap_remove(k),
-            None => {
-                slots.push(GpuBuffer::zeros(
-                    ctx,
-                    &format!("activations {}", slots.len()),
-                    len.max(1),
-                )?);
-                slots.len() - 1
-            }
-        })
-    };
-    for i in 0..n {
-        if locs[i].is_some() || skip[i] {
-            continue; // a fused loss gradient (placed with its loss), or folded into a GEMM
-        }
-        locs[i] = Some(match &nodes[i].op {
-            Op::Input | Op::Labels => {
-                inputs.push(GpuBuffer::zeros(ctx, &nodes[i].name, lens[i].max(1))?);
-                Loc::Input(inputs.len() - 1)
-            }
-            Op::Param(_) => Loc::Param(arenas.offsets[&graph.id_at(i)]),
-            Op::Reshape(_) => locs[nodes[i].inputs[0].0].expect("inputs come first"),
-            _ => match arena_grad.get(&i) {
-                Some(&off) => Loc::Grad(off),
-                None => {
-                    let s = alloc(lens[i], &mut slots, &mut free)?;
-                    owner[i] = Some(s);
-                    Loc::Slot(s)
-                }
-            },
-        });
-        if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
-            // The fused gradient is written by this node's launch: place it now.
-            if let Some(g) = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g)))
-            {
-                locs[g] = Some(match arena_grad.get(&g) {
-                    Some(&off) => Loc::Grad(off),
-                    None => {
-                        let s = alloc(lens[g], &mut slots, &mut free)?;
-                        owner[g] = Some(s);
-                        Loc::Slot(s)
-                    }
-                });
-            }
-        }
-        // Free the slots whose last reader was this node (after allocating its output).
-        for j in 0..=i {
-            if last_use[j] == i && j != i {
-                if let Some(s) = owner[j].take() {
-                    free.push(s);
-                }
-            }
-        }
-    }
-    let mut prepacked = Prepacked::default();
-    let max = ctx.limits().max_texture_dimension_2d as usize;
-    // op(node) of `rows` x `cols` as a packed texture, with the launch that fills it when
-    // this is its first reader. Rows are padded to a multiple of 4 (zeros) so the texture
-    // serves as op(A) and as op(B). None where it would need bands (taller than a texture).
-    let operand = |node: usize,
-                   trans: bool,
-                   rows: usize,
-                   cols: usize,
-                   pre: &mut Prepacked|
-     -> Result<Option<(wgpu::Texture, Option<Launch>)>> {
-        let height = 4 * rows.div_ceil(4);
-        if height > max || cols.div_ceil(4) > max {
-            return Ok(None);
-        }
-        if let Some(t) = pre.packed(node, trans, cols) {
-            return Ok(Some((t.clone(), None)));
-        }
-        let prepacked = match locs[node] {
-            // Written by the host straight into the texture.
-            Some(Loc::Input(k)) if !trans && cols.is_multiple_of(4) => Some(k),
-            // Copied from the arena before each pass: rows must be whole 256-byte lines.
-            Some(Loc::Param(_)) if !trans && cols.is_multiple_of(64) => None,
-            _ => {
-                let view = view_of(locs[node], lens[node], arenas, &inputs, &slots)?;
-                let (t, pack) = kernels::pack(
-                    ctx,
-                    "packed operand",
-                    view,
-                    rows,
-                    cols,
-                    trans,
-                    height,
-                    height,
-                )?;
-                pre.packed.push((node, trans, cols, t.clone()));
-                return Ok(Some((t, Some(pack))));
-            }
-        };
-        let t = kernels::packed_texture(ctx, "packed operand", height, cols, height)?;
-        pre.packed.push((node, trans, cols, t.clone()));
-        match (prepacked, locs[node]) {
-            (Some(k), _) => pre.inputs.push((k, cols, t.clone())),
-            (None, Some(Loc::Param(off))) => pre.params.push((off, rows, cols, t.clone())),
-            _ => unreachable!("only inputs and parameters are prepacked"),
-        }
-        Ok(Some((t, None)))
-    };
-    // Whether op(node) needs a pack launch before a GEMM can read it.
-    let needs_pack = |node: usize, trans: bool, cols: usize, pre: &Prepacked| {
-        let cached = pre.packed(node, trans, cols).is_some();
-        let prepackable = match locs[node] {
-            Some(Loc::Input(_)) => !trans && cols.is_multiple_of(4),
-            Some(Loc::Param(_)) => !trans && cols.is_multiple_of(64),
-            _ => false,
-        };
-        !(cached || prepackable)
-    };
-    // A GEMM C = op(A) op(B) from nodes `a` and `b` into `c`, on the texture path with each
-    // operand packed once per step and shared by every GEMM that reads it. With an
-    // elementwise epilogue it may run as C^T = op(B)^T op(A)^T stored transposed, when that
-    // needs fewer packs (a weight gradient reads the forward pass's packed activation; an
-    // input gradient reads the weight's texture).
-    //
-    // With `pack_out` (C's node, read next by a GEMM), C is also written packed as that
-    // GEMM's operand by this one, where it can, and no pack launch reads it back.
-    let gemm = |spec: &GemmSpec,
-                (a, b): (usize, usize),
-                bias: Option<View<'_>>,
-                c: View<'_>,
-                pack_out: Option<usize>,
-                pre: &mut Prepacked|
-     -> Result<Kernel> {
-        let (va, vb) = (
-            view_of(locs[a], lens[a], arenas, &inputs, &slots)?,
-            view_of(locs[b], lens[b], arenas, &inputs, &slots)?,
-        );
-        if kernels::gemm_path(ctx, spec) != kernels::GemmPath::Texture {
-            return kernels::gemm(ctx, spec, va, vb, bias, c);
-        }
-        let (m, n, k) = (spec.m, spec.n, spec.k);
-        let direct_packs = usize::from(needs_pack(a, spec.trans_a, k, pre))
-            + usize::from(needs_pack(b, spec.trans_b, n, pre));
-        let swapped = GemmSpec {
-            m: n,
-            n: m,
-            trans_a: !spec.trans_b,
-            trans_b: !spec.trans_a,
-            trans_c: true,
-            ..*spec
-        };
-        let swap = spec.epilogue.elementwise()
-            && !spec.trans_c
-            && kernels::gemm_path(ctx, &swapped) == kernels::GemmPath::Texture
-            && usize::from(needs_pack(b, !spec.trans_b, k, pre))
-                + usize::from(needs_pack(a, !spec.trans_a, m, pre))
-                < direct_packs;
-        // The multiply's spec, its operands as (node, transposed, rows, columns), and their
-        // arena views (read directly if an operand cannot be packed without bands).
-        let (spec, (na, ta, ra, ca), (nb, tb, rb, cb), (vfa, vfb)) = if swap {
-            (
-                &swapped,
-                (b, !spec.trans_b, n, k),
-                (a, !spec.trans_a, k, m),
-                (vb, va),
-            )
-        } else {
-            (
-                spec,
-                (a, spec.trans_a, m, k),
-                (b, spec.trans_b, k, n),
-                (va, vb),
-            )
-        };
-        let mut launches = Vec::new();
-        let mut resolve = |o: Option<(wgpu::Texture, Option<Launch>)>| {
-            o.map(|(t, pack)| {
-                launches.extend(pack);
-                t
-            })
-        };
-        let first = resolve(operand(na, ta, ra, ca, pre)?);
-        let second = resolve(operand(nb, tb, rb, cb, pre)?);
-        let op_a = match &first {
-            Some(t) => kernels::GemmOperand::Packed(t, 4 * ra.div_ceil(4)),
-            None => kernels::GemmOperand::Buffer(vfa),
-        };
-        let op_b = match &second {
-            Some(t) => kernels::GemmOperand::Packed(t, 0),
-            None => kernels::GemmOperand::Buffer(vfb),
-        };
-        let bias = bias.unwrap_or(va);
-        let height = 4 * m.div_ceil(4);
-        let out = match pack_out {
-            Some(node)
-                if !swap
-                    && kernels::gemm_tex4_fits(spec, c.len, bias.len)
-                    && height <= max
-                    && n / 4 <= max
-                    && pre.packed(node, false, n).is_none() =>
-            {
-                let t = kernels::packed_texture(ctx, "packed operand", height, n, height)?;
-                pre.packed.push((node, false, n, t.clone()));
-                Some(t)
-            }
-            _ => None,
-        };
-        let multiply = kernels::gemm_operands_out(ctx, spec, op_a, op_b, bias, c, out.as_ref())?;
-        Ok(if launches.is_empty() {
-            multiply
-        } else {
-            Kernel::sequence(
-                vec![Kernel::new(launches, vec![], vec![]), multiply],
-                vec![],
-            )
-        })
-    };
-    // Launches, in node order.
-    let mut kernels = Vec::new();
-    let mut scratch = Vec::new();
-    let mut forward = 0;
-    let v = |i: usize| view_of(locs[i], lens[i], arenas, &inputs, &slots);
-    for i in 0..n {
-        let node = &nodes[i];
-        let inp = |k: usize| node.inputs[k].0;
-        let s = &shapes[i];
-        if skip[i] {
-            continue;
-        }
-        if let Some((mm, bias, epilogue)) = fused[i] {
-            let (a, b) = (nodes[mm].inputs[0].0, nodes[mm].inputs[1].0);
-            let Op::MatMul { trans_a, trans_b } = nodes[mm].op else {
-                unreachable!("fusion starts at a matmul")
-            };
-            let k = if trans_a { shapes[a][0] } else { shapes[a][1] };
-            let spec = GemmSpec::new(s[0], s[1], k)
-                .trans_a(trans_a)
-                .trans_b(trans_b)
-                .epilogue(epilogue);
-            // A layer's output that a GEMM reads next leaves this one packed.
-            let gemm_reads = readers[i]
-                .iter()
-                .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
-            kernels.push(gemm(
-                &spec,
-                (a, b),
-                Some(v(bias)?),
-                v(i)?,
-                gemm_reads.then_some(i),
-                &mut prepacked,
-            )?);
-            continue;
-        }
-        // (n, c, h, w) of input `k` and the geometry of a window over it.
-        let geom = |k: usize, out: Option<usize>, win: Window| {
-            let s = &shapes[inp(k)];
-            ConvGeom {
-                n: s[0],
-                c: s[1],
-                h: s[2],
-                w: s[3],
-                out: out.unwrap_or(s[1]),
-                win,
-            }
-        };
-        let kernel: Option<Kernel> = match &node.op {
-            Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
-            Op::Conv2d(win) => {
-                let g = geom(0, Some(shapes[i][1]), *win);
-                Some(kernels::conv2d(
-                    ctx,
-                    &g,
-                    v(inp(0))?,
-                    v(inp(1))?,
-                    v(inp(2))?,
-                    v(i)?,
-                )?)
-            }
-            Op::Conv2dGradInput { win, .. } => {
-                // Geometry of the forward convolution: its input is this node's output.
-                let o = &shapes[i];
-                let g = ConvGeom {
-                    n: o[0],
-                    c: o[1],
-                    h: o[2],
-                    w: o[3],
-                    out: shapes[inp(0)][1],
-                    win: *win,
-                };
-                Some(kernels::conv2d_grad_input(
-                    ctx,
-                    &g,
-                    v(inp(0))?,
-                    v(inp(1))?,
-                    v(i)?,
-                )?)
-            }
-            Op::Conv2dGradWeight(win) => {
-                let g = geom(0, Some(shapes[inp(1)][1]), *win);
-                Some(kernels::conv2d_grad_weight(
-                    ctx,
-                    &g,
-                    v(inp(0))?,
-                    v(inp(1))?,
-                    v(i)?,
-                )?)
-            }
-            Op::ChannelSum => {
-                let d = &shapes[inp(0)];
-                let positions = d[2] * d[3];
-                Some(kernels::channel_sum(
-                    ctx,
-                    d[0],
-                    d[1],
-                    positions,
-                    v(inp(0))?,
-                    v(i)?,
-                )?)
-            }
-            Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
-                let max = matches!(node.op, Op::MaxPool2d(_));
-                let g = geom(0, None, *win);
-                Some(kernels::pool(ctx, &g, max, v(inp(0))?, v(i)?)?.into())
-            }
-            Op::MaxPool2dGrad(win) => {
-                let g = geom(0, None, *win);
-                Some(kernels::pool_grad(ctx, &g, true, v(inp(0))?, v(inp(1))?, v(i)?)?.into())
-            }
-            Op::AvgPool2dGrad { win, .. } => {
-                let o = &shapes[i];
-                let g = ConvGeom {
-                    n: o[0],
-                    c: o[1],
-                    h: o[2],
-                    w: o[3],
-                    out: o[1],
-                    win: *win,
-                };
-                let dy = v(inp(0))?;
-                Some(kernels::pool_grad(ctx, &g, false, dy, dy, v(i)?)?.into())
-            }
-            Op::MatMul { trans_a, trans_b } => {
-                let a = &shapes[inp(0)];
-                let k = if *trans_a { a[0] } else { a[1] };
-                let spec = GemmSpec::new(s[0], s[1], k)
-                    .trans_a(*trans_a)
-                    .trans_b(*trans_b);
-                Some(gemm(
-                    &spec,
-                    (inp(0), inp(1)),
-                    None,
-                    v(i)?,
-                    None,
-                    &mut prepacked,
-                )?)
-            }
-            Op::BiasAdd => {
-                Some(kernels::bias_add_out(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
-            }
-            Op::Activation(a) => {
-                Some(kernels::activation_forward(ctx, *a, lens[i], v(inp(0))?, v(i)?)?.into())
-            }
-            Op::ActivationGrad(a) => Some(
-                kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?
-                    .into(),
-            ),
-            Op::Dropout { rate, seed } => Some(
-                kernels::dropout(
-                    ctx,
-                    lens[i],
-                    *rate,
-                    *seed,
-                    arenas.dropout_state.full(),
-                    v(inp(0))?,
-                    v(i)?,
-                )?
-                .into(),
-            ),
-            Op::Softmax => {
-                Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into())
-            }
-            Op::SoftmaxGrad => Some(
-                kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
-            ),
-            Op::SoftmaxXent | Op::Loss(_) => {
-                let g = (i + 1..n).find(|&g| fused_with(graph, graph.id_at(i), graph.id_at(g)));
-                let grad_len = lens[inp(0)];
-                let grad_view = match g {
-                    Some(g) => v(g)?,
-                    None => {
-                        scratch.push(GpuBuffer::zeros(ctx, "unused loss gradient", grad_len)?);
-                        scratch.last().expect("just pushed").full()
-                    }
-                };
-                let k = match &node.op {
-                    Op::SoftmaxXent => {
-                        let ls = &shapes[inp(0)];
-                        kernels::softmax_xent(
-                            ctx,
-                            ls[0],
-                            ls[1],
-                            v(inp(0))?,
-                            v(inp(1))?,
-                            grad_view,
-                            v(i)?,
-                        )?
-                    }
-                    Op::Loss(kind) => kernels::pointwise_loss(
-                        ctx,
-                        *kind,
-                        grad_len,
-                        v(inp(0))?,
-                        v(inp(1))?,
-                        grad_view,
-                        v(i)?,
-                    )?,
-                    _ => unreachable!("matched above"),
-                };
-                Some(k)
-            }
-            Op::SoftmaxXentGrad | Op::LossGrad(_) => {
-                let fused = (0..i).any(|l| fused_with(graph, graph.id_at(l), graph.id_at(i)));
-                if !fused {
-                    return Err(Error::invalid(
-                        "plan",
-                        format!("{} without its loss node", node.op.name()),
-                    ));
-                }
-                None
-            }
-            Op::ColumnSum => {
-                let (x, d) = (inp(0), &shapes[inp(0)]);
-                // A layer's output gradient that GEMMs read transposed is packed in the same
-                // pass that sums it (see `pack_transposed_with_sums`).
-                let gemm_reads = readers[x]
-                    .iter()
-                    .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
-                let cached = prepacked.packed(x, true, d[0]).is_some();
-                let vx = v(x)?;
-                Some(
-                    if gemm_reads
-                        && !cached
-                        && vx.offset.is_multiple_of(4)
-                        && kernels::pack_with_sums_fits(ctx, d[0], d[1])
-                    {
-                        let (t, launch) =
-                            kernels::pack_transposed_with_sums(ctx, vx, d[0], d[1], v(i)?)?;
-                        prepacked.packed.push((x, true, d[0], t));
-                        launch.into()
-                    } else {
-                        kernels::column_sum(ctx, d[0], d[1], false, vx, v(i)?)?.into()
-                    },
-                )
-            }
-            Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
-        };
-        kernels.extend(kernel);
-        if i == loss_i {
-            // Metrics right after the loss: the forward prefix ends here.
-            let outputs = inp(0);
-            let os = &shapes[outputs];
-            let (rows, cols) = (os[0], os[1..].iter().product());
-            kernels.push(
-                kernels::metrics(
-                    ctx,
-                    rows,
-                    cols,
-                    metric_kind(&node.op, cols),
-                    v(outputs)?,
-                    v(inp(1))?,
-                    v(i)?,
-                    arenas.metrics.full(),
-                )?
-                .into(),
-            );
-            forward = kernels.len();
-        }
-    }
-    for (gi, off) in grad_copies {
-        let dst = arenas.grads.view(off, lens[gi])?;
-        kernels.push(
-            kernels::activation_forward(ctx, Activation::Identity, lens[gi], v(gi)?, dst)?.into(),
-        );
-    }
-    let without_reuse = lens
-        .iter()
-        .zip(&locs)
-        .filter(|(_, l)| matches!(l, Some(Loc::Slot(_))))
-        .map(|(n, _)| *n as u64 * 4)
-        .sum();
-    Ok(GpuPlan {
-        kernels,
-        prepacked,
-        forward,
-        locs,
-        lens,
-        inputs,
-        slots,
-        scratch,
-        without_reuse,
     })
 }

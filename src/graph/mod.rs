@@ -23,6 +23,7 @@ mod autodiff;
 mod cpu_exec;
 mod gpu_exec;
 mod init;
+mod plan;
 
 pub use crate::ops::Metrics;
 pub use autodiff::Gradients;
@@ -472,6 +473,21 @@ impl Graph {
                 format!("needs (batch, fixed dims...), got {}", show(shape)),
             )),
         }
+    }
+
+    /// Where each parameter sits in the flat arenas both executors use for parameters,
+    /// gradients and optimizer state: (parameter, element offset, elements), in creation
+    /// order, each starting on a 64-element (256-byte) boundary, every adapter's storage-offset
+    /// alignment; and the arena's length (at least 1). Padding elements are zero.
+    pub fn param_layout(&self) -> (Vec<(NodeId, usize, usize)>, usize) {
+        let mut layout = Vec::new();
+        let mut len = 0;
+        for p in self.params() {
+            let n: usize = self.node(p).shape.iter().map(|d| d.resolve(0)).product();
+            layout.push((p, len, n));
+            len = (len + n).next_multiple_of(64);
+        }
+        (layout, len.max(1))
     }
 
     /// Concrete shapes of every node for a batch size.
