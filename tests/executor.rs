@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use common::*;
 use ndarray::{Array1, ArrayD, ArrayViewMut1, IxDyn};
 use wgtrain::cpu;
-use wgtrain::graph::{CpuRun, Dim, Feed, GpuExecutor, Graph, Init, NodeId, Value};
+use wgtrain::graph::{
+    CpuExecutor, CpuRun, Dim, Executor, Feed, GpuExecutor, GpuSession, Graph, Init, NodeId, Value,
+};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -766,5 +768,112 @@ fn a_value_with_two_consumers_trains_like_the_cpu() {
             1e-4,
             1e-3,
         );
+    }
+}
+
+/// Both executors behind the one training-step contract.
+fn executors(m: &Mlp, opt: Optimizer, seed: u64) -> Vec<(&'static str, Box<dyn Executor>)> {
+    let ctx = std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("a GPU adapter"));
+    let gpu_exec = GpuExecutor::new(&ctx, m.graph.clone(), m.loss, opt, seed).unwrap();
+    vec![
+        (
+            "gpu",
+            Box::new(GpuSession {
+                ctx,
+                exec: gpu_exec,
+            }),
+        ),
+        (
+            "cpu",
+            Box::new(CpuExecutor::new(m.graph.clone(), m.loss, opt, seed).unwrap()),
+        ),
+    ]
+}
+
+/// Data parallelism through the seam: two replicas each compute the gradients of half a
+/// batch, average them, and apply the average; they then hold what one replica holds after
+/// a step on the whole batch.
+#[test]
+fn averaging_gradients_at_the_seam_equals_a_step_on_the_whole_batch() {
+    let m = mlp(10, &[12], 4, Activation::Tanh);
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let (x, y) = batch(3, 16, 10, 4);
+    let half = |k: usize| (&x[k * 80..(k + 1) * 80], &y[k * 8..(k + 1) * 8]);
+    for ((name, mut whole), ((_, mut a), (_, mut b))) in executors(&m, opt, 5)
+        .into_iter()
+        .zip(executors(&m, opt, 5).into_iter().zip(executors(&m, opt, 5)))
+    {
+        for step in 0..3 {
+            whole
+                .step(16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+                .unwrap();
+            let mut sum = Vec::new();
+            for (k, replica) in [&mut a, &mut b].into_iter().enumerate() {
+                let (xs, ys) = half(k);
+                replica
+                    .compute_gradients(8, &[(m.x, Feed::F32(xs)), (m.y, Feed::U32(ys))])
+                    .unwrap();
+                let g = replica.read_gradients().unwrap();
+                if sum.is_empty() {
+                    sum = g;
+                } else {
+                    sum.iter_mut().zip(&g).for_each(|(s, g)| *s += g);
+                }
+            }
+            let mean: Vec<f32> = sum.iter().map(|g| g * 0.5).collect();
+            for replica in [&mut a, &mut b] {
+                replica.write_gradients(&mean).unwrap();
+                replica.apply_gradients().unwrap();
+            }
+            for p in m.graph.params() {
+                let want = to_f64(&whole.read_param(p).unwrap());
+                let what = format!("{name} step {step}");
+                assert_close(&what, &a.read_param(p).unwrap(), &want, 1e-5, 1e-4);
+                assert_eq!(a.read_param(p).unwrap(), b.read_param(p).unwrap(), "{what}");
+            }
+        }
+        assert_eq!((whole.steps(), a.steps()), (3, 3), "{name}");
+    }
+}
+
+/// Halving the gradients at the seam is a step at half the learning rate, bit for bit, for
+/// plain SGD (0.5 is exact); misuse of the seam is an error naming the fix.
+#[test]
+fn the_seam_changes_what_the_optimizer_applies_and_checks_its_use() {
+    let m = mlp(6, &[5], 3, Activation::Relu);
+    let (x, y) = batch(9, 4, 6, 3);
+    let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+    let sgd = |lr| Optimizer::Sgd(SgdConfig::new(lr));
+    for ((name, mut halved), (_, mut slow)) in executors(&m, sgd(0.2), 1)
+        .into_iter()
+        .zip(executors(&m, sgd(0.1), 1))
+    {
+        halved.compute_gradients(4, &feeds).unwrap();
+        let g: Vec<f32> = halved.read_gradients().unwrap();
+        assert!(g.iter().any(|&v| v != 0.0), "{name}");
+        halved
+            .write_gradients(&g.iter().map(|v| v * 0.5).collect::<Vec<_>>())
+            .unwrap();
+        halved.apply_gradients().unwrap();
+        slow.step(4, &feeds).unwrap();
+        for p in m.graph.params() {
+            assert_eq!(
+                halved.read_param(p).unwrap(),
+                slow.read_param(p).unwrap(),
+                "{name}"
+            );
+        }
+
+        let err = |r: wgtrain::Result<()>| r.unwrap_err().to_string();
+        assert!(err(halved.apply_gradients()).contains("call compute_gradients first"));
+        halved.compute_gradients(4, &feeds).unwrap();
+        assert!(err(halved.compute_gradients(4, &feeds)).contains("apply_gradients first"));
+        let short = vec![0.0; g.len() - 1];
+        assert!(err(halved.write_gradients(&short)).contains("gradient layout"));
+        let mut nan = g.clone();
+        nan[3] = f32::NAN;
+        assert!(err(halved.write_gradients(&nan)).contains("gradient value 3 is NaN"));
+        halved.apply_gradients().unwrap();
+        assert_eq!(halved.steps(), 2, "{name}");
     }
 }

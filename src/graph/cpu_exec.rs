@@ -278,6 +278,8 @@ pub struct CpuExecutor {
     step: u64,
     metrics: MetricTotals,
     clip: Option<f32>,
+    /// Gradients computed but not yet applied, by parameter.
+    pending: Option<Vec<(NodeId, ArrayD<f32>)>>,
 }
 
 impl CpuExecutor {
@@ -302,6 +304,7 @@ impl CpuExecutor {
             step: 0,
             metrics: MetricTotals::default(),
             clip: None,
+            pending: None,
         })
     }
 
@@ -401,8 +404,27 @@ impl CpuExecutor {
             .add_step(loss, rows as u64, correct as u64, predictions as u64);
     }
 
-    /// One training step: forward, backward, optimizer, metrics.
+    /// One training step: [`Self::compute_gradients`], then [`Self::apply_gradients`].
     pub fn step(&mut self, batch: usize, feeds: &[(NodeId, super::Feed<'_>)]) -> Result<()> {
+        self.compute_gradients(batch, feeds)?;
+        self.apply_gradients()
+    }
+
+    /// The first half of a step (ARCHITECTURE.md, "The training step"): forward pass,
+    /// metrics and backward pass; the gradients wait at the seam for
+    /// [`Self::apply_gradients`].
+    pub fn compute_gradients(
+        &mut self,
+        batch: usize,
+        feeds: &[(NodeId, super::Feed<'_>)],
+    ) -> Result<()> {
+        if self.pending.is_some() {
+            return Err(Error::invalid(
+                "compute_gradients",
+                "the gradients of the last batch were computed but not applied; call \
+                 apply_gradients first",
+            ));
+        }
         let feeds = self.feeds(batch, feeds)?;
         let last = self.graph.last().expect("a differentiated graph has nodes");
         self.run.training_step = Some(self.step + 1);
@@ -410,7 +432,6 @@ impl CpuExecutor {
         self.run.training_step = None;
         let vals = vals?;
         self.accumulate(&vals);
-        self.step += 1;
         let mut grads = Vec::new();
         for p in self.graph.params() {
             let Some(g) = self.grads.of(p) else { continue };
@@ -421,6 +442,60 @@ impl CpuExecutor {
                 .clone();
             grads.push((p, g));
         }
+        self.pending = Some(grads);
+        Ok(())
+    }
+
+    fn pending(&mut self, op: &'static str) -> Result<&mut Vec<(NodeId, ArrayD<f32>)>> {
+        self.pending.as_mut().ok_or_else(|| {
+            Error::invalid(op, "no gradients are pending; call compute_gradients first")
+        })
+    }
+
+    /// The seam: the pending gradients, flat in [`Graph::param_layout`]'s layout.
+    pub fn read_gradients(&mut self) -> Result<Vec<f32>> {
+        let (layout, len) = self.graph.param_layout();
+        let mut flat = vec![0.0; len];
+        for (p, g) in self.pending("read_gradients")?.iter() {
+            let &(_, off, n) = layout.iter().find(|l| l.0 == *p).expect("p is a parameter");
+            flat[off..off + n]
+                .iter_mut()
+                .zip(g.iter())
+                .for_each(|(d, s)| *d = *s);
+        }
+        Ok(flat)
+    }
+
+    /// The seam: replaces the pending gradients, flat in [`Graph::param_layout`]'s layout.
+    pub fn write_gradients(&mut self, grads: &[f32]) -> Result<()> {
+        let (layout, len) = self.graph.param_layout();
+        if grads.len() != len {
+            return Err(Error::shape(
+                "write_gradients",
+                format!("{} values for a gradient layout of {len}", grads.len()),
+            ));
+        }
+        if let Some(bad) = grads.iter().position(|g| !g.is_finite()) {
+            return Err(Error::invalid(
+                "write_gradients",
+                format!("gradient value {bad} is {}", grads[bad]),
+            ));
+        }
+        for (p, g) in self.pending("write_gradients")?.iter_mut() {
+            let &(_, off, n) = layout.iter().find(|l| l.0 == *p).expect("p is a parameter");
+            g.iter_mut()
+                .zip(&grads[off..off + n])
+                .for_each(|(d, s)| *d = *s);
+        }
+        Ok(())
+    }
+
+    /// The second half of a step: clipping (when set) and the optimizer update from the
+    /// pending gradients; counts the step.
+    pub fn apply_gradients(&mut self) -> Result<()> {
+        self.pending("apply_gradients")?;
+        let mut grads = self.pending.take().expect("checked above");
+        self.step += 1;
         if let Some(clip) = self.clip {
             // Summed in f64; the GPU sums in f32 in another order, so the two agree to rounding.
             let sumsq: f64 = grads
@@ -503,6 +578,11 @@ impl CpuExecutor {
             .and_then(|v| v.float())
             .ok_or_else(|| Error::invalid("forward", "the node holds no float values"))?;
         Ok(v.iter().copied().collect())
+    }
+
+    /// The differentiated graph (forward nodes, then gradient nodes).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
     }
 
     /// Metrics since the last reset.

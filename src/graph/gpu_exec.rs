@@ -559,6 +559,36 @@ impl GpuExecutor {
         Ok(())
     }
 
+    /// The values of `node` for a batch: the forward pass without the metrics launch (nothing
+    /// is counted or updated; dropout is the identity).
+    pub fn forward(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+        node: NodeId,
+    ) -> Result<Vec<f32>> {
+        self.check_no_pending("forward")?;
+        let start = std::time::Instant::now();
+        self.write_feeds(ctx, batch, feeds)?;
+        if self.has_dropout {
+            let state = kernels::DropoutState::new(self.step, false);
+            self.arenas
+                .dropout_state
+                .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
+        }
+        let plan = &self.plans[&batch];
+        // The forward prefix ends with the metrics launch, which `forward` leaves out.
+        submit(
+            ctx,
+            "forward pass",
+            start,
+            Some((&self.arenas.params, &plan.prepacked)),
+            plan.kernels[..plan.forward - 1].iter(),
+        )?;
+        self.read_node(ctx, batch, node)
+    }
+
     /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
     pub fn metrics(&self, ctx: &GpuContext) -> Result<Metrics> {
         let words: [u32; METRIC_WORDS] = self.arenas.metrics.read::<u32>(ctx)?[..]

@@ -24,12 +24,14 @@ mod cpu_exec;
 mod gpu_exec;
 mod init;
 mod plan;
+mod step;
 
 pub use crate::ops::Metrics;
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun, Value};
 pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
 pub use init::Init;
+pub use step::{Executor, GpuSession};
 
 use crate::error::{Error, Result};
 use crate::ops::{Activation, PointwiseLoss, Window};

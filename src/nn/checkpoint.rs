@@ -11,7 +11,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::model::{Exec, Model};
+use super::model::Model;
 use crate::error::{Error, Result};
 
 const FORMAT: &str = "wgtrain-checkpoint-1";
@@ -56,27 +56,12 @@ impl Model {
         };
         let params = self.built.params.clone();
         self.epoch = snap.epoch;
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => {
-                for (name, p) in &params {
-                    e.write_param(ctx, *p, get(name)?)?;
-                    e.write_state(
-                        ctx,
-                        *p,
-                        get(&format!("{name}.m"))?,
-                        get(&format!("{name}.v"))?,
-                    )?;
-                }
-                e.set_steps(ctx, snap.step)?;
-            }
-            Exec::Cpu(e) => {
-                for (name, p) in &params {
-                    e.write_param(*p, get(name)?)?;
-                    e.write_state(*p, get(&format!("{name}.m"))?, get(&format!("{name}.v"))?)?;
-                }
-                e.set_steps(snap.step);
-            }
+        for (name, p) in &params {
+            self.exec.write_param(*p, get(name)?)?;
+            let (m, v) = (get(&format!("{name}.m"))?, get(&format!("{name}.v"))?);
+            self.exec.write_state(*p, m, v)?;
         }
+        self.exec.set_steps(snap.step)?;
         Ok(())
     }
 
@@ -86,15 +71,7 @@ impl Model {
         for (name, p) in &self.built.params {
             let shape: Vec<usize> =
                 self.built.graph.concrete_shapes(1)[self.built.graph.index(*p)].clone();
-            let (values, (m, v)) = match &self.exec {
-                Exec::Gpu(ctx, e) => (e.read_param(ctx, *p)?, e.read_state(ctx, *p)?),
-                Exec::Cpu(e) => (
-                    e.param(*p)
-                        .map(|a| a.iter().copied().collect())
-                        .unwrap_or_default(),
-                    e.state(*p).unwrap_or_default(),
-                ),
-            };
+            let (values, (m, v)) = (self.exec.read_param(*p)?, self.exec.read_state(*p)?);
             out.push((name.clone(), shape.clone(), values));
             out.push((format!("{name}.m"), shape.clone(), m));
             out.push((format!("{name}.v"), shape, v));
@@ -104,10 +81,7 @@ impl Model {
     }
 
     pub(super) fn steps(&self) -> u64 {
-        match &self.exec {
-            Exec::Gpu(_, e) => e.steps(),
-            Exec::Cpu(e) => e.steps(),
-        }
+        self.exec.steps()
     }
 
     /// Writes a checkpoint to `path` atomically (temporary file, fsync, rename).

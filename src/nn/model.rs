@@ -8,7 +8,7 @@ use super::{Built, Loss, Sequential};
 use crate::data::{Augment, Dataset, Loader, LoaderConfig, Normalize};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Metrics, NodeId};
+use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Metrics, NodeId};
 use crate::ops::PointwiseLoss;
 use crate::optim::{LrSchedule, Optimizer};
 
@@ -35,11 +35,6 @@ impl Device {
             Device::Cpu => "CPU reference".into(),
         }
     }
-}
-
-pub(super) enum Exec {
-    Gpu(Arc<GpuContext>, Box<GpuExecutor>),
-    Cpu(Box<CpuExecutor>),
 }
 
 /// The figure early stopping watches.
@@ -250,7 +245,7 @@ pub struct Model {
     spec: Sequential,
     pub(super) built: Built,
     labels: NodeId,
-    pub(super) exec: Exec,
+    pub(super) exec: Box<dyn Executor>,
     device: Device,
     features: usize,
     classes: usize,
@@ -306,14 +301,12 @@ impl Model {
             (targets, graph.loss(kind, built.logits, targets)?)
         };
         let features = spec.input_shape.iter().product();
-        let exec = match &device {
-            Device::Gpu(ctx) => Exec::Gpu(
-                ctx.clone(),
-                Box::new(GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?),
-            ),
-            Device::Cpu => Exec::Cpu(Box::new(CpuExecutor::new(
-                graph, loss_node, optimizer, seed,
-            )?)),
+        let exec: Box<dyn Executor> = match &device {
+            Device::Gpu(ctx) => Box::new(GpuSession {
+                ctx: ctx.clone(),
+                exec: GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?,
+            }),
+            Device::Cpu => Box::new(CpuExecutor::new(graph, loss_node, optimizer, seed)?),
         };
         Ok(Model {
             spec,
@@ -348,24 +341,15 @@ impl Model {
     }
 
     fn set_lr(&mut self, lr: f32) -> Result<()> {
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => e.set_lr(ctx, lr),
-            Exec::Cpu(e) => e.set_lr(lr),
-        }
+        self.exec.set_lr(lr)
     }
 
     fn set_clip(&mut self, clip: Option<f32>) -> Result<()> {
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => e.set_clip_global_norm(ctx, clip),
-            Exec::Cpu(e) => e.set_clip_global_norm(clip),
-        }
+        self.exec.set_clip_global_norm(clip)
     }
 
     fn peek_metrics(&mut self) -> Result<Metrics> {
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => e.metrics(ctx),
-            Exec::Cpu(e) => Ok(e.metrics()),
-        }
+        self.exec.metrics()
     }
 
     fn check(&self, data: &Dataset) -> Result<()> {
@@ -418,27 +402,17 @@ impl Model {
             Feed::F32(&self.targets)
         };
         let feeds = [(self.built.input, Feed::F32(x)), (self.labels, labels)];
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) if train => e.step(ctx, len, &feeds),
-            Exec::Gpu(ctx, e) => e.evaluate_batch(ctx, len, &feeds),
-            Exec::Cpu(e) if train => e.step(len, &feeds),
-            Exec::Cpu(e) => e.evaluate_batch(len, &feeds),
+        if train {
+            self.exec.step(len, &feeds)
+        } else {
+            self.exec.evaluate_batch(len, &feeds)
         }
     }
 
     fn take_metrics(&mut self) -> Result<Metrics> {
-        match &mut self.exec {
-            Exec::Gpu(ctx, e) => {
-                let m = e.metrics(ctx)?;
-                e.reset_metrics(ctx)?;
-                Ok(m)
-            }
-            Exec::Cpu(e) => {
-                let m = e.metrics();
-                e.reset_metrics();
-                Ok(m)
-            }
-        }
+        let m = self.exec.metrics()?;
+        self.exec.reset_metrics()?;
+        Ok(m)
     }
 
     /// Trains on `data`; metrics are accumulated on the device and read once per epoch.
@@ -697,13 +671,7 @@ impl Model {
                 Feed::F32(&zero_targets)
             };
             let feeds = [(self.built.input, Feed::F32(x)), (self.labels, targets)];
-            let outputs = match &mut self.exec {
-                Exec::Gpu(ctx, e) => {
-                    e.evaluate_batch(ctx, len, &feeds)?;
-                    e.read_node(ctx, len, self.built.logits)?
-                }
-                Exec::Cpu(e) => e.forward(len, &feeds, self.built.logits)?,
-            };
+            let outputs = self.exec.forward(len, &feeds, self.built.logits)?;
             match self.loss {
                 Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
                     for row in outputs.chunks(classes) {
