@@ -1,9 +1,127 @@
-//! The op vocabulary both executors share: activations, losses, windows, GEMM epilogues,
-//! metric kinds and the metrics themselves. Nothing here imports `cpu/` or `gpu/`, so the CPU
-//! reference builds and runs without wgpu (ARCHITECTURE.md, "Layers").
+//! The ops, by family. `vocab.rs` and `metrics.rs` hold the vocabulary both executors share
+//! (activations, losses, windows, GEMM epilogues, metric kinds, the metrics) and import
+//! neither `cpu/` nor `gpu/`, so the CPU reference builds and runs without wgpu. Each family
+//! file holds its ops' rules (ARCHITECTURE.md, "How to add an op"); [`Op::family`] routes
+//! every op to its family.
 
+mod conv;
+mod dense;
+mod elementwise;
+mod loss;
 mod metrics;
+mod shape;
 mod vocab;
 
 pub use metrics::{MetricTotals, Metrics, METRIC_WORDS};
 pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
+
+use crate::error::{Error, Result};
+use crate::graph::{show, Dim, Op, Shape};
+
+/// The op families; each has a file in `ops/` with its ops' shape rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// Inputs, labels, parameters and reshapes.
+    Shape,
+    /// Matrix products, bias addition, column sums.
+    Dense,
+    /// Activations, sums, dropout.
+    Elementwise,
+    /// Softmax and the losses.
+    Loss,
+    /// Convolutions and pooling.
+    Conv,
+}
+
+impl Op {
+    /// The family whose file holds this op's rules.
+    pub(crate) fn family(&self) -> Family {
+        match self {
+            Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => Family::Shape,
+            Op::MatMul { .. } | Op::BiasAdd | Op::ColumnSum => Family::Dense,
+            Op::Activation(_) | Op::ActivationGrad(_) | Op::Add | Op::Dropout { .. } => {
+                Family::Elementwise
+            }
+            Op::Softmax
+            | Op::SoftmaxGrad
+            | Op::SoftmaxXent
+            | Op::SoftmaxXentGrad
+            | Op::Loss(_)
+            | Op::LossGrad(_) => Family::Loss,
+            Op::Conv2d(_)
+            | Op::Conv2dGradInput { .. }
+            | Op::Conv2dGradWeight(_)
+            | Op::ChannelSum
+            | Op::MaxPool2d(_)
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad { .. } => Family::Conv,
+        }
+    }
+}
+
+/// An op about to be added and its input shapes, with the checks shape rules share.
+pub(crate) struct ShapeArgs<'a> {
+    pub op: &'a Op,
+    pub s: &'a [&'a Shape],
+}
+
+impl ShapeArgs<'_> {
+    /// An error naming the op, its input shapes and `why`.
+    fn mismatch(&self, why: &str) -> Error {
+        let list: Vec<String> = self.s.iter().map(|s| show(s)).collect();
+        Error::Shape {
+            op: "graph",
+            detail: format!("{} of {}: {why}", self.op.name(), list.join(" and ")),
+        }
+    }
+
+    /// Checks the number of inputs.
+    fn want(&self, n: usize) -> Result<()> {
+        if self.s.len() != n {
+            return Err(self.mismatch(&format!("takes {n} inputs, got {}", self.s.len())));
+        }
+        Ok(())
+    }
+
+    /// (rows, cols) of input `i`, which must be a matrix.
+    fn matrix(&self, i: usize) -> Result<(Dim, Dim)> {
+        match self.s[i].as_slice() {
+            [a, b] => Ok((*a, *b)),
+            _ => Err(self.mismatch(&format!("input {} must be a matrix", i + 1))),
+        }
+    }
+
+    /// (c, h, w) of input `i`, which must be (batch, c, h, w).
+    fn image(&self, i: usize) -> Result<(usize, usize, usize)> {
+        match self.s[i].as_slice() {
+            [Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)] => Ok((*c, *h, *w)),
+            _ => Err(self.mismatch(&format!(
+                "input {} must be (batch, channels, height, width)",
+                i + 1
+            ))),
+        }
+    }
+
+    /// The output size of `win` over (h, w), or an error naming both.
+    fn fit(&self, win: &Window, h: usize, w: usize) -> Result<(usize, usize)> {
+        win.output(h, w).ok_or_else(|| {
+            self.mismatch(&format!(
+                "a {}x{} window with stride {} and padding {} does not fit {h}x{w}",
+                win.kh, win.kw, win.stride, win.pad
+            ))
+        })
+    }
+}
+
+/// Shape inference: an op's output shape from its input shapes, by its family's rule.
+pub(crate) fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
+    let a = ShapeArgs { op, s };
+    match op.family() {
+        Family::Shape => shape::infer(&a),
+        Family::Dense => dense::infer(&a),
+        Family::Elementwise => elementwise::infer(&a),
+        Family::Loss => loss::infer(&a),
+        Family::Conv => conv::infer(&a),
+    }
+}

@@ -1,0 +1,80 @@
+//! Convolutions and pooling over (batch, channels, height, width), and their gradients.
+
+use super::ShapeArgs;
+use crate::error::Result;
+use crate::graph::{Dim, Op, Shape};
+
+/// The output shape of one of this family's ops (see [`super::infer`]).
+pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
+    let (op, s) = (a.op, a.s);
+    Ok(match op {
+        Op::Conv2d(win) => {
+            a.want(3)?;
+            let (c, h, w) = a.image(0)?;
+            let [Dim::Fixed(oc), Dim::Fixed(c2), Dim::Fixed(kh), Dim::Fixed(kw)] = s[1].as_slice()
+            else {
+                return Err(a.mismatch("the weight must be (out, in, kh, kw)"));
+            };
+            if *c2 != c || (*kh, *kw) != (win.kh, win.kw) {
+                return Err(a.mismatch(&format!(
+                    "the weight must be ({oc}, {c}, {}, {})",
+                    win.kh, win.kw
+                )));
+            }
+            if s[2].as_slice() != [Dim::Fixed(*oc)] {
+                return Err(a.mismatch(&format!("the bias must be ({oc})")));
+            }
+            let (oh, ow) = a.fit(win, h, w)?;
+            vec![Dim::Batch, Dim::Fixed(*oc), Dim::Fixed(oh), Dim::Fixed(ow)]
+        }
+        Op::Conv2dGradInput { win, h, w } => {
+            a.want(2)?;
+            let (oc, oh, ow) = a.image(0)?;
+            let [Dim::Fixed(oc2), Dim::Fixed(c), ..] = s[1].as_slice() else {
+                return Err(a.mismatch("the weight must be (out, in, kh, kw)"));
+            };
+            if *oc2 != oc || a.fit(win, *h, *w)? != (oh, ow) {
+                return Err(a.mismatch("dy does not match the weight and input size"));
+            }
+            vec![Dim::Batch, Dim::Fixed(*c), Dim::Fixed(*h), Dim::Fixed(*w)]
+        }
+        Op::Conv2dGradWeight(win) => {
+            a.want(2)?;
+            let (c, h, w) = a.image(0)?;
+            let (oc, oh, ow) = a.image(1)?;
+            if a.fit(win, h, w)? != (oh, ow) {
+                return Err(a.mismatch("dy does not match the input size"));
+            }
+            [oc, c, win.kh, win.kw].map(Dim::Fixed).to_vec()
+        }
+        Op::ChannelSum => {
+            a.want(1)?;
+            let (c, _, _) = a.image(0)?;
+            vec![Dim::Fixed(c)]
+        }
+        Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
+            a.want(1)?;
+            let (c, h, w) = a.image(0)?;
+            let (oh, ow) = a.fit(win, h, w)?;
+            vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(oh), Dim::Fixed(ow)]
+        }
+        Op::MaxPool2dGrad(win) => {
+            a.want(2)?;
+            let (c, h, w) = a.image(0)?;
+            let (c2, oh, ow) = a.image(1)?;
+            if c2 != c || a.fit(win, h, w)? != (oh, ow) {
+                return Err(a.mismatch("dy does not match the pooled input"));
+            }
+            s[0].clone()
+        }
+        Op::AvgPool2dGrad { win, h, w } => {
+            a.want(1)?;
+            let (c, oh, ow) = a.image(0)?;
+            if a.fit(win, *h, *w)? != (oh, ow) {
+                return Err(a.mismatch("dy does not match the input size"));
+            }
+            vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(*h), Dim::Fixed(*w)]
+        }
+        other => unreachable!("{} is not a conv op", other.name()),
+    })
+}

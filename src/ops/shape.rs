@@ -1,0 +1,33 @@
+//! Leaves and views: inputs, labels, parameters and reshapes.
+
+use super::ShapeArgs;
+use crate::error::Result;
+use crate::graph::{show, Dim, Op, Shape};
+
+/// The output shape of one of this family's ops (see [`super::infer`]).
+pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
+    let (op, s) = (a.op, a.s);
+    Ok(match op {
+        Op::Input | Op::Labels | Op::Param(_) => {
+            return Err(a.mismatch("leaves are made with input(), labels() and param()"))
+        }
+        Op::Reshape(to) => {
+            a.want(1)?;
+            let size = |sh: &Shape| -> (usize, usize) {
+                sh.iter().fold((0, 1), |(b, f), d| match d {
+                    Dim::Batch => (b + 1, f),
+                    Dim::Fixed(n) => (b, f * n),
+                })
+            };
+            if size(s[0]) != size(to) {
+                return Err(a.mismatch(&format!(
+                    "cannot hold {} elements as {}",
+                    show(s[0]),
+                    show(to)
+                )));
+            }
+            to.clone()
+        }
+        other => unreachable!("{} is not a shape op", other.name()),
+    })
+}
