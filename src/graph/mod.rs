@@ -322,7 +322,8 @@ impl Graph {
         format!("{}_{}", op.name(), self.nodes.len())
     }
 
-    fn add_op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+    /// Adds a node named after its op (`matmul_12`).
+    pub(crate) fn add_op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
         let name = self.auto_name(&op);
         self.push(op, inputs, &name)
     }

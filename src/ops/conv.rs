@@ -1,8 +1,8 @@
 //! Convolutions and pooling over (batch, channels, height, width), and their gradients.
 
-use super::ShapeArgs;
+use super::{GradArgs, ShapeArgs};
 use crate::error::Result;
-use crate::graph::{Dim, Op, Shape};
+use crate::graph::{Dim, Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -77,4 +77,51 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         }
         other => unreachable!("{} is not a conv op", other.name()),
     })
+}
+
+/// Appends the nodes computing this family's op's input gradients (see
+/// [`super::backward`]).
+pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match &cx.node.op {
+        Op::Conv2d(win) => {
+            let (dy, x, w) = (cx.dy()?, cx.node.inputs[0], cx.node.inputs[1]);
+            if cx.needs(0) {
+                let (h, wd) = match g.node(x).shape.as_slice() {
+                    [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (*h, *w),
+                    _ => unreachable!("conv2d inputs were checked"),
+                };
+                let win = *win;
+                let dx = g.add_op(Op::Conv2dGradInput { win, h, w: wd }, &[dy, w])?;
+                cx.give(0, dx);
+            }
+            if cx.needs(1) {
+                let dw = g.add_op(Op::Conv2dGradWeight(*win), &[x, dy])?;
+                cx.give(1, dw);
+            }
+            if cx.needs(2) {
+                let db = g.add_op(Op::ChannelSum, &[dy])?;
+                cx.give(2, db);
+            }
+        }
+        Op::MaxPool2d(win) => {
+            let dx = g.add_op(Op::MaxPool2dGrad(*win), &[cx.node.inputs[0], cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        Op::AvgPool2d(win) => {
+            let (h, w) = match g.node(cx.node.inputs[0]).shape.as_slice() {
+                [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (*h, *w),
+                _ => unreachable!("pooling inputs were checked"),
+            };
+            let win = *win;
+            let dx = g.add_op(Op::AvgPool2dGrad { win, h, w }, &[cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        Op::Conv2dGradInput { .. }
+        | Op::Conv2dGradWeight(_)
+        | Op::ChannelSum
+        | Op::MaxPool2dGrad(_)
+        | Op::AvgPool2dGrad { .. } => return Err(cx.second_order()),
+        other => unreachable!("{} is not a conv op", other.name()),
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! The dense family: matrix products, bias addition and its gradient (column sums).
 
-use super::ShapeArgs;
+use super::{GradArgs, ShapeArgs};
 use crate::error::Result;
-use crate::graph::{Op, Shape};
+use crate::graph::{Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -34,4 +34,45 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         }
         other => unreachable!("{} is not a dense op", other.name()),
     })
+}
+
+/// Appends the nodes computing this family's op's input gradients (see
+/// [`super::backward`]).
+pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match &cx.node.op {
+        Op::MatMul { trans_a, trans_b } => {
+            let (dc, a, b) = (cx.dy()?, cx.node.inputs[0], cx.node.inputs[1]);
+            let (ta, tb) = (*trans_a, *trans_b);
+            if cx.needs(0) {
+                // d op(A) = dC op(B)^T; for a transposed A, dA is its transpose.
+                let da = if ta {
+                    g.matmul_t(b, dc, tb, true)?
+                } else {
+                    g.matmul_t(dc, b, false, !tb)?
+                };
+                cx.give(0, da);
+            }
+            if cx.needs(1) {
+                let db = if tb {
+                    g.matmul_t(dc, a, true, ta)?
+                } else {
+                    g.matmul_t(a, dc, !ta, false)?
+                };
+                cx.give(1, db);
+            }
+        }
+        Op::BiasAdd => {
+            let dy = cx.dy()?;
+            if cx.needs(0) {
+                cx.give(0, dy);
+            }
+            if cx.needs(1) {
+                let db = g.add_op(Op::ColumnSum, &[dy])?;
+                cx.give(1, db);
+            }
+        }
+        Op::ColumnSum => return Err(cx.second_order()),
+        other => unreachable!("{} is not a dense op", other.name()),
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! The elementwise family: activations and their gradients, sums, dropout.
 
-use super::ShapeArgs;
+use super::{GradArgs, ShapeArgs};
 use crate::error::Result;
-use crate::graph::{Op, Shape};
+use crate::graph::{Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -21,4 +21,36 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         }
         other => unreachable!("{} is not a elementwise op", other.name()),
     })
+}
+
+/// Appends the nodes computing this family's op's input gradients (see
+/// [`super::backward`]).
+pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match &cx.node.op {
+        Op::Activation(act) => {
+            let dx = g.add_op(Op::ActivationGrad(*act), &[cx.id, cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        Op::Dropout { rate, seed } => {
+            let dx = g.add_op(
+                Op::Dropout {
+                    rate: *rate,
+                    seed: *seed,
+                },
+                &[cx.dy()?],
+            )?;
+            cx.give(0, dx);
+        }
+        Op::Add => {
+            let dy = cx.dy()?;
+            for k in 0..2 {
+                if cx.needs(k) {
+                    cx.give(k, dy);
+                }
+            }
+        }
+        Op::ActivationGrad(_) => return Err(cx.second_order()),
+        other => unreachable!("{} is not a elementwise op", other.name()),
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
 //! Softmax and the losses: softmax and its gradient, softmax cross-entropy and the pointwise
 //! losses (each loss's gradient is computed by the loss's own launch).
 
-use super::ShapeArgs;
-use crate::error::Result;
-use crate::graph::{Op, Shape};
+use super::{GradArgs, ShapeArgs};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -47,4 +47,47 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         }
         other => unreachable!("{} is not a loss op", other.name()),
     })
+}
+
+/// Appends the nodes computing this family's op's input gradients (see
+/// [`super::backward`]).
+pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match &cx.node.op {
+        Op::Softmax => {
+            let dx = g.add_op(Op::SoftmaxGrad, &[cx.id, cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        Op::SoftmaxXent | Op::Loss(_) if cx.dy.is_some() => {
+            return Err(Error::invalid(
+                "backward",
+                format!(
+                    "`{}` is used by other nodes; differentiate from the final loss",
+                    cx.node.name
+                ),
+            ))
+        }
+        Op::SoftmaxXent => {
+            if cx.needs(1) {
+                return Err(Error::invalid(
+                    "backward",
+                    "labels cannot be differentiated",
+                ));
+            }
+            let d = g.add_op(Op::SoftmaxXentGrad, &[cx.node.inputs[0], cx.node.inputs[1]])?;
+            cx.give(0, d);
+        }
+        Op::Loss(kind) => {
+            if cx.needs(1) {
+                return Err(Error::invalid(
+                    "backward",
+                    "loss targets cannot be differentiated",
+                ));
+            }
+            let d = g.add_op(Op::LossGrad(*kind), &[cx.node.inputs[0], cx.node.inputs[1]])?;
+            cx.give(0, d);
+        }
+        Op::SoftmaxGrad | Op::SoftmaxXentGrad | Op::LossGrad(_) => return Err(cx.second_order()),
+        other => unreachable!("{} is not a loss op", other.name()),
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ pub use metrics::{MetricTotals, Metrics, METRIC_WORDS};
 pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
 
 use crate::error::{Error, Result};
-use crate::graph::{show, Dim, Op, Shape};
+use crate::graph::{show, Dim, Graph, Node, NodeId, Op, Shape};
 
 /// The op families; each has a file in `ops/` with its ops' shape rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,5 +123,58 @@ pub(crate) fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
         Family::Elementwise => elementwise::infer(&a),
         Family::Loss => loss::infer(&a),
         Family::Conv => conv::infer(&a),
+    }
+}
+
+/// One node's step of the backward pass: the gradient flowing into it and where its inputs'
+/// gradients go.
+pub(crate) struct GradArgs<'a> {
+    pub id: NodeId,
+    pub node: &'a Node,
+    /// d loss / d node; `None` at the loss itself.
+    pub dy: Option<NodeId>,
+    /// Whether each input leads to a parameter (needs a gradient).
+    pub needs: Vec<bool>,
+    /// (input position, gradient node) contributions, summed by the caller.
+    pub give: Vec<(usize, NodeId)>,
+}
+
+impl GradArgs<'_> {
+    /// The incoming gradient; only a loss has none.
+    fn dy(&self) -> Result<NodeId> {
+        self.dy.ok_or_else(|| {
+            Error::invalid("backward", format!("{} is not a loss", self.node.op.name()))
+        })
+    }
+
+    fn needs(&self, k: usize) -> bool {
+        self.needs[k]
+    }
+
+    fn give(&mut self, k: usize, g: NodeId) {
+        self.give.push((k, g));
+    }
+
+    /// The error for differentiating a gradient op.
+    fn second_order(&self) -> Error {
+        Error::invalid(
+            "backward",
+            format!(
+                "{} has no derivative here (no second-order gradients)",
+                self.node.op.name()
+            ),
+        )
+    }
+}
+
+/// Appends the nodes computing `cx.node`'s input gradients, by its family's rule
+/// (ARCHITECTURE.md, "Gradients").
+pub(crate) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match cx.node.op.family() {
+        Family::Shape => shape::backward(g, cx),
+        Family::Dense => dense::backward(g, cx),
+        Family::Elementwise => elementwise::backward(g, cx),
+        Family::Loss => loss::backward(g, cx),
+        Family::Conv => conv::backward(g, cx),
     }
 }

@@ -1,8 +1,8 @@
 //! Leaves and views: inputs, labels, parameters and reshapes.
 
-use super::ShapeArgs;
+use super::{GradArgs, ShapeArgs};
 use crate::error::Result;
-use crate::graph::{show, Dim, Op, Shape};
+use crate::graph::{show, Dim, Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -30,4 +30,19 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         }
         other => unreachable!("{} is not a shape op", other.name()),
     })
+}
+
+/// Appends the nodes computing this family's op's input gradients (see
+/// [`super::backward`]).
+pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match &cx.node.op {
+        Op::Input | Op::Labels | Op::Param(_) => {}
+        Op::Reshape(_) => {
+            let back = g.node(cx.node.inputs[0]).shape.clone();
+            let dx = g.add_op(Op::Reshape(back), &[cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        other => unreachable!("{} is not a shape op", other.name()),
+    }
+    Ok(())
 }
