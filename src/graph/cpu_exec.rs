@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array1, ArrayD, Ix1, Ix2, IxDyn};
+use ndarray::{Array1, ArrayD, IxDyn};
 
 use super::{gpu_exec::metric_kind, Graph, NodeId, Op};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::ops::{Epilogue, MetricKind, MetricTotals, Metrics};
+use crate::ops::{MetricKind, MetricTotals, Metrics};
 
 /// A node's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,30 +33,6 @@ pub struct CpuRun<T> {
     /// The optimizer step dropout draws its masks for (1-based, like the executors count),
     /// or `None` when evaluating (dropout is the identity).
     pub training_step: Option<u64>,
-}
-
-fn dims4<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView4<'_, T>> {
-    a.view().into_dimensionality::<ndarray::Ix4>().map_err(|_| {
-        Error::shape(
-            "cpu graph",
-            format!("needs (batch, c, h, w), got {:?}", a.shape()),
-        )
-    })
-}
-
-fn dims1<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView1<'_, T>> {
-    a.view()
-        .into_dimensionality::<Ix1>()
-        .map_err(|_| Error::shape("cpu graph", format!("needs a vector, got {:?}", a.shape())))
-}
-
-fn dims2<'a, T: Scalar>(a: &'a ArrayD<T>, what: &str) -> Result<ndarray::ArrayView2<'a, T>> {
-    a.view().into_dimensionality::<Ix2>().map_err(|_| {
-        Error::shape(
-            "cpu graph",
-            format!("{what} needs a matrix, got {:?}", a.shape()),
-        )
-    })
 }
 
 impl<T: Scalar> CpuRun<T> {
@@ -108,26 +84,6 @@ impl<T: Scalar> CpuRun<T> {
         let mut vals: Vec<Option<Value<T>>> = vec![None; last.0 + 1];
         for i in 0..=last.0 {
             let node = &graph.nodes()[i];
-            let get = |k: usize| -> Result<&ArrayD<T>> {
-                vals[node.inputs[k].0]
-                    .as_ref()
-                    .and_then(|v| v.float())
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "cpu graph",
-                            format!("{} needs float input {}", node.op.name(), k),
-                        )
-                    })
-            };
-            let labels = |k: usize| -> Result<&Array1<u32>> {
-                match vals[node.inputs[k].0].as_ref() {
-                    Some(Value::Labels(l)) => Ok(l),
-                    _ => Err(Error::invalid(
-                        "cpu graph",
-                        format!("{} needs labels", node.op.name()),
-                    )),
-                }
-            };
             let value = match &node.op {
                 Op::Input | Op::Labels => {
                     let v = feeds.get(&graph.id_at(i)).ok_or_else(|| {
@@ -152,108 +108,12 @@ impl<T: Scalar> CpuRun<T> {
                     v.clone()
                 }
                 Op::Param(_) => Value::Float(self.params[&graph.id_at(i)].clone()),
-                Op::MatMul { trans_a, trans_b } => {
-                    let (a, b) = (get(0)?, get(1)?);
-                    let s = &shapes[i];
-                    let mut c = ndarray::Array2::zeros((s[0], s[1]));
-                    cpu::gemm(
-                        T::one(),
-                        dims2(a, "matmul")?,
-                        *trans_a,
-                        dims2(b, "matmul")?,
-                        *trans_b,
-                        T::zero(),
-                        &mut c,
-                        Epilogue::None,
-                        None,
-                    )?;
-                    Value::Float(c.into_dyn())
-                }
-                Op::BiasAdd => {
-                    let mut y = dims2(get(0)?, "bias_add")?.to_owned();
-                    let b = get(1)?
-                        .view()
-                        .into_dimensionality::<Ix1>()
-                        .map_err(|_| Error::shape("bias_add", "bias must be a vector"))?;
-                    cpu::bias_add(&mut y, b)?;
-                    Value::Float(y.into_dyn())
-                }
-                Op::Activation(act) => Value::Float(cpu::activation_forward(*act, get(0)?.view())),
-                Op::Conv2d(win) => Value::Float(
-                    cpu::conv2d(dims4(get(0)?)?, dims4(get(1)?)?, dims1(get(2)?)?, *win).into_dyn(),
-                ),
-                Op::Conv2dGradInput { win, h, w } => Value::Float(
-                    cpu::conv2d_grad_input(dims4(get(0)?)?, dims4(get(1)?)?, *win, (*h, *w))
-                        .into_dyn(),
-                ),
-                Op::Conv2dGradWeight(win) => Value::Float(
-                    cpu::conv2d_grad_weight(dims4(get(0)?)?, dims4(get(1)?)?, *win).into_dyn(),
-                ),
-                Op::ChannelSum => Value::Float(cpu::channel_sum(dims4(get(0)?)?).into_dyn()),
-                Op::MaxPool2d(win) => {
-                    Value::Float(cpu::max_pool2d(dims4(get(0)?)?, *win).into_dyn())
-                }
-                Op::MaxPool2dGrad(win) => Value::Float(
-                    cpu::max_pool2d_grad(dims4(get(0)?)?, dims4(get(1)?)?, *win).into_dyn(),
-                ),
-                Op::AvgPool2d(win) => {
-                    Value::Float(cpu::avg_pool2d(dims4(get(0)?)?, *win).into_dyn())
-                }
-                Op::AvgPool2dGrad { win, h, w } => {
-                    Value::Float(cpu::avg_pool2d_grad(dims4(get(0)?)?, *win, (*h, *w)).into_dyn())
-                }
-                Op::Dropout { rate, seed } => Value::Float(cpu::dropout(
-                    get(0)?.view(),
-                    *rate,
-                    *seed,
-                    self.training_step.unwrap_or(0),
-                    self.training_step.is_some(),
-                )),
-                Op::ActivationGrad(act) => Value::Float(cpu::activation_backward(
-                    *act,
-                    get(0)?.view(),
-                    get(1)?.view(),
-                )?),
-                Op::Softmax => {
-                    Value::Float(cpu::softmax_forward(dims2(get(0)?, "softmax")?).into_dyn())
-                }
-                Op::SoftmaxGrad => Value::Float(
-                    cpu::softmax_backward(dims2(get(0)?, "softmax")?, dims2(get(1)?, "softmax")?)?
-                        .into_dyn(),
-                ),
-                Op::SoftmaxXent | Op::SoftmaxXentGrad => {
-                    let (loss, grad) =
-                        cpu::softmax_xent(dims2(get(0)?, "softmax_xent")?, labels(1)?.view())?;
-                    Value::Float(if matches!(node.op, Op::SoftmaxXent) {
-                        ArrayD::from_elem(IxDyn(&[]), loss)
-                    } else {
-                        grad.into_dyn()
-                    })
-                }
-                Op::Loss(kind) | Op::LossGrad(kind) => {
-                    let (loss, grad) = cpu::pointwise_loss(
-                        *kind,
-                        dims2(get(0)?, "loss")?,
-                        dims2(get(1)?, "loss")?,
-                    )?;
-                    Value::Float(if matches!(node.op, Op::Loss(_)) {
-                        ArrayD::from_elem(IxDyn(&[]), loss)
-                    } else {
-                        grad.into_dyn()
-                    })
-                }
-                Op::ColumnSum => {
-                    Value::Float(cpu::column_sum(dims2(get(0)?, "column_sum")?).into_dyn())
-                }
-                Op::Add => Value::Float(get(0)? + get(1)?),
-                Op::Reshape(_) => {
-                    let x = get(0)?;
-                    Value::Float(
-                        x.to_shape(IxDyn(&shapes[i]))
-                            .map_err(|e| Error::shape("reshape", e.to_string()))?
-                            .to_owned(),
-                    )
-                }
+                _ => crate::ops::eval_cpu(&crate::ops::CpuArgs {
+                    node,
+                    shape: &shapes[i],
+                    vals: &vals,
+                    training_step: self.training_step,
+                })?,
             };
             vals[i] = Some(value);
         }

@@ -1,8 +1,9 @@
 //! Convolutions and pooling over (batch, channels, height, width), and their gradients.
 
-use super::{GradArgs, ShapeArgs};
+use super::{dims1, dims4, CpuArgs, GradArgs, ShapeArgs};
+use crate::cpu::{self, Scalar};
 use crate::error::Result;
-use crate::graph::{Dim, Graph, Op, Shape};
+use crate::graph::{Dim, Graph, Op, Shape, Value};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -124,4 +125,36 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         other => unreachable!("{} is not a conv op", other.name()),
     }
     Ok(())
+}
+
+/// This family's op on the CPU reference (see [`super::eval_cpu`]).
+pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match &cx.node.op {
+        Op::Conv2d(win) => Value::Float(
+            cpu::conv2d(
+                dims4(cx.get(0)?)?,
+                dims4(cx.get(1)?)?,
+                dims1(cx.get(2)?)?,
+                *win,
+            )
+            .into_dyn(),
+        ),
+        Op::Conv2dGradInput { win, h, w } => Value::Float(
+            cpu::conv2d_grad_input(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win, (*h, *w))
+                .into_dyn(),
+        ),
+        Op::Conv2dGradWeight(win) => Value::Float(
+            cpu::conv2d_grad_weight(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win).into_dyn(),
+        ),
+        Op::ChannelSum => Value::Float(cpu::channel_sum(dims4(cx.get(0)?)?).into_dyn()),
+        Op::MaxPool2d(win) => Value::Float(cpu::max_pool2d(dims4(cx.get(0)?)?, *win).into_dyn()),
+        Op::MaxPool2dGrad(win) => Value::Float(
+            cpu::max_pool2d_grad(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win).into_dyn(),
+        ),
+        Op::AvgPool2d(win) => Value::Float(cpu::avg_pool2d(dims4(cx.get(0)?)?, *win).into_dyn()),
+        Op::AvgPool2dGrad { win, h, w } => {
+            Value::Float(cpu::avg_pool2d_grad(dims4(cx.get(0)?)?, *win, (*h, *w)).into_dyn())
+        }
+        other => unreachable!("{} is not a conv op", other.name()),
+    })
 }

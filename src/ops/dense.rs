@@ -1,8 +1,11 @@
 //! The dense family: matrix products, bias addition and its gradient (column sums).
 
-use super::{GradArgs, ShapeArgs};
-use crate::error::Result;
-use crate::graph::{Graph, Op, Shape};
+use super::Epilogue;
+use super::{dims2, CpuArgs, GradArgs, ShapeArgs};
+use crate::cpu::{self, Scalar};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Op, Shape, Value};
+use ndarray::Ix1;
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -75,4 +78,39 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         other => unreachable!("{} is not a dense op", other.name()),
     }
     Ok(())
+}
+
+/// This family's op on the CPU reference (see [`super::eval_cpu`]).
+pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match &cx.node.op {
+        Op::MatMul { trans_a, trans_b } => {
+            let (a, b) = (cx.get(0)?, cx.get(1)?);
+            let s = cx.shape;
+            let mut c = ndarray::Array2::zeros((s[0], s[1]));
+            cpu::gemm(
+                T::one(),
+                dims2(a, "matmul")?,
+                *trans_a,
+                dims2(b, "matmul")?,
+                *trans_b,
+                T::zero(),
+                &mut c,
+                Epilogue::None,
+                None,
+            )?;
+            Value::Float(c.into_dyn())
+        }
+        Op::BiasAdd => {
+            let mut y = dims2(cx.get(0)?, "bias_add")?.to_owned();
+            let b = cx
+                .get(1)?
+                .view()
+                .into_dimensionality::<Ix1>()
+                .map_err(|_| Error::shape("bias_add", "bias must be a vector"))?;
+            cpu::bias_add(&mut y, b)?;
+            Value::Float(y.into_dyn())
+        }
+        Op::ColumnSum => Value::Float(cpu::column_sum(dims2(cx.get(0)?, "column_sum")?).into_dyn()),
+        other => unreachable!("{} is not a dense op", other.name()),
+    })
 }

@@ -1,8 +1,9 @@
 //! The elementwise family: activations and their gradients, sums, dropout.
 
-use super::{GradArgs, ShapeArgs};
+use super::{CpuArgs, GradArgs, ShapeArgs};
+use crate::cpu::{self, Scalar};
 use crate::error::Result;
-use crate::graph::{Graph, Op, Shape};
+use crate::graph::{Graph, Op, Shape, Value};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -53,4 +54,25 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         other => unreachable!("{} is not a elementwise op", other.name()),
     }
     Ok(())
+}
+
+/// This family's op on the CPU reference (see [`super::eval_cpu`]).
+pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match &cx.node.op {
+        Op::Activation(act) => Value::Float(cpu::activation_forward(*act, cx.get(0)?.view())),
+        Op::ActivationGrad(act) => Value::Float(cpu::activation_backward(
+            *act,
+            cx.get(0)?.view(),
+            cx.get(1)?.view(),
+        )?),
+        Op::Dropout { rate, seed } => Value::Float(cpu::dropout(
+            cx.get(0)?.view(),
+            *rate,
+            *seed,
+            cx.training_step.unwrap_or(0),
+            cx.training_step.is_some(),
+        )),
+        Op::Add => Value::Float(cx.get(0)? + cx.get(1)?),
+        other => unreachable!("{} is not a elementwise op", other.name()),
+    })
 }

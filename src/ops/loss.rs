@@ -1,9 +1,11 @@
 //! Softmax and the losses: softmax and its gradient, softmax cross-entropy and the pointwise
 //! losses (each loss's gradient is computed by the loss's own launch).
 
-use super::{GradArgs, ShapeArgs};
+use super::{dims2, CpuArgs, GradArgs, ShapeArgs};
+use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Op, Shape};
+use crate::graph::{Graph, Op, Shape, Value};
+use ndarray::{ArrayD, IxDyn};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -90,4 +92,37 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         other => unreachable!("{} is not a loss op", other.name()),
     }
     Ok(())
+}
+
+/// This family's op on the CPU reference (see [`super::eval_cpu`]).
+pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match &cx.node.op {
+        Op::Softmax => Value::Float(cpu::softmax_forward(dims2(cx.get(0)?, "softmax")?).into_dyn()),
+        Op::SoftmaxGrad => Value::Float(
+            cpu::softmax_backward(dims2(cx.get(0)?, "softmax")?, dims2(cx.get(1)?, "softmax")?)?
+                .into_dyn(),
+        ),
+        Op::SoftmaxXent | Op::SoftmaxXentGrad => {
+            let (loss, grad) =
+                cpu::softmax_xent(dims2(cx.get(0)?, "softmax_xent")?, cx.labels(1)?.view())?;
+            Value::Float(if matches!(cx.node.op, Op::SoftmaxXent) {
+                ArrayD::from_elem(IxDyn(&[]), loss)
+            } else {
+                grad.into_dyn()
+            })
+        }
+        Op::Loss(kind) | Op::LossGrad(kind) => {
+            let (loss, grad) = cpu::pointwise_loss(
+                *kind,
+                dims2(cx.get(0)?, "loss")?,
+                dims2(cx.get(1)?, "loss")?,
+            )?;
+            Value::Float(if matches!(cx.node.op, Op::Loss(_)) {
+                ArrayD::from_elem(IxDyn(&[]), loss)
+            } else {
+                grad.into_dyn()
+            })
+        }
+        other => unreachable!("{} is not a loss op", other.name()),
+    })
 }

@@ -16,7 +16,10 @@ pub use metrics::{MetricTotals, Metrics, METRIC_WORDS};
 pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
 
 use crate::error::{Error, Result};
-use crate::graph::{show, Dim, Graph, Node, NodeId, Op, Shape};
+use ndarray::{Array1, ArrayD, Ix1, Ix2};
+
+use crate::cpu::Scalar;
+use crate::graph::{show, Dim, Graph, Node, NodeId, Op, Shape, Value};
 
 /// The op families; each has a file in `ops/` with its ops' shape rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,4 +180,80 @@ pub(crate) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         Family::Loss => loss::backward(g, cx),
         Family::Conv => conv::backward(g, cx),
     }
+}
+
+/// One node's evaluation on the CPU reference: the values computed so far.
+pub(crate) struct CpuArgs<'a, T> {
+    pub node: &'a Node,
+    /// The node's concrete output shape.
+    pub shape: &'a [usize],
+    /// Every earlier node's value (None where not computed).
+    pub vals: &'a [Option<Value<T>>],
+    /// The optimizer step dropout draws its masks for; `None` when evaluating.
+    pub training_step: Option<u64>,
+}
+
+impl<T: Scalar> CpuArgs<'_, T> {
+    /// Float input `k`.
+    fn get(&self, k: usize) -> Result<&ArrayD<T>> {
+        self.vals[self.node.inputs[k].0]
+            .as_ref()
+            .and_then(|v| v.float())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "cpu graph",
+                    format!("{} needs float input {}", self.node.op.name(), k),
+                )
+            })
+    }
+
+    /// Label input `k`.
+    fn labels(&self, k: usize) -> Result<&Array1<u32>> {
+        match self.vals[self.node.inputs[k].0].as_ref() {
+            Some(Value::Labels(l)) => Ok(l),
+            _ => Err(Error::invalid(
+                "cpu graph",
+                format!("{} needs labels", self.node.op.name()),
+            )),
+        }
+    }
+}
+
+/// Evaluates a computed node (not an input or parameter) on the CPU reference, by its
+/// family's arm.
+pub(crate) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    match cx.node.op.family() {
+        Family::Shape => shape::eval_cpu(cx),
+        Family::Dense => dense::eval_cpu(cx),
+        Family::Elementwise => elementwise::eval_cpu(cx),
+        Family::Loss => loss::eval_cpu(cx),
+        Family::Conv => conv::eval_cpu(cx),
+    }
+}
+
+pub(super) fn dims4<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView4<'_, T>> {
+    a.view().into_dimensionality::<ndarray::Ix4>().map_err(|_| {
+        Error::shape(
+            "cpu graph",
+            format!("needs (batch, c, h, w), got {:?}", a.shape()),
+        )
+    })
+}
+
+pub(super) fn dims1<T: Scalar>(a: &ArrayD<T>) -> Result<ndarray::ArrayView1<'_, T>> {
+    a.view()
+        .into_dimensionality::<Ix1>()
+        .map_err(|_| Error::shape("cpu graph", format!("needs a vector, got {:?}", a.shape())))
+}
+
+pub(super) fn dims2<'a, T: Scalar>(
+    a: &'a ArrayD<T>,
+    what: &str,
+) -> Result<ndarray::ArrayView2<'a, T>> {
+    a.view().into_dimensionality::<Ix2>().map_err(|_| {
+        Error::shape(
+            "cpu graph",
+            format!("{what} needs a matrix, got {:?}", a.shape()),
+        )
+    })
 }

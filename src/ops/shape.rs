@@ -1,8 +1,10 @@
 //! Leaves and views: inputs, labels, parameters and reshapes.
 
-use super::{GradArgs, ShapeArgs};
-use crate::error::Result;
-use crate::graph::{show, Dim, Graph, Op, Shape};
+use super::{CpuArgs, GradArgs, ShapeArgs};
+use crate::cpu::Scalar;
+use crate::error::{Error, Result};
+use crate::graph::{show, Dim, Graph, Op, Shape, Value};
+use ndarray::IxDyn;
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -45,4 +47,19 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         other => unreachable!("{} is not a shape op", other.name()),
     }
     Ok(())
+}
+
+/// This family's op on the CPU reference (see [`super::eval_cpu`]).
+pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match &cx.node.op {
+        Op::Reshape(_) => {
+            let x = cx.get(0)?;
+            Value::Float(
+                x.to_shape(IxDyn(cx.shape))
+                    .map_err(|e| Error::shape("reshape", e.to_string()))?
+                    .to_owned(),
+            )
+        }
+        other => unreachable!("{} is not a shape op", other.name()),
+    })
 }
