@@ -1,10 +1,11 @@
 // Elementwise kernels over flat f32 arrays: activations, their gradients, and bias-add.
 //
 // dims: n elements; for bias_add the array is row-major (n / cols, cols).
-// Activation gradients are written in terms of the forward OUTPUT y (ReLU: y > 0 exactly when
-// x > 0), so the backward never needs the pre-activation kept alive.
+// Activation gradients are written in terms of the forward OUTPUT y where they can (ReLU:
+// y > 0 exactly when x > 0), so the pre-activation need not stay alive; the others read the
+// input x (Activation::backward_reads_input in src/ops/vocab.rs says which).
 //   activation_forward   bindings: 0 dims, 1 x (read), 2 y (write)
-//   activation_backward  bindings: 0 dims, 1 y (read), 2 dy (read), 3 dx (write)
+//   activation_backward  bindings: 0 dims, 1 saved (y or x, read), 2 dy (read), 3 dx (write)
 //   bias_add             bindings: 0 dims, 1 bias (cols, read), 2 y (in place)
 
 struct Dims {
@@ -61,8 +62,10 @@ fn activate(x: f32) -> f32 {
     }
 }
 
-// dL/dx from dL/dy and y = f(x). ReLU'(0) is 0 (the subgradient PyTorch and Keras use).
-fn activate_grad(y: f32, dy: f32) -> f32 {
+// dL/dx from dL/dy and the saved value: y = f(x), or x for activations whose rule reads it.
+// ReLU'(0) is 0 (the subgradient PyTorch and Keras use).
+fn activate_grad(saved: f32, dy: f32) -> f32 {
+    let y = saved;
     switch OP {
         case 0u: { return select(0.0, dy, y > 0.0); }
         case 1u: { return dy * y * (1.0 - y); }

@@ -247,14 +247,21 @@ fn activations_forward_and_backward() {
                 zeros("dx", n),
             );
             let fwd = kernels::activation_forward(ctx, act, n, gx.full(), gy.full()).unwrap();
-            let bwd = kernels::activation_backward(ctx, act, n, gy.full(), gdy.full(), gdx.full())
-                .unwrap();
+            // The backward reads what the rule keeps: y (the GPU's own, so this tests the
+            // backward alone) or x.
+            let (gsaved, reads_x) = match act.backward_reads_input() {
+                true => (&gx, true),
+                false => (&gy, false),
+            };
+            let bwd =
+                kernels::activation_backward(ctx, act, n, gsaved.full(), gdy.full(), gdx.full())
+                    .unwrap();
             run(ctx, &[&fwd, &bwd]).unwrap();
             let y = download(&gy);
             let want_y: Vec<f64> = x.iter().map(|&v| act.apply(v as f64)).collect();
             assert_close(&format!("{act:?} forward n={n}"), &y, &want_y, 1e-6, 1e-6);
-            // The backward is checked from the GPU's own y, so it tests the backward alone.
-            let want_dx: Vec<f64> = y
+            let saved = if reads_x { x.clone() } else { y };
+            let want_dx: Vec<f64> = saved
                 .iter()
                 .zip(&dy)
                 .map(|(&y, &d)| act.grad(y as f64, d as f64))

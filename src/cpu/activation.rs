@@ -31,8 +31,10 @@ impl Activation {
         }
     }
 
-    /// dL/dx from dL/dy and y = f(x). ReLU'(0) is 0.
-    pub fn grad<T: Scalar>(self, y: T, dy: T) -> T {
+    /// dL/dx from dL/dy and the value the backward pass keeps: y = f(x), or x where
+    /// [`Activation::backward_reads_input`]. ReLU'(0) is 0.
+    pub fn grad<T: Scalar>(self, saved: T, dy: T) -> T {
+        let y = saved;
         match self {
             Activation::Relu => {
                 if y > T::zero() {
@@ -53,21 +55,22 @@ pub fn activation_forward<T: Scalar>(act: Activation, x: ArrayViewD<'_, T>) -> A
     x.mapv(|v| act.apply(v))
 }
 
-/// dx = f'(x) * dy, computed from y = f(x).
+/// dx = f'(x) * dy, computed from `saved`: y = f(x), or x where
+/// [`Activation::backward_reads_input`].
 pub fn activation_backward<T: Scalar>(
     act: Activation,
-    y: ArrayViewD<'_, T>,
+    saved: ArrayViewD<'_, T>,
     dy: ArrayViewD<'_, T>,
 ) -> Result<ArrayD<T>> {
-    if y.shape() != dy.shape() {
+    if saved.shape() != dy.shape() {
         return Err(Error::shape(
             "activation_backward",
-            format!("y is {:?}, dy is {:?}", y.shape(), dy.shape()),
+            format!("saved is {:?}, dy is {:?}", saved.shape(), dy.shape()),
         ));
     }
-    Ok(Zip::from(&y)
+    Ok(Zip::from(&saved)
         .and(&dy)
-        .map_collect(|&y, &dy| act.grad(y, dy)))
+        .map_collect(|&s, &dy| act.grad(s, dy)))
 }
 
 /// y += bias, broadcast over rows of a (rows, cols) array.

@@ -62,7 +62,7 @@ pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
 }
 
 /// The executor's resident state: parameters, gradients and optimizer slots as flat arenas.
-pub(super) struct Arenas {
+pub(crate) struct Arenas {
     pub params: GpuBuffer,
     pub grads: GpuBuffer,
     /// One arena per slot the optimizer declares ([`Optimizer::state_slots`]).

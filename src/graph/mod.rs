@@ -21,9 +21,9 @@
 
 mod autodiff;
 mod cpu_exec;
-mod gpu_exec;
+pub(crate) mod gpu_exec;
 mod init;
-mod plan;
+pub(crate) mod plan;
 mod step;
 
 pub use crate::ops::Metrics;
@@ -86,7 +86,8 @@ pub enum Op {
     /// `x + bias` broadcast over rows.
     BiasAdd,
     Activation(Activation),
-    /// dx from (y = f(x), dy).
+    /// dx from (saved, dy): saved is y = f(x), or x where
+    /// [`Activation::backward_reads_input`].
     ActivationGrad(Activation),
     /// Row softmax.
     Softmax,

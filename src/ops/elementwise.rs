@@ -1,8 +1,10 @@
 //! The elementwise family: activations and their gradients, sums, dropout.
 
-use super::{CpuArgs, GradArgs, ShapeArgs};
+use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
 use crate::cpu::{self, Scalar};
 use crate::error::Result;
+use crate::gpu::kernels;
+use crate::gpu::Kernel;
 use crate::graph::{Graph, Op, Shape, Value};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
@@ -20,7 +22,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        other => unreachable!("{} is not a elementwise op", other.name()),
+        other => unreachable!("{} is not an elementwise op", other.name()),
     })
 }
 
@@ -29,7 +31,13 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
 pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
     match &cx.node.op {
         Op::Activation(act) => {
-            let dx = g.add_op(Op::ActivationGrad(*act), &[cx.id, cx.dy()?])?;
+            // The gradient reads the output, or the input where the rule needs x.
+            let saved = if act.backward_reads_input() {
+                cx.node.inputs[0]
+            } else {
+                cx.id
+            };
+            let dx = g.add_op(Op::ActivationGrad(*act), &[saved, cx.dy()?])?;
             cx.give(0, dx);
         }
         Op::Dropout { rate, seed } => {
@@ -51,7 +59,7 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
             }
         }
         Op::ActivationGrad(_) => return Err(cx.second_order()),
-        other => unreachable!("{} is not a elementwise op", other.name()),
+        other => unreachable!("{} is not an elementwise op", other.name()),
     }
     Ok(())
 }
@@ -73,6 +81,46 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             cx.training_step.is_some(),
         )),
         Op::Add => Value::Float(cx.get(0)? + cx.get(1)?),
-        other => unreachable!("{} is not a elementwise op", other.name()),
+        other => unreachable!("{} is not an elementwise op", other.name()),
+    })
+}
+
+/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
+pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+    let GpuArgs {
+        views,
+        graph,
+        i,
+        arenas,
+        ..
+    } = cx;
+    let views = *views;
+    let i = *i;
+    let ctx = views.ctx;
+    let lens = views.lens;
+    let node = &graph.nodes()[i];
+    let inp = |k: usize| node.inputs[k].0;
+    let v = |j: usize| views.view(j);
+    Ok(match &node.op {
+        Op::Activation(a) => {
+            Some(kernels::activation_forward(ctx, *a, lens[i], v(inp(0))?, v(i)?)?.into())
+        }
+        Op::ActivationGrad(a) => Some(
+            kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
+        ),
+        Op::Dropout { rate, seed } => Some(
+            kernels::dropout(
+                ctx,
+                lens[i],
+                *rate,
+                *seed,
+                arenas.dropout_state.full(),
+                v(inp(0))?,
+                v(i)?,
+            )?
+            .into(),
+        ),
+        Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
+        other => unreachable!("{} is not an elementwise op", other.name()),
     })
 }

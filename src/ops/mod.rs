@@ -15,10 +15,13 @@ mod vocab;
 pub use metrics::{MetricTotals, Metrics, METRIC_WORDS};
 pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
 
-use crate::error::{Error, Result};
 use ndarray::{Array1, ArrayD, Ix1, Ix2};
 
 use crate::cpu::Scalar;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuBuffer, Kernel};
+use crate::graph::gpu_exec::Arenas;
+use crate::graph::plan::{Prepacked, Views};
 use crate::graph::{show, Dim, Graph, Node, NodeId, Op, Shape, Value};
 
 /// The op families; each has a file in `ops/` with its ops' shape rule.
@@ -216,6 +219,34 @@ impl<T: Scalar> CpuArgs<'_, T> {
                 format!("{} needs labels", self.node.op.name()),
             )),
         }
+    }
+}
+
+/// One node's lowering to GPU launches: where every value of the plan lives, and the plan's
+/// shared state (packed operands, scratch buffers).
+pub(crate) struct GpuArgs<'a> {
+    pub views: Views<'a>,
+    pub graph: &'a Graph,
+    /// The node's index.
+    pub i: usize,
+    /// Every node's concrete shape.
+    pub shapes: &'a [Vec<usize>],
+    pub readers: &'a [Vec<usize>],
+    pub arenas: &'a Arenas,
+    pub pre: &'a mut Prepacked,
+    /// Buffers a launch writes that no node reads.
+    pub scratch: &'a mut Vec<GpuBuffer>,
+}
+
+/// Lowers a node that no fusion rule absorbed to prebuilt launches, by its family's arm
+/// (None for a view such as a reshape).
+pub(crate) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+    match cx.graph.nodes()[cx.i].op.family() {
+        Family::Shape => shape::lower(cx),
+        Family::Dense => dense::lower(cx),
+        Family::Elementwise => elementwise::lower(cx),
+        Family::Loss => loss::lower(cx),
+        Family::Conv => conv::lower(cx),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Leaves and views: inputs, labels, parameters and reshapes.
 
-use super::{CpuArgs, GradArgs, ShapeArgs};
+use ndarray::IxDyn;
+
+use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
 use crate::cpu::Scalar;
 use crate::error::{Error, Result};
+use crate::gpu::Kernel;
 use crate::graph::{show, Dim, Graph, Op, Shape, Value};
-use ndarray::IxDyn;
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -60,6 +62,14 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
                     .to_owned(),
             )
         }
+        other => unreachable!("{} is not a shape op", other.name()),
+    })
+}
+
+/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
+pub(super) fn lower(_cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+    Ok(match &_cx.graph.nodes()[_cx.i].op {
+        Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }

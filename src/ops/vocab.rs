@@ -2,8 +2,9 @@
 //! kinds. Plain data with their shape rules; the CPU arithmetic on them lives in `cpu/`, the
 //! kernel codes in `gpu/`. This file imports neither (ARCHITECTURE.md, "Layers").
 
-/// The elementwise activations. Every backward rule is written through the forward output
-/// `y = f(x)`, so the backward pass never needs `x` (see ARCHITECTURE.md, "Gradients").
+/// The elementwise activations. A backward rule reads the forward output `y = f(x)` where it
+/// can (so `x` need not stay alive), else the input `x`: see
+/// [`Activation::backward_reads_input`] and ARCHITECTURE.md, "Gradients".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Activation {
     Relu,
@@ -20,6 +21,16 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Identity => "identity",
+        }
+    }
+
+    /// Whether the gradient is computed from the input `x` rather than the output `y`: the
+    /// value the backward pass keeps for this activation.
+    pub fn backward_reads_input(self) -> bool {
+        match self {
+            Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Identity => {
+                false
+            }
         }
     }
 }

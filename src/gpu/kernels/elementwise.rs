@@ -41,16 +41,17 @@ pub fn activation_forward(
     )
 }
 
-/// `dx = f'(x) * dy` from the forward output `y`, over `n` elements.
+/// `dx = f'(x) * dy` over `n` elements from `saved`: the forward output `y`, or the input
+/// `x` where [`Activation::backward_reads_input`].
 pub fn activation_backward(
     ctx: &GpuContext,
     act: Activation,
     n: usize,
-    y: View<'_>,
+    saved: View<'_>,
     dy: View<'_>,
     dx: View<'_>,
 ) -> Result<Launch> {
-    for (what, v) in [("y", &y), ("dy", &dy), ("dx", &dx)] {
+    for (what, v) in [("saved", &saved), ("dy", &dy), ("dx", &dx)] {
         need("activation_backward", what, v, n)?;
     }
     Launch::new(
@@ -60,7 +61,11 @@ pub fn activation_backward(
             entry: "activation_backward",
             constants: vec![("OP", activation_code(act))],
             params: dims4(n, 1, 0)?,
-            bindings: vec![Binding::Read(y), Binding::Read(dy), Binding::ReadWrite(dx)],
+            bindings: vec![
+                Binding::Read(saved),
+                Binding::Read(dy),
+                Binding::ReadWrite(dx),
+            ],
             workgroups: groups(n, 256)?,
         },
     )
