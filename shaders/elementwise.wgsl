@@ -16,7 +16,7 @@ struct Dims {
 }
 
 const WG: u32 = 256u;
-// 0: ReLU, 1: sigmoid, 2: tanh, 3: identity
+// 0: ReLU, 1: sigmoid, 2: tanh, 3: identity, 4: GELU (tanh form)
 override OP: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -53,11 +53,37 @@ fn tanh_safe(x: f32) -> f32 {
     return tanh(clamp(x, -9.0, 9.0));
 }
 
+// GELU's tanh form as x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3); ReLU for |x| >= 10,
+// where the two agree in f32 and x^3 would overflow further out (src/cpu/activation.rs).
+const GELU_K0: f32 = 0.7978845608028654;
+const GELU_K1: f32 = 0.044715;
+
+fn gelu_u(x: f32) -> f32 {
+    return GELU_K0 * (x + GELU_K1 * x * x * x);
+}
+
+fn gelu(x: f32) -> f32 {
+    if (abs(x) >= 10.0) {
+        return relu(x);
+    }
+    return x * sigmoid(2.0 * gelu_u(x));
+}
+
+fn gelu_grad(x: f32, dy: f32) -> f32 {
+    if (abs(x) >= 10.0) {
+        return select(0.0, dy, x > 0.0);
+    }
+    let s = sigmoid(2.0 * gelu_u(x));
+    let du = GELU_K0 * (1.0 + 3.0 * GELU_K1 * x * x);
+    return dy * (s + x * s * (1.0 - s) * 2.0 * du);
+}
+
 fn activate(x: f32) -> f32 {
     switch OP {
         case 0u: { return relu(x); }
         case 1u: { return sigmoid(x); }
         case 2u: { return tanh_safe(x); }
+        case 4u: { return gelu(x); }
         default: { return x; }
     }
 }
@@ -70,6 +96,7 @@ fn activate_grad(saved: f32, dy: f32) -> f32 {
         case 0u: { return select(0.0, dy, y > 0.0); }
         case 1u: { return dy * y * (1.0 - y); }
         case 2u: { return dy * (1.0 - y * y); }
+        case 4u: { return gelu_grad(saved, dy); }
         default: { return dy; }
     }
 }

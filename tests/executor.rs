@@ -877,3 +877,24 @@ fn the_seam_changes_what_the_optimizer_applies_and_checks_its_use() {
         assert_eq!(halved.steps(), 2, "{name}");
     }
 }
+
+/// A GELU MLP (whose gradient reads the pre-activation, kept alive for the backward pass)
+/// trains the same on both executors.
+#[test]
+fn gelu_mlp_tracks_cpu() {
+    let ctx = gpu();
+    let m = mlp(12, &[16], 5, Activation::Gelu);
+    let opt = Optimizer::Sgd(SgdConfig::new(0.1));
+    let mut g = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 8).unwrap();
+    let mut c = CpuExecutor::new(m.graph.clone(), m.loss, opt, 8).unwrap();
+    for t in 1..=10u64 {
+        let (x, y) = batch(t, 16, 12, 5);
+        let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+        g.step(ctx, 16, &feeds).unwrap();
+        c.step(16, &feeds).unwrap();
+    }
+    for p in m.graph.params() {
+        let want = to_f64(c.param(p).unwrap().as_slice().unwrap());
+        assert_close("param", &g.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+    }
+}

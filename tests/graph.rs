@@ -107,6 +107,7 @@ fn dense_layer_with_each_activation() {
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::Identity,
+        Activation::Gelu,
     ] {
         let mut g = Graph::new();
         let (x, xv) = x_input(&mut g, 4);
@@ -426,4 +427,24 @@ fn convolution_shape_errors_name_the_problem() {
     );
     let err = g.conv2d(x, w, b, 0, 0).unwrap_err().to_string();
     assert!(err.contains("stride 0"), "{err}");
+}
+
+/// GELU against its published tanh form, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+/// (PyTorch's `gelu(x, approximate='tanh')`: 0.8411920 at 1, -0.1588080 at -1).
+#[test]
+fn gelu_is_the_tanh_form() {
+    let k0 = (2.0 / std::f64::consts::PI).sqrt();
+    for i in -120..=120 {
+        let x = i as f64 / 10.0;
+        let want = 0.5 * x * (1.0 + (k0 * (x + 0.044715 * x * x * x)).tanh());
+        let got = Activation::Gelu.apply(x);
+        assert!(
+            (got - want).abs() <= 1e-12 + 1e-9 * want.abs(),
+            "x={x}: {got} vs {want}"
+        );
+    }
+    assert!((Activation::Gelu.apply(1.0f32) - 0.841_192).abs() < 1e-6);
+    assert!((Activation::Gelu.apply(-1.0f32) + 0.158_808).abs() < 1e-6);
+    assert_eq!(Activation::Gelu.apply(f32::NEG_INFINITY), 0.0);
+    assert!(Activation::Gelu.apply(f32::NAN).is_nan());
 }

@@ -236,6 +236,7 @@ fn activations_forward_and_backward() {
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::Identity,
+        Activation::Gelu,
     ] {
         for (i, &n) in ELEMENTWISE_SIZES.iter().enumerate() {
             let x = with_specials(uniform(i as u64, n, -6.0, 6.0));

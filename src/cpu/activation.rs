@@ -4,8 +4,7 @@ use super::Scalar;
 use crate::error::{Error, Result};
 use crate::ops::Activation;
 
-/// The CPU arithmetic of each activation; the backward is expressed through the forward
-/// output y.
+/// The CPU arithmetic of each activation.
 impl Activation {
     /// f(x). ReLU keeps NaN and maps -inf to 0; sigmoid uses the two-sided form that never
     /// overflows.
@@ -28,6 +27,8 @@ impl Activation {
             }
             Activation::Tanh => x.tanh(),
             Activation::Identity => x,
+            Activation::Gelu if x.abs() >= T::of(GELU_RELU_FROM) => Activation::Relu.apply(x),
+            Activation::Gelu => x * Activation::Sigmoid.apply(T::of(2.0) * gelu_u(x)),
         }
     }
 
@@ -46,8 +47,29 @@ impl Activation {
             Activation::Sigmoid => dy * y * (T::one() - y),
             Activation::Tanh => dy * (T::one() - y * y),
             Activation::Identity => dy,
+            Activation::Gelu => {
+                let x = saved;
+                if x.abs() >= T::of(GELU_RELU_FROM) {
+                    return if x > T::zero() { dy } else { T::zero() };
+                }
+                // d/dx [x s(2u)] = s + x s (1 - s) 2 u'(x)
+                let s = Activation::Sigmoid.apply(T::of(2.0) * gelu_u(x));
+                let du = T::of(GELU_K0) * (T::one() + T::of(3.0 * GELU_K1) * x * x);
+                dy * (s + x * s * (T::one() - s) * T::of(2.0) * du)
+            }
         }
     }
+}
+
+/// sqrt(2 / pi) and the cubic coefficient of GELU's tanh form.
+const GELU_K0: f64 = 0.797_884_560_802_865_4;
+const GELU_K1: f64 = 0.044_715;
+/// From here on GELU is ReLU to f32 precision (and x^3 would overflow further out).
+const GELU_RELU_FROM: f64 = 10.0;
+
+/// u(x) = sqrt(2/pi) (x + 0.044715 x^3): GELU = x sigmoid(2u) = 0.5 x (1 + tanh(u)).
+fn gelu_u<T: Scalar>(x: T) -> T {
+    T::of(GELU_K0) * (x + T::of(GELU_K1) * x * x * x)
 }
 
 /// y = f(x) elementwise.

@@ -11,6 +11,10 @@ pub enum Activation {
     Sigmoid,
     Tanh,
     Identity,
+    /// GELU in its tanh form (PyTorch's `gelu(approximate='tanh')`, Keras'
+    /// `gelu(approximate=True)`): `x sigmoid(2u)`, u = sqrt(2/pi) (x + 0.044715 x^3); its
+    /// gradient reads x. For |x| >= 10 it is ReLU (the two agree there to f32 precision).
+    Gelu,
 }
 
 impl Activation {
@@ -21,6 +25,7 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
             Activation::Identity => "identity",
+            Activation::Gelu => "gelu",
         }
     }
 
@@ -31,6 +36,7 @@ impl Activation {
             Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Identity => {
                 false
             }
+            Activation::Gelu => true,
         }
     }
 }

@@ -15,6 +15,7 @@ fn activation_code(act: Activation) -> f64 {
         Activation::Sigmoid => 1.0,
         Activation::Tanh => 2.0,
         Activation::Identity => 3.0,
+        Activation::Gelu => 4.0,
     }
 }
 
