@@ -180,9 +180,10 @@ fn add(
 // dropout: inverted dropout with a counter-based mask (src/cpu/dropout.rs computes the same):
 //   key = h(seed_lo ^ h(seed_hi ^ h(step_lo ^ h(step_hi)))), h = lowbias32,
 //   y[i] = x[i] * (h(key ^ h(i)) >= threshold ? scale : 0) while training, x[i] otherwise.
-// Applied to dy it is the backward pass. The step and the training flag come from a small
-// buffer the executor writes per submission, so the prebuilt launches never change.
-// bindings: 0 drop (params), 1 drop_state (read), 2 x (read), 3 y (write)
+// Applied to dy it is the backward pass. The step and the training flag come from the
+// executor's StepMode block (src/gpu/kernels/elementwise.rs), written per submission, so the
+// prebuilt launches never change.
+// bindings: 0 drop (params), 1 drop_state (StepMode, read), 2 x (read), 3 y (write)
 struct DropoutParams {
     n: u32,
     seed_lo: u32,
@@ -194,7 +195,7 @@ struct DropoutParams {
     _pad2: u32,
 }
 
-struct DropoutState {
+struct StepMode {
     step_lo: u32,
     step_hi: u32,
     training: u32,
@@ -202,7 +203,7 @@ struct DropoutState {
 }
 
 @group(0) @binding(0) var<storage, read> drop: DropoutParams;
-@group(0) @binding(1) var<storage, read> drop_state: DropoutState;
+@group(0) @binding(1) var<storage, read> drop_state: StepMode;
 @group(0) @binding(2) var<storage, read> drop_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> drop_y: array<f32>;
 

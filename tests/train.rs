@@ -653,3 +653,161 @@ fn cifar10_cnn_example_runs_on_synthetic_files() {
     assert!(!run.status.success());
     assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
 }
+
+/// Rewrites a checkpoint's tensors (renamed, added) with a valid SHA-256, as an earlier
+/// version (or a careless tool) would have written them.
+fn rewrite_checkpoint(
+    bytes: &[u8],
+    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Vec<u8> {
+    use sha2::Digest;
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let entry = meta.metadata().as_ref().unwrap()["wgtrain"].clone();
+    let counters: Vec<&str> = entry
+        .split(';')
+        .filter(|kv| kv.starts_with("step=") || kv.starts_with("epoch="))
+        .collect();
+    let counters = counters.join(";");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .names()
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            (n.to_string(), t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    edit(&mut tensors);
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut digest = sha2::Sha256::new();
+    digest.update(counters.as_bytes());
+    for (n, _, d) in &tensors {
+        digest.update(n.as_bytes());
+        digest.update(d);
+    }
+    let digest: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([(
+        "wgtrain".to_string(),
+        format!("format=wgtrain-checkpoint-1;{counters};sha256={digest}"),
+    )]);
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+/// A checkpoint holds the slots the optimizer keeps, by name: Adam's `m` and `v`, SGD's
+/// `momentum`, nothing for plain SGD. Checkpoints of earlier versions (`.m` and `.v` for every
+/// optimizer) still load, unless they hold state the optimizer would drop.
+#[test]
+fn checkpoints_hold_the_optimizers_slots_and_earlier_files_load() {
+    let data = wgtrain::data::Dataset {
+        images: (0..256 * 16).map(|i| (i * 37 % 256) as u8).collect(),
+        labels: (0..256).map(|i| (i % 3) as u8).collect(),
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 3,
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    };
+    let momentum = Optimizer::Sgd(wgtrain::optim::SgdConfig {
+        momentum: 0.9,
+        ..wgtrain::optim::SgdConfig::new(0.1)
+    });
+    let compile = |opt| {
+        Sequential::new(&[4, 4])
+            .flatten()
+            .dense(Dense::new(3))
+            .compile(Loss::SparseCategoricalCrossentropy, opt, Device::Cpu, 1)
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let names = |bytes: &[u8]| {
+        let mut n: Vec<String> = safetensors::SafeTensors::deserialize(bytes)
+            .unwrap()
+            .names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let cases = [
+        (Optimizer::Sgd(wgtrain::optim::SgdConfig::new(0.1)), vec![]),
+        (momentum, vec!["momentum"]),
+        (Optimizer::Adam(AdamConfig::adam(1e-2)), vec!["m", "v"]),
+    ];
+    for (opt, slots) in cases {
+        let mut model = compile(opt);
+        model.fit(&data, &FitConfig::new(1, 64)).unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        model.save(&path).unwrap();
+        let mut want = vec!["dense_0.bias".to_string(), "dense_0.weight".to_string()];
+        for p in ["dense_0.bias", "dense_0.weight"] {
+            want.extend(slots.iter().map(|s| format!("{p}.{s}")));
+        }
+        want.sort();
+        let saved = std::fs::read(&path).unwrap();
+        assert_eq!(names(&saved), want, "{opt:?}");
+    }
+
+    // An earlier version's momentum checkpoint: velocity under `.m`, zeros under `.v`.
+    let mut model = compile(momentum);
+    model.fit(&data, &FitConfig::new(1, 64)).unwrap();
+    let path = dir.path().join("new.safetensors");
+    model.save(&path).unwrap();
+    let new = std::fs::read(&path).unwrap();
+    let legacy = |v_value: f32| {
+        rewrite_checkpoint(&new, |t| {
+            let renamed: Vec<_> = t
+                .iter()
+                .filter_map(|(n, s, d)| {
+                    let p = n.strip_suffix(".momentum")?;
+                    let zeros: Vec<u8> = (0..d.len() / 4)
+                        .flat_map(|_| v_value.to_le_bytes())
+                        .collect();
+                    Some([
+                        (format!("{p}.m"), s.clone(), d.clone()),
+                        (format!("{p}.v"), s.clone(), zeros),
+                    ])
+                })
+                .flatten()
+                .collect();
+            t.retain(|(n, _, _)| !n.ends_with(".momentum"));
+            t.extend(renamed);
+        })
+    };
+    let old = dir.path().join("old.safetensors");
+    std::fs::write(&old, legacy(0.0)).unwrap();
+    let mut loaded = compile(momentum);
+    loaded.load(&old).unwrap();
+    let again = dir.path().join("again.safetensors");
+    loaded.save(&again).unwrap();
+    let (a, b) = (new.clone(), std::fs::read(&again).unwrap());
+    let (sa, sb) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    for name in sa.names() {
+        assert_eq!(
+            sa.tensor(name).unwrap().data(),
+            sb.tensor(name).unwrap().data(),
+            "`{name}` after loading the earlier format"
+        );
+    }
+    // ... but not one whose `.v` holds values SGD would silently drop.
+    std::fs::write(&old, legacy(0.5)).unwrap();
+    let err = compile(momentum).load(&old).unwrap_err().to_string();
+    assert!(
+        err.contains("dense_0.bias.v") && err.contains("does not keep"),
+        "{err}"
+    );
+}

@@ -3,13 +3,19 @@
 //! optimizer dispatch over everything); activations live in buffers reused by liveness. A
 //! training step writes the batch, encodes the prebuilt launches and submits once.
 
+mod access;
+mod memory;
+mod profile;
+
+pub use memory::MemoryReport;
+
 use std::collections::HashMap;
 
-use super::plan::{self, GpuPlan, Loc, Prepacked, Views};
+use super::plan::{self, GpuPlan, Loc, Prepacked};
 use super::{Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams};
-use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel, Ledger};
+use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
 use crate::ops::{MetricKind, MetricTotals, Metrics, METRIC_WORDS};
 use crate::optim::Optimizer;
 
@@ -18,38 +24,6 @@ use crate::optim::Optimizer;
 pub enum Feed<'a> {
     F32(&'a [f32]),
     U32(&'a [u32]),
-}
-
-/// Bytes the executor holds on the GPU, by purpose. [`MemoryReport::total`] is every byte
-/// it allocated (as counted by [`crate::gpu::Counters::bytes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemoryReport {
-    pub parameters: u64,
-    /// The gradient arena.
-    pub gradients: u64,
-    /// The optimizer's per-parameter slots ([`Optimizer::state_slots`]): 0 for plain SGD.
-    pub optimizer_state: u64,
-    /// Batch inputs and labels, over every compiled plan.
-    pub inputs: u64,
-    /// Activation and gradient buffers after liveness reuse, over every compiled plan.
-    pub activations: u64,
-    /// Kernel scratch: packed operand textures, row-loss and im2col buffers, launch parameter
-    /// blocks, the metrics and dropout state, over every compiled plan.
-    pub scratch: u64,
-    /// What the activations would take without reuse (one buffer per node).
-    pub activations_without_reuse: u64,
-}
-
-impl MemoryReport {
-    /// Every byte the executor holds.
-    pub fn total(&self) -> u64 {
-        self.parameters
-            + self.gradients
-            + self.optimizer_state
-            + self.inputs
-            + self.activations
-            + self.scratch
-    }
 }
 
 /// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
@@ -72,7 +46,7 @@ pub(crate) struct Arenas {
     /// The metric totals, [`METRIC_WORDS`] u32 words.
     pub metrics: GpuBuffer,
     /// The step and training flag dropout launches read.
-    pub dropout_state: GpuBuffer,
+    pub mode: GpuBuffer,
 }
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
@@ -85,8 +59,8 @@ pub struct GpuExecutor {
     optimizer_kernel: Kernel,
     /// Global-norm gradient clipping (squared norm, then scale), before the optimizer.
     clip: Option<(f32, Kernel)>,
-    /// Whether steps must write the dropout state.
-    has_dropout: bool,
+    /// Whether some op reads the step and train/eval flag, so submissions write it.
+    reads_mode: bool,
     arena_len: usize,
     step: u64,
     plans: HashMap<usize, GpuPlan>,
@@ -132,10 +106,7 @@ impl GpuExecutor {
             offsets.insert(p, off);
             init[off..off + len].copy_from_slice(&kind.values(&shape, seed.wrapping_add(i as u64)));
         }
-        let has_dropout = graph
-            .nodes()
-            .iter()
-            .any(|n| matches!(n.op, Op::Dropout { .. }));
+        let reads_mode = graph.nodes().iter().any(|n| n.op.reads_mode());
         let arenas = Arenas {
             params: GpuBuffer::from_slice(ctx, "parameters", &init)?,
             grads: GpuBuffer::zeros(ctx, "gradients", arena_len)?,
@@ -146,7 +117,7 @@ impl GpuExecutor {
                 .collect::<Result<_>>()?,
             offsets,
             metrics: GpuBuffer::zeros(ctx, "metrics", METRIC_WORDS)?,
-            dropout_state: GpuBuffer::zeros(ctx, "dropout state", 4)?,
+            mode: GpuBuffer::zeros(ctx, "step and mode", 4)?,
         };
         let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
         Ok(GpuExecutor {
@@ -157,7 +128,7 @@ impl GpuExecutor {
             optimizer,
             optimizer_kernel,
             clip: None,
-            has_dropout,
+            reads_mode,
             arena_len,
             step: 0,
             plans: HashMap::new(),
@@ -180,41 +151,6 @@ impl GpuExecutor {
     /// The gradient node of each parameter.
     pub fn gradients(&self) -> &Gradients {
         &self.grads
-    }
-
-    /// What the executor holds on the GPU, counted from the resources it owns.
-    pub fn memory(&self) -> MemoryReport {
-        let a = &self.arenas;
-        let bytes = |bufs: &[GpuBuffer]| bufs.iter().map(GpuBuffer::bytes).sum::<u64>();
-        let mut scratch = Ledger::default();
-        scratch.bytes += a.metrics.bytes() + a.dropout_state.bytes();
-        self.optimizer_kernel.count(&mut scratch);
-        if let Some((_, clip)) = &self.clip {
-            clip.count(&mut scratch);
-        }
-        let mut report = MemoryReport {
-            parameters: a.params.bytes(),
-            gradients: a.grads.bytes(),
-            optimizer_state: bytes(&a.state),
-            ..Default::default()
-        };
-        for plan in self.plans.values() {
-            report.inputs += bytes(&plan.inputs);
-            report.activations += bytes(&plan.slots);
-            report.activations_without_reuse += plan.without_reuse;
-            scratch.bytes += bytes(&plan.scratch);
-            for k in &plan.kernels {
-                k.count(&mut scratch);
-            }
-            let pre = &plan.prepacked;
-            let textures = pre.inputs.iter().map(|t| &t.2);
-            let textures = textures.chain(pre.params.iter().map(|t| &t.3));
-            for t in textures.chain(pre.packed.iter().map(|t| &t.3)) {
-                scratch.texture(t);
-            }
-        }
-        report.scratch = scratch.bytes;
-        report
     }
 
     /// Optimizer steps taken.
@@ -376,11 +312,11 @@ impl GpuExecutor {
         self.prepare(ctx, batch)?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
-        if self.has_dropout {
+        if self.reads_mode {
             // Masks are drawn for the step this batch will be (1-based).
-            let state = kernels::DropoutState::new(self.step + 1, true);
+            let state = kernels::StepMode::new(self.step + 1, true);
             self.arenas
-                .dropout_state
+                .mode
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
         self.pending = Some(Pending {
@@ -470,68 +406,6 @@ impl GpuExecutor {
         }
     }
 
-    /// Where a training step's time goes, for `batch` (which must have been prepared or run):
-    /// the step's launches are submitted one at a time, in order, `reps` times, and each
-    /// row is (label, grid, median seconds). The first rows are an empty submission (the
-    /// baseline each row includes) and the copies of weights into their textures that
-    /// precede each pass. Running in order keeps each launch's caches as a real step leaves
-    /// them. The step's effect on the parameters is repeated too, so profile a copy of a
-    /// model, not one being trained.
-    pub fn profile(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        reps: usize,
-    ) -> Result<Vec<(String, [u32; 3], f64)>> {
-        self.prepare(ctx, batch)?;
-        let plan = &self.plans[&batch];
-        let clip = self.clip.as_ref().map(|c| &c.1);
-        let launches: Vec<&crate::gpu::Launch> = plan
-            .kernels
-            .iter()
-            .chain(clip)
-            .chain([&self.optimizer_kernel])
-            .flat_map(|k| k.launches())
-            .collect();
-        let timed = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
-            let start = std::time::Instant::now();
-            f()?;
-            ctx.synchronize()?;
-            Ok(start.elapsed().as_secs_f64())
-        };
-        let mut times = vec![Vec::with_capacity(reps.max(1)); launches.len() + 2];
-        for _ in 0..reps.max(1) {
-            times[0].push(timed(&|| crate::gpu::run(ctx, &[]))?);
-            times[1].push(timed(&|| {
-                let copies = (&self.arenas.params, &plan.prepacked);
-                submit(
-                    ctx,
-                    "profile",
-                    std::time::Instant::now(),
-                    Some(copies),
-                    [].into_iter(),
-                )
-                .map(|_| ())
-            })?);
-            for (k, l) in launches.iter().enumerate() {
-                times[k + 2].push(timed(&|| crate::gpu::run(ctx, &[l]))?);
-            }
-        }
-        let labels = [
-            ("(empty submission)".to_string(), [0, 0, 0]),
-            ("(weights into textures)".to_string(), [0, 0, 0]),
-        ]
-        .into_iter()
-        .chain(launches.iter().map(|l| (l.label().to_string(), l.grid())));
-        Ok(labels
-            .zip(times)
-            .map(|((label, grid), mut t)| {
-                t.sort_by(f64::total_cmp);
-                (label, grid, t[t.len() / 2])
-            })
-            .collect())
-    }
-
     /// Forward pass and metrics only (evaluation), one submission.
     pub fn evaluate_batch(
         &mut self,
@@ -542,10 +416,10 @@ impl GpuExecutor {
         self.check_no_pending("evaluate_batch")?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
-        if self.has_dropout {
-            let state = kernels::DropoutState::new(self.step, false);
+        if self.reads_mode {
+            let state = kernels::StepMode::new(self.step, false);
             self.arenas
-                .dropout_state
+                .mode
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
         let plan = &self.plans[&batch];
@@ -571,10 +445,10 @@ impl GpuExecutor {
         self.check_no_pending("forward")?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
-        if self.has_dropout {
-            let state = kernels::DropoutState::new(self.step, false);
+        if self.reads_mode {
+            let state = kernels::StepMode::new(self.step, false);
             self.arenas
-                .dropout_state
+                .mode
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
         let plan = &self.plans[&batch];
@@ -602,99 +476,10 @@ impl GpuExecutor {
         self.arenas.metrics.write(ctx, 0, &[0u32; METRIC_WORDS])
     }
 
-    fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
-        let off = *self.arenas.offsets.get(&p).ok_or_else(|| {
-            Error::invalid(
-                "executor",
-                format!("node #{} is not a parameter", self.graph.index(p)),
-            )
-        })?;
-        let len = numel(&self.graph.concrete_shapes(1)[self.graph.index(p)]);
-        Ok((off, len))
-    }
-
-    /// A parameter's current values.
-    pub fn read_param(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
-        let (off, len) = self.param_range(p)?;
-        self.arenas.params.view(off, len)?.read(ctx)
-    }
-
-    /// A parameter's gradient from the last step.
-    pub fn read_grad(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
-        let (off, len) = self.param_range(p)?;
-        self.arenas.grads.view(off, len)?.read(ctx)
-    }
-
-    /// A parameter's optimizer state: (first moment or SGD velocity, second moment), zeros
-    /// for a slot the optimizer does not keep.
-    pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (off, len) = self.param_range(p)?;
-        let slot = |k: usize| match self.arenas.state.get(k) {
-            Some(arena) => arena.view(off, len)?.read(ctx),
-            None => Ok(vec![0.0; len]),
-        };
-        Ok((slot(0)?, slot(1)?))
-    }
-
-    /// Overwrites a parameter's optimizer state; values for a slot the optimizer does not
-    /// keep must be zeros.
-    pub fn write_state(&self, ctx: &GpuContext, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
-        let (off, len) = self.param_range(p)?;
-        if m.len() != len || v.len() != len {
-            return Err(Error::shape(
-                "write_state",
-                format!("{}/{} values for {len} parameters", m.len(), v.len()),
-            ));
-        }
-        self.optimizer
-            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
-        for (arena, values) in self.arenas.state.iter().zip([m, v]) {
-            arena.write(ctx, off, values)?;
-        }
-        Ok(())
-    }
-
     /// Sets the optimizer step count (when resuming); Adam's bias correction follows it.
     pub fn set_steps(&mut self, ctx: &GpuContext, steps: u64) -> Result<()> {
         self.step = steps;
         self.write_optimizer_params(ctx, steps.max(1))
-    }
-
-    /// Overwrites a parameter's values.
-    pub fn write_param(&self, ctx: &GpuContext, p: NodeId, values: &[f32]) -> Result<()> {
-        let (off, len) = self.param_range(p)?;
-        if values.len() != len {
-            return Err(Error::shape(
-                "write_param",
-                format!("{} values for {len} parameters", values.len()),
-            ));
-        }
-        self.arenas.params.write(ctx, off, values)
-    }
-
-    /// The value of any node from the last step of a batch size (for tests and debugging).
-    pub fn read_node(&self, ctx: &GpuContext, batch: usize, id: NodeId) -> Result<Vec<f32>> {
-        let plan = self
-            .plans
-            .get(&batch)
-            .ok_or_else(|| Error::invalid("read_node", format!("no plan for batch {batch}")))?;
-        let i = self.graph.index(id);
-        if !self.graph.contains(id) {
-            return Err(Error::invalid(
-                "read_node",
-                format!("node #{i} is not in this graph"),
-            ));
-        }
-        let views = Views {
-            ctx,
-            locs: &plan.locs,
-            lens: &plan.lens,
-            params: &self.arenas.params,
-            grads: &self.arenas.grads,
-            inputs: &plan.inputs,
-            slots: &plan.slots,
-        };
-        views.view(i)?.read(ctx)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Checkpoints in safetensors: every parameter under its layer name (`dense_0.weight`),
-//! the optimizer's state (`dense_0.weight.m`, `.v`) and the step and epoch counts, loadable from
-//! Python's `safetensors`. Written to a temporary file, synced, then renamed; a SHA-256 of
+//! each optimizer state slot the optimizer keeps under the parameter's name and the slot's
+//! (`dense_0.weight.m` and `.v` for Adam, `.momentum` for SGD with momentum, none for plain
+//! SGD: [`crate::optim::Optimizer::state_slots`]), and the step and epoch counts, loadable
+//! from Python's `safetensors`. Checkpoints of earlier versions, which stored `.m` and `.v`
+//! for every optimizer, still load. Written to a temporary file, synced, then renamed; a SHA-256 of
 //! the tensor bytes in the metadata catches tampering, and a load checks every name, shape
 //! and dtype before changing anything.
 
@@ -56,10 +59,17 @@ impl Model {
         };
         let params = self.built.params.clone();
         self.epoch = snap.epoch;
+        let slots = self.optimizer.state_slots();
         for (name, p) in &params {
-            self.exec.write_param(*p, get(name)?)?;
-            let (m, v) = (get(&format!("{name}.m"))?, get(&format!("{name}.v"))?);
-            self.exec.write_state(*p, m, v)?;
+            let values = get(name)?;
+            self.exec.write_param(*p, values)?;
+            // Slots the optimizer does not keep are zeros.
+            let zeros = vec![0.0; values.len()];
+            let slot = |k: usize| match slots.get(k) {
+                Some(slot) => get(&format!("{name}.{slot}")),
+                None => Ok(zeros.as_slice()),
+            };
+            self.exec.write_state(*p, slot(0)?, slot(1)?)?;
         }
         self.exec.set_steps(snap.step)?;
         Ok(())
@@ -73,8 +83,9 @@ impl Model {
                 self.built.graph.concrete_shapes(1)[self.built.graph.index(*p)].clone();
             let (values, (m, v)) = (self.exec.read_param(*p)?, self.exec.read_state(*p)?);
             out.push((name.clone(), shape.clone(), values));
-            out.push((format!("{name}.m"), shape.clone(), m));
-            out.push((format!("{name}.v"), shape, v));
+            for (slot, state) in self.optimizer.state_slots().iter().zip([m, v]) {
+                out.push((format!("{name}.{slot}"), shape.clone(), state));
+            }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -175,8 +186,24 @@ impl Model {
         let mut problems = Vec::new();
         let mut present: Vec<&str> = st.names().into_iter().collect();
         present.sort();
+        // Earlier versions stored every optimizer's state as `.m` and `.v`: a slot missing
+        // under its own name is read from `.m` (first slot) or `.v` (second).
+        let slots = self.optimizer.state_slots();
+        let legacy = |name: &str| -> Option<String> {
+            self.built.params.iter().find_map(|(param, _)| {
+                let slot = name.strip_prefix(param.as_str())?.strip_prefix('.')?;
+                let k = slots.iter().position(|s| *s == slot)?;
+                Some(format!("{param}.{}", ["m", "v"][k]))
+            })
+        };
+        let source = |name: &str| -> String {
+            match (st.tensor(name), legacy(name)) {
+                (Err(_), Some(old)) if st.tensor(&old).is_ok() => old,
+                _ => name.to_string(),
+            }
+        };
         for (name, shape, _) in &expected {
-            match st.tensor(name) {
+            match st.tensor(&source(name)) {
                 Err(_) => problems.push(format!("missing `{name}`")),
                 Ok(t) if t.dtype() != Dtype::F32 => {
                     problems.push(format!("`{name}` is {:?}, expected F32", t.dtype()))
@@ -188,9 +215,33 @@ impl Model {
                 Ok(_) => {}
             }
         }
+        let read = |name: &str| -> Vec<f32> {
+            st.tensor(name)
+                .expect("present")
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let sources: Vec<String> = expected.iter().map(|(n, _, _)| source(n)).collect();
         for name in &present {
-            if !expected.iter().any(|(n, _, _)| n == name) {
+            if sources.iter().any(|n| n == name) {
+                continue;
+            }
+            // An earlier version's `.m` / `.v` for a slot this optimizer does not keep is
+            // accepted only when it holds nothing (dropping state would change training).
+            let old_slot = self.built.params.iter().any(|(param, _)| {
+                [".m", ".v"]
+                    .iter()
+                    .any(|suffix| *name == format!("{param}{suffix}"))
+            });
+            if !old_slot {
                 problems.push(format!("unexpected `{name}`"));
+            } else if read(name).iter().any(|&x| x != 0.0) {
+                problems.push(format!(
+                    "`{name}` holds optimizer state that {:?} does not keep",
+                    self.optimizer
+                ));
             }
         }
         if !problems.is_empty() {
@@ -199,11 +250,12 @@ impl Model {
                 format!("does not match the model: {}", problems.join("; ")),
             ));
         }
+        // Over every tensor in the file, in name order, as `save` wrote it.
         let mut digest = Sha256::new();
         digest.update(format!("step={step};epoch={epoch}").as_bytes());
-        for (name, _, _) in &expected {
+        for name in &present {
             digest.update(name.as_bytes());
-            digest.update(st.tensor(name).expect("checked above").data());
+            digest.update(st.tensor(name).expect("present").data());
         }
         let digest: String = digest
             .finalize()
@@ -215,16 +267,8 @@ impl Model {
         }
         let tensors: HashMap<String, Vec<f32>> = expected
             .iter()
-            .map(|(name, _, _)| {
-                let values = st
-                    .tensor(name)
-                    .expect("checked above")
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                (name.clone(), values)
-            })
+            .zip(&sources)
+            .map(|((name, _, _), source)| (name.clone(), read(source)))
             .collect();
         self.restore(&Snapshot {
             tensors,

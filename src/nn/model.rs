@@ -253,7 +253,7 @@ pub struct Model {
     /// Dense targets made from a batch's labels (for the losses that compare with targets).
     targets: Vec<f32>,
     /// The compiled optimizer (its learning rate is the schedules' base).
-    optimizer: Optimizer,
+    pub(super) optimizer: Optimizer,
     /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
     pub(super) epoch: usize,
     /// How inputs are scaled: set by `fit`, used by `evaluate`.

@@ -114,7 +114,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 lens[i],
                 *rate,
                 *seed,
-                arenas.dropout_state.full(),
+                arenas.mode.full(),
                 v(inp(0))?,
                 v(i)?,
             )?

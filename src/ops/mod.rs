@@ -40,6 +40,12 @@ pub(crate) enum Family {
 }
 
 impl Op {
+    /// Whether the op reads the train/eval flag and step (`GpuArgs::arenas.mode` on the GPU,
+    /// `CpuArgs::training_step` on the CPU), so executors write it before each submission.
+    pub(crate) fn reads_mode(&self) -> bool {
+        matches!(self, Op::Dropout { .. })
+    }
+
     /// The family whose file holds this op's rules.
     pub(crate) fn family(&self) -> Family {
         match self {

@@ -157,20 +157,21 @@ struct DropoutParams {
     _pad: [u32; 3],
 }
 
-/// The step and mode [`dropout`] launches read: written once per submission.
+/// The optimizer step and the train/eval flag, one block per executor, written before each
+/// submission that needs it: any kernel can bind it (dropout does).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
-pub struct DropoutState {
+pub struct StepMode {
     step_lo: u32,
     step_hi: u32,
     training: u32,
     _pad: u32,
 }
 
-impl DropoutState {
+impl StepMode {
     /// Training at optimizer step `step` (masks differ per step), or evaluating (identity).
     pub fn new(step: u64, training: bool) -> Self {
-        DropoutState {
+        StepMode {
             step_lo: step as u32,
             step_hi: (step >> 32) as u32,
             training: training as u32,
@@ -180,7 +181,7 @@ impl DropoutState {
 }
 
 /// Inverted dropout of `x[..n]` into `y` (see [`crate::cpu::dropout`]); `state` holds a
-/// [`DropoutState`]. With `x` = dy it is the backward pass.
+/// [`StepMode`]. With `x` = dy it is the backward pass.
 pub fn dropout(
     ctx: &GpuContext,
     n: usize,

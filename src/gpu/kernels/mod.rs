@@ -16,7 +16,7 @@ pub use conv::{
     ConvGeom,
 };
 pub use elementwise::{
-    activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, DropoutState,
+    activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, StepMode,
 };
 pub use gemm::{gemm, gemm_path, GemmPath, GemmSpec};
 pub(crate) use gemm_tex::{

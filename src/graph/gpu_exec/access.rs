@@ -1,0 +1,99 @@
+//! Reading and writing a GPU executor's parameters, gradients, optimizer state and node
+//! values (checkpoints, tests, debugging).
+
+use super::{numel, GpuExecutor};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::graph::plan::Views;
+use crate::graph::NodeId;
+
+impl GpuExecutor {
+    fn param_range(&self, p: NodeId) -> Result<(usize, usize)> {
+        let off = *self.arenas.offsets.get(&p).ok_or_else(|| {
+            Error::invalid(
+                "executor",
+                format!("node #{} is not a parameter", self.graph.index(p)),
+            )
+        })?;
+        let len = numel(&self.graph.concrete_shapes(1)[self.graph.index(p)]);
+        Ok((off, len))
+    }
+
+    /// A parameter's current values.
+    pub fn read_param(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
+        let (off, len) = self.param_range(p)?;
+        self.arenas.params.view(off, len)?.read(ctx)
+    }
+
+    /// A parameter's gradient from the last step.
+    pub fn read_grad(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<f32>> {
+        let (off, len) = self.param_range(p)?;
+        self.arenas.grads.view(off, len)?.read(ctx)
+    }
+
+    /// A parameter's optimizer state: (first moment or SGD velocity, second moment), zeros
+    /// for a slot the optimizer does not keep.
+    pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (off, len) = self.param_range(p)?;
+        let slot = |k: usize| match self.arenas.state.get(k) {
+            Some(arena) => arena.view(off, len)?.read(ctx),
+            None => Ok(vec![0.0; len]),
+        };
+        Ok((slot(0)?, slot(1)?))
+    }
+
+    /// Overwrites a parameter's optimizer state; values for a slot the optimizer does not
+    /// keep must be zeros.
+    pub fn write_state(&self, ctx: &GpuContext, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+        let (off, len) = self.param_range(p)?;
+        if m.len() != len || v.len() != len {
+            return Err(Error::shape(
+                "write_state",
+                format!("{}/{} values for {len} parameters", m.len(), v.len()),
+            ));
+        }
+        self.optimizer
+            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
+        for (arena, values) in self.arenas.state.iter().zip([m, v]) {
+            arena.write(ctx, off, values)?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites a parameter's values.
+    pub fn write_param(&self, ctx: &GpuContext, p: NodeId, values: &[f32]) -> Result<()> {
+        let (off, len) = self.param_range(p)?;
+        if values.len() != len {
+            return Err(Error::shape(
+                "write_param",
+                format!("{} values for {len} parameters", values.len()),
+            ));
+        }
+        self.arenas.params.write(ctx, off, values)
+    }
+
+    /// The value of any node from the last step of a batch size (for tests and debugging).
+    pub fn read_node(&self, ctx: &GpuContext, batch: usize, id: NodeId) -> Result<Vec<f32>> {
+        let plan = self
+            .plans
+            .get(&batch)
+            .ok_or_else(|| Error::invalid("read_node", format!("no plan for batch {batch}")))?;
+        let i = self.graph.index(id);
+        if !self.graph.contains(id) {
+            return Err(Error::invalid(
+                "read_node",
+                format!("node #{i} is not in this graph"),
+            ));
+        }
+        let views = Views {
+            ctx,
+            locs: &plan.locs,
+            lens: &plan.lens,
+            params: &self.arenas.params,
+            grads: &self.arenas.grads,
+            inputs: &plan.inputs,
+            slots: &plan.slots,
+        };
+        views.view(i)?.read(ctx)
+    }
+}
