@@ -156,6 +156,19 @@ impl Optimizer {
         Ok(())
     }
 
+    /// The optimizer a parameter group runs: the learning rate times `o.lr_scale`, and
+    /// `o.weight_decay` where it is set. Default options give this optimizer unchanged.
+    pub fn for_group(&self, o: &ParamOptions) -> Optimizer {
+        let mut opt = self.with_lr(self.lr() * o.lr_scale);
+        if let Some(wd) = o.weight_decay {
+            match &mut opt {
+                Optimizer::Sgd(c) => c.weight_decay = wd,
+                Optimizer::Adam(c) => c.weight_decay = wd,
+            }
+        }
+        opt
+    }
+
     /// The same optimizer with another learning rate.
     pub fn with_lr(mut self, lr: f32) -> Self {
         match &mut self {
@@ -163,6 +176,40 @@ impl Optimizer {
             Optimizer::Adam(c) => c.lr = lr,
         }
         self
+    }
+}
+
+/// A parameter's own optimizer options, as PyTorch's parameter groups give them: parameters
+/// with equal options form a group (no weight decay on biases, a smaller rate for a
+/// pretrained part). Set with [`crate::graph::Graph::set_param_options`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamOptions {
+    /// Multiplies the optimizer's learning rate (and its schedule).
+    pub lr_scale: f32,
+    /// Replaces the optimizer's weight decay (`Some(0.0)`: none); `None` keeps it.
+    pub weight_decay: Option<f32>,
+}
+
+impl Default for ParamOptions {
+    fn default() -> Self {
+        ParamOptions {
+            lr_scale: 1.0,
+            weight_decay: None,
+        }
+    }
+}
+
+impl ParamOptions {
+    /// Checks that the values are finite and not negative.
+    pub fn validate(&self) -> Result<()> {
+        let wd_ok = self.weight_decay.is_none_or(|w| w.is_finite() && w >= 0.0);
+        if !(self.lr_scale.is_finite() && self.lr_scale >= 0.0 && wd_ok) {
+            return Err(Error::invalid(
+                "parameter options",
+                format!("{self:?}: lr_scale and weight_decay must be finite and >= 0"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -898,3 +898,82 @@ fn gelu_mlp_tracks_cpu() {
         assert_close("param", &g.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
     }
 }
+
+/// Parameter groups: a frozen group (learning rate scale 0) keeps its values exactly; a group
+/// with its own weight decay trains the same on both executors; the layout puts each group
+/// in one range of the arenas. Bad options are errors.
+#[test]
+fn parameter_groups_take_their_own_rate_and_decay() {
+    let mut m = mlp(6, &[8], 3, Activation::Tanh);
+    let params = m.graph.params();
+    let (w0, b0, w1, b1) = (params[0], params[1], params[2], params[3]);
+    let frozen = wgtrain::optim::ParamOptions {
+        lr_scale: 0.0,
+        weight_decay: None,
+    };
+    let no_decay = wgtrain::optim::ParamOptions {
+        weight_decay: Some(0.0),
+        ..Default::default()
+    };
+    m.graph.set_param_options(w0, frozen).unwrap();
+    m.graph.set_param_options(b0, no_decay).unwrap();
+    m.graph.set_param_options(b1, no_decay).unwrap();
+    // Three groups: w1 (defaults) would come after; groups follow their first parameter.
+    let groups = m.graph.param_groups();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[1].1, vec![b0, b1]);
+    let (layout, _) = m.graph.param_layout();
+    let order: Vec<_> = layout.iter().map(|l| l.0).collect();
+    assert_eq!(order, vec![w0, b0, b1, w1]);
+    let adamw = Optimizer::Adam(AdamConfig::adamw(1e-2, 0.1));
+    let (x, y) = batch(4, 12, 6, 3);
+    let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
+    let mut runs = Vec::new();
+    for (name, mut exec) in executors(&m, adamw, 2) {
+        let start = exec.read_param(w0).unwrap();
+        for _ in 0..5 {
+            exec.step(12, &feeds).unwrap();
+        }
+        assert_eq!(
+            exec.read_param(w0).unwrap(),
+            start,
+            "{name}: frozen group moved"
+        );
+        runs.push(exec);
+    }
+    for p in [b0, w1, b1] {
+        let want = to_f64(&runs[1].read_param(p).unwrap());
+        assert_close(
+            "group param",
+            &runs[0].read_param(p).unwrap(),
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+    // The groups matter: without them the same run ends elsewhere.
+    let plain = mlp(6, &[8], 3, Activation::Tanh);
+    let mut exec = executors(&plain, adamw, 2).remove(1).1;
+    for _ in 0..5 {
+        exec.step(12, &[(plain.x, Feed::F32(&x)), (plain.y, Feed::U32(&y))])
+            .unwrap();
+    }
+    let plain_b0 = plain.graph.params()[1];
+    assert_ne!(
+        exec.read_param(plain_b0).unwrap(),
+        runs[1].read_param(b0).unwrap()
+    );
+
+    let bad = wgtrain::optim::ParamOptions {
+        lr_scale: f32::NAN,
+        weight_decay: None,
+    };
+    let err = m.graph.set_param_options(b0, bad).unwrap_err().to_string();
+    assert!(err.contains("lr_scale"), "{err}");
+    let err = m
+        .graph
+        .set_param_options(m.x, no_decay)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a parameter"), "{err}");
+}

@@ -811,3 +811,58 @@ fn checkpoints_hold_the_optimizers_slots_and_earlier_files_load() {
         "{err}"
     );
 }
+
+/// `exclude_from_weight_decay(&["bias"])` keeps the decay off the biases: they end elsewhere
+/// than with decay, identically on both devices.
+#[test]
+fn biases_can_be_excluded_from_weight_decay() {
+    let data = wgtrain::data::Dataset {
+        images: (0..128 * 16).map(|i| (i * 53 % 256) as u8).collect(),
+        labels: (0..128).map(|i| (i % 3) as u8).collect(),
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 3,
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    };
+    let ctx = std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("a GPU adapter"));
+    let sgd = Optimizer::Sgd(wgtrain::optim::SgdConfig {
+        weight_decay: 0.5,
+        ..wgtrain::optim::SgdConfig::new(0.1)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let train = |exclude: bool, device: Device| {
+        let mut s = Sequential::new(&[4, 4]).flatten().dense(Dense::new(3));
+        if exclude {
+            s = s.exclude_from_weight_decay(&["bias"]);
+        }
+        let mut model = s
+            .compile(Loss::SparseCategoricalCrossentropy, sgd, device, 4)
+            .unwrap();
+        model.fit(&data, &FitConfig::new(2, 32)).unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let bias: Vec<f32> = st
+            .tensor("dense_0.bias")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        bias
+    };
+    let (cpu, gpu) = (
+        train(true, Device::Cpu),
+        train(true, Device::Gpu(ctx.clone())),
+    );
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert!((c - g).abs() <= 1e-5 + 1e-4 * c.abs(), "{cpu:?} vs {gpu:?}");
+    }
+    let decayed = train(false, Device::Cpu);
+    assert!(
+        cpu.iter().zip(&decayed).any(|(a, b)| (a - b).abs() > 1e-4),
+        "{cpu:?} vs {decayed:?}"
+    );
+}

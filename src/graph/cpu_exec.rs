@@ -408,10 +408,10 @@ impl CpuExecutor {
                 .expect("parameters are contiguous")
                 .into();
             let gv = g.as_slice().expect("gradients are contiguous").into();
-            match &self.optimizer {
-                crate::optim::Optimizer::Sgd(c) => cpu::sgd_step(c, pv, gv, m.view_mut())?,
+            match self.optimizer.for_group(&self.graph.param_options(p)) {
+                crate::optim::Optimizer::Sgd(c) => cpu::sgd_step(&c, pv, gv, m.view_mut())?,
                 crate::optim::Optimizer::Adam(c) => {
-                    cpu::adam_step(c, self.step, pv, gv, m.view_mut(), v.view_mut())?
+                    cpu::adam_step(&c, self.step, pv, gv, m.view_mut(), v.view_mut())?
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
 use crate::ops::{MetricKind, MetricTotals, Metrics, METRIC_WORDS};
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, ParamOptions};
 
 /// Batch data for one input node.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +62,8 @@ pub struct GpuExecutor {
     /// Whether some op reads the step and train/eval flag, so submissions write it.
     reads_mode: bool,
     arena_len: usize,
+    /// The parameter groups: (options, arena start, elements); one optimizer launch each.
+    groups: Vec<(ParamOptions, usize, usize)>,
     step: u64,
     plans: HashMap<usize, GpuPlan>,
     last_host: std::time::Duration,
@@ -97,7 +99,15 @@ impl GpuExecutor {
         let (layout, arena_len) = graph.param_layout();
         let mut offsets = HashMap::new();
         let mut init = vec![0.0; arena_len];
-        for (i, &(p, off, len)) in layout.iter().enumerate() {
+        // Parameter i (in creation order) draws from seed + i, as on the CPU.
+        let creation: HashMap<NodeId, usize> = graph
+            .params()
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, i))
+            .collect();
+        for &(p, off, len) in &layout {
+            let i = creation[&p];
             let node = graph.node(p);
             let Op::Param(kind) = &node.op else {
                 unreachable!("params() returns params")
@@ -119,7 +129,8 @@ impl GpuExecutor {
             metrics: GpuBuffer::zeros(ctx, "metrics", METRIC_WORDS)?,
             mode: GpuBuffer::zeros(ctx, "step and mode", 4)?,
         };
-        let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, arena_len, 1)?;
+        let groups = graph.param_group_ranges();
+        let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, &groups, 1)?;
         Ok(GpuExecutor {
             graph,
             loss,
@@ -130,6 +141,7 @@ impl GpuExecutor {
             clip: None,
             reads_mode,
             arena_len,
+            groups,
             step: 0,
             plans: HashMap::new(),
             last_host: std::time::Duration::ZERO,
@@ -194,14 +206,16 @@ impl GpuExecutor {
     }
 
     fn write_optimizer_params(&self, ctx: &GpuContext, t: u64) -> Result<()> {
-        match &self.optimizer {
-            Optimizer::Sgd(c) => {
-                let p = kernels::SgdParams::new(c, self.arena_len)?;
-                self.optimizer_kernel.set_params(ctx, 0, &p);
-            }
-            Optimizer::Adam(c) => {
-                let p = AdamParams::new(c, self.arena_len, t)?;
-                self.optimizer_kernel.set_params(ctx, 0, &p);
+        for (k, (options, _, n)) in self.groups.iter().enumerate() {
+            match self.optimizer.for_group(options) {
+                Optimizer::Sgd(c) => {
+                    let p = kernels::SgdParams::new(&c, *n)?;
+                    self.optimizer_kernel.set_params(ctx, k, &p);
+                }
+                Optimizer::Adam(c) => {
+                    let p = AdamParams::new(&c, *n, t)?;
+                    self.optimizer_kernel.set_params(ctx, k, &p);
+                }
             }
         }
         Ok(())
@@ -532,29 +546,30 @@ fn submit<'a>(
     })
 }
 
+/// One optimizer launch per parameter group, over the group's range of the arenas (launch k
+/// updates group k, so [`GpuExecutor::write_optimizer_params`] rewrites block k for it).
 fn optimizer_kernel(
     ctx: &GpuContext,
     opt: &Optimizer,
     a: &Arenas,
-    n: usize,
+    groups: &[(ParamOptions, usize, usize)],
     t: u64,
 ) -> Result<Kernel> {
-    Ok(match (opt, a.state.as_slice()) {
-        (Optimizer::Sgd(c), state) => {
-            let velocity = state.first().map(GpuBuffer::full);
-            kernels::sgd(ctx, c, n, a.params.full(), a.grads.full(), velocity)?
-        }
-        (Optimizer::Adam(c), [m, v]) => kernels::adam(
-            ctx,
-            c,
-            t,
-            n,
-            a.params.full(),
-            a.grads.full(),
-            m.full(),
-            v.full(),
-        )?
-        .into(),
-        (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
-    })
+    let mut parts = Vec::new();
+    for (options, start, n) in groups {
+        let (start, n) = (*start, *n);
+        let (param, grad) = (a.params.view(start, n)?, a.grads.view(start, n)?);
+        parts.push(match (opt.for_group(options), a.state.as_slice()) {
+            (Optimizer::Sgd(c), state) => {
+                let velocity = state.first().map(|v| v.view(start, n)).transpose()?;
+                kernels::sgd(ctx, &c, n, param, grad, velocity)?
+            }
+            (Optimizer::Adam(c), [m, v]) => {
+                let (m, v) = (m.view(start, n)?, v.view(start, n)?);
+                kernels::adam(ctx, &c, t, n, param, grad, m, v)?.into()
+            }
+            (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
+        });
+    }
+    Ok(Kernel::sequence(parts, vec![]))
 }

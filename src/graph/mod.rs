@@ -33,8 +33,11 @@ pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
 pub use init::Init;
 pub use step::{Executor, GpuSession};
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
 use crate::ops::{Activation, PointwiseLoss, Window};
+use crate::optim::ParamOptions;
 
 /// A dimension: the batch (fixed when a plan is compiled) or a fixed size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +198,8 @@ pub struct Node {
 pub struct Graph {
     nodes: Vec<Node>,
     id: u64,
+    /// Optimizer options of the parameters that have their own, by node index.
+    param_options: HashMap<usize, ParamOptions>,
 }
 
 impl Default for Graph {
@@ -202,6 +207,7 @@ impl Default for Graph {
         Graph {
             nodes: Vec::new(),
             id: NEXT_GRAPH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            param_options: HashMap::new(),
         }
     }
 }
@@ -479,19 +485,71 @@ impl Graph {
         }
     }
 
+    /// Gives parameter `p` its own optimizer options (a parameter group: parameters with equal
+    /// options are updated together).
+    pub fn set_param_options(&mut self, p: NodeId, options: ParamOptions) -> Result<()> {
+        options.validate()?;
+        if !self.contains(p) || !matches!(self.node(p).op, Op::Param(_)) {
+            return Err(Error::invalid(
+                "set_param_options",
+                format!("node #{} is not a parameter of this graph", p.0),
+            ));
+        }
+        self.param_options.insert(p.0, options);
+        Ok(())
+    }
+
+    /// Parameter `p`'s optimizer options (the defaults unless set).
+    pub fn param_options(&self, p: NodeId) -> ParamOptions {
+        self.param_options.get(&p.0).copied().unwrap_or_default()
+    }
+
+    /// The parameter groups: distinct options in the order their first parameter was created,
+    /// each with its parameters in creation order.
+    pub fn param_groups(&self) -> Vec<(ParamOptions, Vec<NodeId>)> {
+        let mut groups: Vec<(ParamOptions, Vec<NodeId>)> = Vec::new();
+        for p in self.params() {
+            let o = self.param_options(p);
+            match groups.iter_mut().find(|(g, _)| *g == o) {
+                Some((_, ps)) => ps.push(p),
+                None => groups.push((o, vec![p])),
+            }
+        }
+        groups
+    }
+
     /// Where each parameter sits in the flat arenas both executors use for parameters,
-    /// gradients and optimizer state: (parameter, element offset, elements), in creation
-    /// order, each starting on a 64-element (256-byte) boundary, every adapter's storage-offset
-    /// alignment; and the arena's length (at least 1). Padding elements are zero.
+    /// gradients and optimizer state: (parameter, element offset, elements), group by group
+    /// ([`Graph::param_groups`]; with one group, in creation order), each starting on a
+    /// 64-element (256-byte) boundary, every adapter's storage-offset alignment; and the
+    /// arena's length (at least 1). Padding elements are zero.
     pub fn param_layout(&self) -> (Vec<(NodeId, usize, usize)>, usize) {
         let mut layout = Vec::new();
         let mut len = 0;
-        for p in self.params() {
+        for p in self.param_groups().into_iter().flat_map(|(_, ps)| ps) {
             let n: usize = self.node(p).shape.iter().map(|d| d.resolve(0)).product();
             layout.push((p, len, n));
             len = (len + n).next_multiple_of(64);
         }
         (layout, len.max(1))
+    }
+
+    /// Each group's options and its range of the arenas: (options, start, elements).
+    pub(crate) fn param_group_ranges(&self) -> Vec<(ParamOptions, usize, usize)> {
+        let (layout, len) = self.param_layout();
+        let groups = self.param_groups();
+        let mut ranges = Vec::new();
+        let mut k = 0;
+        for (options, ps) in &groups {
+            let start = layout[k].1;
+            k += ps.len();
+            let end = layout.get(k).map_or(len, |l| l.1);
+            ranges.push((*options, start, end - start));
+        }
+        if ranges.is_empty() {
+            ranges.push((ParamOptions::default(), 0, len));
+        }
+        ranges
     }
 
     /// Concrete shapes of every node for a batch size.

@@ -181,6 +181,8 @@ impl Loss {
 pub struct Sequential {
     input_shape: Vec<usize>,
     layers: Vec<Layer>,
+    /// Parameters whose names contain one of these take no weight decay.
+    no_weight_decay: Vec<String>,
 }
 
 /// The graph of a model: its input, its output (logits) and its parameters by layer.
@@ -222,6 +224,7 @@ impl Sequential {
         Sequential {
             input_shape: input_shape.to_vec(),
             layers: Vec::new(),
+            no_weight_decay: Vec::new(),
         }
     }
 
@@ -264,6 +267,15 @@ impl Sequential {
     /// Appends global average pooling.
     pub fn global_avg_pool(self) -> Self {
         self.push(Layer::GlobalAvgPool)
+    }
+
+    /// Exempts from the optimizer's weight decay every parameter whose name contains one of
+    /// `names` (Keras' `exclude_from_weight_decay`): `&["bias"]` keeps AdamW or SGD's decay off
+    /// the biases. The parameters form their own group ([`crate::optim::ParamOptions`]).
+    pub fn exclude_from_weight_decay(mut self, names: &[&str]) -> Self {
+        self.no_weight_decay
+            .extend(names.iter().map(|n| n.to_string()));
+        self
     }
 
     /// Appends a dropout layer.
@@ -367,6 +379,19 @@ impl Sequential {
                 Layer::Softmax => h = g.softmax(h).map_err(named)?,
             }
             layer_outputs.push(h);
+        }
+        let no_decay = crate::optim::ParamOptions {
+            weight_decay: Some(0.0),
+            ..Default::default()
+        };
+        for (name, p) in &params {
+            if self
+                .no_weight_decay
+                .iter()
+                .any(|n| name.contains(n.as_str()))
+            {
+                g.set_param_options(*p, no_decay)?;
+            }
         }
         Ok(Built {
             graph: g,
