@@ -977,3 +977,80 @@ fn parameter_groups_take_their_own_rate_and_decay() {
         .to_string();
     assert!(err.contains("not a parameter"), "{err}");
 }
+
+/// A non-trainable buffer (a fixed projection here): ops read it, no gradient reaches it, the
+/// optimizer leaves it alone, and writing it changes what later steps compute; on both
+/// executors, which start from the same values.
+#[test]
+fn buffers_are_read_by_ops_and_left_alone_by_the_optimizer() {
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(5)]);
+    let y = g.labels("y");
+    let proj = g.buffer("projection", &[5, 4], Init::GlorotUniform);
+    let w = g.param("w", &[4, 3], Init::GlorotUniform);
+    let h = g.matmul(x, proj).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let z = g.matmul(h, w).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    let m = Mlp {
+        graph: g,
+        x,
+        y,
+        loss,
+        features: 5,
+    };
+    let sgd = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        weight_decay: 0.1,
+        ..SgdConfig::new(0.1)
+    });
+    let (xs, ys) = batch(6, 10, 5, 3);
+    let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+    let mut finals = Vec::new();
+    for (name, mut exec) in executors(&m, sgd, 3) {
+        assert!(
+            exec.graph().params() == vec![w],
+            "{name}: the buffer is no parameter"
+        );
+        let start = exec.read_buffer(proj).unwrap();
+        for _ in 0..5 {
+            exec.step(10, &feeds).unwrap();
+        }
+        assert_eq!(
+            exec.read_buffer(proj).unwrap(),
+            start,
+            "{name}: the optimizer moved it"
+        );
+        // A new projection changes the loss of the next evaluation.
+        exec.reset_metrics().unwrap();
+        exec.evaluate_batch(10, &feeds).unwrap();
+        let before = exec.metrics().unwrap().mean_loss;
+        let doubled: Vec<f32> = start.iter().map(|v| v * 2.0).collect();
+        exec.write_buffer(proj, &doubled).unwrap();
+        assert_eq!(exec.read_buffer(proj).unwrap(), doubled, "{name}");
+        exec.reset_metrics().unwrap();
+        exec.evaluate_batch(10, &feeds).unwrap();
+        assert_ne!(exec.metrics().unwrap().mean_loss, before, "{name}");
+        let err = |r: wgtrain::Result<()>| r.unwrap_err().to_string();
+        let mut nan = doubled.clone();
+        nan[0] = f32::NAN;
+        assert!(
+            err(exec.write_buffer(proj, &nan)).contains("value 0 is NaN"),
+            "{name}"
+        );
+        assert!(
+            err(exec.write_buffer(proj, &doubled[1..])).contains("19 values"),
+            "{name}"
+        );
+        assert!(
+            err(exec.write_buffer(w, &[0.0; 12])).contains("not a buffer"),
+            "{name}"
+        );
+        finals.push((start, exec.read_param(w).unwrap()));
+    }
+    assert_eq!(
+        finals[0].0, finals[1].0,
+        "both executors start from the same buffer"
+    );
+    assert_close("w", &finals[0].1, &to_f64(&finals[1].1), 1e-5, 1e-4);
+}

@@ -26,34 +26,35 @@ impl<T: Scalar> Value<T> {
     }
 }
 
-/// Parameter values and the evaluation of a graph on the CPU.
+/// Parameter and buffer values, and the evaluation of a graph on the CPU.
 #[derive(Debug, Clone)]
 pub struct CpuRun<T> {
     pub params: HashMap<NodeId, ArrayD<T>>,
+    /// Non-trainable state ([`Graph::buffer`]).
+    pub buffers: HashMap<NodeId, ArrayD<T>>,
     /// The optimizer step dropout draws its masks for (1-based, like the executors count),
     /// or `None` when evaluating (dropout is the identity).
     pub training_step: Option<u64>,
 }
 
 impl<T: Scalar> CpuRun<T> {
-    /// Parameters initialized from `seed` (parameter `i` draws from seed + i).
+    /// Parameters and buffers initialized from `seed` (see [`Graph::initial_values`]), the
+    /// values the GPU executor starts from.
     pub fn new(graph: &Graph, seed: u64) -> Self {
-        let mut params = HashMap::new();
-        for (i, id) in graph.params().into_iter().enumerate() {
-            let node = graph.node(id);
-            let Op::Param(init) = &node.op else {
-                unreachable!("params() returns params")
-            };
-            let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();
-            let values = init.values(&shape, seed.wrapping_add(i as u64));
-            let values = values.into_iter().map(|v| T::of(v as f64)).collect();
-            params.insert(
-                id,
-                ArrayD::from_shape_vec(IxDyn(&shape), values).expect("init fills the shape"),
-            );
-        }
+        let values = |ids: Vec<NodeId>| -> HashMap<NodeId, ArrayD<T>> {
+            ids.into_iter()
+                .map(|id| {
+                    let shape: Vec<usize> = graph.concrete_shapes(1)[id.0].clone();
+                    let v = graph.initial_values(id, seed);
+                    let v = v.into_iter().map(|x| T::of(x as f64)).collect();
+                    let a = ArrayD::from_shape_vec(IxDyn(&shape), v).expect("init fills the shape");
+                    (id, a)
+                })
+                .collect()
+        };
         CpuRun {
-            params,
+            params: values(graph.params()),
+            buffers: values(graph.buffers()),
             training_step: None,
         }
     }
@@ -108,6 +109,7 @@ impl<T: Scalar> CpuRun<T> {
                     v.clone()
                 }
                 Op::Param(_) => Value::Float(self.params[&graph.id_at(i)].clone()),
+                Op::Buffer(_) => Value::Float(self.buffers[&graph.id_at(i)].clone()),
                 _ => crate::ops::eval_cpu(&crate::ops::CpuArgs {
                     node,
                     shape: &shapes[i],
@@ -539,6 +541,27 @@ impl CpuExecutor {
         Ok(())
     }
 
+    /// A buffer's values.
+    pub fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
+        let values = self.run.buffers.get(&b).ok_or_else(|| {
+            Error::invalid("read_buffer", "the node is not a buffer of this graph")
+        })?;
+        Ok(values.iter().copied().collect())
+    }
+
+    /// Overwrites a buffer's values.
+    pub fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
+        let buffer = self.run.buffers.get_mut(&b).ok_or_else(|| {
+            Error::invalid("write_buffer", "the node is not a buffer of this graph")
+        })?;
+        check_buffer_values(buffer.len(), values)?;
+        buffer
+            .as_slice_mut()
+            .expect("buffers are contiguous")
+            .copy_from_slice(values);
+        Ok(())
+    }
+
     /// Changes the learning rate.
     pub fn set_lr(&mut self, lr: f32) -> Result<()> {
         let o = self.optimizer.with_lr(lr);
@@ -546,4 +569,21 @@ impl CpuExecutor {
         self.optimizer = o;
         Ok(())
     }
+}
+
+/// A buffer write's length and values (every value finite).
+pub(crate) fn check_buffer_values(len: usize, values: &[f32]) -> Result<()> {
+    if values.len() != len {
+        return Err(Error::shape(
+            "write_buffer",
+            format!("{} values for a buffer of {len}", values.len()),
+        ));
+    }
+    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "write_buffer",
+            format!("value {bad} is {}", values[bad]),
+        ));
+    }
+    Ok(())
 }

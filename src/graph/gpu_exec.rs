@@ -43,6 +43,10 @@ pub(crate) struct Arenas {
     pub state: Vec<GpuBuffer>,
     /// Element offset of each parameter in the arenas.
     pub offsets: HashMap<NodeId, usize>,
+    /// Non-trainable state ([`Graph::buffer`]), laid out by [`Graph::buffer_layout`].
+    pub buffers: GpuBuffer,
+    /// Element offset of each buffer in `buffers`.
+    pub buffer_offsets: HashMap<NodeId, usize>,
     /// The metric totals, [`METRIC_WORDS`] u32 words.
     pub metrics: GpuBuffer,
     /// The step and training flag dropout launches read.
@@ -99,22 +103,17 @@ impl GpuExecutor {
         let (layout, arena_len) = graph.param_layout();
         let mut offsets = HashMap::new();
         let mut init = vec![0.0; arena_len];
-        // Parameter i (in creation order) draws from seed + i, as on the CPU.
-        let creation: HashMap<NodeId, usize> = graph
-            .params()
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| (p, i))
-            .collect();
+        // The values the CPU executor starts from (Graph::initial_values).
         for &(p, off, len) in &layout {
-            let i = creation[&p];
-            let node = graph.node(p);
-            let Op::Param(kind) = &node.op else {
-                unreachable!("params() returns params")
-            };
-            let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();
             offsets.insert(p, off);
-            init[off..off + len].copy_from_slice(&kind.values(&shape, seed.wrapping_add(i as u64)));
+            init[off..off + len].copy_from_slice(&graph.initial_values(p, seed));
+        }
+        let (buffer_layout, buffers_len) = graph.buffer_layout();
+        let mut buffer_init = vec![0.0; buffers_len];
+        let mut buffer_offsets = HashMap::new();
+        for &(b, off, len) in &buffer_layout {
+            buffer_offsets.insert(b, off);
+            buffer_init[off..off + len].copy_from_slice(&graph.initial_values(b, seed));
         }
         let reads_mode = graph.nodes().iter().any(|n| n.op.reads_mode());
         let arenas = Arenas {
@@ -126,6 +125,8 @@ impl GpuExecutor {
                 .map(|slot| GpuBuffer::zeros(ctx, &format!("optimizer {slot}"), arena_len))
                 .collect::<Result<_>>()?,
             offsets,
+            buffers: GpuBuffer::from_slice(ctx, "buffers", &buffer_init)?,
+            buffer_offsets,
             metrics: GpuBuffer::zeros(ctx, "metrics", METRIC_WORDS)?,
             mode: GpuBuffer::zeros(ctx, "step and mode", 4)?,
         };

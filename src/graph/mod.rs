@@ -81,6 +81,9 @@ pub enum Op {
     Labels,
     /// A trainable parameter.
     Param(Init),
+    /// Non-trainable state an op can read (running statistics, constants): kept across steps
+    /// and written by the executor's `write_buffer`, never by the optimizer.
+    Buffer(Init),
     /// `op(a) op(b)` of two matrices.
     MatMul {
         trans_a: bool,
@@ -150,6 +153,7 @@ impl Op {
             Op::Input => "input".into(),
             Op::Labels => "labels".into(),
             Op::Param(_) => "param".into(),
+            Op::Buffer(_) => "buffer".into(),
             Op::MatMul { .. } => "matmul".into(),
             Op::BiasAdd => "bias_add".into(),
             Op::Activation(a) => a.name().into(),
@@ -313,6 +317,58 @@ impl Graph {
             shape.iter().map(|&d| Dim::Fixed(d)).collect(),
             name,
         )
+    }
+
+    /// Non-trainable state of a fixed shape with its initial values: no gradient flows to it
+    /// and the optimizer never changes it; executors read and write it with `read_buffer` and
+    /// `write_buffer`.
+    pub fn buffer(&mut self, name: &str, shape: &[usize], init: Init) -> NodeId {
+        self.leaf(
+            Op::Buffer(init),
+            shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+            name,
+        )
+    }
+
+    /// The buffers, in creation order.
+    pub fn buffers(&self) -> Vec<NodeId> {
+        (0..self.nodes.len())
+            .map(|i| self.id_at(i))
+            .filter(|&id| matches!(self.node(id).op, Op::Buffer(_)))
+            .collect()
+    }
+
+    /// Where each buffer sits in the buffer arena, as [`Graph::param_layout`] lays out
+    /// parameters: (buffer, element offset, elements), and the arena's length (at least 1).
+    pub fn buffer_layout(&self) -> (Vec<(NodeId, usize, usize)>, usize) {
+        let mut layout = Vec::new();
+        let mut len = 0;
+        for b in self.buffers() {
+            let n: usize = self.node(b).shape.iter().map(|d| d.resolve(0)).product();
+            layout.push((b, len, n));
+            len = (len + n).next_multiple_of(64);
+        }
+        (layout, len.max(1))
+    }
+
+    /// Initial values of every leaf with an initializer: parameter `i` (creation order) draws
+    /// from `seed + i`, buffer `j` from `seed + 2^32 + j`.
+    pub(crate) fn initial_values(&self, id: NodeId, seed: u64) -> Vec<f32> {
+        let node = self.node(id);
+        let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();
+        let (init, k) = match &node.op {
+            Op::Param(init) => (init, self.params().iter().position(|&p| p == id)),
+            Op::Buffer(init) => (
+                init,
+                self.buffers()
+                    .iter()
+                    .position(|&b| b == id)
+                    .map(|j| (1 << 32) + j),
+            ),
+            _ => unreachable!("only parameters and buffers have initializers"),
+        };
+        let k = k.expect("the leaf is in this graph") as u64;
+        init.values(&shape, seed.wrapping_add(k))
     }
 
     fn leaf(&mut self, op: Op, shape: Shape, name: &str) -> NodeId {

@@ -77,6 +77,12 @@ pub trait Executor {
 
     /// Overwrites a parameter's optimizer state.
     fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()>;
+
+    /// A buffer's values ([`Graph::buffer`]).
+    fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>>;
+
+    /// Overwrites a buffer's values (every value finite).
+    fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()>;
 }
 
 /// A [`GpuExecutor`] with the context it runs on: the form that implements [`Executor`].
@@ -157,6 +163,14 @@ impl Executor for GpuSession {
 
     fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
         self.exec.write_state(&self.ctx, p, m, v)
+    }
+
+    fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
+        self.exec.read_buffer(&self.ctx, b)
+    }
+
+    fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
+        self.exec.write_buffer(&self.ctx, b, values)
     }
 }
 
@@ -239,5 +253,13 @@ impl Executor for CpuExecutor {
 
     fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
         CpuExecutor::write_state(self, p, m, v)
+    }
+
+    fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
+        CpuExecutor::read_buffer(self, b)
+    }
+
+    fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
+        CpuExecutor::write_buffer(self, b, values)
     }
 }

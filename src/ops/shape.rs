@@ -12,8 +12,8 @@ use crate::graph::{show, Dim, Graph, Op, Shape, Value};
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
     let (op, s) = (a.op, a.s);
     Ok(match op {
-        Op::Input | Op::Labels | Op::Param(_) => {
-            return Err(a.mismatch("leaves are made with input(), labels() and param()"))
+        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) => {
+            return Err(a.mismatch("leaves are made with input(), labels(), param() and buffer()"))
         }
         Op::Reshape(to) => {
             a.want(1)?;
@@ -40,7 +40,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
 /// [`super::backward`]).
 pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
     match &cx.node.op {
-        Op::Input | Op::Labels | Op::Param(_) => {}
+        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) => {}
         Op::Reshape(_) => {
             let back = g.node(cx.node.inputs[0]).shape.clone();
             let dx = g.add_op(Op::Reshape(back), &[cx.dy()?])?;
@@ -69,7 +69,7 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
 /// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
 pub(super) fn lower(_cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     Ok(match &_cx.graph.nodes()[_cx.i].op {
-        Op::Input | Op::Labels | Op::Param(_) | Op::Reshape(_) => None,
+        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) | Op::Reshape(_) => None,
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }

@@ -91,9 +91,33 @@ impl GpuExecutor {
             lens: &plan.lens,
             params: &self.arenas.params,
             grads: &self.arenas.grads,
+            buffers: &self.arenas.buffers,
             inputs: &plan.inputs,
             slots: &plan.slots,
         };
         views.view(i)?.read(ctx)
+    }
+
+    /// A buffer's values ([`crate::graph::Graph::buffer`]).
+    pub fn read_buffer(&self, ctx: &GpuContext, b: NodeId) -> Result<Vec<f32>> {
+        let (off, len) = self.buffer_range(b, "read_buffer")?;
+        self.arenas.buffers.view(off, len)?.read(ctx)
+    }
+
+    /// Overwrites a buffer's values (every value finite); later steps read the new values.
+    pub fn write_buffer(&self, ctx: &GpuContext, b: NodeId, values: &[f32]) -> Result<()> {
+        let (off, len) = self.buffer_range(b, "write_buffer")?;
+        crate::graph::cpu_exec::check_buffer_values(len, values)?;
+        self.arenas.buffers.write(ctx, off, values)
+    }
+
+    fn buffer_range(&self, b: NodeId, op: &'static str) -> Result<(usize, usize)> {
+        let off = *self
+            .arenas
+            .buffer_offsets
+            .get(&b)
+            .ok_or_else(|| Error::invalid(op, "the node is not a buffer of this graph"))?;
+        let len = numel(&self.graph.concrete_shapes(1)[self.graph.index(b)]);
+        Ok((off, len))
     }
 }

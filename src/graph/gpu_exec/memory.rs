@@ -8,6 +8,8 @@ use crate::gpu::{GpuBuffer, Ledger};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryReport {
     pub parameters: u64,
+    /// Non-trainable buffers ([`crate::graph::Graph::buffer`]).
+    pub buffers: u64,
     /// The gradient arena.
     pub gradients: u64,
     /// The optimizer's per-parameter slots ([`Optimizer::state_slots`]): 0 for plain SGD.
@@ -27,6 +29,7 @@ impl MemoryReport {
     /// Every byte the executor holds.
     pub fn total(&self) -> u64 {
         self.parameters
+            + self.buffers
             + self.gradients
             + self.optimizer_state
             + self.inputs
@@ -48,6 +51,7 @@ impl GpuExecutor {
         }
         let mut report = MemoryReport {
             parameters: a.params.bytes(),
+            buffers: a.buffers.bytes(),
             gradients: a.grads.bytes(),
             optimizer_state: bytes(&a.state),
             ..Default::default()

@@ -83,6 +83,8 @@ pub(crate) enum Loc {
     Param(usize),
     /// An element offset in the gradient arena.
     Grad(usize),
+    /// An element offset in the buffer arena.
+    Buffer(usize),
     /// An activation slot.
     Slot(usize),
 }
@@ -95,6 +97,8 @@ pub(super) struct PlaceInput<'a> {
     pub last_use: &'a [usize],
     /// Parameter offsets in the arenas, by node index.
     pub param_offsets: &'a HashMap<usize, usize>,
+    /// Buffer offsets in the buffer arena, by node index.
+    pub buffer_offsets: &'a HashMap<usize, usize>,
     /// Gradient nodes written straight into the gradient arena, with their offsets.
     pub arena_grad: &'a HashMap<usize, usize>,
     /// For a loss node, the gradient node its launch also writes.
@@ -130,6 +134,7 @@ pub(super) fn place(nodes: &[Node], p: &PlaceInput<'_>) -> (Vec<Option<Loc>>, Sl
                 Loc::Input(inputs - 1)
             }
             Op::Param(_) => Loc::Param(p.param_offsets[&i]),
+            Op::Buffer(_) => Loc::Buffer(p.buffer_offsets[&i]),
             Op::Reshape(_) => locs[nodes[i].inputs[0].0].expect("inputs come first"),
             _ => slot_or_arena(i, &mut slots, &mut owner),
         });
@@ -202,6 +207,7 @@ mod tests {
                 skip: &vec![false; nodes.len()],
                 last_use: &last,
                 param_offsets: &none,
+                buffer_offsets: &none,
                 arena_grad: &none,
                 fused_grad: &|_| None,
             },
@@ -234,6 +240,7 @@ mod tests {
                 skip: &[false; 3],
                 last_use: &last,
                 param_offsets: &offsets,
+                buffer_offsets: &HashMap::new(),
                 arena_grad: &grads,
                 fused_grad: &|_| None,
             },

@@ -47,6 +47,7 @@ pub(crate) struct Views<'a> {
     pub lens: &'a [usize],
     pub params: &'a GpuBuffer,
     pub grads: &'a GpuBuffer,
+    pub buffers: &'a GpuBuffer,
     pub inputs: &'a [GpuBuffer],
     pub slots: &'a [GpuBuffer],
 }
@@ -59,6 +60,7 @@ impl<'a> Views<'a> {
             Some(Loc::Input(k)) => self.inputs[k].view(0, len),
             Some(Loc::Param(off)) => self.params.view(off, len),
             Some(Loc::Grad(off)) => self.grads.view(off, len),
+            Some(Loc::Buffer(off)) => self.buffers.view(off, len),
             Some(Loc::Slot(s)) => self.slots[s].view(0, len),
             None => Err(Error::invalid(
                 "executor",
@@ -104,7 +106,7 @@ pub(crate) fn build(
         let off = arenas.offsets[&p];
         let fresh = !matches!(
             nodes[gi].op,
-            Op::Reshape(_) | Op::Param(_) | Op::Input | Op::Labels
+            Op::Reshape(_) | Op::Param(_) | Op::Buffer(_) | Op::Input | Op::Labels
         );
         if fresh && !arena_grad.contains_key(&gi) {
             arena_grad.insert(gi, off);
@@ -137,6 +139,11 @@ pub(crate) fn build(
         .iter()
         .map(|(p, &off)| (graph.index(*p), off))
         .collect();
+    let buffer_offsets: HashMap<usize, usize> = arenas
+        .buffer_offsets
+        .iter()
+        .map(|(b, &off)| (graph.index(*b), off))
+        .collect();
     let fused_grad = |i: usize| {
         if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
             (i + 1..n).find(|&g| fused_with(graph, i, g))
@@ -151,6 +158,7 @@ pub(crate) fn build(
             skip: &fusion.skip,
             last_use: &last_use,
             param_offsets: &param_offsets,
+            buffer_offsets: &buffer_offsets,
             arena_grad: &arena_grad,
             fused_grad: &fused_grad,
         },
@@ -171,6 +179,7 @@ pub(crate) fn build(
         lens: &lens,
         params: &arenas.params,
         grads: &arenas.grads,
+        buffers: &arenas.buffers,
         inputs: &inputs,
         slots: &slots,
     };
