@@ -38,8 +38,8 @@ pub struct CpuRun<T> {
 }
 
 impl<T: Scalar> CpuRun<T> {
-    /// Parameters and buffers initialized from `seed` (see [`Graph::initial_values`]), the
-    /// values the GPU executor starts from.
+    /// Parameters and buffers initialized from `seed` (parameter `i` from `seed + i`, buffer
+    /// `j` from `seed + 2^32 + j`): the values the GPU executor starts from.
     pub fn new(graph: &Graph, seed: u64) -> Self {
         let values = |ids: Vec<NodeId>| -> HashMap<NodeId, ArrayD<T>> {
             ids.into_iter()

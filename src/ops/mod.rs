@@ -1,7 +1,7 @@
 //! The ops, by family. `vocab.rs` and `metrics.rs` hold the vocabulary both executors share
 //! (activations, losses, windows, GEMM epilogues, metric kinds, the metrics) and import
 //! neither `cpu/` nor `gpu/`, so the CPU reference builds and runs without wgpu. Each family
-//! file holds its ops' rules (ARCHITECTURE.md, "How to add an op"); [`Op::family`] routes
+//! file holds its ops' rules (ARCHITECTURE.md, "How to add an op"); `Op::family` routes
 //! every op to its family.
 
 mod conv;

@@ -12,7 +12,7 @@ pub struct MemoryReport {
     pub buffers: u64,
     /// The gradient arena.
     pub gradients: u64,
-    /// The optimizer's per-parameter slots ([`Optimizer::state_slots`]): 0 for plain SGD.
+    /// The optimizer's per-parameter slots ([`crate::optim::Optimizer::state_slots`]): 0 for plain SGD.
     pub optimizer_state: u64,
     /// Batch inputs and labels, over every compiled plan.
     pub inputs: u64,
