@@ -1,6 +1,7 @@
 //! wgtrain: a neural-network training engine whose math runs as WGSL compute shaders through
 //! wgpu, with an ndarray reference implementation of every op.
 
+mod atomic_file;
 pub mod cpu;
 pub mod data;
 mod error;

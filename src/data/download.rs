@@ -1,6 +1,6 @@
-//! Downloads from public mirrors with SHA-256 verification. A file is streamed to
-//! `.<name>.part`, hashed on the way, checked for size and digest, synced and only then renamed
-//! to its name: a failed, cut or corrupted download never leaves a file that later loads.
+//! Downloads from public mirrors with SHA-256 verification. A file is streamed to a temporary
+//! `.<name>.<random>.part` beside it, hashed on the way, checked for size and digest, synced
+//! and only then renamed to its name: a failed, cut or corrupted download never leaves a file that later loads.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -121,21 +121,14 @@ pub fn fetch_url(
     size: Option<u64>,
     progress: bool,
 ) -> Result<()> {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "download".into());
-    let part = dest.with_file_name(format!(".{name}.part"));
-    let result = stream_to(url, &part, sha256, size, progress)
-        .and_then(|()| std::fs::rename(&part, dest).map_err(|e| Error::io(dest, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    result
+    crate::atomic_file::write_atomic(dest, |file, part| {
+        stream_to(url, file, part, sha256, size, progress)
+    })
 }
 
 fn stream_to(
     url: &str,
+    file: &mut std::fs::File,
     part: &Path,
     sha256: &str,
     size: Option<u64>,
@@ -167,7 +160,6 @@ fn stream_to(
         indicatif::ProgressBar::hidden()
     };
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-    let mut file = std::fs::File::create(part).map_err(|e| Error::io(part, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -197,7 +189,6 @@ fn stream_to(
             "SHA-256 {digest} does not match the published {sha256}"
         )));
     }
-    file.sync_all().map_err(|e| Error::io(part, e))?;
     Ok(())
 }
 

@@ -171,15 +171,12 @@ pub fn save_grid(
 
 /// Writes a PNG through a temporary file and a rename, so readers never see half an image.
 pub fn save_png_atomic(img: &RgbImage, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("png.part");
-    let result = img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| Error::data(path, format!("writing PNG: {e}")))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_atomic(path, |file, tmp| {
+        let mut out = std::io::BufWriter::new(file);
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| Error::data(tmp, format!("writing PNG: {e}")))?;
+        std::io::Write::flush(&mut out).map_err(|e| Error::io(tmp, e))
+    })
 }
 
 /// Loads a PNG/JPEG as a model input of `channels` (1 or 3) x `height` x `width` in [0, 1],

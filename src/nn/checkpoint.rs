@@ -95,7 +95,9 @@ impl Model {
         self.exec.steps()
     }
 
-    /// Writes a checkpoint to `path` atomically (temporary file, fsync, rename).
+    /// Writes a checkpoint to `path` atomically: through a temporary file unique to this save
+    /// in the same directory, synced, then renamed (another process saving another checkpoint
+    /// there at the same time never shares it); on failure `path` is untouched.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors = self.tensors()?;
         let counters = format!("step={};epoch={}", self.steps(), self.epoch);
@@ -131,18 +133,9 @@ impl Model {
         )]);
         let serialized = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let tmp = path.with_extension("safetensors.part");
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&serialized).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
-        }
-        Ok(())
+        crate::atomic_file::write_atomic(path, |file, tmp| {
+            file.write_all(&serialized).map_err(|e| Error::io(tmp, e))
+        })
     }
 
     /// Restores parameters, optimizer state and step count from a checkpoint written by
