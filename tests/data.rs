@@ -188,8 +188,8 @@ fn fashion_mnist_from_the_system_package() {
     });
     assert_eq!((s.train.len(), s.test.len()), (60_000, 10_000));
     assert_eq!((s.train.height, s.train.width), (28, 28));
-    assert_eq!(s.train.class_counts(), vec![6_000; 10]);
-    assert_eq!(s.test.class_counts(), vec![1_000; 10]);
+    assert_eq!(s.train.class_counts().unwrap(), vec![6_000; 10]);
+    assert_eq!(s.test.class_counts().unwrap(), vec![1_000; 10]);
     assert_eq!(s.train.class_names[9], "Ankle boot");
 }
 

@@ -664,56 +664,6 @@ fn cifar10_cnn_example_runs_on_synthetic_files() {
     assert!(stderr.contains("data_batch_1.bin"), "{stderr}");
 }
 
-/// Rewrites a checkpoint's tensors (renamed, added) with a valid SHA-256, as an earlier
-/// version (or a careless tool) would have written them.
-fn rewrite_checkpoint(
-    bytes: &[u8],
-    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
-) -> Vec<u8> {
-    use sha2::Digest;
-    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    let entry = meta.metadata().as_ref().unwrap()["wgtrain"].clone();
-    let counters: Vec<&str> = entry
-        .split(';')
-        .filter(|kv| kv.starts_with("step=") || kv.starts_with("epoch="))
-        .collect();
-    let counters = counters.join(";");
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .names()
-        .iter()
-        .map(|n| {
-            let t = st.tensor(n).unwrap();
-            (n.to_string(), t.shape().to_vec(), t.data().to_vec())
-        })
-        .collect();
-    edit(&mut tensors);
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut digest = sha2::Sha256::new();
-    digest.update(counters.as_bytes());
-    for (n, _, d) in &tensors {
-        digest.update(n.as_bytes());
-        digest.update(d);
-    }
-    let digest: String = digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, d)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d);
-            (n.clone(), view.unwrap())
-        })
-        .collect();
-    let meta = std::collections::HashMap::from([(
-        "wgtrain".to_string(),
-        format!("format=wgtrain-checkpoint-1;{counters};sha256={digest}"),
-    )]);
-    safetensors::serialize(views, Some(meta)).unwrap()
-}
-
 /// A checkpoint holds the slots the optimizer keeps, by name: Adam's `m` and `v`, SGD's
 /// `momentum`, nothing for plain SGD. Checkpoints of earlier versions (`.m` and `.v` for every
 /// optimizer) still load, unless they hold state the optimizer would drop.
@@ -776,7 +726,7 @@ fn checkpoints_hold_the_optimizers_slots_and_earlier_files_load() {
     model.save(&path).unwrap();
     let new = std::fs::read(&path).unwrap();
     let legacy = |v_value: f32| {
-        rewrite_checkpoint(&new, |t| {
+        common::rewrite_checkpoint(&new, |t| {
             let renamed: Vec<_> = t
                 .iter()
                 .filter_map(|(n, s, d)| {

@@ -38,16 +38,31 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let head = std::io::Cursor::new(magic[..n].to_vec());
     if n == 2 && magic == [0x1f, 0x8b] {
-        let gz = flate2::read::GzDecoder::new(BufReader::new(head.chain(file)));
-        parse_idx(gz, None, path)
+        // Every member of the stream (`cat a.gz b.gz`, bgzip), not just the first.
+        let gz = flate2::read::MultiGzDecoder::new(BufReader::new(head.chain(file)));
+        parse(gz, None, Some(len.saturating_mul(MAX_DEFLATE_RATIO)), path)
     } else {
         parse_idx(head.chain(BufReader::new(file)), Some(len), path)
     }
 }
 
+/// Deflate never expands data by more than about 1032:1, so a gzip file of n bytes holds at
+/// most n x 1032 bytes: a header declaring more is corrupt, and is rejected before inflating.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// Parses IDX bytes from `reader`. With `total_len` (an uncompressed file's size) the declared
 /// size is checked against it before anything is allocated.
-pub fn parse_idx(mut reader: impl Read, total_len: Option<u64>, path: &Path) -> Result<IdxArray> {
+pub fn parse_idx(reader: impl Read, total_len: Option<u64>, path: &Path) -> Result<IdxArray> {
+    parse(reader, total_len, None, path)
+}
+
+/// [`parse_idx`], with `max_payload` bounding the declared size of compressed input.
+fn parse(
+    mut reader: impl Read,
+    total_len: Option<u64>,
+    max_payload: Option<u64>,
+    path: &Path,
+) -> Result<IdxArray> {
     let err = |detail: String| Error::data(path, detail);
     let mut header = [0u8; 4];
     let got = read_full(&mut reader, &mut header).map_err(|e| gz_error(path, e))?;
@@ -100,6 +115,12 @@ pub fn parse_idx(mut reader: impl Read, total_len: Option<u64>, path: &Path) -> 
                 "dimensions {dims:?} declare more than {MAX_PAYLOAD} bytes; the header is corrupt"
             ))
         })?;
+    if let Some(max) = max_payload.filter(|&max| payload > max) {
+        return Err(err(format!(
+            "dimensions {dims:?} declare {payload} bytes, more than the compressed file can \
+             hold ({max} at most): the header is corrupt"
+        )));
+    }
     let header_len = 4 + 4 * ndims as u64;
     if let Some(total) = total_len {
         let actual = total.saturating_sub(header_len);

@@ -194,6 +194,19 @@ impl Loader {
         if cfg.batch_size == 0 {
             return Err(Error::invalid("loader", "batch_size is 0"));
         }
+        dataset.validate()?;
+        if let Some(a) = &cfg.augment {
+            let side = dataset.height.min(dataset.width);
+            if a.crop_padding >= side {
+                return Err(Error::invalid(
+                    "loader",
+                    format!(
+                        "augmentation crop padding {} is not smaller than the {}x{} image",
+                        a.crop_padding, dataset.height, dataset.width
+                    ),
+                ));
+            }
+        }
         if let Normalize::MeanStd { mean, std } = &cfg.normalize {
             if mean.len() != dataset.channels || std.len() != dataset.channels || std.contains(&0.0)
             {

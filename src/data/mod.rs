@@ -55,13 +55,63 @@ impl Dataset {
         &self.images[i * f..(i + 1) * f]
     }
 
-    /// How many samples each class has.
-    pub fn class_counts(&self) -> Vec<usize> {
+    /// Checks what the fields must agree on: at least one class and one feature, exactly
+    /// `len * features` pixels (computed without overflow), every label below `num_classes`,
+    /// and a name per class when names are given. The loader, `fit`, `evaluate` and
+    /// `class_counts` call it before using the data.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |detail: String| Err(Error::invalid("dataset", detail));
+        if self.num_classes == 0 {
+            return bad("num_classes is 0: a dataset needs at least one class".into());
+        }
+        let features = self
+            .channels
+            .checked_mul(self.height)
+            .and_then(|f| f.checked_mul(self.width));
+        let Some(features) = features.filter(|&f| f > 0) else {
+            return bad(format!(
+                "channels x height x width ({} x {} x {}) must be at least 1 and fit in memory",
+                self.channels, self.height, self.width
+            ));
+        };
+        let want = self.labels.len().checked_mul(features);
+        if want != Some(self.images.len()) {
+            return bad(format!(
+                "{} labels of {features} pixels each need {} pixel bytes, got {}",
+                self.labels.len(),
+                want.map_or("more than addressable".into(), |w| w.to_string()),
+                self.images.len()
+            ));
+        }
+        if let Some((i, &l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= self.num_classes)
+        {
+            return bad(format!(
+                "label {l} of sample {i} is not below num_classes ({})",
+                self.num_classes
+            ));
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != self.num_classes {
+            return bad(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.num_classes
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many samples each class has (after [`Dataset::validate`]).
+    pub fn class_counts(&self) -> Result<Vec<usize>> {
+        self.validate()?;
         let mut counts = vec![0; self.num_classes];
         for &l in &self.labels {
             counts[l as usize] += 1;
         }
-        counts
+        Ok(counts)
     }
 
     /// A validation split as Keras makes it: the last `fraction` of the samples is held out.
@@ -87,7 +137,18 @@ impl Dataset {
                 format!("fraction {fraction} is not in [0, 1)"),
             ));
         }
-        Ok(self.len() - (self.len() as f64 * fraction).round() as usize)
+        let held_out = (self.len() as f64 * fraction).round() as usize;
+        if fraction > 0.0 && held_out == 0 {
+            return Err(Error::invalid(
+                "validation split",
+                format!(
+                    "fraction {fraction} of {} samples holds out none; use a larger fraction \
+                     or no split",
+                    self.len()
+                ),
+            ));
+        }
+        Ok(self.len() - held_out)
     }
 }
 

@@ -14,6 +14,8 @@ pub struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,
     len: usize,
     label: String,
+    /// The context that made it ([`GpuContext::id`]): another context's device cannot use it.
+    ctx_id: u64,
 }
 
 /// A window of `len` elements starting at element `offset` of a [`GpuBuffer`].
@@ -51,6 +53,7 @@ impl GpuBuffer {
             })
         })?;
         Ok(GpuBuffer {
+            ctx_id: ctx.id(),
             buffer,
             len,
             label: label.to_string(),
@@ -119,8 +122,24 @@ impl GpuBuffer {
         })
     }
 
+    /// An error unless `ctx` made this buffer.
+    pub(crate) fn check_context(&self, ctx: &GpuContext, op: &'static str) -> Result<()> {
+        if self.ctx_id != ctx.id() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "`{}` was made on another GpuContext; a buffer can only be used on the \
+                     context (device) that created it",
+                    self.label
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes `data` at element `offset` (queued; visible to later submissions).
     pub fn write<T: Pod>(&self, ctx: &GpuContext, offset: usize, data: &[T]) -> Result<()> {
+        self.check_context(ctx, "write")?;
         check_elem::<T>()?;
         if offset
             .checked_add(data.len())
@@ -154,6 +173,7 @@ impl GpuBuffer {
 impl View<'_> {
     /// Copies this view back to the host through a staging buffer (blocks until done).
     pub fn read<T: Pod>(&self, ctx: &GpuContext) -> Result<Vec<T>> {
+        self.buffer.check_context(ctx, "read")?;
         check_elem::<T>()?;
         if self.len == 0 {
             return Ok(Vec::new());

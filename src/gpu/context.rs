@@ -59,6 +59,7 @@ pub struct GpuContext {
         Mutex<HashMap<crate::gpu::kernels::PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     counters: Counters,
+    id: u64,
 }
 
 /// What the context has created and submitted so far (for tests of steady-state behaviour:
@@ -215,7 +216,16 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
+    }
+
+    /// This context's identity: buffers remember the context that made them.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Buffers created and submissions made so far.

@@ -120,6 +120,7 @@ impl Launch {
         let limits = ctx.limits();
         let align = limits.min_storage_buffer_offset_alignment as usize;
         for v in desc.bindings.iter().filter_map(Binding::view) {
+            v.buffer.check_context(ctx, "launch")?;
             if (v.offset * 4) % align != 0 {
                 return Err(Error::invalid(
                     "launch",

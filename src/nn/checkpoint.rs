@@ -263,6 +263,34 @@ impl Model {
             .zip(&sources)
             .map(|((name, _, _), source)| (name.clone(), read(source)))
             .collect();
+        // Values training could not have produced: the next fit would fail far from here.
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let values = &tensors[name];
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                problems.push(format!("`{name}`[{i}] is {}", values[i]));
+            } else if name.ends_with(".v") && slots.contains(&"v") {
+                if let Some(i) = values.iter().position(|&v| v < 0.0) {
+                    problems.push(format!(
+                        "`{name}`[{i}] is {}: a second moment is never negative",
+                        values[i]
+                    ));
+                }
+            }
+        }
+        // Adam's bias correction takes the step count as an f64.
+        if step > 1 << 53 {
+            problems.push(format!(
+                "step count {step} is beyond any training run (at most 2^53)"
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::data(
+                path,
+                format!("holds invalid values: {}", problems.join("; ")),
+            ));
+        }
         self.restore(&Snapshot {
             tensors,
             step,

@@ -314,6 +314,12 @@ impl Sequential {
             match layer {
                 Layer::Flatten => h = g.flatten(h).map_err(named)?,
                 Layer::Dense(d) => {
+                    if d.units == 0 {
+                        return Err(Error::invalid(
+                            "Sequential",
+                            format!("layer {i} (Dense): units must be at least 1, got 0"),
+                        ));
+                    }
                     let shape = &g.node(h).shape;
                     let Some(&Dim::Fixed(fan_in)) = shape.get(1).filter(|_| shape.len() == 2)
                     else {
@@ -336,6 +342,16 @@ impl Sequential {
                     }
                 }
                 Layer::Conv2d(c) => {
+                    if c.filters == 0 || c.kernel == 0 || c.stride == 0 {
+                        return Err(Error::invalid(
+                            "Sequential",
+                            format!(
+                                "layer {i} (Conv2d): filters, kernel size and stride must be at \
+                                 least 1, got {} filters, kernel {}, stride {}",
+                                c.filters, c.kernel, c.stride
+                            ),
+                        ));
+                    }
                     let shape = &g.node(h).shape;
                     let Some(&Dim::Fixed(channels)) = shape.get(1).filter(|_| shape.len() == 4)
                     else {

@@ -162,6 +162,10 @@ impl Model {
     }
 
     fn check(&self, data: &Dataset) -> Result<()> {
+        data.validate()?;
+        if data.is_empty() {
+            return Err(Error::invalid("fit", "the dataset holds no samples"));
+        }
         if data.features() != self.features {
             return Err(Error::Shape {
                 op: "fit",
@@ -266,7 +270,7 @@ impl Model {
     /// Class probabilities for `inputs`: `n` samples of the model's input size, already
     /// normalized like the training data.
     pub fn predict(&mut self, inputs: &[f32], n: usize) -> Result<Prediction> {
-        if inputs.len() != n * self.features {
+        if n.checked_mul(self.features) != Some(inputs.len()) {
             return Err(Error::Shape {
                 op: "predict",
                 detail: format!(

@@ -74,3 +74,72 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// Rewrites a checkpoint's tensors (renamed, added) with a valid SHA-256, as an earlier
+/// version (or a careless tool) would have written them.
+pub fn rewrite_checkpoint(
+    bytes: &[u8],
+    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Vec<u8> {
+    rewrite_checkpoint_step(bytes, None, edit)
+}
+
+/// [`rewrite_checkpoint`], also setting the step count when `step` is given.
+pub fn rewrite_checkpoint_step(
+    bytes: &[u8],
+    step: Option<u64>,
+    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> Vec<u8> {
+    use sha2::Digest;
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let entry = meta.metadata().as_ref().unwrap()["wgtrain"].clone();
+    let counters: Vec<&str> = entry
+        .split(';')
+        .filter(|kv| kv.starts_with("step=") || kv.starts_with("epoch="))
+        .collect();
+    let counters = match step {
+        Some(step) => counters
+            .iter()
+            .map(|kv| match kv.starts_with("step=") {
+                true => format!("step={step}"),
+                false => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+        None => counters.join(";"),
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .names()
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            (n.to_string(), t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    edit(&mut tensors);
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut digest = sha2::Sha256::new();
+    digest.update(counters.as_bytes());
+    for (n, _, d) in &tensors {
+        digest.update(n.as_bytes());
+        digest.update(d);
+    }
+    let digest: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([(
+        "wgtrain".to_string(),
+        format!("format=wgtrain-checkpoint-1;{counters};sha256={digest}"),
+    )]);
+    safetensors::serialize(views, Some(meta)).unwrap()
+}

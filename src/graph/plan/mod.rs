@@ -96,6 +96,18 @@ pub(crate) fn build(
     let n = graph.len();
     let nodes = graph.nodes();
     let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    // A value of no elements would become a zero-sized binding or dispatch.
+    if let Some(i) = (0..n).find(|&i| lens[i] == 0) {
+        return Err(Error::shape(
+            "plan",
+            format!(
+                "node `{}` ({}) has shape {:?}: no dimension may be 0",
+                nodes[i].name,
+                nodes[i].op.name(),
+                shapes[i]
+            ),
+        ));
+    }
     // Parameter gradients computed straight into the gradient arena, where the node is a
     // fresh computation claimed by exactly one parameter; others are copied there at the end.
     let mut arena_grad: HashMap<usize, usize> = HashMap::new();

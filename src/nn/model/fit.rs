@@ -207,6 +207,12 @@ impl Model {
     pub fn fit(&mut self, data: &Dataset, cfg: &FitConfig) -> Result<History> {
         self.check(data)?;
         cfg.lr_schedule.validate()?;
+        if !(0.0..1.0).contains(&cfg.validation_split) {
+            return Err(Error::invalid(
+                "fit",
+                format!("validation_split {} is not in [0, 1)", cfg.validation_split),
+            ));
+        }
         let (train, validation) = if cfg.validation_split > 0.0 {
             if cfg.validation_data.is_some() {
                 return Err(Error::invalid(
