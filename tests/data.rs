@@ -560,6 +560,16 @@ fn serve(routes: Vec<(&'static str, Vec<u8>, &'static str)>, connections: usize)
                 "error" => {
                     let _ = stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 }
+                "stall" => {
+                    // Half the body, then silence with the connection held open.
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&body[..body.len() / 2]);
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                }
                 "truncate" => {
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -604,9 +614,14 @@ fn downloads_verify_and_never_leave_bad_files() {
             ),
             ("short.bin", content.clone(), "truncate"),
             ("broken.bin", vec![], "error"),
+            ("stalled.bin", content.clone(), "stall"),
         ],
-        4,
+        5,
     );
+    let timeouts = download::Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        read: std::time::Duration::from_millis(300),
+    };
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("file.bin");
     download::fetch_url(
@@ -615,6 +630,7 @@ fn downloads_verify_and_never_leave_bad_files() {
         &digest,
         Some(content.len() as u64),
         false,
+        timeouts,
     )
     .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), content);
@@ -623,7 +639,10 @@ fn downloads_verify_and_never_leave_bad_files() {
         ("tampered.bin", "does not match"),
         ("short.bin", ""),
         ("broken.bin", "500"),
+        // A server that stops sending fails after the read timeout, naming the mirror.
+        ("stalled.bin", "stalled.bin"),
     ] {
+        let start = std::time::Instant::now();
         let dest = dir.path().join(name);
         let err = download::fetch_url(
             &format!("{base}{name}"),
@@ -631,10 +650,16 @@ fn downloads_verify_and_never_leave_bad_files() {
             &digest,
             Some(content.len() as u64),
             false,
+            timeouts,
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains(needle), "{name}: {err}");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(4),
+            "{name}: failed only after {:?}",
+            start.elapsed()
+        );
         assert!(!dest.exists(), "{name}: no file may be left");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

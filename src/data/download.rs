@@ -68,9 +68,37 @@ pub const CIFAR10: Source = Source {
     }],
 };
 
+/// How long a download may wait: to connect, and for each read of the transfer (a server that
+/// stops sending fails after `read_timeout`, however long the whole file takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: std::time::Duration,
+    pub read: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    /// 30 s to connect, 60 s without data.
+    fn default() -> Self {
+        Timeouts {
+            connect: std::time::Duration::from_secs(30),
+            read: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// Makes sure every file of `source` is in `dir` with the right digest, downloading what is
-/// missing. Returns the files' paths.
+/// missing, with the default [`Timeouts`]. Returns the files' paths.
 pub fn fetch(source: &Source, dir: &Path, progress: bool) -> Result<Vec<PathBuf>> {
+    fetch_with(source, dir, progress, Timeouts::default())
+}
+
+/// [`fetch`] with its own timeouts.
+pub fn fetch_with(
+    source: &Source,
+    dir: &Path,
+    progress: bool,
+    timeouts: Timeouts,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut paths = Vec::new();
     for file in source.files {
@@ -83,7 +111,14 @@ pub fn fetch(source: &Source, dir: &Path, progress: bool) -> Result<Vec<PathBuf>
         let mut done = false;
         for mirror in source.mirrors {
             let url = format!("{mirror}{}", file.name);
-            match fetch_url(&url, &dest, file.sha256, Some(file.size), progress) {
+            match fetch_url(
+                &url,
+                &dest,
+                file.sha256,
+                Some(file.size),
+                progress,
+                timeouts,
+            ) {
                 Ok(()) => {
                     done = true;
                     break;
@@ -113,16 +148,19 @@ pub fn fetch(source: &Source, dir: &Path, progress: bool) -> Result<Vec<PathBuf>
     Ok(paths)
 }
 
-/// Downloads `url` to `dest` if its SHA-256 is `sha256` (and its size `size`, when given).
+/// Downloads `url` to `dest` if its SHA-256 is `sha256` (and its size `size`, when given),
+/// failing with an error naming `url` when connecting or any read takes longer than
+/// `timeouts` allow. Nothing is left behind on failure.
 pub fn fetch_url(
     url: &str,
     dest: &Path,
     sha256: &str,
     size: Option<u64>,
     progress: bool,
+    timeouts: Timeouts,
 ) -> Result<()> {
     crate::atomic_file::write_atomic(dest, |file, part| {
-        stream_to(url, file, part, sha256, size, progress)
+        stream_to(url, file, part, sha256, size, progress, timeouts)
     })
 }
 
@@ -133,12 +171,18 @@ fn stream_to(
     sha256: &str,
     size: Option<u64>,
     progress: bool,
+    timeouts: Timeouts,
 ) -> Result<()> {
     let fail = |detail: String| Error::Download {
         what: url.to_string(),
         detail,
     };
-    let mut response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_per_read(Some(timeouts.read))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
     let declared = response
         .headers()
         .get("content-length")
