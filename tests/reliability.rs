@@ -139,6 +139,17 @@ fn cases() -> Vec<(&'static str, fn())> {
             let r = Loader::new(std::sync::Arc::new(data(12)), None, cfg);
             expect_err(r.map(|_| ()), &["crop padding 9", "4x4"]);
         }),
+        ("loader: a NaN normalization std", || {
+            let cfg = LoaderConfig {
+                normalize: wgtrain::data::Normalize::MeanStd {
+                    mean: vec![0.5],
+                    std: vec![f32::NAN],
+                },
+                ..LoaderConfig::new(4)
+            };
+            let r = Loader::new(std::sync::Arc::new(data(12)), None, cfg);
+            expect_err(r.map(|_| ()), &["finite non-zero stds", "NaN"]);
+        }),
         ("dataset: empty", || {
             let mut m = model(Loss::SparseCategoricalCrossentropy, 3);
             expect_err(fit(&mut m, &data(0), FitConfig::new(1, 4)), &["no samples"]);

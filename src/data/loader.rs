@@ -208,12 +208,17 @@ impl Loader {
             }
         }
         if let Normalize::MeanStd { mean, std } = &cfg.normalize {
-            if mean.len() != dataset.channels || std.len() != dataset.channels || std.contains(&0.0)
+            let finite = mean.iter().chain(std).all(|v| v.is_finite());
+            if mean.len() != dataset.channels
+                || std.len() != dataset.channels
+                || std.contains(&0.0)
+                || !finite
             {
                 return Err(Error::invalid(
                     "loader",
                     format!(
-                        "normalization needs {} means and non-zero stds, got {mean:?} / {std:?}",
+                        "normalization needs {} finite means and finite non-zero stds, got \
+                         {mean:?} / {std:?}",
                         dataset.channels
                     ),
                 ));

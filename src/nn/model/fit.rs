@@ -195,9 +195,12 @@ fn non_finite(step: u64, epoch: usize, in_epoch: u64, loss: f32) -> Error {
     Error::invalid(
         "fit",
         format!(
-            "the training loss became non-finite ({loss}) at step {step} (epoch {}, batch {in_epoch}); \
-             lower the learning rate or clip gradients (clip_global_norm). Checkpoints saved \
-             after earlier epochs are untouched",
+            "the training loss became non-finite ({loss}) at step {step} (epoch {}, batch {in_epoch}). \
+             The labels, the pixel data and the normalization were checked before training \
+             (Dataset::validate, the loader), so the likely cause is the optimization: lower \
+             the learning rate or clip gradients (clip_global_norm); for a model built with the \
+             graph API, also check inputs fed directly and the parameter initialization. \
+             Checkpoints saved after earlier epochs are untouched",
             epoch + 1
         ),
     )
