@@ -129,7 +129,10 @@ impl Model {
         // One metadata entry with a fixed field order, so equal states give equal files.
         let meta = HashMap::from([(
             "wgtrain".to_string(),
-            format!("format={FORMAT};{counters};sha256={digest}"),
+            format!(
+                "format={FORMAT};{counters};arch={};sha256={digest}",
+                self.spec().architecture()
+            ),
         )]);
         let serialized = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
@@ -179,6 +182,26 @@ impl Model {
         let mut problems = Vec::new();
         let mut present: Vec<&str> = st.names().into_iter().collect();
         present.sort();
+        // The architecture, when the file records it (earlier files do not): a model whose
+        // tensors happen to have the same shapes but compute something else is not this one.
+        if let Some(saved) = meta.get("arch") {
+            let ours = self.spec().architecture();
+            if *saved != ours {
+                let (a, b): (Vec<&str>, Vec<&str>) =
+                    (saved.split('|').collect(), ours.split('|').collect());
+                let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+                let at = |v: &[&str]| v.get(k).copied().unwrap_or("nothing").to_string();
+                let what = match k {
+                    0 => "the input".to_string(),
+                    k => format!("layer {}", k - 1),
+                };
+                problems.push(format!(
+                    "another architecture: at {what} the checkpoint has {}, this model has {}",
+                    at(&a),
+                    at(&b)
+                ));
+            }
+        }
         // Earlier versions stored every optimizer's state as `.m` and `.v`: a slot missing
         // under its own name is read from `.m` (first slot) or `.v` (second).
         let slots = self.optimizer.state_slots();

@@ -269,6 +269,36 @@ impl Sequential {
         self.push(Layer::GlobalAvgPool)
     }
 
+    /// The architecture as checkpoints record it: the input shape and each layer's kind,
+    /// sizes and activation, separated by `|` (initializers and dropout rates, which do not
+    /// change what the weights mean, are left out).
+    pub fn architecture(&self) -> String {
+        let act = |a: &Option<Activation>| a.map_or("linear", |a| a.name());
+        let mut parts = vec![format!("input{:?}", self.input_shape).replace(' ', "")];
+        for layer in &self.layers {
+            parts.push(match layer {
+                Layer::Dense(d) => format!("dense({},{})", d.units, act(&d.activation)),
+                Layer::Conv2d(c) => format!(
+                    "conv2d({},{}x{},stride{},pad{},{})",
+                    c.filters,
+                    c.kernel,
+                    c.kernel,
+                    c.stride,
+                    c.padding,
+                    act(&c.activation)
+                ),
+                Layer::Activation(a) => format!("activation({})", a.name()),
+                Layer::Softmax => "softmax".into(),
+                Layer::Flatten => "flatten".into(),
+                Layer::Dropout(_) => "dropout".into(),
+                Layer::MaxPool2d { size, stride } => format!("max_pool({size},stride{stride})"),
+                Layer::AvgPool2d { size, stride } => format!("avg_pool({size},stride{stride})"),
+                Layer::GlobalAvgPool => "global_avg_pool".into(),
+            });
+        }
+        parts.join("|")
+    }
+
     /// Exempts from the optimizer's weight decay every parameter whose name contains one of
     /// `names` (Keras' `exclude_from_weight_decay`): `&["bias"]` keeps AdamW or SGD's decay off
     /// the biases. The parameters form their own group ([`crate::optim::ParamOptions`]).
