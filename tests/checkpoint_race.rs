@@ -55,6 +55,9 @@ fn concurrent_saves_in_one_directory_never_corrupt_each_other() {
                     "concurrent_saves_in_one_directory_never_corrupt_each_other",
                 ])
                 .env(CHILD, format!("{}|{k}", p.display()))
+                // Their own test summaries would interleave with this runner's output.
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -63,7 +66,11 @@ fn concurrent_saves_in_one_directory_never_corrupt_each_other() {
     for child in &mut children {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a writer failed: {status}");
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                assert!(status.success(), "a writer failed: {status}\n{err}");
                 break;
             }
             if start.elapsed() > Duration::from_secs(120) {

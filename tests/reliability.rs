@@ -263,29 +263,37 @@ fn cases() -> Vec<(&'static str, fn())> {
             let r = load_edited(|_| {}, Some(u64::MAX));
             expect_err(r, &["step count 18446744073709551615"]);
         }),
-        ("checkpoint: same tensor shapes, another architecture", || {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("m.safetensors");
-            let build = |act| {
-                Sequential::new(&[4, 4])
-                    .flatten()
-                    .dense(Dense::new(5).activation(act))
-                    .dense(Dense::new(3))
-                    .compile(
-                        Loss::SparseCategoricalCrossentropy,
-                        Optimizer::Adam(AdamConfig::adam(1e-2)),
-                        Device::Cpu,
-                        0,
-                    )
-                    .unwrap()
-            };
-            build(wgtrain::ops::Activation::Relu).save(&path).unwrap();
-            let r = build(wgtrain::ops::Activation::Tanh).load(&path);
-            expect_err(
-                r,
-                &["another architecture", "layer 1", "dense(5,relu)", "dense(5,tanh)"],
-            );
-        }),
+        (
+            "checkpoint: same tensor shapes, another architecture",
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("m.safetensors");
+                let build = |act| {
+                    Sequential::new(&[4, 4])
+                        .flatten()
+                        .dense(Dense::new(5).activation(act))
+                        .dense(Dense::new(3))
+                        .compile(
+                            Loss::SparseCategoricalCrossentropy,
+                            Optimizer::Adam(AdamConfig::adam(1e-2)),
+                            Device::Cpu,
+                            0,
+                        )
+                        .unwrap()
+                };
+                build(wgtrain::ops::Activation::Relu).save(&path).unwrap();
+                let r = build(wgtrain::ops::Activation::Tanh).load(&path);
+                expect_err(
+                    r,
+                    &[
+                        "another architecture",
+                        "layer 1",
+                        "dense(5,relu)",
+                        "dense(5,tanh)",
+                    ],
+                );
+            },
+        ),
         // Gzip: every member is read; the size a header declares is bounded by the file.
         ("gzip: two members whose second is extra data", || {
             let dir = tempfile::tempdir().unwrap();
