@@ -2,6 +2,8 @@
 //! corrupt either (each save has its own temporary file). The test binary runs itself twice
 //! as the writers.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -92,15 +94,9 @@ fn concurrent_saves_in_one_directory_never_corrupt_each_other() {
         want.save(&b).unwrap();
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     }
-    let parts = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".part")
-        })
-        .count();
-    assert_eq!(parts, 0, "no temporary file is left");
+    assert_eq!(
+        common::part_files(dir.path()),
+        Vec::<String>::new(),
+        "no temporary file is left"
+    );
 }

@@ -2,6 +2,8 @@
 //! corrupted variants each rejected with a specific error), the loader thread, pictures, and
 //! downloads against a local HTTP server.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -499,17 +501,11 @@ fn pictures_grid_and_model_input() {
         img.pixels().any(|p| p.0 == [40, 200, 60]),
         "a right prediction is framed green"
     );
-    let parts = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".part")
-        })
-        .count();
-    assert_eq!(parts, 0, "no temporary file is left");
+    assert_eq!(
+        common::part_files(dir.path()),
+        Vec::<String>::new(),
+        "no temporary file is left"
+    );
 
     // A dark digit on a white page, 56x56, becomes a 28x28 light-on-dark input.
     let mut page = image::GrayImage::from_pixel(56, 56, image::Luma([255]));
@@ -661,15 +657,10 @@ fn downloads_verify_and_never_leave_bad_files() {
             start.elapsed()
         );
         assert!(!dest.exists(), "{name}: no file may be left");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert!(
-            leftovers
-                .iter()
-                .all(|n| !n.to_string_lossy().ends_with(".part")),
-            "{leftovers:?}"
+        assert_eq!(
+            common::part_files(dir.path()),
+            Vec::<String>::new(),
+            "{name}"
         );
     }
 }

@@ -250,17 +250,11 @@ fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
             },
         )
         .unwrap();
-    let parts = std::fs::read_dir(dir.path().join("run"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".part")
-        })
-        .count();
-    assert_eq!(parts, 0, "no temporary file is left");
+    assert_eq!(
+        common::part_files(&dir.path().join("run")),
+        Vec::<String>::new(),
+        "no temporary file is left"
+    );
     let mut resumed = compile();
     resumed.load(&ckpt).unwrap();
     assert_eq!(resumed.epoch(), 1);

@@ -336,18 +336,8 @@ impl CpuExecutor {
     /// The seam: replaces the pending gradients, flat in [`Graph::param_layout`]'s layout.
     pub fn write_gradients(&mut self, grads: &[f32]) -> Result<()> {
         let (layout, len) = self.graph.param_layout();
-        if grads.len() != len {
-            return Err(Error::shape(
-                "write_gradients",
-                format!("{} values for a gradient layout of {len}", grads.len()),
-            ));
-        }
-        if let Some(bad) = grads.iter().position(|g| !g.is_finite()) {
-            return Err(Error::invalid(
-                "write_gradients",
-                format!("gradient value {bad} is {}", grads[bad]),
-            ));
-        }
+        let what = "a gradient layout";
+        super::check_host_values("write_gradients", what, "gradient", len, grads)?;
         let nodes = self.gradient_nodes();
         let vals = self.pending("write_gradients")?;
         for (p, g) in nodes {
@@ -554,7 +544,7 @@ impl CpuExecutor {
         let buffer = self.run.buffers.get_mut(&b).ok_or_else(|| {
             Error::invalid("write_buffer", "the node is not a buffer of this graph")
         })?;
-        check_buffer_values(buffer.len(), values)?;
+        super::check_host_values("write_buffer", "a buffer", "buffer", buffer.len(), values)?;
         buffer
             .as_slice_mut()
             .expect("buffers are contiguous")
@@ -569,21 +559,4 @@ impl CpuExecutor {
         self.optimizer = o;
         Ok(())
     }
-}
-
-/// A buffer write's length and values (every value finite).
-pub(crate) fn check_buffer_values(len: usize, values: &[f32]) -> Result<()> {
-    if values.len() != len {
-        return Err(Error::shape(
-            "write_buffer",
-            format!("{} values for a buffer of {len}", values.len()),
-        ));
-    }
-    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(
-            "write_buffer",
-            format!("value {bad} is {}", values[bad]),
-        ));
-    }
-    Ok(())
 }

@@ -327,13 +327,8 @@ impl GpuExecutor {
         self.prepare(ctx, batch)?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
-        if self.reads_mode {
-            // Masks are drawn for the step this batch will be (1-based).
-            let state = kernels::StepMode::new(self.step + 1, true);
-            self.arenas
-                .mode
-                .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
-        }
+        // Masks are drawn for the step this batch will be (1-based).
+        self.write_mode(ctx, self.step + 1, true)?;
         self.pending = Some(Pending {
             batch,
             start,
@@ -352,22 +347,8 @@ impl GpuExecutor {
     /// The seam: replaces the pending batch's gradients (a sum over devices, an accumulated
     /// total), flat in [`Graph::param_layout`]'s layout.
     pub fn write_gradients(&mut self, ctx: &GpuContext, grads: &[f32]) -> Result<()> {
-        if grads.len() != self.arena_len {
-            return Err(Error::shape(
-                "write_gradients",
-                format!(
-                    "{} values for a gradient layout of {}",
-                    grads.len(),
-                    self.arena_len
-                ),
-            ));
-        }
-        if let Some(bad) = grads.iter().position(|g| !g.is_finite()) {
-            return Err(Error::invalid(
-                "write_gradients",
-                format!("gradient value {bad} is {}", grads[bad]),
-            ));
-        }
+        let (what, len) = ("a gradient layout", self.arena_len);
+        super::check_host_values("write_gradients", what, "gradient", len, grads)?;
         self.run_pending(ctx, "write_gradients")?;
         self.arenas.grads.write(ctx, 0, grads)
     }
@@ -428,24 +409,13 @@ impl GpuExecutor {
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
-        self.check_no_pending("evaluate_batch")?;
-        let start = std::time::Instant::now();
-        self.write_feeds(ctx, batch, feeds)?;
-        if self.reads_mode {
-            let state = kernels::StepMode::new(self.step, false);
-            self.arenas
-                .mode
-                .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
-        }
-        let plan = &self.plans[&batch];
-        submit(
+        self.run_forward(
             ctx,
-            "evaluation step",
-            start,
-            Some((&self.arenas.params, &plan.prepacked)),
-            plan.kernels[..plan.forward].iter(),
-        )?;
-        Ok(())
+            batch,
+            feeds,
+            ("evaluate_batch", "evaluation step"),
+            true,
+        )
     }
 
     /// The values of `node` for a batch: the forward pass without the metrics launch (nothing
@@ -457,25 +427,41 @@ impl GpuExecutor {
         feeds: &[(NodeId, Feed<'_>)],
         node: NodeId,
     ) -> Result<Vec<f32>> {
-        self.check_no_pending("forward")?;
+        self.run_forward(ctx, batch, feeds, ("forward", "forward pass"), false)?;
+        self.read_node(ctx, batch, node)
+    }
+
+    /// Writes `feeds` and submits the forward pass in evaluation mode, with the metrics
+    /// launch (which ends the forward prefix) or without it; `op` is (the method, for errors
+    /// about its use; the submission's label).
+    fn run_forward(
+        &mut self,
+        ctx: &GpuContext,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+        (op, label): (&'static str, &str),
+        with_metrics: bool,
+    ) -> Result<()> {
+        self.check_no_pending(op)?;
         let start = std::time::Instant::now();
         self.write_feeds(ctx, batch, feeds)?;
+        self.write_mode(ctx, self.step, false)?;
+        let plan = &self.plans[&batch];
+        let end = plan.forward - usize::from(!with_metrics);
+        let copies = Some((&self.arenas.params, &plan.prepacked));
+        submit(ctx, label, start, copies, plan.kernels[..end].iter())?;
+        Ok(())
+    }
+
+    /// Writes the step and train/eval flag, when some op reads them.
+    fn write_mode(&self, ctx: &GpuContext, step: u64, training: bool) -> Result<()> {
         if self.reads_mode {
-            let state = kernels::StepMode::new(self.step, false);
+            let state = kernels::StepMode::new(step, training);
             self.arenas
                 .mode
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
-        let plan = &self.plans[&batch];
-        // The forward prefix ends with the metrics launch, which `forward` leaves out.
-        submit(
-            ctx,
-            "forward pass",
-            start,
-            Some((&self.arenas.params, &plan.prepacked)),
-            plan.kernels[..plan.forward - 1].iter(),
-        )?;
-        self.read_node(ctx, batch, node)
+        Ok(())
     }
 
     /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).

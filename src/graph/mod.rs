@@ -617,6 +617,31 @@ impl Graph {
     }
 }
 
+/// Values a caller hands an executor (gradients at the seam, a buffer's contents): exactly
+/// `len` of them (`what` names the destination, e.g. "a buffer"), every one finite (`noun`
+/// names them in the error, e.g. "gradient").
+pub(crate) fn check_host_values(
+    op: &'static str,
+    what: &str,
+    noun: &str,
+    len: usize,
+    values: &[f32],
+) -> Result<()> {
+    if values.len() != len {
+        return Err(Error::shape(
+            op,
+            format!("{} values for {what} of {len}", values.len()),
+        ));
+    }
+    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            op,
+            format!("{noun} value {bad} is {}", values[bad]),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,21 +177,19 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let node = &graph.nodes()[i];
     let inp = |k: usize| node.inputs[k].0;
     let v = |j: usize| views.view(j);
-    // (n, c, h, w) of input `k` and the geometry of a window over it.
-    let geom = |k: usize, out: Option<usize>, win: Window| {
-        let s = &shapes[inp(k)];
-        ConvGeom {
-            n: s[0],
-            c: s[1],
-            h: s[2],
-            w: s[3],
-            out: out.unwrap_or(s[1]),
-            win,
-        }
+    // A window over an (n, c, h, w) value: an input's, or for a gradient op the forward
+    // op's input, which is this node's output.
+    let geom = |s: &[usize], out: Option<usize>, win: Window| ConvGeom {
+        n: s[0],
+        c: s[1],
+        h: s[2],
+        w: s[3],
+        out: out.unwrap_or(s[1]),
+        win,
     };
     Ok(match &node.op {
         Op::Conv2d(win) => {
-            let g = geom(0, Some(shapes[i][1]), *win);
+            let g = geom(&shapes[inp(0)], Some(shapes[i][1]), *win);
             Some(kernels::conv2d(
                 ctx,
                 &g,
@@ -202,16 +200,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             )?)
         }
         Op::Conv2dGradInput { win, .. } => {
-            // Geometry of the forward convolution: its input is this node's output.
-            let o = &shapes[i];
-            let g = ConvGeom {
-                n: o[0],
-                c: o[1],
-                h: o[2],
-                w: o[3],
-                out: shapes[inp(0)][1],
-                win: *win,
-            };
+            let g = geom(&shapes[i], Some(shapes[inp(0)][1]), *win);
             Some(kernels::conv2d_grad_input(
                 ctx,
                 &g,
@@ -221,7 +210,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             )?)
         }
         Op::Conv2dGradWeight(win) => {
-            let g = geom(0, Some(shapes[inp(1)][1]), *win);
+            let g = geom(&shapes[inp(0)], Some(shapes[inp(1)][1]), *win);
             Some(kernels::conv2d_grad_weight(
                 ctx,
                 &g,
@@ -244,23 +233,15 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         }
         Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
             let max = matches!(node.op, Op::MaxPool2d(_));
-            let g = geom(0, None, *win);
+            let g = geom(&shapes[inp(0)], None, *win);
             Some(kernels::pool(ctx, &g, max, v(inp(0))?, v(i)?)?.into())
         }
         Op::MaxPool2dGrad(win) => {
-            let g = geom(0, None, *win);
+            let g = geom(&shapes[inp(0)], None, *win);
             Some(kernels::pool_grad(ctx, &g, true, v(inp(0))?, v(inp(1))?, v(i)?)?.into())
         }
         Op::AvgPool2dGrad { win, .. } => {
-            let o = &shapes[i];
-            let g = ConvGeom {
-                n: o[0],
-                c: o[1],
-                h: o[2],
-                w: o[3],
-                out: o[1],
-                win: *win,
-            };
+            let g = geom(&shapes[i], None, *win);
             let dy = v(inp(0))?;
             Some(kernels::pool_grad(ctx, &g, false, dy, dy, v(i)?)?.into())
         }

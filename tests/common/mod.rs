@@ -143,3 +143,12 @@ pub fn rewrite_checkpoint_step(
     )]);
     safetensors::serialize(views, Some(meta)).unwrap()
 }
+
+/// The temporary `.part` files left in `dir` (an atomic write must leave none).
+pub fn part_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect()
+}

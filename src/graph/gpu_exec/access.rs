@@ -107,7 +107,7 @@ impl GpuExecutor {
     /// Overwrites a buffer's values (every value finite); later steps read the new values.
     pub fn write_buffer(&self, ctx: &GpuContext, b: NodeId, values: &[f32]) -> Result<()> {
         let (off, len) = self.buffer_range(b, "write_buffer")?;
-        crate::graph::cpu_exec::check_buffer_values(len, values)?;
+        crate::graph::check_host_values("write_buffer", "a buffer", "buffer", len, values)?;
         self.arenas.buffers.write(ctx, off, values)
     }
 
