@@ -75,7 +75,7 @@ fn main() -> wgtrain::Result<()> {
                 "{name:<16} {kind:<6} {:>12.0} {:>14} {:>12.4}",
                 speeds[speeds.len() / 2],
                 waits.join("/"),
-                last.accuracy
+                last.accuracy().unwrap_or(f32::NAN)
             );
         }
     }

@@ -12,6 +12,8 @@
 //   LOSS 0: mean squared error          (p - t)^2
 //   LOSS 1: binary cross-entropy        -(t log p + (1 - t) log(1 - p)), p clamped to [eps, 1 - eps]
 //   LOSS 2: binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
+//   LOSS 3: mean absolute error         |p - t|
+//   LOSS 4: Huber (delta 1)             (p - t)^2 / 2 within delta, delta (|p - t| - delta / 2) beyond
 //   bindings: 0 dims, 1 prediction, 2 target, 3 grad (write), 4 elem_loss (write)
 
 struct Dims {
@@ -23,6 +25,8 @@ struct Dims {
 
 const WG: u32 = 64u;
 const BCE_EPS: f32 = 1e-7;
+// Keras' and PyTorch's default delta.
+const HUBER_DELTA: f32 = 1.0;
 override LOSS: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -101,6 +105,24 @@ fn pointwise(
             l = -(t * log(q) + (1.0 - t) * log(1.0 - q));
             g = (q - t) / (q * (1.0 - q));
         }
+        case 3u: {
+            // Mean absolute error; the subgradient at 0 is 0 (as TensorFlow's sign).
+            let d = p - t;
+            l = abs(d);
+            g = sign(d);
+        }
+        case 4u: {
+            // Huber with delta HUBER_DELTA: quadratic inside, linear outside.
+            let d = p - t;
+            let a = abs(d);
+            if (a <= HUBER_DELTA) {
+                l = 0.5 * d * d;
+                g = d;
+            } else {
+                l = HUBER_DELTA * (a - 0.5 * HUBER_DELTA);
+                g = HUBER_DELTA * sign(d);
+            }
+        }
         default: {
             l = max(p, 0.0) - p * t + log(1.0 + exp(-abs(p)));
             var sig = 0.0;
@@ -125,6 +147,10 @@ fn pointwise(
 //   acc[8]     steps
 //   acc[9]     the 1-based step of the first non-finite loss (0 while every loss was finite), so
 //              the host can name the step without reading per step.
+//   f32 targets only (zero for labels), each a Kahan sum over every element of the step:
+//   acc[10..12] |output - target|, acc[12..14] (output - target)^2, acc[14..16] target,
+//   acc[16..18] target^2; acc[18..20] elements, a u64. The host turns them into MAE, RMSE
+//   and R^2.
 // metrics (sparse labels): a row is correct when its first maximal logit is at its label.
 // metrics_dense (f32 targets, METRIC override):
 //   METRIC 0: a row is correct when its first maximal output is at its target's first maximum;
@@ -141,6 +167,7 @@ override THRESHOLD: f32 = 0.5;
 @group(0) @binding(4) var<storage, read_write> m_acc: array<u32>;
 
 var<workgroup> correct_part: array<u32, WG>;
+var<workgroup> sums_part: array<vec4<f32>, WG>;
 
 fn first_max(base: u32) -> u32 {
     var best = 0u;
@@ -162,13 +189,25 @@ fn add_u64(i: u32, x: u32) {
     m_acc[i + 1u] = m_acc[i + 1u] + select(0u, 1u, lo < x);
 }
 
-// Sums `correct` over the workgroup and accumulates the step into m_acc.
-fn finish_metrics(lid: u32, correct: u32, predictions: u32) {
+// acc[i..i+2] += x as a Kahan (sum, compensation) pair of f32 bits.
+fn add_kahan(i: u32, x: f32) {
+    let sum = bitcast<f32>(m_acc[i]);
+    let y = x - bitcast<f32>(m_acc[i + 1u]);
+    let t = sum + y;
+    m_acc[i + 1u] = bitcast<u32>((t - sum) - y);
+    m_acc[i] = bitcast<u32>(t);
+}
+
+// Sums `correct` and the error sums (|d|, d^2, t, t^2) over the workgroup and accumulates the
+// step into m_acc; `elements` is how many outputs the sums cover (0 for labels).
+fn finish_metrics(lid: u32, correct: u32, predictions: u32, sums: vec4<f32>, elements: u32) {
     correct_part[lid] = correct;
+    sums_part[lid] = sums;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
         if (lid < stride) {
             correct_part[lid] = correct_part[lid] + correct_part[lid + stride];
+            sums_part[lid] = sums_part[lid] + sums_part[lid + stride];
         }
         workgroupBarrier();
     }
@@ -179,15 +218,19 @@ fn finish_metrics(lid: u32, correct: u32, predictions: u32) {
             m_acc[9] = m_acc[8] + 1u;
         }
         // Kahan: the compensation keeps the sum exact to f32 rounding over many steps.
-        let sum = bitcast<f32>(m_acc[0]);
-        let y = loss * f32(dims.rows) - bitcast<f32>(m_acc[1]);
-        let t = sum + y;
-        m_acc[1] = bitcast<u32>((t - sum) - y);
-        m_acc[0] = bitcast<u32>(t);
+        add_kahan(0u, loss * f32(dims.rows));
         add_u64(2u, correct_part[0]);
         add_u64(4u, predictions);
         add_u64(6u, dims.rows);
         m_acc[8] = m_acc[8] + 1u;
+        if (elements > 0u) {
+            let s = sums_part[0];
+            add_kahan(10u, s.x);
+            add_kahan(12u, s.y);
+            add_kahan(14u, s.z);
+            add_kahan(16u, s.w);
+            add_u64(18u, elements);
+        }
     }
 }
 
@@ -197,13 +240,20 @@ fn metrics(@builtin(local_invocation_index) lid: u32) {
     for (var row = lid; row < dims.rows; row += WG) {
         correct += select(0u, 1u, first_max(row * dims.cols) == m_labels[row]);
     }
-    finish_metrics(lid, correct, dims.rows);
+    finish_metrics(lid, correct, dims.rows, vec4<f32>(0.0), 0u);
 }
 
 @group(0) @binding(2) var<storage, read> m_targets: array<f32>;
 
 @compute @workgroup_size(WG)
 fn metrics_dense(@builtin(local_invocation_index) lid: u32) {
+    let n = dims.rows * dims.cols;
+    var sums = vec4<f32>(0.0);
+    for (var i = lid; i < n; i += WG) {
+        let t = m_targets[i];
+        let d = m_logits[i] - t;
+        sums += vec4<f32>(abs(d), d * d, t, t * t);
+    }
     var correct = 0u;
     if (METRIC == 0u) {
         for (var row = lid; row < dims.rows; row += WG) {
@@ -219,12 +269,11 @@ fn metrics_dense(@builtin(local_invocation_index) lid: u32) {
             }
             correct += select(0u, 1u, first_max(base) == best);
         }
-        finish_metrics(lid, correct, dims.rows);
+        finish_metrics(lid, correct, dims.rows, sums, n);
     } else {
-        let n = dims.rows * dims.cols;
         for (var i = lid; i < n; i += WG) {
             correct += select(0u, 1u, (m_logits[i] > THRESHOLD) == (m_targets[i] > 0.5));
         }
-        finish_metrics(lid, correct, n);
+        finish_metrics(lid, correct, n, sums, n);
     }
 }

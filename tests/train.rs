@@ -462,10 +462,10 @@ fn dense_losses_validation_data_and_schedules() {
                 ..FitConfig::new(2, 64)
             };
             let h = model.fit(&train, &cfg).unwrap();
-            let last = h.epochs[1];
-            let val = last.val_accuracy.expect("validation data was given");
+            let last = &h.epochs[1];
+            let val = last.val_accuracy().expect("validation data was given");
             let eval = model.evaluate(&test, 256).unwrap();
-            assert_eq!(Some(eval.accuracy), last.val_accuracy, "{loss:?}");
+            assert_eq!(Some(eval.accuracy), last.val_accuracy(), "{loss:?}");
             // BCE over ten one-hot outputs reports binary accuracy (per output), the others
             // the argmax accuracy.
             assert!(val > 0.7, "{loss:?}: validation accuracy {val}");

@@ -75,7 +75,30 @@ impl PointwiseLoss {
                 };
                 (l, sig - t)
             }
+            PointwiseLoss::MeanAbsoluteError => {
+                let d = p - t;
+                (d.abs(), sign(d))
+            }
+            PointwiseLoss::Huber => {
+                let d = p - t;
+                if d.abs() <= one {
+                    (T::of(0.5) * d * d, d)
+                } else {
+                    (d.abs() - T::of(0.5), sign(d))
+                }
+            }
         }
+    }
+}
+
+/// -1, 0 or 1 (WGSL's `sign`; NaN stays NaN).
+fn sign<T: Scalar>(d: T) -> T {
+    if d > T::zero() {
+        T::one()
+    } else if d < T::zero() {
+        -T::one()
+    } else {
+        d * T::zero()
     }
 }
 

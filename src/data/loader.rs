@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Dataset;
+use super::{Affine, ArrayDataset, Dataset};
 use crate::error::{Error, Result};
 
 /// How pixels become model inputs.
@@ -86,8 +86,14 @@ pub struct LoaderConfig {
     /// The number of the first epoch streamed (shuffles and augmentation are seeded by
     /// (seed, epoch number), so a resumed run sees the batches an uninterrupted one would).
     pub first_epoch: usize,
+    /// How image pixels become inputs ([`Dataset`] only).
     pub normalize: Normalize,
+    /// Image augmentation ([`Dataset`] only).
     pub augment: Option<Augment>,
+    /// Per-feature scaling of numeric inputs ([`ArrayDataset`] only).
+    pub feature_scaling: Option<Arc<Affine>>,
+    /// Per-column scaling of real-valued targets ([`ArrayDataset`] only).
+    pub target_scaling: Option<Arc<Affine>>,
 }
 
 impl LoaderConfig {
@@ -103,17 +109,68 @@ impl LoaderConfig {
             first_epoch: 0,
             normalize: Normalize::Unit,
             augment: None,
+            feature_scaling: None,
+            target_scaling: None,
         }
     }
 }
 
-/// One batch: `len` samples of `features` f32 inputs each, and their labels.
+/// The kind of targets a dataset holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Class indices below this count.
+    Classes(usize),
+    /// Rows of this many real values.
+    Values(usize),
+}
+
+/// What the loader streams from: an in-memory dataset that checks a configuration against
+/// itself and writes the samples a batch selects. Implemented by [`Dataset`] (u8 images) and
+/// [`ArrayDataset`] (f32 arrays).
+pub trait Samples: std::fmt::Debug + Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// What the samples are trained towards.
+    fn target_kind(&self) -> TargetKind;
+
+    /// The numeric dataset behind these samples, if they are one.
+    fn as_arrays(&self) -> Option<&ArrayDataset> {
+        None
+    }
+
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Model inputs per sample.
+    fn sample_len(&self) -> usize;
+
+    /// Checks the data, then `cfg` against them (called once, before the thread starts).
+    fn check(&self, cfg: &LoaderConfig) -> Result<()>;
+
+    /// Fills `batch` (inputs, and labels or targets) with samples `ids`; `rng` drives
+    /// augmentation and is seeded per epoch.
+    fn write_batch(
+        &self,
+        ids: &[usize],
+        cfg: &LoaderConfig,
+        rng: &mut ChaCha8Rng,
+        batch: &mut Batch,
+    ) -> Result<()>;
+}
+
+/// One batch: `len` samples of `features` f32 inputs each, and their labels (class indices)
+/// or targets (real-valued rows), whichever the data hold.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     /// (len, features), row-major.
     pub inputs: Vec<f32>,
-    /// (len)
+    /// (len) class indices; empty when the data hold real-valued targets.
     pub labels: Vec<u32>,
+    /// (len, target width), row-major; empty when the data hold class indices.
+    pub targets: Vec<f32>,
     pub len: usize,
     pub epoch: usize,
     /// Position of the batch within its epoch.
@@ -137,8 +194,8 @@ pub struct Loader {
 
 impl Loader {
     /// Streams `indices` of `dataset` (all of it when `None`, or a split) as `cfg` says.
-    pub fn new(
-        dataset: Arc<Dataset>,
+    pub fn new<S: Samples + Send + 'static>(
+        dataset: Arc<S>,
         indices: Option<Vec<usize>>,
         cfg: LoaderConfig,
     ) -> Result<Self> {
@@ -167,9 +224,9 @@ impl Loader {
     /// })
     /// # }
     /// ```
-    pub fn scoped<'scope, 'env>(
+    pub fn scoped<'scope, 'env, S: Samples + ?Sized>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        dataset: &'env Dataset,
+        dataset: &'env S,
         indices: Option<Vec<usize>>,
         cfg: LoaderConfig,
     ) -> Result<Self> {
@@ -183,47 +240,19 @@ impl Loader {
     }
 
     /// Checks the configuration and builds the batch filler: (batches per epoch, filler).
-    fn plan<'a, D>(
+    fn plan<'a, D, S>(
         dataset: D,
         indices: Option<Vec<usize>>,
         cfg: LoaderConfig,
     ) -> Result<(usize, Box<FillFn<'a>>)>
     where
-        D: std::ops::Deref<Target = Dataset> + Send + 'a,
+        D: std::ops::Deref<Target = S> + Send + 'a,
+        S: Samples + ?Sized + 'a,
     {
         if cfg.batch_size == 0 {
             return Err(Error::invalid("loader", "batch_size is 0"));
         }
-        dataset.validate()?;
-        if let Some(a) = &cfg.augment {
-            let side = dataset.height.min(dataset.width);
-            if a.crop_padding >= side {
-                return Err(Error::invalid(
-                    "loader",
-                    format!(
-                        "augmentation crop padding {} is not smaller than the {}x{} image",
-                        a.crop_padding, dataset.height, dataset.width
-                    ),
-                ));
-            }
-        }
-        if let Normalize::MeanStd { mean, std } = &cfg.normalize {
-            let finite = mean.iter().chain(std).all(|v| v.is_finite());
-            if mean.len() != dataset.channels
-                || std.len() != dataset.channels
-                || std.contains(&0.0)
-                || !finite
-            {
-                return Err(Error::invalid(
-                    "loader",
-                    format!(
-                        "normalization needs {} finite means and finite non-zero stds, got \
-                         {mean:?} / {std:?}",
-                        dataset.channels
-                    ),
-                ));
-            }
-        }
+        dataset.check(&cfg)?;
         let indices = indices.unwrap_or_else(|| (0..dataset.len()).collect());
         if let Some(&bad) = indices.iter().find(|&&i| i >= dataset.len()) {
             return Err(Error::invalid(
@@ -395,16 +424,17 @@ fn thread_builder() -> std::thread::Builder {
     std::thread::Builder::new().name("wgtrain-loader".into())
 }
 
-fn dataset_filler<D: std::ops::Deref<Target = Dataset> + Send>(
+fn dataset_filler<D, S>(
     data: D,
     indices: Vec<usize>,
     cfg: LoaderConfig,
-) -> impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send {
+) -> impl FnMut(usize, usize, &mut Batch) -> Result<()> + Send
+where
+    D: std::ops::Deref<Target = S> + Send,
+    S: Samples + ?Sized,
+{
     let mut order = indices;
     let mut augment_rng = ChaCha8Rng::seed_from_u64(0);
-    let (c, h, w) = (data.channels, data.height, data.width);
-    let plane = h * w;
-    let (scale, shift) = cfg.normalize.scale_shift(c);
     move |epoch, index, batch| {
         if index == 0 {
             if cfg.shuffle {
@@ -419,20 +449,122 @@ fn dataset_filler<D: std::ops::Deref<Target = Dataset> + Send>(
         }
         let start = index * cfg.batch_size;
         let samples = &order[start..(start + cfg.batch_size).min(order.len())];
-        let features = data.features();
         batch.len = samples.len();
-        batch.inputs.resize(samples.len() * features, 0.0);
+        data.write_batch(samples, &cfg, &mut augment_rng, batch)
+    }
+}
+
+/// A shared dataset streams as the dataset itself (`fit(&arc, ..)` works as `fit(&*arc, ..)`).
+impl<T: Samples + ?Sized + Send> Samples for Arc<T> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+
+    fn target_kind(&self) -> TargetKind {
+        (**self).target_kind()
+    }
+
+    fn as_arrays(&self) -> Option<&ArrayDataset> {
+        (**self).as_arrays()
+    }
+
+    fn sample_len(&self) -> usize {
+        (**self).sample_len()
+    }
+
+    fn check(&self, cfg: &LoaderConfig) -> Result<()> {
+        (**self).check(cfg)
+    }
+
+    fn write_batch(
+        &self,
+        ids: &[usize],
+        cfg: &LoaderConfig,
+        rng: &mut ChaCha8Rng,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        (**self).write_batch(ids, cfg, rng, batch)
+    }
+}
+
+impl Samples for Dataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn target_kind(&self) -> TargetKind {
+        TargetKind::Classes(self.num_classes)
+    }
+
+    fn sample_len(&self) -> usize {
+        self.features()
+    }
+
+    fn check(&self, cfg: &LoaderConfig) -> Result<()> {
+        self.validate()?;
+        if cfg.feature_scaling.is_some() || cfg.target_scaling.is_some() {
+            return Err(Error::invalid(
+                "loader",
+                "feature and target scaling apply to numeric arrays; images are scaled by \
+                 `normalize`",
+            ));
+        }
+        if let Some(a) = &cfg.augment {
+            let side = self.height.min(self.width);
+            if a.crop_padding >= side {
+                return Err(Error::invalid(
+                    "loader",
+                    format!(
+                        "augmentation crop padding {} is not smaller than the {}x{} image",
+                        a.crop_padding, self.height, self.width
+                    ),
+                ));
+            }
+        }
+        if let Normalize::MeanStd { mean, std } = &cfg.normalize {
+            let finite = mean.iter().chain(std).all(|v| v.is_finite());
+            if mean.len() != self.channels
+                || std.len() != self.channels
+                || std.contains(&0.0)
+                || !finite
+            {
+                return Err(Error::invalid(
+                    "loader",
+                    format!(
+                        "normalization needs {} finite means and finite non-zero stds, got \
+                         {mean:?} / {std:?}",
+                        self.channels
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_batch(
+        &self,
+        ids: &[usize],
+        cfg: &LoaderConfig,
+        rng: &mut ChaCha8Rng,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let plane = h * w;
+        let (scale, shift) = cfg.normalize.scale_shift(c);
+        let features = self.features();
+        batch.inputs.resize(ids.len() * features, 0.0);
         batch.labels.clear();
-        for (slot, &i) in samples.iter().enumerate() {
-            batch.labels.push(data.labels[i] as u32);
-            let src = data.image(i);
+        batch.targets.clear();
+        for (slot, &i) in ids.iter().enumerate() {
+            batch.labels.push(self.labels[i] as u32);
+            let src = self.image(i);
             let dst = &mut batch.inputs[slot * features..(slot + 1) * features];
             let (dy, dx, flip) = match cfg.augment {
                 Some(a) => {
                     let p = a.crop_padding as i64;
-                    let dy = augment_rng.random_range(-p..=p);
-                    let dx = augment_rng.random_range(-p..=p);
-                    (dy, dx, a.flip && augment_rng.random_bool(0.5))
+                    let dy = rng.random_range(-p..=p);
+                    let dx = rng.random_range(-p..=p);
+                    (dy, dx, a.flip && rng.random_bool(0.5))
                 }
                 None => (0, 0, false),
             };
@@ -450,6 +582,86 @@ fn dataset_filler<D: std::ops::Deref<Target = Dataset> + Send>(
                             0
                         };
                         dst[ch * plane + y * w + x] = v as f32 * s + b;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Samples for ArrayDataset {
+    fn len(&self) -> usize {
+        ArrayDataset::len(self)
+    }
+
+    fn target_kind(&self) -> TargetKind {
+        match &self.targets {
+            super::Targets::Classes { classes, .. } => TargetKind::Classes(*classes),
+            super::Targets::Values { width, .. } => TargetKind::Values(*width),
+        }
+    }
+
+    fn as_arrays(&self) -> Option<&ArrayDataset> {
+        Some(self)
+    }
+
+    fn sample_len(&self) -> usize {
+        ArrayDataset::sample_len(self)
+    }
+
+    fn check(&self, cfg: &LoaderConfig) -> Result<()> {
+        self.validate()?;
+        if cfg.augment.is_some() || cfg.normalize != Normalize::Unit {
+            return Err(Error::invalid(
+                "loader",
+                "`normalize` and `augment` apply to u8 images; numeric arrays are scaled by \
+                 feature_scaling (FitConfig::scale_features)",
+            ));
+        }
+        if let Some(a) = &cfg.feature_scaling {
+            a.check("feature scaling", self.sample_len())?;
+        }
+        if let Some(a) = &cfg.target_scaling {
+            match &self.targets {
+                super::Targets::Values { width, .. } => a.check("target scaling", *width)?,
+                super::Targets::Classes { .. } => {
+                    return Err(Error::invalid(
+                        "loader",
+                        "target scaling applies to real-valued targets, these are class indices",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_batch(
+        &self,
+        ids: &[usize],
+        cfg: &LoaderConfig,
+        _rng: &mut ChaCha8Rng,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let f = self.sample_len();
+        batch.inputs.clear();
+        for &i in ids {
+            let row = &self.features[i * f..(i + 1) * f];
+            match &cfg.feature_scaling {
+                None => batch.inputs.extend_from_slice(row),
+                Some(a) => batch.inputs.extend(a.apply_row(row)),
+            }
+        }
+        batch.labels.clear();
+        batch.targets.clear();
+        match &self.targets {
+            super::Targets::Classes { labels, .. } => batch.labels.extend(ids.iter().map(|&i| labels[i])),
+            super::Targets::Values { values, width } => {
+                for &i in ids {
+                    let row = &values[i * width..(i + 1) * width];
+                    match &cfg.target_scaling {
+                        None => batch.targets.extend_from_slice(row),
+                        Some(a) => batch.targets.extend(a.apply_row(row)),
                     }
                 }
             }

@@ -2,15 +2,18 @@
 //! a loader thread that streams shuffled, normalized batches, downloads with checksums, and
 //! pictures (sample grids, images loaded for prediction).
 
+mod arrays;
 pub mod cifar10;
 pub mod download;
 mod idx;
 pub mod loader;
 pub mod mnist;
 pub mod picture;
+pub mod tabular;
 
+pub use arrays::{Affine, ArrayDataset, Scaling, Targets};
 pub use idx::{parse_idx, read_idx, IdxArray};
-pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize};
+pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize, Samples, TargetKind};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -117,39 +120,50 @@ impl Dataset {
     /// A validation split as Keras makes it: the last `fraction` of the samples is held out.
     /// Returns (train indices, validation indices).
     pub fn split_last(&self, fraction: f64) -> Result<(Vec<usize>, Vec<usize>)> {
-        let cut = self.split_point(fraction)?;
-        Ok(((0..cut).collect(), (cut..self.len()).collect()))
+        split_last(self.len(), fraction)
     }
 
     /// A seeded random validation split of `fraction` of the samples.
     pub fn split_seeded(&self, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-        let cut = self.split_point(fraction)?;
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        let validation = order.split_off(cut);
-        Ok((order, validation))
+        split_seeded(self.len(), fraction, seed)
     }
+}
 
-    fn split_point(&self, fraction: f64) -> Result<usize> {
-        if !(0.0..1.0).contains(&fraction) {
-            return Err(Error::invalid(
-                "validation split",
-                format!("fraction {fraction} is not in [0, 1)"),
-            ));
-        }
-        let held_out = (self.len() as f64 * fraction).round() as usize;
-        if fraction > 0.0 && held_out == 0 {
-            return Err(Error::invalid(
-                "validation split",
-                format!(
-                    "fraction {fraction} of {} samples holds out none; use a larger fraction \
-                     or no split",
-                    self.len()
-                ),
-            ));
-        }
-        Ok(self.len() - held_out)
+/// Keras' validation split of `len` samples: the last `fraction` is held out.
+/// Returns (kept indices, held-out indices).
+pub fn split_last(len: usize, fraction: f64) -> Result<(Vec<usize>, Vec<usize>)> {
+    let cut = split_point(len, fraction)?;
+    Ok(((0..cut).collect(), (cut..len).collect()))
+}
+
+/// A seeded random split of `len` samples holding out `fraction` of them (the same seed gives
+/// the same split). Returns (kept indices, held-out indices).
+pub fn split_seeded(len: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    let cut = split_point(len, fraction)?;
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let held_out = order.split_off(cut);
+    Ok((order, held_out))
+}
+
+fn split_point(len: usize, fraction: f64) -> Result<usize> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::invalid(
+            "validation split",
+            format!("fraction {fraction} is not in [0, 1)"),
+        ));
     }
+    let held_out = (len as f64 * fraction).round() as usize;
+    if fraction > 0.0 && held_out == 0 {
+        return Err(Error::invalid(
+            "validation split",
+            format!(
+                "fraction {fraction} of {len} samples holds out none; use a larger fraction \
+                 or no split"
+            ),
+        ));
+    }
+    Ok(len - held_out)
 }
 
 /// Class names for the ten digits.

@@ -7,7 +7,7 @@ use ndarray::{Array1, ArrayD, IxDyn};
 use super::{gpu_exec::metric_kind, Graph, NodeId, Op};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::ops::{MetricKind, MetricTotals, Metrics};
+use crate::ops::{ErrorSums, MetricKind, MetricTotals, Metrics};
 
 /// A node's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +266,11 @@ impl CpuExecutor {
         };
         self.metrics
             .add_step(loss, rows as u64, correct as u64, predictions as u64);
+        if let Some(Value::Float(t)) = &vals[targets.0] {
+            let t = t.as_standard_layout();
+            let t = t.as_slice().expect("standard layout");
+            self.metrics.add_errors(&ErrorSums::of(z, t));
+        }
     }
 
     /// One training step: [`Self::compute_gradients`], then [`Self::apply_gradients`].

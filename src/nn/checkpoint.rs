@@ -5,7 +5,10 @@
 //! from Python's `safetensors`. Checkpoints of earlier versions, which stored `.m` and `.v`
 //! for every optimizer, still load. Written to a temporary file, synced, then renamed; a SHA-256 of
 //! the tensor bytes in the metadata catches tampering, and a load checks every name, shape
-//! and dtype before changing anything.
+//! and dtype before changing anything. A model fitted on numeric arrays also stores its
+//! fitted scaling (`preprocess.features.scale`, `.shift`, and `preprocess.targets.*`) and the
+//! data's class names (metadata `wgtrain.classes`, a JSON array), so that `predict_array`
+//! after a load scales inputs and names classes as before the save.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,6 +21,8 @@ use super::model::Model;
 use crate::error::{Error, Result};
 
 const FORMAT: &str = "wgtrain-checkpoint-1";
+/// Metadata key of the class names.
+const CLASSES_KEY: &str = "wgtrain.classes";
 
 /// A named tensor: (checkpoint name, shape, values).
 type Named = (String, Vec<usize>, Vec<f32>);
@@ -99,7 +104,18 @@ impl Model {
     /// in the same directory, synced, then renamed (another process saving another checkpoint
     /// there at the same time never shares it); on failure `path` is untouched.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors = self.tensors()?;
+        let mut tensors = self.tensors()?;
+        for (which, map) in [
+            ("features", &self.preprocess.features),
+            ("targets", &self.preprocess.targets),
+        ] {
+            if let Some(a) = map {
+                for (part, v) in [("scale", &a.scale), ("shift", &a.shift)] {
+                    tensors.push((format!("preprocess.{which}.{part}"), vec![v.len()], v.clone()));
+                }
+            }
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let counters = format!("step={};epoch={}", self.steps(), self.epoch);
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .into_iter()
@@ -127,13 +143,18 @@ impl Model {
             .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
             .map_err(|e| Error::data(path, format!("building the checkpoint: {e}")))?;
         // One metadata entry with a fixed field order, so equal states give equal files.
-        let meta = HashMap::from([(
+        let mut meta = HashMap::from([(
             "wgtrain".to_string(),
             format!(
                 "format={FORMAT};{counters};arch={};sha256={digest}",
                 self.spec().architecture()
             ),
         )]);
+        if !self.class_names.is_empty() {
+            let names = serde_json::to_string(&self.class_names)
+                .map_err(|e| Error::data(path, format!("writing the class names: {e}")))?;
+            meta.insert(CLASSES_KEY.to_string(), names);
+        }
         let serialized = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
         crate::atomic_file::write_atomic(path, |file, tmp| {
@@ -159,6 +180,12 @@ impl Model {
             .and_then(|m| m.get("wgtrain"))
             .cloned()
             .unwrap_or_default();
+        let class_names: Vec<String> = match meta.metadata().as_ref().and_then(|m| m.get(CLASSES_KEY)) {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                Error::data(path, format!("the class names in `{CLASSES_KEY}` are not a JSON list of strings: {e}"))
+            })?,
+        };
         let meta: HashMap<&str, &str> = entry
             .split(';')
             .filter_map(|kv| kv.split_once('='))
@@ -240,8 +267,43 @@ impl Model {
                 .collect()
         };
         let sources: Vec<String> = expected.iter().map(|(n, _, _)| source(n)).collect();
+        // The fitted scaling: complete (scale and shift) and of the model's widths.
+        let mut preprocess = super::Preprocess::default();
+        for (which, width) in [("features", self.features()), ("targets", self.outputs())] {
+            let name = |part: &str| format!("preprocess.{which}.{part}");
+            let (scale, shift) = (st.tensor(&name("scale")), st.tensor(&name("shift")));
+            let (scale, shift) = match (scale, shift) {
+                (Err(_), Err(_)) => continue,
+                (Ok(a), Ok(b)) => (a, b),
+                _ => {
+                    problems.push(format!("`{}` comes without its pair", which));
+                    continue;
+                }
+            };
+            if [&scale, &shift]
+                .iter()
+                .any(|t| t.dtype() != Dtype::F32 || t.shape() != [width])
+            {
+                problems.push(format!(
+                    "`preprocess.{which}` must be two F32 tensors of shape [{width}]"
+                ));
+                continue;
+            }
+            let map = crate::data::Affine {
+                scale: read(&name("scale")),
+                shift: read(&name("shift")),
+            };
+            if let Err(e) = map.check(&format!("preprocess.{which}"), width) {
+                problems.push(e.to_string());
+                continue;
+            }
+            match which {
+                "features" => preprocess.features = Some(map),
+                _ => preprocess.targets = Some(map),
+            }
+        }
         for name in &present {
-            if sources.iter().any(|n| n == name) {
+            if sources.iter().any(|n| n == name) || name.starts_with("preprocess.") {
                 continue;
             }
             // An earlier version's `.m` / `.v` for a slot this optimizer does not keep is
@@ -318,6 +380,9 @@ impl Model {
             tensors,
             step,
             epoch,
-        })
+        })?;
+        self.preprocess = preprocess;
+        self.class_names = class_names;
+        Ok(())
     }
 }

@@ -24,7 +24,10 @@ mod checkpoint;
 mod model;
 
 pub use crate::optim::LrSchedule;
-pub use model::{Device, EarlyStopping, EpochLog, FitConfig, History, Model, Monitor, Prediction};
+pub use model::{
+    Device, EarlyStopping, EpochLog, FitConfig, History, Metric, Model, Monitor, Prediction,
+    Preprocess,
+};
 
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, Init, NodeId};
@@ -162,12 +165,26 @@ pub enum Loss {
     /// against one-hot targets). `from_logits: false` expects a final sigmoid.
     /// Metric: binary accuracy.
     BinaryCrossentropy { from_logits: bool },
-    /// Mean squared error against the label (one output) or one-hot targets (several).
-    /// Metric: binary accuracy for one output, argmax accuracy for several.
+    /// Mean squared error against real-valued targets ([`crate::data::ArrayDataset`]), or
+    /// against the label (one output) or its one-hot row (several) for class labels.
     MeanSquaredError,
+    /// Mean absolute error, against targets as [`Loss::MeanSquaredError`] takes them.
+    MeanAbsoluteError,
+    /// Huber loss with delta 1 (Keras' and PyTorch's default): squared error within 1 of the
+    /// target, absolute error beyond; targets as [`Loss::MeanSquaredError`] takes them.
+    Huber,
 }
 
 impl Loss {
+    /// Whether the loss compares outputs with real values (its metrics are errors, not
+    /// accuracy, unless asked otherwise).
+    pub fn is_regression(&self) -> bool {
+        matches!(
+            self,
+            Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber
+        )
+    }
+
     fn is_softmax_xent(&self) -> bool {
         matches!(
             self,

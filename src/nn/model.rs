@@ -2,12 +2,14 @@
 
 mod fit;
 
-pub use fit::{EarlyStopping, EpochLog, FitConfig, History, Monitor};
+pub use fit::{EarlyStopping, EpochLog, FitConfig, History, Metric, Monitor};
 
 use std::sync::Arc;
 
+use ndarray::{Array2, ArrayBase, Data, Dimension};
+
 use super::{Built, Loss, Sequential};
-use crate::data::{Dataset, Loader, LoaderConfig, Normalize};
+use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Metrics, NodeId};
@@ -61,12 +63,30 @@ pub struct Model {
     loss: Loss,
     /// Dense targets made from a batch's labels (for the losses that compare with targets).
     targets: Vec<f32>,
+    /// Labels made from a batch's one-hot rows (for the softmax cross-entropies).
+    label_scratch: Vec<u32>,
     /// The compiled optimizer (its learning rate is the schedules' base).
     pub(super) optimizer: Optimizer,
     /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
     pub(super) epoch: usize,
     /// How inputs are scaled: set by `fit`, used by `evaluate`.
     normalize: Normalize,
+    /// Numeric data's scaling, fitted by `fit` on its training split and saved with the model.
+    pub(super) preprocess: Preprocess,
+    /// Class names of the data the model was fitted on (saved with the model).
+    pub(super) class_names: Vec<String>,
+    /// The figures reported besides the loss.
+    metrics: Vec<Metric>,
+    /// Whether the user chose them (otherwise `fit` picks them from the loss and the data).
+    metrics_chosen: bool,
+}
+
+/// The scaling of numeric features and targets a model was fitted with: `predict_array`
+/// and `evaluate` apply it, and checkpoints keep it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preprocess {
+    pub features: Option<Affine>,
+    pub targets: Option<Affine>,
 }
 
 impl Model {
@@ -104,6 +124,8 @@ impl Model {
                 Loss::BinaryCrossentropy { from_logits: false } => {
                     PointwiseLoss::BinaryCrossEntropy
                 }
+                Loss::MeanAbsoluteError => PointwiseLoss::MeanAbsoluteError,
+                Loss::Huber => PointwiseLoss::Huber,
                 _ => PointwiseLoss::MeanSquaredError,
             };
             let targets = graph.input("targets", &[Dim::Batch, Dim::Fixed(classes)]);
@@ -128,9 +150,124 @@ impl Model {
             optimizer,
             loss,
             targets: Vec::new(),
+            label_scratch: Vec::new(),
             epoch: 0,
             normalize: Normalize::Unit,
+            preprocess: Preprocess::default(),
+            class_names: Vec::new(),
+            metrics: if loss.is_regression() {
+                vec![Metric::Mae]
+            } else {
+                vec![Metric::Accuracy]
+            },
+            metrics_chosen: false,
         })
+    }
+
+    /// Unless chosen with [`Model::set_metrics`]: accuracy for class labels and for the
+    /// cross-entropies, MAE for a regression loss against real-valued targets.
+    pub(super) fn default_metrics(&mut self, targets: TargetKind) {
+        if !self.metrics_chosen {
+            let values = matches!(targets, TargetKind::Values(_));
+            self.metrics = if self.loss.is_regression() && values {
+                vec![Metric::Mae]
+            } else {
+                vec![Metric::Accuracy]
+            };
+        }
+    }
+
+    /// Chooses the figures reported besides the loss (Keras' `metrics=[...]`): by default
+    /// accuracy for the cross-entropies and for class labels, MAE for a regression loss
+    /// against real-valued targets. The error
+    /// metrics (MAE, RMSE, R^2) need a loss against dense targets (not the sparse
+    /// cross-entropy).
+    pub fn set_metrics(&mut self, metrics: &[Metric]) -> Result<()> {
+        if let Some(m) = metrics.iter().find(|m| **m != Metric::Accuracy) {
+            if self.loss.is_softmax_xent() {
+                return Err(Error::invalid(
+                    "metrics",
+                    format!(
+                        "{} compares outputs with real-valued targets; {:?} trains against class \
+                         indices (use accuracy)",
+                        m.name(),
+                        self.loss
+                    ),
+                ));
+            }
+        }
+        let mut seen = Vec::new();
+        for m in metrics {
+            if seen.contains(m) {
+                return Err(Error::invalid(
+                    "metrics",
+                    format!("{} is listed twice", m.name()),
+                ));
+            }
+            seen.push(*m);
+        }
+        self.metrics = seen;
+        self.metrics_chosen = true;
+        Ok(())
+    }
+
+    /// [`Model::set_metrics`], as a builder.
+    pub fn with_metrics(mut self, metrics: &[Metric]) -> Result<Self> {
+        self.set_metrics(metrics)?;
+        Ok(self)
+    }
+
+    /// The figures reported besides the loss.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// Inputs per sample.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Outputs per sample (classes, or target values).
+    pub fn outputs(&self) -> usize {
+        self.classes
+    }
+
+    /// The loss the model was compiled with.
+    pub fn loss(&self) -> Loss {
+        self.loss
+    }
+
+    /// The numeric scaling fitted by `fit` (or restored by `load`).
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// The class names of the data the model was fitted on (empty when they had none).
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    /// The reported figures of `m`, in the order of [`Model::metrics`], with MAE and RMSE in
+    /// the targets' own units when the targets were scaled.
+    pub(super) fn named(&self, m: &Metrics) -> Vec<(Metric, f32)> {
+        // One target column: the scaling is one affine map, so errors scale by 1/scale.
+        let unscale = match &self.preprocess.targets {
+            Some(a) if a.width() == 1 => 1.0 / a.scale[0],
+            _ => 1.0,
+        };
+        self.metrics
+            .iter()
+            .map(|&metric| {
+                let e = m.errors;
+                let v = match metric {
+                    Metric::Accuracy => m.accuracy,
+                    Metric::Mae => e.map_or(f32::NAN, |e| e.mae * unscale),
+                    Metric::Rmse => e.map_or(f32::NAN, |e| e.rmse * unscale),
+                    Metric::R2 => e.and_then(|e| e.r2).unwrap_or(f32::NAN),
+                };
+                (metric, v)
+            })
+            .collect()
     }
 
     /// The layer stack.
@@ -161,48 +298,121 @@ impl Model {
         self.exec.metrics()
     }
 
-    fn check(&self, data: &Dataset) -> Result<()> {
-        data.validate()?;
+    /// Checks `data` and that its targets fit this model's outputs and loss.
+    fn check<S: Samples + ?Sized>(&self, data: &S) -> Result<()> {
+        data.check(&LoaderConfig::new(1))?;
         if data.is_empty() {
             return Err(Error::invalid("fit", "the dataset holds no samples"));
         }
-        if data.features() != self.features {
+        if data.sample_len() != self.features {
             return Err(Error::Shape {
                 op: "fit",
                 detail: format!(
                     "the model takes {} inputs per sample, the data has {}",
                     self.features,
-                    data.features()
+                    data.sample_len()
                 ),
             });
         }
-        if self.classes == 1 && data.num_classes > 2 {
-            return Err(Error::Shape {
-                op: "fit",
-                detail: format!(
-                    "a model with one output learns two classes (labels 0 and 1), the data has {}",
-                    data.num_classes
-                ),
-            });
-        }
-        if self.classes > 1 && data.num_classes > self.classes {
-            return Err(Error::Shape {
-                op: "fit",
-                detail: format!(
-                    "the model outputs {} classes, the data has {}",
-                    self.classes, data.num_classes
-                ),
-            });
+        match data.target_kind() {
+            TargetKind::Classes(n) => {
+                if self.classes == 1 && n > 2 {
+                    return Err(Error::Shape {
+                        op: "fit",
+                        detail: format!(
+                            "a model with one output learns two classes (labels 0 and 1), the data has {n}"
+                        ),
+                    });
+                }
+                if self.classes > 1 && n > self.classes {
+                    return Err(Error::Shape {
+                        op: "fit",
+                        detail: format!(
+                            "the model outputs {} classes, the data has {n}",
+                            self.classes
+                        ),
+                    });
+                }
+            }
+            TargetKind::Values(width) => {
+                if width != self.classes {
+                    return Err(Error::Shape {
+                        op: "fit",
+                        detail: format!(
+                            "the model has {} outputs, the targets have {width} values per sample",
+                            self.classes
+                        ),
+                    });
+                }
+                let values = match data.as_arrays().map(|a| &a.targets) {
+                    Some(Targets::Values { values, .. }) => &values[..],
+                    _ => &[],
+                };
+                self.check_target_values(values, width)?;
+            }
         }
         Ok(())
     }
 
-    fn run_batch(&mut self, train: bool, len: usize, x: &[f32], y: &[u32]) -> Result<()> {
+    /// Real-valued targets against what the loss can learn from them.
+    fn check_target_values(&self, values: &[f32], width: usize) -> Result<()> {
+        let at = |i: usize| format!("sample {} (target {})", i / width, i % width);
+        match self.loss {
+            Loss::SparseCategoricalCrossentropy => Err(Error::invalid(
+                "fit",
+                format!(
+                    "SparseCategoricalCrossentropy takes class indices; these targets are rows \
+                     of {width} values (use CategoricalCrossentropy for one-hot rows)"
+                ),
+            )),
+            Loss::CategoricalCrossentropy => {
+                for (r, row) in values.chunks(width).enumerate() {
+                    let ones = row.iter().filter(|&&v| v == 1.0).count();
+                    if ones != 1 || row.iter().any(|&v| v != 0.0 && v != 1.0) {
+                        return Err(Error::invalid(
+                            "fit",
+                            format!(
+                                "CategoricalCrossentropy needs one-hot target rows; sample {r} is \
+                                 {row:?} (soft labels are not supported)"
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Loss::BinaryCrossentropy { .. } => match values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                Some(i) => Err(Error::invalid(
+                    "fit",
+                    format!(
+                        "binary cross-entropy needs targets in [0, 1]; {} is {}",
+                        at(i),
+                        values[i]
+                    ),
+                )),
+                None => Ok(()),
+            },
+            Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber => Ok(()),
+        }
+    }
+
+    fn run_batch(&mut self, train: bool, len: usize, x: &[f32], y: &[u32], t: &[f32]) -> Result<()> {
+        let classes = self.classes;
         let labels = if self.loss.is_softmax_xent() {
-            Feed::U32(y)
+            if t.is_empty() {
+                Feed::U32(y)
+            } else {
+                // One-hot rows (checked before training): the label is where the 1 is.
+                self.label_scratch.clear();
+                self.label_scratch.extend(
+                    t.chunks(classes)
+                        .map(|row| row.iter().position(|&v| v == 1.0).unwrap_or(0) as u32),
+                );
+                Feed::U32(&self.label_scratch)
+            }
+        } else if !t.is_empty() {
+            Feed::F32(t)
         } else {
             // One output: the label itself; several: one-hot.
-            let classes = self.classes;
             self.targets.clear();
             self.targets.resize(len * classes, 0.0);
             for (row, &label) in y.iter().enumerate() {
@@ -228,10 +438,28 @@ impl Model {
         Ok(m)
     }
 
-    /// Trains on `data`; metrics are accumulated on the device and read once per epoch.
-    fn evaluate_indices(
+    /// The loader configuration that scales `data` as this model does (pixels by
+    /// `normalize`, numeric arrays by the fitted preprocessing).
+    pub(super) fn scaling_config<S: Samples + ?Sized>(
+        &self,
+        data: &S,
+        batch_size: usize,
+        normalize: &Normalize,
+    ) -> LoaderConfig {
+        let numeric = data.as_arrays().is_some();
+        let values = matches!(data.target_kind(), TargetKind::Values(_));
+        LoaderConfig {
+            normalize: if numeric { Normalize::Unit } else { normalize.clone() },
+            feature_scaling: self.preprocess.features.clone().filter(|_| numeric).map(Arc::new),
+            target_scaling: self.preprocess.targets.clone().filter(|_| values).map(Arc::new),
+            ..LoaderConfig::new(batch_size)
+        }
+    }
+
+    /// Metrics over the samples `indices` of `data`, accumulated on the device.
+    fn evaluate_indices<S: Samples + ?Sized>(
         &mut self,
-        data: &Dataset,
+        data: &S,
         indices: Vec<usize>,
         batch_size: usize,
         normalize: &Normalize,
@@ -239,27 +467,78 @@ impl Model {
         self.take_metrics()?;
         let cfg = LoaderConfig {
             shuffle: false,
-            normalize: normalize.clone(),
-            ..LoaderConfig::new(batch_size)
+            ..self.scaling_config(data, batch_size, normalize)
         };
         std::thread::scope(|scope| {
             let mut loader = Loader::scoped(scope, data, Some(indices), cfg)?;
             while let Some(batch) = loader.next_batch() {
                 let batch = batch?;
-                self.run_batch(false, batch.len, &batch.inputs, &batch.labels)?;
+                self.run_batch(false, batch.len, &batch.inputs, &batch.labels, &batch.targets)?;
                 loader.recycle(batch);
             }
             self.take_metrics()
         })
     }
 
-    /// Mean loss and accuracy over `data`, with inputs scaled as the last `fit` scaled them
-    /// (x / 255 before any).
-    pub fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Metrics> {
+    /// Mean loss, accuracy and (against real-valued targets) error figures over `data`, with
+    /// inputs scaled as the last `fit` scaled them (x / 255 for images before any fit; numeric
+    /// arrays by the fitted preprocessing). MAE and RMSE are in the targets' own units.
+    pub fn evaluate<S: Samples + ?Sized>(&mut self, data: &S, batch_size: usize) -> Result<Metrics> {
+        if batch_size == 0 {
+            return Err(Error::invalid("evaluate", "batch_size is 0"));
+        }
         self.check(data)?;
         let all = (0..data.len()).collect();
         let normalize = self.normalize.clone();
-        self.evaluate_indices(data, all, batch_size, &normalize)
+        let mut m = self.evaluate_indices(data, all, batch_size, &normalize)?;
+        if let (Some(e), Some(a)) = (&mut m.errors, &self.preprocess.targets) {
+            if a.width() == 1 {
+                e.mae /= a.scale[0].abs();
+                e.rmse /= a.scale[0].abs();
+            }
+        }
+        Ok(m)
+    }
+
+    /// The model's outputs for numeric features `x` (first axis: samples; the rest one
+    /// sample's shape), scaled by the fitted preprocessing as `fit` scaled them: class
+    /// probabilities for a classifier, values in the targets' own units for regression.
+    pub fn predict_array<S, D>(&mut self, x: &ArrayBase<S, D>) -> Result<Array2<f32>>
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+    {
+        let shape = x.shape();
+        let n = shape.first().copied().unwrap_or(0);
+        let per_sample: usize = shape.iter().skip(1).product();
+        if shape.len() < 2 || per_sample != self.features {
+            return Err(Error::Shape {
+                op: "predict_array",
+                detail: format!(
+                    "the model takes samples of {} inputs (an array of shape (n, {})), got shape \
+                     {shape:?}",
+                    self.features, self.features
+                ),
+            });
+        }
+        let mut inputs: Vec<f32> = x.iter().copied().collect();
+        if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "predict_array",
+                format!("input {} of sample {} is {}", i % per_sample, i / per_sample, inputs[i]),
+            ));
+        }
+        if let Some(a) = &self.preprocess.features {
+            a.apply(&mut inputs);
+        }
+        let mut out = self.predict(&inputs, n)?.probabilities;
+        if let Some(a) = &self.preprocess.targets {
+            a.invert(&mut out);
+        }
+        Array2::from_shape_vec((n, self.classes), out).map_err(|e| Error::Shape {
+            op: "predict_array",
+            detail: e.to_string(),
+        })
     }
 
     /// How `evaluate` scales inputs (and `predict` expects them scaled).

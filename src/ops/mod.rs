@@ -12,7 +12,7 @@ mod metrics;
 mod shape;
 mod vocab;
 
-pub use metrics::{MetricTotals, Metrics, METRIC_WORDS};
+pub use metrics::{ErrorMetrics, ErrorSums, MetricTotals, Metrics, METRIC_WORDS};
 pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
 
 use ndarray::{Array1, ArrayD, Ix1, Ix2};

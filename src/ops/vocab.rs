@@ -50,6 +50,11 @@ pub enum PointwiseLoss {
     BinaryCrossEntropy,
     /// binary cross-entropy on logits x: max(x, 0) - x t + log(1 + exp(-|x|))
     BinaryCrossEntropyWithLogits,
+    /// |p - t|, with gradient sign(p - t) (0 at p = t)
+    MeanAbsoluteError,
+    /// Huber with delta 1 (Keras' and PyTorch's default): (p - t)^2 / 2 where |p - t| <= 1,
+    /// |p - t| - 1/2 beyond
+    Huber,
 }
 
 impl PointwiseLoss {
@@ -59,6 +64,8 @@ impl PointwiseLoss {
             PointwiseLoss::MeanSquaredError => "mse",
             PointwiseLoss::BinaryCrossEntropy => "bce",
             PointwiseLoss::BinaryCrossEntropyWithLogits => "bce_with_logits",
+            PointwiseLoss::MeanAbsoluteError => "mae",
+            PointwiseLoss::Huber => "huber",
         }
     }
 }

@@ -181,6 +181,8 @@ pub fn pointwise_loss(
         PointwiseLoss::MeanSquaredError => 0.0,
         PointwiseLoss::BinaryCrossEntropy => 1.0,
         PointwiseLoss::BinaryCrossEntropyWithLogits => 2.0,
+        PointwiseLoss::MeanAbsoluteError => 3.0,
+        PointwiseLoss::Huber => 4.0,
     };
     let scratch = GpuBuffer::zeros(ctx, "pointwise losses", n)?;
     let elems = Launch::new(
