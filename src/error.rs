@@ -94,7 +94,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn data(path: impl AsRef<std::path::Path>, detail: impl Into<String>) -> Self {
+    pub fn data(path: impl AsRef<std::path::Path>, detail: impl Into<String>) -> Self {
         Error::Data {
             path: path.as_ref().display().to_string(),
             detail: detail.into(),
@@ -109,7 +109,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
+    pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,
             detail: detail.into(),

@@ -554,3 +554,61 @@ fn one_hot_rows_train_like_their_class_indices() {
     assert_eq!(a.epochs.last().unwrap().loss, b.epochs.last().unwrap().loss);
     assert_eq!(a.epochs.last().unwrap().accuracy(), b.epochs.last().unwrap().accuracy());
 }
+
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is missing: run through `cargo test`", path.display());
+    path
+}
+
+/// The examples run as the README shows them, on the full data: the tabular trainer on each
+/// of scikit-learn's tables and the three Keras tutorials.
+#[test]
+fn tabular_and_tutorial_examples_run_on_the_full_data() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |name: &str, args: &[&str]| -> String {
+        let o = std::process::Command::new(example(name))
+            .args(args)
+            .output()
+            .expect("the example runs");
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{name} {args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let dir = out.path().to_str().unwrap();
+    for (dataset, want) in [
+        ("breast-cancer", "accuracy"),
+        ("iris", "accuracy"),
+        ("diabetes", "r2"),
+    ] {
+        let stdout = run("tabular", &["--dataset", dataset, "--epochs", "20", "--out", dir]);
+        let test = stdout.lines().find(|l| l.starts_with("test:")).unwrap_or("");
+        assert!(test.contains(want), "{dataset}: {stdout}");
+        let csv = std::fs::read_to_string(out.path().join("history.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 21, "{csv}");
+        assert!(csv.lines().next().unwrap().contains(&format!("val_{want}")), "{csv}");
+    }
+    // A CSV of the user's own, by target name.
+    let csv = out.path().join("own.csv");
+    let mut text = String::from("a,b,price\n");
+    for i in 0..50 {
+        text.push_str(&format!("{},{},{}\n", i, i % 7, 2 * i + 3 * (i % 7)));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let stdout = run(
+        "tabular",
+        &["--csv", csv.to_str().unwrap(), "--target", "price", "--task", "regress", "--epochs", "5", "--out", dir],
+    );
+    assert!(stdout.contains("test: loss"), "{stdout}");
+    let stdout = run("keras_binary", &[]);
+    assert!(stdout.contains("test: loss"), "{stdout}");
+    let stdout = run("keras_regression", &[]);
+    assert!(stdout.contains("epoch 10: loss"), "{stdout}");
+    let stdout = run("keras_multiclass", &[]);
+    assert!(stdout.contains("test: loss"), "{stdout}");
+}
