@@ -23,9 +23,17 @@ use wgtrain::optim::{Optimizer, SgdConfig};
 
 fn main() -> wgtrain::Result<()> {
     let file = Path::new(sklearn::SKLEARN_DATA_DIR).join("digits.csv.gz");
-    let table = read_csv_matrix(&file, &CsvOptions { has_header: false, ..CsvOptions::new() })?;
+    let table = read_csv_matrix(
+        &file,
+        &CsvOptions {
+            has_header: false,
+            ..CsvOptions::new()
+        },
+    )?;
     let x = table.slice(ndarray::s![.., ..64]).mapv(|v| v / 16.0);
-    let y = Array2::from_shape_fn((table.nrows(), 10), |(i, j)| (table[[i, 64]] as usize == j) as u8 as f32);
+    let y = Array2::from_shape_fn((table.nrows(), 10), |(i, j)| {
+        (table[[i, 64]] as usize == j) as u8 as f32
+    });
     let (train, test) = ArrayDataset::regression(&x, &y)?.split_seeded(0.2, 0)?;
 
     let mut model = Sequential::new(&[64])

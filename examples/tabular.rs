@@ -141,13 +141,21 @@ fn main() -> wgtrain::Result<()> {
     let (train, test) = data.split_seeded(args.test_split, args.seed)?;
     let features = data.sample_len();
     let (outputs, loss, metrics) = match data.target_kind() {
-        TargetKind::Values(w) => (w, Loss::MeanSquaredError, vec![Metric::Mae, Metric::Rmse, Metric::R2]),
+        TargetKind::Values(w) => (
+            w,
+            Loss::MeanSquaredError,
+            vec![Metric::Mae, Metric::Rmse, Metric::R2],
+        ),
         TargetKind::Classes(2) => (
             1,
             Loss::BinaryCrossentropy { from_logits: true },
             vec![Metric::Accuracy],
         ),
-        TargetKind::Classes(c) => (c, Loss::SparseCategoricalCrossentropy, vec![Metric::Accuracy]),
+        TargetKind::Classes(c) => (
+            c,
+            Loss::SparseCategoricalCrossentropy,
+            vec![Metric::Accuracy],
+        ),
     };
     let mut net = Sequential::new(&[features]);
     if args.hidden > 0 {
@@ -166,7 +174,12 @@ fn main() -> wgtrain::Result<()> {
     );
     let mut model = net
         .dense(Dense::new(outputs))
-        .compile(loss, Optimizer::Adam(AdamConfig::adam(args.lr)), device, args.seed)?
+        .compile(
+            loss,
+            Optimizer::Adam(AdamConfig::adam(args.lr)),
+            device,
+            args.seed,
+        )?
         .with_metrics(&metrics)?;
     let cfg = FitConfig {
         seed: args.seed,
@@ -197,6 +210,10 @@ fn main() -> wgtrain::Result<()> {
     let curves = args.out.join("curves.png");
     history.save_plot(&curves)?;
     history.save(&args.out.join("history.csv"))?;
-    println!("curves: {}, history: {}", curves.display(), Path::new(&args.out).join("history.csv").display());
+    println!(
+        "curves: {}, history: {}",
+        curves.display(),
+        Path::new(&args.out).join("history.csv").display()
+    );
     Ok(())
 }

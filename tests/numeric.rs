@@ -10,8 +10,8 @@ use std::sync::Arc;
 use ndarray::{Array1, Array2, Axis};
 use rand::{Rng, SeedableRng};
 use wgtrain::data::tabular::{
-    read_csv, read_csv_matrix, read_npy, read_npy_dataset, sklearn, Column, CsvOptions,
-    Delimiter, Task,
+    read_csv, read_csv_matrix, read_npy, read_npy_dataset, sklearn, Column, CsvOptions, Delimiter,
+    Task,
 };
 use wgtrain::data::{ArrayDataset, Scaling, Targets};
 use wgtrain::gpu::GpuContext;
@@ -22,7 +22,9 @@ use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 fn devices() -> [Device; 2] {
     static CTX: std::sync::OnceLock<Arc<GpuContext>> = std::sync::OnceLock::new();
     let ctx = CTX.get_or_init(|| {
-        Arc::new(GpuContext::new().expect("GPU tests need an adapter (install mesa-vulkan-drivers)"))
+        Arc::new(
+            GpuContext::new().expect("GPU tests need an adapter (install mesa-vulkan-drivers)"),
+        )
     });
     [Device::Gpu(ctx.clone()), Device::Cpu]
 }
@@ -31,6 +33,7 @@ fn sklearn_dir() -> &'static Path {
     Path::new(sklearn::SKLEARN_DATA_DIR)
 }
 
+#[allow(clippy::needless_range_loop)] // index arithmetic reads as the textbook algorithm
 /// Solves the least-squares problem for [X 1] in f64 by the normal equations (Gaussian
 /// elimination with partial pivoting): (weights, bias).
 fn least_squares(x: &Array2<f64>, y: &[f64]) -> (Vec<f64>, f64) {
@@ -246,9 +249,20 @@ fn diabetes_regression_matches_least_squares_r2_on_the_same_split() {
             .map(|&v| v as f64)
             .collect();
         let ours = r2(&pred, &yte);
-        let mae = pred.iter().zip(&yte).map(|(p, t)| (p - t).abs()).sum::<f64>() / yte.len() as f64;
-        assert!((e.r2.unwrap() as f64 - ours).abs() < 1e-3, "{name}: {e:?} vs r2 {ours}");
-        assert!((e.mae as f64 - mae).abs() < 1e-3 * mae, "{name}: {e:?} vs mae {mae}");
+        let mae = pred
+            .iter()
+            .zip(&yte)
+            .map(|(p, t)| (p - t).abs())
+            .sum::<f64>()
+            / yte.len() as f64;
+        assert!(
+            (e.r2.unwrap() as f64 - ours).abs() < 1e-3,
+            "{name}: {e:?} vs r2 {ours}"
+        );
+        assert!(
+            (e.mae as f64 - mae).abs() < 1e-3 * mae,
+            "{name}: {e:?} vs mae {mae}"
+        );
         assert!(
             ours >= ols_r2 - 0.03,
             "{name}: test R^2 {ours:.4}, least squares {ols_r2:.4}"
@@ -293,7 +307,10 @@ fn standardization_is_fitted_on_the_training_split_only() {
     // scale = 1/std, shift = -mean/std
     assert!((a.scale[0] as f64 - 1.0 / std).abs() < 1e-5, "{a:?}");
     assert!((a.shift[0] as f64 + mean / std).abs() < 1e-5, "{a:?}");
-    assert!((a.shift[1] as f64 + (mean + 1.0) / std).abs() < 1e-5, "{a:?}");
+    assert!(
+        (a.shift[1] as f64 + (mean + 1.0) / std).abs() < 1e-5,
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -353,10 +370,26 @@ fn csv_errors_name_the_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let opts = CsvOptions::new();
     let cases: [(&str, &str, &str); 6] = [
-        ("ragged.csv", "a,b,y\n1,2,0\n3,0\n", "line 3 has 2 cells, the table has 3 columns"),
-        ("text.csv", "a,b,y\n1,2,0\n3,x4,1\n", "line 3, column 2 (`b`): `x4` is not a number"),
-        ("empty_cell.csv", "a,b,y\n1,,0\n", "line 2, column 2 (`b`) is empty or NaN"),
-        ("nan.csv", "a,b,y\n1,2,0\nNaN,2,1\n", "line 3, column 1 (`a`) is empty or NaN"),
+        (
+            "ragged.csv",
+            "a,b,y\n1,2,0\n3,0\n",
+            "line 3 has 2 cells, the table has 3 columns",
+        ),
+        (
+            "text.csv",
+            "a,b,y\n1,2,0\n3,x4,1\n",
+            "line 3, column 2 (`b`): `x4` is not a number",
+        ),
+        (
+            "empty_cell.csv",
+            "a,b,y\n1,,0\n",
+            "line 2, column 2 (`b`) is empty or NaN",
+        ),
+        (
+            "nan.csv",
+            "a,b,y\n1,2,0\nNaN,2,1\n",
+            "line 3, column 1 (`a`) is empty or NaN",
+        ),
         ("empty.csv", "", "no header row"),
         ("header_only.csv", "a,b,y\n", "holds no data rows"),
     ];
@@ -383,7 +416,11 @@ fn csv_errors_name_the_file_line_and_column() {
     .to_string();
     assert!(err.contains("no column `price`"), "{err}");
     // Asked to, rows with missing cells are dropped instead.
-    let p = write(dir.path(), "holes.csv", "a,b,y\n1,,0\n3,4,1\nnan,1,0\n5,6,1\n");
+    let p = write(
+        dir.path(),
+        "holes.csv",
+        "a,b,y\n1,,0\n3,4,1\nnan,1,0\n5,6,1\n",
+    );
     let d = read_csv(
         &p,
         &CsvOptions {
@@ -465,7 +502,9 @@ fn npy_files_of_every_numeric_dtype_load_and_others_are_named() {
             .write_npy(f)
             .unwrap()
     });
-    let y = save("y.npy", &|f| ndarray::arr1(&[0i64, 2, 1]).write_npy(f).unwrap());
+    let y = save("y.npy", &|f| {
+        ndarray::arr1(&[0i64, 2, 1]).write_npy(f).unwrap()
+    });
     let d = read_npy_dataset(&x, &y, Task::Classify).unwrap();
     assert_eq!(d.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(
@@ -476,7 +515,10 @@ fn npy_files_of_every_numeric_dtype_load_and_others_are_named() {
         }
     );
     let u = save("u.npy", &|f| ndarray::arr1(&[7u8, 9]).write_npy(f).unwrap());
-    assert_eq!(read_npy(&u).unwrap().into_raw_vec_and_offset().0, vec![7.0, 9.0]);
+    assert_eq!(
+        read_npy(&u).unwrap().into_raw_vec_and_offset().0,
+        vec![7.0, 9.0]
+    );
     // A dtype that is not a number, a truncated file and too few labels.
     let c = dir.path().join("c.npy");
     std::fs::write(&c, npy_bytes("<c8", "(2,)", &[0; 16])).unwrap();
@@ -487,7 +529,9 @@ fn npy_files_of_every_numeric_dtype_load_and_others_are_named() {
     std::fs::write(&t, &full[..full.len() - 4]).unwrap();
     let err = read_npy(&t).unwrap_err().to_string();
     assert!(err.contains("t.npy") && err.contains("truncated"), "{err}");
-    let short = save("s.npy", &|f| ndarray::arr1(&[0i64, 1]).write_npy(f).unwrap());
+    let short = save("s.npy", &|f| {
+        ndarray::arr1(&[0i64, 1]).write_npy(f).unwrap()
+    });
     let err = read_npy_dataset(&x, &short, Task::Classify)
         .unwrap_err()
         .to_string();
@@ -500,7 +544,12 @@ fn targets_that_do_not_fit_the_loss_are_rejected_before_training() {
     let compile = |loss: Loss, outputs: usize| {
         Sequential::new(&[2])
             .dense(Dense::new(outputs))
-            .compile(loss, Optimizer::Adam(AdamConfig::adam(1e-3)), Device::Cpu, 0)
+            .compile(
+                loss,
+                Optimizer::Adam(AdamConfig::adam(1e-3)),
+                Device::Cpu,
+                0,
+            )
             .unwrap()
     };
     let cfg = FitConfig::new(1, 2);
@@ -509,7 +558,10 @@ fn targets_that_do_not_fit_the_loss_are_rejected_before_training() {
         .fit(&bce, &cfg)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("targets in [0, 1]") && err.contains("sample 1"), "{err}");
+    assert!(
+        err.contains("targets in [0, 1]") && err.contains("sample 1"),
+        "{err}"
+    );
     let soft = ArrayDataset::regression(&x, &ndarray::arr2(&[[0.5f32, 0.5], [0.0, 1.0]])).unwrap();
     let err = compile(Loss::CategoricalCrossentropy, 2)
         .fit(&soft, &cfg)
@@ -526,7 +578,10 @@ fn targets_that_do_not_fit_the_loss_are_rejected_before_training() {
         .fit(&wide, &cfg)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("1 outputs, the targets have 2 values"), "{err}");
+    assert!(
+        err.contains("1 outputs, the targets have 2 values"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -552,13 +607,26 @@ fn one_hot_rows_train_like_their_class_indices() {
     };
     let (a, b) = (run(&sparse), run(&dense));
     assert_eq!(a.epochs.last().unwrap().loss, b.epochs.last().unwrap().loss);
-    assert_eq!(a.epochs.last().unwrap().accuracy(), b.epochs.last().unwrap().accuracy());
+    assert_eq!(
+        a.epochs.last().unwrap().accuracy(),
+        b.epochs.last().unwrap().accuracy()
+    );
 }
 
 fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} is missing: run through `cargo test`", path.display());
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run through `cargo test`",
+        path.display()
+    );
     path
 }
 
@@ -586,12 +654,21 @@ fn tabular_and_tutorial_examples_run_on_the_full_data() {
         ("iris", "accuracy"),
         ("diabetes", "r2"),
     ] {
-        let stdout = run("tabular", &["--dataset", dataset, "--epochs", "20", "--out", dir]);
-        let test = stdout.lines().find(|l| l.starts_with("test:")).unwrap_or("");
+        let stdout = run(
+            "tabular",
+            &["--dataset", dataset, "--epochs", "20", "--out", dir],
+        );
+        let test = stdout
+            .lines()
+            .find(|l| l.starts_with("test:"))
+            .unwrap_or("");
         assert!(test.contains(want), "{dataset}: {stdout}");
         let csv = std::fs::read_to_string(out.path().join("history.csv")).unwrap();
         assert_eq!(csv.lines().count(), 21, "{csv}");
-        assert!(csv.lines().next().unwrap().contains(&format!("val_{want}")), "{csv}");
+        assert!(
+            csv.lines().next().unwrap().contains(&format!("val_{want}")),
+            "{csv}"
+        );
     }
     // A CSV of the user's own, by target name.
     let csv = out.path().join("own.csv");
@@ -602,7 +679,18 @@ fn tabular_and_tutorial_examples_run_on_the_full_data() {
     std::fs::write(&csv, text).unwrap();
     let stdout = run(
         "tabular",
-        &["--csv", csv.to_str().unwrap(), "--target", "price", "--task", "regress", "--epochs", "5", "--out", dir],
+        &[
+            "--csv",
+            csv.to_str().unwrap(),
+            "--target",
+            "price",
+            "--task",
+            "regress",
+            "--epochs",
+            "5",
+            "--out",
+            dir,
+        ],
     );
     assert!(stdout.contains("test: loss"), "{stdout}");
     let stdout = run("keras_binary", &[]);

@@ -299,9 +299,10 @@ impl Affine {
                     (1.0 / std, -mean / std)
                 }
                 Scaling::MinMax => {
-                    let (lo, hi) = column(j).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-                        (a.min(v), b.max(v))
-                    });
+                    let (lo, hi) = column(j)
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                            (a.min(v), b.max(v))
+                        });
                     let range = if hi > lo { hi - lo } else { 1.0 };
                     (1.0 / range, -lo / range)
                 }
@@ -414,6 +415,9 @@ mod tests {
         let err = ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("1 samples of 2 features need 2 values, got 4"), "{err}");
+        assert!(
+            err.contains("1 samples of 2 features need 2 values, got 4"),
+            "{err}"
+        );
     }
 }

@@ -655,7 +655,9 @@ impl Samples for ArrayDataset {
         batch.labels.clear();
         batch.targets.clear();
         match &self.targets {
-            super::Targets::Classes { labels, .. } => batch.labels.extend(ids.iter().map(|&i| labels[i])),
+            super::Targets::Classes { labels, .. } => {
+                batch.labels.extend(ids.iter().map(|&i| labels[i]))
+            }
             super::Targets::Values { values, width } => {
                 for &i in ids {
                     let row = &values[i * width..(i + 1) * width];

@@ -136,9 +136,9 @@ fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
                     .flexible(true)
                     .from_reader(l.as_bytes());
                 let mut rec = csv::StringRecord::new();
-                reader.read_record(&mut rec).map_err(|e| {
-                    Error::data(path, format!("line {line}: not valid CSV: {e}"))
-                })?;
+                reader
+                    .read_record(&mut rec)
+                    .map_err(|e| Error::data(path, format!("line {line}: not valid CSV: {e}")))?;
                 records.push((line, rec.iter().map(|c| c.trim().to_string()).collect()));
             }
         }
@@ -165,7 +165,10 @@ fn read_table(path: &Path, opts: &CsvOptions) -> Result<Table> {
         if r.len() != width {
             return Err(Error::data(
                 path,
-                format!("line {line} has {} cells, the table has {width} columns", r.len()),
+                format!(
+                    "line {line} has {} cells, the table has {width} columns",
+                    r.len()
+                ),
             ));
         }
     }
@@ -248,7 +251,10 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
     for c in &opts.targets {
         let j = table.index(c, path)?;
         if target_cols.contains(&j) {
-            return Err(Error::data(path, format!("target column {c:?} is named twice")));
+            return Err(Error::data(
+                path,
+                format!("target column {c:?} is named twice"),
+            ));
         }
         target_cols.push(j);
     }
@@ -268,7 +274,10 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
         .filter(|j| !target_cols.contains(j))
         .collect();
     if feature_cols.is_empty() {
-        return Err(Error::data(path, "has no feature columns besides the targets"));
+        return Err(Error::data(
+            path,
+            "has no feature columns besides the targets",
+        ));
     }
     let mut features = Vec::new();
     let mut values = Vec::new();
@@ -306,10 +315,12 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
     }
     let n = features.len() / feature_cols.len();
     if n == 0 {
-        return Err(Error::data(path, "has no rows left after dropping missing values"));
+        return Err(Error::data(
+            path,
+            "has no rows left after dropping missing values",
+        ));
     }
-    let x = Array2::from_shape_vec((n, feature_cols.len()), features)
-        .expect("rows of equal width");
+    let x = Array2::from_shape_vec((n, feature_cols.len()), features).expect("rows of equal width");
     let data = match opts.task {
         Task::Regress => {
             let width = target_cols.len();
@@ -318,7 +329,13 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
         Task::Classify => {
             let (labels, names) = class_indices(&labels_text);
             let classes = names.as_ref().map_or_else(
-                || labels.iter().max().map_or(0, |&m| m as usize + 1).max(opts.class_names.len()),
+                || {
+                    labels
+                        .iter()
+                        .max()
+                        .map_or(0, |&m| m as usize + 1)
+                        .max(opts.class_names.len())
+                },
                 Vec::len,
             );
             let mut d = ArrayDataset::new(&x, Targets::Classes { labels, classes })?;
@@ -411,7 +428,9 @@ fn npy_to_f32(bytes: &[u8], what: &dyn Fn(String) -> Error) -> Result<ArrayD<f32
 
 fn npy_error(e: ReadNpyError) -> String {
     match e {
-        ReadNpyError::MissingData => "is truncated: the data are shorter than the header says".into(),
+        ReadNpyError::MissingData => {
+            "is truncated: the data are shorter than the header says".into()
+        }
         ReadNpyError::ExtraBytes(n) => format!("has {n} bytes after the data the header declares"),
         other => format!("is not a readable .npy array: {other}"),
     }
@@ -437,9 +456,7 @@ pub fn read_npz(path: &Path, name: &str) -> Result<ArrayD<f32>> {
     let entry = [name.to_string(), format!("{name}.npy")]
         .into_iter()
         .find(|n| names.contains(n))
-        .ok_or_else(|| {
-            Error::data(path, format!("has no array `{name}`; it holds {names:?}"))
-        })?;
+        .ok_or_else(|| Error::data(path, format!("has no array `{name}`; it holds {names:?}")))?;
     // The raw bytes of the entry, so that every dtype goes through one conversion.
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip = zip::ZipArchive::new(file)
@@ -448,7 +465,9 @@ pub fn read_npz(path: &Path, name: &str) -> Result<ArrayD<f32>> {
     zip.by_name(&entry)
         .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
         .map_err(|e| Error::data(path, format!("reading `{entry}`: {e}")))?;
-    npy_to_f32(&bytes, &|m| Error::data(path, format!("array `{name}` {m}")))
+    npy_to_f32(&bytes, &|m| {
+        Error::data(path, format!("array `{name}` {m}"))
+    })
 }
 
 /// A numeric dataset from `.npy` files: `x` (samples first) and `y` (class indices with
@@ -601,7 +620,11 @@ pub mod sklearn {
         if y.dim() != (x.nrows(), 1) {
             return Err(Error::data(
                 &y_path,
-                format!("{:?} targets for {} samples (one column expected)", y.dim(), x.nrows()),
+                format!(
+                    "{:?} targets for {} samples (one column expected)",
+                    y.dim(),
+                    x.nrows()
+                ),
             ));
         }
         ArrayDataset::regression(&x, &y)

@@ -111,7 +111,11 @@ impl Model {
         ] {
             if let Some(a) = map {
                 for (part, v) in [("scale", &a.scale), ("shift", &a.shift)] {
-                    tensors.push((format!("preprocess.{which}.{part}"), vec![v.len()], v.clone()));
+                    tensors.push((
+                        format!("preprocess.{which}.{part}"),
+                        vec![v.len()],
+                        v.clone(),
+                    ));
                 }
             }
         }
@@ -180,10 +184,19 @@ impl Model {
             .and_then(|m| m.get("wgtrain"))
             .cloned()
             .unwrap_or_default();
-        let class_names: Vec<String> = match meta.metadata().as_ref().and_then(|m| m.get(CLASSES_KEY)) {
+        let class_names: Vec<String> = match meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(CLASSES_KEY))
+        {
             None => Vec::new(),
             Some(json) => serde_json::from_str(json).map_err(|e| {
-                Error::data(path, format!("the class names in `{CLASSES_KEY}` are not a JSON list of strings: {e}"))
+                Error::data(
+                    path,
+                    format!(
+                        "the class names in `{CLASSES_KEY}` are not a JSON list of strings: {e}"
+                    ),
+                )
             })?,
         };
         let meta: HashMap<&str, &str> = entry

@@ -380,22 +380,31 @@ impl Model {
                 }
                 Ok(())
             }
-            Loss::BinaryCrossentropy { .. } => match values.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                Some(i) => Err(Error::invalid(
-                    "fit",
-                    format!(
-                        "binary cross-entropy needs targets in [0, 1]; {} is {}",
-                        at(i),
-                        values[i]
-                    ),
-                )),
-                None => Ok(()),
-            },
+            Loss::BinaryCrossentropy { .. } => {
+                match values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                    Some(i) => Err(Error::invalid(
+                        "fit",
+                        format!(
+                            "binary cross-entropy needs targets in [0, 1]; {} is {}",
+                            at(i),
+                            values[i]
+                        ),
+                    )),
+                    None => Ok(()),
+                }
+            }
             Loss::MeanSquaredError | Loss::MeanAbsoluteError | Loss::Huber => Ok(()),
         }
     }
 
-    fn run_batch(&mut self, train: bool, len: usize, x: &[f32], y: &[u32], t: &[f32]) -> Result<()> {
+    fn run_batch(
+        &mut self,
+        train: bool,
+        len: usize,
+        x: &[f32],
+        y: &[u32],
+        t: &[f32],
+    ) -> Result<()> {
         let classes = self.classes;
         let labels = if self.loss.is_softmax_xent() {
             if t.is_empty() {
@@ -449,9 +458,23 @@ impl Model {
         let numeric = data.as_arrays().is_some();
         let values = matches!(data.target_kind(), TargetKind::Values(_));
         LoaderConfig {
-            normalize: if numeric { Normalize::Unit } else { normalize.clone() },
-            feature_scaling: self.preprocess.features.clone().filter(|_| numeric).map(Arc::new),
-            target_scaling: self.preprocess.targets.clone().filter(|_| values).map(Arc::new),
+            normalize: if numeric {
+                Normalize::Unit
+            } else {
+                normalize.clone()
+            },
+            feature_scaling: self
+                .preprocess
+                .features
+                .clone()
+                .filter(|_| numeric)
+                .map(Arc::new),
+            target_scaling: self
+                .preprocess
+                .targets
+                .clone()
+                .filter(|_| values)
+                .map(Arc::new),
             ..LoaderConfig::new(batch_size)
         }
     }
@@ -473,7 +496,13 @@ impl Model {
             let mut loader = Loader::scoped(scope, data, Some(indices), cfg)?;
             while let Some(batch) = loader.next_batch() {
                 let batch = batch?;
-                self.run_batch(false, batch.len, &batch.inputs, &batch.labels, &batch.targets)?;
+                self.run_batch(
+                    false,
+                    batch.len,
+                    &batch.inputs,
+                    &batch.labels,
+                    &batch.targets,
+                )?;
                 loader.recycle(batch);
             }
             self.take_metrics()
@@ -483,7 +512,11 @@ impl Model {
     /// Mean loss, accuracy and (against real-valued targets) error figures over `data`, with
     /// inputs scaled as the last `fit` scaled them (x / 255 for images before any fit; numeric
     /// arrays by the fitted preprocessing). MAE and RMSE are in the targets' own units.
-    pub fn evaluate<S: Samples + ?Sized>(&mut self, data: &S, batch_size: usize) -> Result<Metrics> {
+    pub fn evaluate<S: Samples + ?Sized>(
+        &mut self,
+        data: &S,
+        batch_size: usize,
+    ) -> Result<Metrics> {
         if batch_size == 0 {
             return Err(Error::invalid("evaluate", "batch_size is 0"));
         }
@@ -525,7 +558,12 @@ impl Model {
         if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
             return Err(Error::invalid(
                 "predict_array",
-                format!("input {} of sample {} is {}", i % per_sample, i / per_sample, inputs[i]),
+                format!(
+                    "input {} of sample {} is {}",
+                    i % per_sample,
+                    i / per_sample,
+                    inputs[i]
+                ),
             ));
         }
         if let Some(a) = &self.preprocess.features {

@@ -10,6 +10,9 @@ use crate::data::{Affine, Augment, Loader, LoaderConfig, Normalize, Samples, Sca
 use crate::error::{Error, Result};
 use crate::optim::LrSchedule;
 
+/// Validation samples: a dataset and the indices of it to evaluate.
+type Held<'a> = (&'a dyn Samples, Vec<usize>);
+
 /// A figure reported besides the loss, accumulated on the device like the loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -310,7 +313,8 @@ impl History {
             self.to_json()
         };
         crate::atomic_file::write_atomic(path, |file, tmp| {
-            file.write_all(text.as_bytes()).map_err(|e| Error::io(tmp, e))
+            file.write_all(text.as_bytes())
+                .map_err(|e| Error::io(tmp, e))
         })
     }
 
@@ -383,33 +387,32 @@ impl Model {
                 format!("validation_split {} is not in [0, 1)", cfg.validation_split),
             ));
         }
-        let (train, validation): (Vec<usize>, Option<(&dyn Samples, Vec<usize>)>) =
-            if cfg.validation_split > 0.0 {
-                if cfg.validation_data.is_some() {
-                    return Err(Error::invalid(
-                        "fit",
-                        "give validation_split or validation_data, not both",
-                    ));
-                }
-                let (t, v) = crate::data::split_last(data.len(), cfg.validation_split)?;
-                (t, Some((data as &dyn Samples, v)))
-            } else if let Some(v) = &cfg.validation_data {
-                self.check(&**v)?;
-                if v.as_arrays().is_some() != data.as_arrays().is_some()
-                    || std::mem::discriminant(&v.target_kind())
-                        != std::mem::discriminant(&data.target_kind())
-                {
-                    return Err(Error::invalid(
-                        "fit",
-                        "validation_data is another kind of data than the training data (images \
+        let (train, validation): (Vec<usize>, Option<Held<'_>>) = if cfg.validation_split > 0.0 {
+            if cfg.validation_data.is_some() {
+                return Err(Error::invalid(
+                    "fit",
+                    "give validation_split or validation_data, not both",
+                ));
+            }
+            let (t, v) = crate::data::split_last(data.len(), cfg.validation_split)?;
+            (t, Some((data as &dyn Samples, v)))
+        } else if let Some(v) = &cfg.validation_data {
+            self.check(&**v)?;
+            if v.as_arrays().is_some() != data.as_arrays().is_some()
+                || std::mem::discriminant(&v.target_kind())
+                    != std::mem::discriminant(&data.target_kind())
+            {
+                return Err(Error::invalid(
+                    "fit",
+                    "validation_data is another kind of data than the training data (images \
                          and numeric arrays, class indices and real-valued targets do not mix)",
-                    ));
-                }
-                let all = (0..v.len()).collect();
-                ((0..data.len()).collect(), Some((&**v as &dyn Samples, all)))
-            } else {
-                ((0..data.len()).collect(), None)
-            };
+                ));
+            }
+            let all = (0..v.len()).collect();
+            ((0..data.len()).collect(), Some((&**v as &dyn Samples, all)))
+        } else {
+            ((0..data.len()).collect(), None)
+        };
         if train.is_empty() {
             return Err(Error::invalid(
                 "fit",
@@ -503,7 +506,10 @@ impl Model {
             if !self.loss().is_regression() {
                 return Err(Error::invalid(
                     "fit",
-                    format!("scale_targets is for regression losses, not {:?}", self.loss()),
+                    format!(
+                        "scale_targets is for regression losses, not {:?}",
+                        self.loss()
+                    ),
                 ));
             }
             if width != 1 {
@@ -530,7 +536,7 @@ impl Model {
     fn train_epochs(
         &mut self,
         mut loader: Loader,
-        validation: Option<(&dyn Samples, Vec<usize>)>,
+        validation: Option<Held<'_>>,
         cfg: &FitConfig,
     ) -> Result<History> {
         let base_lr = self.optimizer.lr();
@@ -571,7 +577,13 @@ impl Model {
                     self.set_lr(scheduled)?;
                     lr = scheduled;
                 }
-                self.run_batch(true, batch.len, &batch.inputs, &batch.labels, &batch.targets)?;
+                self.run_batch(
+                    true,
+                    batch.len,
+                    &batch.inputs,
+                    &batch.labels,
+                    &batch.targets,
+                )?;
                 samples += batch.len;
                 loader.recycle(batch);
                 bar.inc(1);
@@ -728,7 +740,10 @@ mod tests {
             )
         );
         let row = lines.next().unwrap();
-        assert!(row.starts_with("2,0.45123,1.5,0.25,2,2.5,NaN,1.54,"), "{row}");
+        assert!(
+            row.starts_with("2,0.45123,1.5,0.25,2,2.5,NaN,1.54,"),
+            "{row}"
+        );
         let json = h.to_json();
         assert!(json.contains("\"val_mae\": [2.5]"), "{json}");
         assert!(json.contains("\"val_r2\": [null]"), "{json}");
