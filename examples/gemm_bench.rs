@@ -7,7 +7,7 @@
 //! divided by 10: the per-GEMM cost inside a training step, where one submission carries all
 //! launches. `--single` times one GEMM per submission instead (adds the submit/fence latency);
 //! `--tiled` forces the shared-memory path on every adapter; `--only PREFIX` runs the cases
-//! whose name starts with PREFIX.
+//! whose name starts with PREFIX; `--max N` sets the largest square size (default 2048).
 
 use std::time::Instant;
 
@@ -49,6 +49,9 @@ struct Cli {
     /// Only the cases whose name starts with PREFIX.
     #[arg(long, value_name = "PREFIX")]
     only: Option<String>,
+    /// The largest square size (powers of two from 128 up to it).
+    #[arg(long, default_value_t = 2048)]
+    max: usize,
 }
 
 fn main() -> wgtrain::Result<()> {
@@ -66,9 +69,9 @@ fn main() -> wgtrain::Result<()> {
         "{:<26} {:>8} {:>12} {:>12} {:>8}",
         "m x n x k (op)", "path", "gpu GFLOP/s", "cpu GFLOP/s", "ratio"
     );
-    let mut cases: Vec<(String, GemmSpec)> = [128, 256, 512, 1024, 2048]
-        .iter()
-        .map(|&s| (format!("{s}^3"), GemmSpec::new(s, s, s)))
+    let mut cases: Vec<(String, GemmSpec)> = std::iter::successors(Some(128usize), |s| Some(s * 2))
+        .take_while(|&s| s <= cli.max)
+        .map(|s| (format!("{s}^3"), GemmSpec::new(s, s, s)))
         .collect();
     cases.push(("128x128x784 fwd".into(), GemmSpec::new(128, 128, 784)));
     cases.push((

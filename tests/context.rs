@@ -198,3 +198,45 @@ fn binding_counts_are_checked_against_the_right_limits() {
     );
     gemm(&small(full.max_storage_buffers_per_shader_stage, 2)).expect("two textures fit");
 }
+
+/// The plan is a choice: forcing the real-GPU plan on this adapter makes every GEMM take the
+/// tiled path (what real GPUs run), and the natural plan follows the adapter (textures on a
+/// CPU adapter with subgroups of 8).
+#[test]
+fn the_plan_can_be_forced_and_the_gemm_path_follows_it() {
+    use wgtrain::gpu::kernels::{GemmPath, GemmSpec};
+    use wgtrain::gpu::AdapterKind;
+    let forced = GpuContext::with_options(GpuOptions {
+        plan: Some(AdapterKind::Gpu),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(forced.plan(), AdapterKind::Gpu);
+    let spec = GemmSpec::new(128, 128, 784);
+    assert_eq!(kernels::gemm_path(&forced, &spec), GemmPath::Tiled);
+    let natural = gpu();
+    let want = if natural.kind() == AdapterKind::Cpu && natural.subgroup_size() == Some(8) {
+        AdapterKind::Cpu
+    } else {
+        AdapterKind::Gpu
+    };
+    assert_eq!(natural.plan(), want);
+    let path = kernels::gemm_path(natural, &spec);
+    assert_eq!(
+        path == GemmPath::Texture,
+        want == AdapterKind::Cpu,
+        "{path:?}"
+    );
+    // The CPU-adapter plan where the adapter can run it, and a named error where it cannot.
+    let cpu = GpuContext::with_options(GpuOptions {
+        plan: Some(AdapterKind::Cpu),
+        ..Default::default()
+    });
+    match natural.subgroup_size() {
+        Some(8) => assert_eq!(cpu.unwrap().plan(), AdapterKind::Cpu),
+        _ => {
+            let err = cpu.err().expect("refused").to_string();
+            assert!(err.contains("subgroups of 8"), "{err}");
+        }
+    }
+}

@@ -19,6 +19,17 @@ fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {
 fn check_gemm(spec: GemmSpec, seed: u64) {
     let ctx = gpu();
     let GemmSpec { m, n, k, .. } = spec;
+    // The path asked for is the path that runs (texture packing needs subgroups of 8 and
+    // k > 0; anything else must say Tiled, never fall back silently).
+    let taken = kernels::gemm_path(ctx, &spec);
+    match spec.path {
+        Some(GemmPath::Tiled) => assert_eq!(taken, GemmPath::Tiled, "{spec:?}"),
+        Some(GemmPath::Texture) if ctx.subgroup_size() == Some(8) && k > 0 => {
+            assert_eq!(taken, GemmPath::Texture, "{spec:?}")
+        }
+        _ => {}
+    }
+    PATHS_RUN.lock().unwrap().push(taken);
     let a = uniform(seed, m * k, -1.0, 1.0);
     let b = uniform(seed + 1, k * n, -1.0, 1.0);
     let c0 = uniform(seed + 2, m * n, -1.0, 1.0);
@@ -72,6 +83,9 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     assert_close(&format!("{spec:?}"), &got, &want, atol, 1e-4);
 }
 
+/// Every path `check_gemm` ran, so sweeps can assert that both were exercised.
+static PATHS_RUN: std::sync::Mutex<Vec<GemmPath>> = std::sync::Mutex::new(Vec::new());
+
 #[test]
 fn gemm_shape_sweep() {
     let dims = [1usize, 4, 7, 13, 15, 16, 17, 31, 32, 33, 64, 127];
@@ -84,6 +98,13 @@ fn gemm_shape_sweep() {
                     check_gemm(GemmSpec::new(m, n, k).path(path), seed);
                 }
             }
+        }
+    }
+    // On an adapter with subgroups of 8 (lavapipe) both paths ran.
+    if gpu().subgroup_size() == Some(8) {
+        let paths = PATHS_RUN.lock().unwrap();
+        for p in [GemmPath::Texture, GemmPath::Tiled] {
+            assert!(paths.contains(&p), "the sweep never ran the {p:?} path");
         }
     }
 }
@@ -147,11 +168,12 @@ fn gemm_mlp_shapes_and_large_cases() {
         (GemmSpec::new(2 * max + 4, 16, 36).trans_a(true), 8),
         (GemmSpec::new(max + 1, 8, 9).trans_a(true), 9),
     ] {
-        assert_eq!(
-            kernels::gemm_path(gpu(), &spec),
-            GemmPath::Texture,
-            "{spec:?}"
-        );
+        // The plan's own choice: packed bands on the CPU-adapter plan, tiles otherwise.
+        let want = match gpu().plan() {
+            wgtrain::gpu::AdapterKind::Cpu => GemmPath::Texture,
+            wgtrain::gpu::AdapterKind::Gpu => GemmPath::Tiled,
+        };
+        assert_eq!(kernels::gemm_path(gpu(), &spec), want, "{spec:?}");
         check_gemm(spec, seed);
     }
 }

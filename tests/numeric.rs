@@ -700,3 +700,60 @@ fn tabular_and_tutorial_examples_run_on_the_full_data() {
     let stdout = run("keras_multiclass", &[]);
     assert!(stdout.contains("test: loss"), "{stdout}");
 }
+
+#[test]
+fn resuming_on_arrays_is_bit_exact() {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+    let x = Array2::from_shape_fn((96, 4), |_| rng.random_range(-3.0f32..3.0));
+    let y = Array2::from_shape_fn((96, 1), |(i, _)| x[[i, 0]] * 2.0 - x[[i, 3]] + 10.0);
+    let data = ArrayDataset::regression(&x, &y).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for device in devices() {
+        let name = device.name();
+        let build = || {
+            Sequential::new(&[4])
+                .dense(Dense::new(8).activation(Activation::Tanh))
+                .dense(Dense::new(1))
+                .compile(
+                    Loss::Huber,
+                    Optimizer::Adam(AdamConfig::adam(1e-2)),
+                    device.clone(),
+                    3,
+                )
+                .unwrap()
+        };
+        let cfg = |epochs: usize, initial: usize| FitConfig {
+            scale_features: Some(Scaling::Standard),
+            scale_targets: Some(Scaling::MinMax),
+            validation_split: 0.25,
+            initial_epoch: initial,
+            seed: 11,
+            ..FitConfig::new(epochs, 16)
+        };
+        let (straight, split, resumed) = (
+            dir.path().join("straight"),
+            dir.path().join("split"),
+            dir.path().join("resumed"),
+        );
+        let mut a = build();
+        let ha = a.fit(&data, &cfg(4, 0)).unwrap();
+        a.save(&straight).unwrap();
+        let mut b = build();
+        b.fit(&data, &cfg(2, 0)).unwrap();
+        b.save(&split).unwrap();
+        let mut c = build();
+        c.load(&split).unwrap();
+        let hc = c.fit(&data, &cfg(4, c.epoch())).unwrap();
+        c.save(&resumed).unwrap();
+        assert_eq!(ha.epochs[3].loss, hc.epochs[1].loss, "{name}");
+        assert_eq!(
+            ha.epochs[3].get("val_mae"),
+            hc.epochs[1].get("val_mae"),
+            "{name}"
+        );
+        assert!(
+            std::fs::read(&straight).unwrap() == std::fs::read(&resumed).unwrap(),
+            "{name}: the resumed checkpoint differs from the uninterrupted one"
+        );
+    }
+}

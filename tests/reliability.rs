@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wgtrain::data::{Dataset, Loader, LoaderConfig};
+use wgtrain::data::{ArrayDataset, Dataset, Loader, LoaderConfig};
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Model, Sequential};
 use wgtrain::optim::{AdamConfig, Optimizer};
 
@@ -324,6 +324,173 @@ fn cases() -> Vec<(&'static str, fn())> {
                 );
             },
         ),
+        // Numeric arrays: shapes, values and options checked before anything is allocated
+        // on a device.
+        ("arrays: features without a feature axis", || {
+            let x = ndarray::arr1(&[1.0f32, 2.0]);
+            expect_err(
+                ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])),
+                &["sample axis and at least one feature axis"],
+            );
+        }),
+        ("arrays: NaN feature", || {
+            let x = ndarray::arr2(&[[1.0f32], [f32::NAN]]);
+            expect_err(
+                ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])),
+                &["feature 0 of sample 1 is NaN"],
+            );
+        }),
+        ("arrays: label >= classes", || {
+            let x = ndarray::arr2(&[[1.0f32], [2.0]]);
+            expect_err(
+                ArrayDataset::classification(&x, &[0, 2], 2),
+                &["label 2 of sample 1"],
+            );
+        }),
+        (
+            "arrays: a field edited after construction is checked by fit",
+            || {
+                let x = ndarray::arr2(&[[1.0f32], [2.0]]);
+                let mut d = ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])).unwrap();
+                d.features.push(3.0);
+                let mut m = Sequential::new(&[1])
+                    .dense(Dense::new(1))
+                    .compile(
+                        Loss::MeanSquaredError,
+                        Optimizer::Adam(AdamConfig::adam(1e-2)),
+                        Device::Cpu,
+                        0,
+                    )
+                    .unwrap();
+                expect_err(m.fit(&d, &FitConfig::new(1, 2)), &["need 2 values, got 3"]);
+            },
+        ),
+        ("arrays: image normalization on numeric data", || {
+            let x = ndarray::arr2(&[[1.0f32], [2.0]]);
+            let d = ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])).unwrap();
+            let mut m = Sequential::new(&[1])
+                .dense(Dense::new(1))
+                .compile(
+                    Loss::MeanSquaredError,
+                    Optimizer::Adam(AdamConfig::adam(1e-2)),
+                    Device::Cpu,
+                    0,
+                )
+                .unwrap();
+            let cfg = FitConfig {
+                augment: Some(wgtrain::data::Augment::cifar()),
+                ..FitConfig::new(1, 2)
+            };
+            expect_err(m.fit(&d, &cfg), &["apply to images"]);
+        }),
+        ("arrays: feature scaling on images", || {
+            let cfg = FitConfig {
+                scale_features: Some(wgtrain::data::Scaling::Standard),
+                ..FitConfig::new(1, 4)
+            };
+            expect_err(
+                fit(
+                    &mut model(Loss::SparseCategoricalCrossentropy, 3),
+                    &data(8),
+                    cfg,
+                ),
+                &["apply to numeric arrays"],
+            );
+        }),
+        ("arrays: target scaling of class indices", || {
+            let x = ndarray::arr2(&[[1.0f32], [2.0]]);
+            let d = ArrayDataset::classification(&x, &[0, 1], 2).unwrap();
+            let mut m = Sequential::new(&[1])
+                .dense(Dense::new(2))
+                .compile(
+                    Loss::SparseCategoricalCrossentropy,
+                    Optimizer::Adam(AdamConfig::adam(1e-2)),
+                    Device::Cpu,
+                    0,
+                )
+                .unwrap();
+            let cfg = FitConfig {
+                scale_targets: Some(wgtrain::data::Scaling::Standard),
+                ..FitConfig::new(1, 2)
+            };
+            expect_err(
+                m.fit(&d, &cfg),
+                &["real-valued targets; these are class indices"],
+            );
+        }),
+        ("arrays: validation data of another kind", || {
+            let x = ndarray::arr2(&[[1.0f32; 16], [2.0; 16], [3.0; 16]]);
+            let mut m = model(Loss::SparseCategoricalCrossentropy, 3);
+            let cfg = FitConfig {
+                validation_data: Some(std::sync::Arc::new(
+                    ArrayDataset::classification(&x, &[0, 1, 2], 3).unwrap(),
+                )),
+                ..FitConfig::new(1, 4)
+            };
+            expect_err(fit(&mut m, &data(8), cfg), &["another kind of data"]);
+        }),
+        (
+            "arrays: error metrics with the sparse cross-entropy",
+            || {
+                let mut m = model(Loss::SparseCategoricalCrossentropy, 3);
+                expect_err(
+                    m.set_metrics(&[wgtrain::nn::Metric::Mae]),
+                    &["mae compares outputs with real-valued targets"],
+                );
+            },
+        ),
+        (
+            "arrays: early stopping on a metric the model does not report",
+            || {
+                let cfg = FitConfig {
+                    validation_split: 0.25,
+                    early_stopping: Some(wgtrain::nn::EarlyStopping::new(
+                        wgtrain::nn::Monitor::Val(wgtrain::nn::Metric::R2),
+                        2,
+                    )),
+                    ..FitConfig::new(2, 4)
+                };
+                expect_err(
+                    fit(
+                        &mut model(Loss::SparseCategoricalCrossentropy, 3),
+                        &data(8),
+                        cfg,
+                    ),
+                    &["watches val_r2"],
+                );
+            },
+        ),
+        (
+            "arrays: predict_array of the wrong width, NaN, or an overflowing count",
+            || {
+                let mut m = model(Loss::SparseCategoricalCrossentropy, 3);
+                expect_err(
+                    m.predict_array(&ndarray::Array2::<f32>::zeros((2, 5))),
+                    &["samples of 16 inputs"],
+                );
+                let mut x = ndarray::Array2::<f32>::zeros((2, 16));
+                x[[1, 3]] = f32::INFINITY;
+                expect_err(m.predict_array(&x), &["input 3 of sample 1 is inf"]);
+                expect_err(m.predict(&[], usize::MAX / 2), &["values for"]);
+            },
+        ),
+        ("arrays: zero batch size in fit and evaluate", || {
+            let mut m = model(Loss::SparseCategoricalCrossentropy, 3);
+            expect_err(
+                fit(&mut m, &data(8), FitConfig::new(1, 0)),
+                &["batch_size is 0"],
+            );
+            expect_err(m.evaluate(&data(8), 0), &["batch_size is 0"]);
+        }),
+        // The GPU context's choices.
+        ("context: WGTRAIN_PLAN names no plan", || {
+            // This child process runs only this case, so the variable reaches no other test.
+            std::env::set_var(wgtrain::gpu::PLAN_ENV, "fast");
+            expect_err(
+                wgtrain::gpu::GpuContext::new(),
+                &["WGTRAIN_PLAN=fast", "`gpu` or `cpu`"],
+            );
+        }),
     ]
 }
 

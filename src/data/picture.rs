@@ -93,13 +93,11 @@ fn draw_text(img: &mut RgbImage, mut x: u32, y: u32, text: &str, color: Rgb<u8>)
     }
 }
 
-fn draw_number(img: &mut RgbImage, x: u32, y: u32, n: u32, color: Rgb<u8>) {
-    draw_text(img, x, y, &n.to_string(), color);
-}
-
 /// Saves a grid of the samples at `indices`, `cols` per row, each labelled with its class
-/// number; with `predictions` (one per index) the predicted class is written after it and the
-/// frame is green when right, red when wrong. Written to a temporary file and renamed.
+/// name (the dataset's `class_names`, e.g. Fashion-MNIST's "Sneaker"; the class number when it
+/// has none); with `predictions` (one per index) the predicted class is written on a second
+/// line and the frame is green when right, red when wrong. Written to a temporary file and
+/// renamed.
 pub fn save_grid(
     path: &Path,
     data: &Dataset,
@@ -113,6 +111,7 @@ pub fn save_grid(
             "need at least one sample and one column",
         ));
     }
+    data.validate()?;
     if let Some(p) = predictions {
         if p.len() != indices.len() {
             return Err(Error::invalid(
@@ -127,9 +126,28 @@ pub fn save_grid(
             format!("index {bad} outside {} samples", data.len()),
         ));
     }
+    // At most 11 characters of a name fit under an image; longer names are cut.
+    let name = |class: u32| -> String {
+        match data.class_names.get(class as usize) {
+            Some(n) => n.chars().take(11).collect(),
+            None => class.to_string(),
+        }
+    };
+    let widest = indices
+        .iter()
+        .map(|&i| text_width(&name(data.labels[i] as u32)))
+        .chain(
+            predictions
+                .into_iter()
+                .flatten()
+                .map(|&p| text_width(&name(p))),
+        )
+        .max()
+        .unwrap_or(0);
     let (w, h) = (data.width as u32, data.height as u32);
-    let cell_w = (w + 2 * PAD).max(8 * 4 * SCALE);
-    let cell_h = h + 2 * PAD + TEXT_H;
+    let cell_w = (w + 2 * PAD).max(widest + 2);
+    let lines = if predictions.is_some() { 2 } else { 1 };
+    let cell_h = h + 2 * PAD + lines * TEXT_H;
     let rows = indices.len().div_ceil(cols) as u32;
     let mut img: RgbImage =
         ImageBuffer::from_pixel(cols as u32 * cell_w, rows * cell_h, Rgb([32, 32, 32]));
@@ -160,10 +178,9 @@ pub fn save_grid(
             }
         }
         let ty = cy + h + 2 * PAD + 2;
-        draw_number(&mut img, cx + 1, ty, label, Rgb([255, 255, 255]));
+        draw_text(&mut img, cx + 1, ty, &name(label), Rgb([255, 255, 255]));
         if let Some(p) = predictions {
-            let offset = (label.to_string().len() as u32 + 1) * 4 * SCALE;
-            draw_number(&mut img, cx + 1 + offset, ty, p[n], frame);
+            draw_text(&mut img, cx + 1, ty + TEXT_H, &name(p[n]), frame);
         }
     }
     save_png_atomic(&img, path)

@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 /// Environment variable that selects an adapter by a case-insensitive substring of its name or
 /// backend, e.g. `WGTRAIN_ADAPTER=llvmpipe` or `WGTRAIN_ADAPTER=vulkan`.
 pub const ADAPTER_ENV: &str = "WGTRAIN_ADAPTER";
+/// Environment variable that forces the plan kernels are built for: `gpu` (shared-memory
+/// tiles over storage buffers, what real GPUs run) or `cpu` (packed textures, what CPU
+/// adapters run), on any adapter. See [`GpuOptions::plan`].
+pub const PLAN_ENV: &str = "WGTRAIN_PLAN";
 
 /// How to pick and open a GPU.
 #[derive(Debug, Clone)]
@@ -25,6 +29,11 @@ pub struct GpuOptions {
     /// stays within what other adapters offer (`wgpu::Limits::downlevel_defaults()`, say).
     /// Each must be within the adapter's.
     pub limits: Option<wgpu::Limits>,
+    /// The plan kernels are built for, whatever the adapter: [`AdapterKind::Gpu`] runs the
+    /// real-GPU kernels (so a CPU adapter in CI exercises them), [`AdapterKind::Cpu`] the
+    /// CPU-adapter ones (which need subgroups of 8). `None` reads [`PLAN_ENV`], and without it
+    /// follows the adapter's kind.
+    pub plan: Option<AdapterKind>,
 }
 
 impl Default for GpuOptions {
@@ -33,6 +42,7 @@ impl Default for GpuOptions {
             adapter: None,
             timeout: Duration::from_secs(120),
             limits: None,
+            plan: None,
         }
     }
 }
@@ -51,6 +61,8 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// The plan kernels are built for (the adapter's kind unless forced).
+    plan: AdapterKind,
     limits: wgpu::Limits,
     timeout: Duration,
     lost: Arc<Mutex<Option<(String, String)>>>,
@@ -130,23 +142,47 @@ impl GpuContext {
             .adapter
             .clone()
             .or_else(|| std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty()));
-        // Honors wgpu's own WGPU_BACKEND and friends.
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let seen = adapters
+        // Honors wgpu's own WGPU_BACKEND and friends. Unless asked for, GL is probed only
+        // when no other backend has a matching adapter: the sort below would never pick a GL
+        // adapter over another, and initializing EGL loads Mesa's whole GL stack for nothing.
+        let from_env = wgpu::InstanceDescriptor::new_without_display_handle_from_env;
+        let available = from_env().backends;
+        let explicit = std::env::var_os("WGPU_BACKEND").is_some();
+        let matches = |a: &wgpu::Adapter| {
+            wanted.as_ref().is_none_or(|w| {
+                let (w, info) = (w.to_lowercase(), a.get_info());
+                info.name.to_lowercase().contains(&w)
+                    || format!("{:?}", info.backend).to_lowercase().contains(&w)
+            })
+        };
+        let enumerate = |backends: wgpu::Backends| -> Vec<wgpu::Adapter> {
+            if backends.is_empty() {
+                return Vec::new();
+            }
+            let mut d = from_env();
+            d.backends = backends;
+            let instance = wgpu::Instance::new(d);
+            pollster::block_on(instance.enumerate_adapters(backends))
+        };
+        let wants_gl = explicit
+            || wanted
+                .as_ref()
+                .is_some_and(|w| ["gl", "opengl", "egl"].contains(&w.to_lowercase().as_str()));
+        let first = if wants_gl {
+            available
+        } else {
+            available - wgpu::Backends::GL
+        };
+        let mut all = enumerate(first);
+        if !all.iter().any(matches) && !wants_gl {
+            all.extend(enumerate(available & wgpu::Backends::GL));
+        }
+        let seen = all
             .iter()
             .map(|a| describe(&a.get_info()))
             .collect::<Vec<_>>()
             .join(", ");
-        if let Some(w) = &wanted {
-            let w = w.to_lowercase();
-            adapters.retain(|a| {
-                let info = a.get_info();
-                info.name.to_lowercase().contains(&w)
-                    || format!("{:?}", info.backend).to_lowercase().contains(&w)
-            });
-        }
+        let mut adapters: Vec<wgpu::Adapter> = all.into_iter().filter(|a| matches(a)).collect();
         // GL adapters cannot run compute with our storage-buffer counts; prefer anything else.
         adapters.sort_by_key(|a| {
             let info = a.get_info();
@@ -163,13 +199,30 @@ impl GpuContext {
                 seen,
             });
         };
-        Self::from_adapter(adapter, options.timeout, options.limits)
+        let plan = match options.plan {
+            Some(p) => Some(p),
+            None => match std::env::var(PLAN_ENV).ok().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(v) => Some(match v.to_lowercase().as_str() {
+                    "gpu" => AdapterKind::Gpu,
+                    "cpu" => AdapterKind::Cpu,
+                    _ => {
+                        return Err(Error::invalid(
+                            "GpuContext",
+                            format!("{PLAN_ENV}={v}: the plan is `gpu` or `cpu`"),
+                        ))
+                    }
+                }),
+            },
+        };
+        Self::from_adapter(adapter, options.timeout, options.limits, plan)
     }
 
     fn from_adapter(
         adapter: wgpu::Adapter,
         timeout: Duration,
         limits: Option<wgpu::Limits>,
+        plan: Option<AdapterKind>,
     ) -> Result<Self> {
         let info = adapter.get_info();
         // The adapter's real limits, not WebGPU's small defaults: large storage bindings and
@@ -205,10 +258,33 @@ impl GpuContext {
                 .push(e.to_string());
         }));
 
+        let fixed = info.subgroup_min_size == info.subgroup_max_size;
+        let subgroup = (device.features().contains(wgpu::Features::SUBGROUP) && fixed)
+            .then_some(info.subgroup_min_size);
+        // The CPU-adapter kernels share operands across subgroups of 8: a CPU adapter without
+        // them (SwiftShader, WARP) runs the real-GPU plan.
+        let natural = match info.device_type {
+            wgpu::DeviceType::Cpu if subgroup == Some(8) => AdapterKind::Cpu,
+            _ => AdapterKind::Gpu,
+        };
+        if plan == Some(AdapterKind::Cpu) && subgroup != Some(8) {
+            return Err(Error::invalid(
+                "GpuContext",
+                format!(
+                    "the CPU-adapter plan shares operands across subgroups of 8; {} has {}",
+                    describe(&info),
+                    subgroup.map_or("no fixed subgroup size".to_string(), |s| format!(
+                        "subgroups of {s}"
+                    ))
+                ),
+            ));
+        }
+        let plan = plan.unwrap_or(natural);
         Ok(GpuContext {
             device,
             queue,
             info,
+            plan,
             limits,
             timeout,
             lost,
@@ -276,6 +352,33 @@ impl GpuContext {
             wgpu::DeviceType::Cpu => AdapterKind::Cpu,
             _ => AdapterKind::Gpu,
         }
+    }
+
+    /// Every specialized pipeline this context has built so far (module, entry point,
+    /// override constants), each once, sorted: what a portability check must translate.
+    pub fn pipeline_variants(&self) -> Vec<crate::gpu::PipelineVariant> {
+        let map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<crate::gpu::PipelineVariant> = Vec::new();
+        for key in map.keys() {
+            let v = key.variant();
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.shader, a.entry, format!("{:?}", a.constants)).cmp(&(
+                b.shader,
+                b.entry,
+                format!("{:?}", b.constants),
+            ))
+        });
+        out
+    }
+
+    /// The plan kernels are built for: the CPU-adapter plan on a CPU adapter with subgroups of
+    /// 8, the real-GPU plan otherwise, unless [`GpuOptions::plan`] or [`PLAN_ENV`] forced one.
+    pub fn plan(&self) -> AdapterKind {
+        self.plan
     }
 
     /// The underlying wgpu device, for users who mix their own passes with ours.

@@ -8,8 +8,9 @@ use bytemuck::Pod;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, View};
 
-/// The WGSL sources, one file per kernel family.
-pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
+/// The WGSL source of a kernel family by its name (`gemm`, `loss`, ... as
+/// [`PipelineVariant::shader`] names it).
+pub fn shader_source(name: &str) -> Option<&'static str> {
     Some(match name {
         "gemm" => include_str!("../../shaders/gemm.wgsl"),
         "gemm_pack" => include_str!("../../shaders/gemm_pack.wgsl"),
@@ -24,6 +25,30 @@ pub(crate) fn shader_source(name: &str) -> Option<&'static str> {
         "broken_for_tests" => "@compute @workgroup_size(1) fn main( {}",
         _ => return None,
     })
+}
+
+/// One specialized pipeline a context has built: a WGSL module, an entry point and the
+/// override constants it was specialized with (see [`GpuContext::pipeline_variants`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineVariant {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl PipelineKey {
+    /// What the key specializes, without the binding kinds.
+    pub(crate) fn variant(&self) -> PipelineVariant {
+        PipelineVariant {
+            shader: self.shader,
+            entry: self.entry,
+            constants: self
+                .constants
+                .iter()
+                .map(|&(n, bits)| (n, f64::from_bits(bits)))
+                .collect(),
+        }
+    }
 }
 
 /// Identifies one specialized pipeline.

@@ -6,8 +6,9 @@ pub mod kernels;
 mod launch;
 
 pub use buffer::{GpuBuffer, View};
-pub use context::{AdapterKind, Counters, GpuContext, GpuOptions, ADAPTER_ENV};
+pub use context::{AdapterKind, Counters, GpuContext, GpuOptions, ADAPTER_ENV, PLAN_ENV};
 pub(crate) use launch::Ledger;
 pub use launch::{
-    encode_kernel_iter, encode_kernels, grid, run, run_kernels, Binding, Kernel, Launch,
+    encode_kernel_iter, encode_kernels, grid, run, run_kernels, shader_source, Binding, Kernel,
+    Launch, PipelineVariant,
 };

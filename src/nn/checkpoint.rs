@@ -184,21 +184,18 @@ impl Model {
             .and_then(|m| m.get("wgtrain"))
             .cloned()
             .unwrap_or_default();
-        let class_names: Vec<String> = match meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(CLASSES_KEY))
-        {
-            None => Vec::new(),
-            Some(json) => serde_json::from_str(json).map_err(|e| {
-                Error::data(
-                    path,
-                    format!(
+        let class_names: Vec<String> =
+            match meta.metadata().as_ref().and_then(|m| m.get(CLASSES_KEY)) {
+                None => Vec::new(),
+                Some(json) => serde_json::from_str(json).map_err(|e| {
+                    Error::data(
+                        path,
+                        format!(
                         "the class names in `{CLASSES_KEY}` are not a JSON list of strings: {e}"
                     ),
-                )
-            })?,
-        };
+                    )
+                })?,
+            };
         let meta: HashMap<&str, &str> = entry
             .split(';')
             .filter_map(|kv| kv.split_once('='))

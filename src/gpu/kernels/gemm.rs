@@ -129,8 +129,9 @@ pub enum GemmPath {
     Texture,
 }
 
-/// The path a spec takes on this adapter: textures on CPU adapters when the packed operands fit
-/// the texture limits, shared-memory tiles otherwise.
+/// The path a spec takes on this context: textures under the CPU-adapter plan when the packed
+/// operands fit the texture limits (the context checked the subgroup size when it opened),
+/// shared-memory tiles otherwise.
 pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let max = ctx.limits().max_texture_dimension_2d as usize;
     let k4 = spec.k.div_ceil(4);
@@ -139,7 +140,7 @@ pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let fits = bands * k4 <= max && 4 * k4 <= max && spec.n.div_ceil(4) <= max && k4 <= LOOP_LIMIT;
     // gemm_tex shares B texels across its 8 invocations with subgroup broadcasts.
     let fits = fits && ctx.subgroup_size() == Some(8);
-    let wanted = spec.path.unwrap_or(match ctx.kind() {
+    let wanted = spec.path.unwrap_or(match ctx.plan() {
         AdapterKind::Cpu => GemmPath::Texture,
         AdapterKind::Gpu => GemmPath::Tiled,
     });
