@@ -16,7 +16,8 @@ struct Dims {
 }
 
 const WG: u32 = 256u;
-// 0: ReLU, 1: sigmoid, 2: tanh, 3: identity, 4: GELU (tanh form)
+// 0: ReLU, 1: sigmoid, 2: tanh, 3: identity, 4: GELU (tanh form), 5: SiLU, 6: leaky ReLU
+// (slope 0.01), 7: ELU (alpha 1), 8: softplus
 override OP: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -78,12 +79,29 @@ fn gelu_grad(x: f32, dy: f32) -> f32 {
     return dy * (s + x * s * (1.0 - s) * 2.0 * du);
 }
 
+// Leaky ReLU's slope below zero (src/ops/vocab.rs, LEAKY_RELU_SLOPE).
+const LEAKY_SLOPE: f32 = 0.01;
+
+// ln(1 + exp(x)) without overflow: max(x, 0) + ln(1 + exp(-|x|)).
+fn softplus(x: f32) -> f32 {
+    return max(x, 0.0) + log(1.0 + exp(-abs(x)));
+}
+
 fn activate(x: f32) -> f32 {
     switch OP {
         case 0u: { return relu(x); }
         case 1u: { return sigmoid(x); }
         case 2u: { return tanh_safe(x); }
         case 4u: { return gelu(x); }
+        case 5u: { return x * sigmoid(x); }
+        case 6u: { return select(x, x * LEAKY_SLOPE, x < 0.0); }
+        case 7u: { return select(exp(x) - 1.0, x, x > 0.0); }
+        case 8u: {
+            if (is_nan(x)) {
+                return x;
+            }
+            return softplus(x);
+        }
         default: { return x; }
     }
 }
@@ -97,6 +115,13 @@ fn activate_grad(saved: f32, dy: f32) -> f32 {
         case 1u: { return dy * y * (1.0 - y); }
         case 2u: { return dy * (1.0 - y * y); }
         case 4u: { return gelu_grad(saved, dy); }
+        case 5u: {
+            let s = sigmoid(saved);
+            return dy * (s + saved * s * (1.0 - s));
+        }
+        case 6u: { return select(dy * LEAKY_SLOPE, dy, y > 0.0); }
+        case 7u: { return select(dy * (y + 1.0), dy, y > 0.0); }
+        case 8u: { return dy * sigmoid(saved); }
         default: { return dy; }
     }
 }

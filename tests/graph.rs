@@ -108,6 +108,10 @@ fn dense_layer_with_each_activation() {
         Activation::Tanh,
         Activation::Identity,
         Activation::Gelu,
+        Activation::Silu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Softplus,
     ] {
         let mut g = Graph::new();
         let (x, xv) = x_input(&mut g, 4);
@@ -447,4 +451,31 @@ fn gelu_is_the_tanh_form() {
     assert!((Activation::Gelu.apply(-1.0f32) + 0.158_808).abs() < 1e-6);
     assert_eq!(Activation::Gelu.apply(f32::NEG_INFINITY), 0.0);
     assert!(Activation::Gelu.apply(f32::NAN).is_nan());
+}
+
+/// The newer activations against published values (PyTorch: `F.silu`, `F.leaky_relu` with
+/// its default slope 0.01, `F.elu` with alpha 1, `F.softplus`), and their edges.
+#[test]
+fn silu_leaky_relu_elu_and_softplus_match_published_values() {
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(close(Activation::Silu.apply(1.0), 0.731_058_6));
+    assert!(close(Activation::Silu.apply(-2.0), -0.238_405_8));
+    assert!(close(Activation::LeakyRelu.apply(-2.0), -0.02));
+    assert!(close(Activation::LeakyRelu.apply(3.0), 3.0));
+    assert!(close(Activation::Elu.apply(-1.0), -0.632_120_6));
+    assert!(close(Activation::Elu.apply(2.5), 2.5));
+    assert!(close(Activation::Softplus.apply(1.0), 1.313_261_7));
+    assert!(close(Activation::Softplus.apply(-1.0), 0.313_261_7));
+    // No overflow far out, and NaN passes through.
+    assert_eq!(Activation::Softplus.apply(1000.0f32), 1000.0);
+    assert_eq!(Activation::Softplus.apply(-1000.0f32), 0.0);
+    assert_eq!(Activation::Elu.apply(f32::NEG_INFINITY), -1.0);
+    for act in [
+        Activation::Silu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Softplus,
+    ] {
+        assert!(act.apply(f32::NAN).is_nan(), "{act:?}");
+    }
 }

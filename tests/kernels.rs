@@ -259,6 +259,10 @@ fn activations_forward_and_backward() {
         Activation::Tanh,
         Activation::Identity,
         Activation::Gelu,
+        Activation::Silu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Softplus,
     ] {
         for (i, &n) in ELEMENTWISE_SIZES.iter().enumerate() {
             let x = with_specials(uniform(i as u64, n, -6.0, 6.0));

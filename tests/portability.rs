@@ -120,14 +120,22 @@ fn exercise(ctx: &Arc<GpuContext>) {
             &one_hot,
         ),
     ];
-    for (loss, opt, targets) in cases {
+    let hidden = [
+        Activation::Relu,
+        Activation::Silu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Softplus,
+        Activation::Relu,
+    ];
+    for ((loss, opt, targets), act) in cases.into_iter().zip(hidden) {
         let last = if matches!(loss, Loss::BinaryCrossentropy { from_logits: false }) {
             Activation::Sigmoid
         } else {
             Activation::Identity
         };
         let mut m = Sequential::new(&[5])
-            .dense(Dense::new(16).activation(Activation::Relu))
+            .dense(Dense::new(16).activation(act))
             .dense(Dense::new(2).activation(last))
             .compile(loss, opt, dev(), 1)
             .unwrap();

@@ -29,6 +29,22 @@ impl Activation {
             Activation::Identity => x,
             Activation::Gelu if x.abs() >= T::of(GELU_RELU_FROM) => Activation::Relu.apply(x),
             Activation::Gelu => x * Activation::Sigmoid.apply(T::of(2.0) * gelu_u(x)),
+            Activation::Silu => x * Activation::Sigmoid.apply(x),
+            Activation::LeakyRelu => {
+                if x < T::zero() {
+                    x * T::of(crate::ops::LEAKY_RELU_SLOPE)
+                } else {
+                    x
+                }
+            }
+            Activation::Elu => {
+                if x > T::zero() {
+                    x
+                } else {
+                    x.exp_m1()
+                }
+            }
+            Activation::Softplus => x.max(T::zero()) + (-x.abs()).exp().ln_1p(),
         }
     }
 
@@ -57,6 +73,28 @@ impl Activation {
                 let du = T::of(GELU_K0) * (T::one() + T::of(3.0 * GELU_K1) * x * x);
                 dy * (s + x * s * (T::one() - s) * T::of(2.0) * du)
             }
+            Activation::Silu => {
+                // d/dx [x s(x)] = s + x s (1 - s)
+                let (x, s) = (saved, Activation::Sigmoid.apply(saved));
+                dy * (s + x * s * (T::one() - s))
+            }
+            // y has x's sign, so the rule reads y.
+            Activation::LeakyRelu => {
+                if y > T::zero() {
+                    dy
+                } else {
+                    dy * T::of(crate::ops::LEAKY_RELU_SLOPE)
+                }
+            }
+            // Below zero f'(x) = exp(x) = y + 1.
+            Activation::Elu => {
+                if y > T::zero() {
+                    dy
+                } else {
+                    dy * (y + T::one())
+                }
+            }
+            Activation::Softplus => dy * Activation::Sigmoid.apply(saved),
         }
     }
 }

@@ -13,7 +13,7 @@ mod shape;
 mod vocab;
 
 pub use metrics::{ErrorMetrics, ErrorSums, MetricTotals, Metrics, METRIC_WORDS};
-pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window};
+pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window, LEAKY_RELU_SLOPE};
 
 use ndarray::{Array1, ArrayD, Ix1, Ix2};
 

@@ -15,7 +15,19 @@ pub enum Activation {
     /// `gelu(approximate=True)`): `x sigmoid(2u)`, u = sqrt(2/pi) (x + 0.044715 x^3); its
     /// gradient reads x. For |x| >= 10 it is ReLU (the two agree there to f32 precision).
     Gelu,
+    /// SiLU (swish): `x sigmoid(x)`; its gradient reads x.
+    Silu,
+    /// Leaky ReLU with slope 0.01 below zero (PyTorch's default `negative_slope`).
+    LeakyRelu,
+    /// ELU with alpha 1 (Keras' and PyTorch's default): `x` above zero, `exp(x) - 1` below.
+    Elu,
+    /// Softplus `ln(1 + exp(x))`, computed as `max(x, 0) + ln(1 + exp(-|x|))`; its gradient
+    /// (sigmoid(x)) reads x.
+    Softplus,
 }
+
+/// Leaky ReLU's slope below zero.
+pub const LEAKY_RELU_SLOPE: f64 = 0.01;
 
 impl Activation {
     /// The name used in op names, summaries and checkpoints.
@@ -26,6 +38,10 @@ impl Activation {
             Activation::Tanh => "tanh",
             Activation::Identity => "identity",
             Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::LeakyRelu => "leaky_relu",
+            Activation::Elu => "elu",
+            Activation::Softplus => "softplus",
         }
     }
 
@@ -33,10 +49,13 @@ impl Activation {
     /// value the backward pass keeps for this activation.
     pub fn backward_reads_input(self) -> bool {
         match self {
-            Activation::Relu | Activation::Sigmoid | Activation::Tanh | Activation::Identity => {
-                false
-            }
-            Activation::Gelu => true,
+            Activation::Relu
+            | Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::Identity
+            | Activation::LeakyRelu
+            | Activation::Elu => false,
+            Activation::Gelu | Activation::Silu | Activation::Softplus => true,
         }
     }
 }

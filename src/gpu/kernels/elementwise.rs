@@ -16,6 +16,10 @@ fn activation_code(act: Activation) -> f64 {
         Activation::Tanh => 2.0,
         Activation::Identity => 3.0,
         Activation::Gelu => 4.0,
+        Activation::Silu => 5.0,
+        Activation::LeakyRelu => 6.0,
+        Activation::Elu => 7.0,
+        Activation::Softplus => 8.0,
     }
 }
 
