@@ -260,7 +260,8 @@ pub enum Scaling {
     /// `(x - mean) / std` per column, with the population std (scikit-learn's StandardScaler);
     /// a constant column is only centred (its std counts as 1).
     Standard,
-    /// `(x - min) / (max - min)` per column, into [0, 1]; a constant column becomes 0.
+    /// `(x - min) / (max - min)` per column, into [0, 1]; a constant column is only shifted
+    /// (to 0).
     MinMax,
 }
 
@@ -303,7 +304,9 @@ impl Affine {
                         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
                             (a.min(v), b.max(v))
                         });
-                    let range = if hi > lo { hi - lo } else { 1.0 };
+                    // A range below the values' own rounding is a constant column.
+                    let tiny = 10.0 * f64::EPSILON * lo.abs().max(hi.abs()).max(1.0);
+                    let range = if hi - lo > tiny { hi - lo } else { 1.0 };
                     (1.0 / range, -lo / range)
                 }
             };

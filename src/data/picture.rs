@@ -145,7 +145,7 @@ pub fn save_grid(
         .max()
         .unwrap_or(0);
     let (w, h) = (data.width as u32, data.height as u32);
-    let cell_w = (w + 2 * PAD).max(widest + 2);
+    let cell_w = (w + 2 * PAD).max(widest + 2 * PAD);
     let lines = if predictions.is_some() { 2 } else { 1 };
     let cell_h = h + 2 * PAD + lines * TEXT_H;
     let rows = indices.len().div_ceil(cols) as u32;

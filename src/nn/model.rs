@@ -252,7 +252,7 @@ impl Model {
     pub(super) fn named(&self, m: &Metrics) -> Vec<(Metric, f32)> {
         // One target column: the scaling is one affine map, so errors scale by 1/scale.
         let unscale = match &self.preprocess.targets {
-            Some(a) if a.width() == 1 => 1.0 / a.scale[0],
+            Some(a) if a.width() == 1 => 1.0 / a.scale[0].abs(),
             _ => 1.0,
         };
         self.metrics
