@@ -479,3 +479,34 @@ fn silu_leaky_relu_elu_and_softplus_match_published_values() {
         assert!(act.apply(f32::NAN).is_nan(), "{act:?}");
     }
 }
+
+/// Layer normalization's three gradients (x through the weights before it, gamma, beta)
+/// against finite differences in f64, between two dense layers.
+#[test]
+fn layer_norm_backward() {
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 4);
+    let w = g.param("w", &[4, 6], Init::Zeros);
+    let b = g.param("b", &[6], Init::Zeros);
+    let gamma = g.param("gamma", &[6], Init::Constant(1.0));
+    let beta = g.param("beta", &[6], Init::Zeros);
+    let w2 = g.param("w2", &[6, 3], Init::Zeros);
+    let h = g.matmul(x, w).unwrap();
+    let h = g.bias_add(h, b).unwrap();
+    let n = g.layer_norm(h, gamma, beta, 1e-3).unwrap();
+    let a = g.activation(n, Activation::Tanh).unwrap();
+    let y = g.matmul(a, w2).unwrap();
+    let (t, tv) = target(&mut g, 3, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, y, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+    // Shapes and epsilon are checked where the op is added.
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(4)]);
+    let gamma = g.param("gamma", &[5], Init::Constant(1.0));
+    let beta = g.param("beta", &[4], Init::Zeros);
+    let err = g.layer_norm(x, gamma, beta, 1e-3).unwrap_err().to_string();
+    assert!(err.contains("gamma must have shape (4)"), "{err}");
+    let gamma = g.param("gamma4", &[4], Init::Constant(1.0));
+    let err = g.layer_norm(x, gamma, beta, 0.0).unwrap_err().to_string();
+    assert!(err.contains("epsilon 0 must be positive"), "{err}");
+}

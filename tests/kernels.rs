@@ -606,3 +606,102 @@ fn elementwise_add() {
     let err = kernels::add(ctx, 4, short.full(), y.full(), y.full()).unwrap_err();
     assert!(err.to_string().contains("add"), "{err}");
 }
+
+/// Layer normalization's forward, input gradient and gamma gradient against the f64
+/// reference, over row and feature counts that include 1, primes and a long row.
+#[test]
+fn layer_norm_matches_the_reference() {
+    let ctx = gpu();
+    let eps = 1e-3f32;
+    let mut seed = 300;
+    for &(rows, cols) in &[
+        (1, 1),
+        (1, 7),
+        (7, 1),
+        (5, 16),
+        (64, 3),
+        (130, 100),
+        (3, 1000),
+    ] {
+        seed += 10;
+        // Rows with an offset and a spread of their own, as activations have.
+        let x: Vec<f32> = uniform(seed, rows * cols, -2.0, 2.0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + (i / cols) as f32) + (i / cols) as f32)
+            .collect();
+        let gamma = uniform(seed + 1, cols, 0.5, 1.5);
+        let beta = uniform(seed + 2, cols, -1.0, 1.0);
+        let dy = uniform(seed + 3, rows * cols, -1.0, 1.0);
+        let (gx, gg, gb, gdy) = (
+            upload("x", &x),
+            upload("gamma", &gamma),
+            upload("beta", &beta),
+            upload("dy", &dy),
+        );
+        let (gy, gdx, gdg) = (
+            zeros("y", rows * cols),
+            zeros("dx", rows * cols),
+            zeros("dgamma", cols),
+        );
+        let fwd = kernels::layer_norm_forward(
+            ctx,
+            rows,
+            cols,
+            eps,
+            gx.full(),
+            gg.full(),
+            gb.full(),
+            gy.full(),
+        )
+        .unwrap();
+        let bwd = kernels::layer_norm_backward(
+            ctx,
+            rows,
+            cols,
+            eps,
+            gx.full(),
+            gg.full(),
+            gdy.full(),
+            gdx.full(),
+        )
+        .unwrap();
+        let dg =
+            kernels::layer_norm_gamma_grad(ctx, rows, cols, eps, gx.full(), gdy.full(), gdg.full())
+                .unwrap();
+        run(ctx, &[&fwd, &bwd]).unwrap();
+        dg.run(ctx).unwrap();
+        let x64 = Array2::from_shape_vec((rows, cols), to_f64(&x)).unwrap();
+        let dy64 = Array2::from_shape_vec((rows, cols), to_f64(&dy)).unwrap();
+        let (g64, b64) = (Array1::from(to_f64(&gamma)), Array1::from(to_f64(&beta)));
+        let eps64 = eps as f64;
+        let want_y = cpu::layer_norm_forward(x64.view(), g64.view(), b64.view(), eps64).unwrap();
+        let want_dx = cpu::layer_norm_backward(x64.view(), g64.view(), dy64.view(), eps64).unwrap();
+        let want_dg = cpu::layer_norm_gamma_grad(x64.view(), dy64.view(), eps64).unwrap();
+        let what = format!("{rows}x{cols}");
+        // Reductions over a row: the GEMM/reduction tolerance, grown with sqrt(cols).
+        let atol = 1e-5 * (cols as f64).sqrt();
+        assert_close(
+            &format!("forward {what}"),
+            &download(&gy),
+            want_y.as_slice().unwrap(),
+            atol,
+            1e-4,
+        );
+        assert_close(
+            &format!("dx {what}"),
+            &download(&gdx),
+            want_dx.as_slice().unwrap(),
+            1e-4,
+            1e-3,
+        );
+        let atol = 1e-4 * (rows as f64).sqrt();
+        assert_close(
+            &format!("dgamma {what}"),
+            &download(&gdg),
+            want_dg.as_slice().unwrap(),
+            atol,
+            1e-3,
+        );
+    }
+}

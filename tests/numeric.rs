@@ -757,3 +757,46 @@ fn resuming_on_arrays_is_bit_exact() {
         );
     }
 }
+
+/// A layer-normalized MLP trains the same on both executors and learns breast cancer.
+#[test]
+fn a_layer_norm_mlp_trains_alike_on_gpu_and_cpu() {
+    let data = sklearn::breast_cancer(sklearn_dir()).expect("python3-sklearn must be installed");
+    let (train, test) = data.split_seeded(0.2, 3).unwrap();
+    let mut losses = Vec::new();
+    for device in devices() {
+        let name = device.name();
+        let net = Sequential::new(&[30])
+            .dense(Dense::new(16))
+            .layer_norm()
+            .push(wgtrain::nn::Layer::Activation(Activation::Relu))
+            .dense(Dense::new(1));
+        assert!(
+            net.summary().contains("layer_norm_0 (LayerNorm)"),
+            "{}",
+            net.summary()
+        );
+        let mut model = net
+            .compile(
+                Loss::BinaryCrossentropy { from_logits: true },
+                Optimizer::Adam(AdamConfig::adam(1e-3)),
+                device,
+                0,
+            )
+            .unwrap();
+        let cfg = FitConfig {
+            scale_features: Some(Scaling::Standard),
+            ..FitConfig::new(30, 32)
+        };
+        let h = model.fit(&train, &cfg).unwrap();
+        let m = model.evaluate(&test, 64).unwrap();
+        assert!(m.accuracy >= 0.93, "{name}: test accuracy {}", m.accuracy);
+        losses.push(h.epochs.last().unwrap().loss);
+    }
+    assert!(
+        (losses[0] - losses[1]).abs() <= 1e-3 * losses[1].abs().max(1e-3),
+        "GPU {} vs CPU {}",
+        losses[0],
+        losses[1]
+    );
+}

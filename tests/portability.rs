@@ -134,8 +134,11 @@ fn exercise(ctx: &Arc<GpuContext>) {
         } else {
             Activation::Identity
         };
-        let mut m = Sequential::new(&[5])
-            .dense(Dense::new(16).activation(act))
+        let mut net = Sequential::new(&[5]).dense(Dense::new(16).activation(act));
+        if act == Activation::Relu {
+            net = net.layer_norm();
+        }
+        let mut m = net
             .dense(Dense::new(2).activation(last))
             .compile(loss, opt, dev(), 1)
             .unwrap();

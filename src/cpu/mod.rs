@@ -9,6 +9,7 @@ mod conv;
 mod dropout;
 mod gemm;
 mod loss;
+mod norm;
 mod optim;
 mod softmax;
 
@@ -20,6 +21,7 @@ pub use conv::{
 pub use dropout::{dropout, dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
 pub use gemm::gemm;
 pub use loss::{pointwise_loss, softmax_xent};
+pub use norm::{layer_norm_backward, layer_norm_forward, layer_norm_gamma_grad};
 pub use optim::{adam_step, sgd_step};
 pub use softmax::{softmax_backward, softmax_forward};
 

@@ -143,6 +143,19 @@ pub enum Op {
         h: usize,
         w: usize,
     },
+    /// Layer normalization of (rows, features) over the features, from (x, gamma, beta):
+    /// `(x - mean) / sqrt(var + eps) * gamma + beta` per row (population variance).
+    LayerNorm {
+        eps: f32,
+    },
+    /// dx of layer normalization from (x, gamma, dy).
+    LayerNormGrad {
+        eps: f32,
+    },
+    /// d gamma of layer normalization from (x, dy): the column sums of dy * xhat.
+    LayerNormGammaGrad {
+        eps: f32,
+    },
 }
 
 impl Op {
@@ -176,6 +189,9 @@ impl Op {
             Op::MaxPool2dGrad(_) => "max_pool2d_grad".into(),
             Op::AvgPool2d(_) => "avg_pool2d".into(),
             Op::AvgPool2dGrad { .. } => "avg_pool2d_grad".into(),
+            Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::LayerNormGrad { .. } => "layer_norm_grad".into(),
+            Op::LayerNormGammaGrad { .. } => "layer_norm_gamma_grad".into(),
         }
     }
 }
@@ -416,6 +432,25 @@ impl Graph {
     /// `x + bias`, bias broadcast over rows.
     pub fn bias_add(&mut self, x: NodeId, bias: NodeId) -> Result<NodeId> {
         self.add_op(Op::BiasAdd, &[x, bias])
+    }
+
+    /// Layer normalization of (rows, features) over the features with a learned scale
+    /// `gamma` and shift `beta` (each (features)); `eps` (positive, finite) is added to the
+    /// variance (Keras' default is 1e-3, PyTorch's 1e-5).
+    pub fn layer_norm(
+        &mut self,
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        eps: f32,
+    ) -> Result<NodeId> {
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("epsilon {eps} must be positive and finite"),
+            ));
+        }
+        self.add_op(Op::LayerNorm { eps }, &[x, gamma, beta])
     }
 
     /// An elementwise activation.

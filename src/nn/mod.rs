@@ -148,6 +148,12 @@ pub enum Layer {
     },
     /// The mean over all positions: (channels, h, w) to (channels).
     GlobalAvgPool,
+    /// Layer normalization over the features of (batch, features) with a learned scale
+    /// (`gamma`, starting at 1) and shift (`beta`, starting at 0); `eps` is added to the
+    /// variance ([`Sequential::layer_norm`] uses Keras' 1e-3).
+    LayerNorm {
+        eps: f32,
+    },
 }
 
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
@@ -286,6 +292,12 @@ impl Sequential {
         self.push(Layer::GlobalAvgPool)
     }
 
+    /// Appends layer normalization over the features (Keras' `LayerNormalization()`:
+    /// epsilon 1e-3, gamma from 1, beta from 0); its input must be (batch, features).
+    pub fn layer_norm(self) -> Self {
+        self.push(Layer::LayerNorm { eps: 1e-3 })
+    }
+
     /// The architecture as checkpoints record it: the input shape and each layer's kind,
     /// sizes and activation, separated by `|` (initializers and dropout rates, which do not
     /// change what the weights mean, are left out).
@@ -311,6 +323,7 @@ impl Sequential {
                 Layer::MaxPool2d { size, stride } => format!("max_pool({size},stride{stride})"),
                 Layer::AvgPool2d { size, stride } => format!("avg_pool({size},stride{stride})"),
                 Layer::GlobalAvgPool => "global_avg_pool".into(),
+                Layer::LayerNorm { eps } => format!("layer_norm(eps{eps})"),
             });
         }
         parts.join("|")
@@ -348,6 +361,7 @@ impl Sequential {
         let mut dense_index = 0;
         let mut conv_index = 0;
         let mut dropout_index = 0;
+        let mut norm_index = 0;
         let mut layer_outputs = Vec::new();
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -426,6 +440,30 @@ impl Sequential {
                     h = g.avg_pool2d(h, *size, *stride).map_err(named)?
                 }
                 Layer::GlobalAvgPool => h = g.global_avg_pool(h).map_err(named)?,
+                Layer::LayerNorm { eps } => {
+                    let shape = &g.node(h).shape;
+                    let Some(&Dim::Fixed(features)) = shape.get(1).filter(|_| shape.len() == 2)
+                    else {
+                        return Err(Error::Shape {
+                            op: "Sequential",
+                            detail: format!("layer {i} (LayerNorm) needs (batch, features) inputs; add Flatten first (got {} dimensions)", shape.len()),
+                        });
+                    };
+                    let g_name = format!("layer_norm_{norm_index}.gamma");
+                    let b_name = format!("layer_norm_{norm_index}.beta");
+                    let gamma = g.param(&g_name, &[features], Init::Constant(1.0));
+                    let beta = g.param(&b_name, &[features], Init::Zeros);
+                    params.push((g_name, gamma));
+                    params.push((b_name, beta));
+                    norm_index += 1;
+                    h = g.layer_norm(h, gamma, beta, *eps).map_err(|e| match e {
+                        Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
+                            op: "Sequential",
+                            detail: format!("layer {i} (LayerNorm): {detail}"),
+                        },
+                        other => named(other),
+                    })?;
+                }
                 Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
                 Layer::Dropout(rate) => {
                     let seed = seed.wrapping_add(dropout_index);
@@ -480,7 +518,7 @@ impl Sequential {
         out.push_str(&"=".repeat(60));
         out.push('\n');
         let mut total = 0;
-        let (mut dense, mut conv) = (0, 0);
+        let (mut dense, mut conv, mut norm) = (0, 0, 0);
         let lower = |a: &Option<Activation>| {
             a.map(|a| format!(", {a:?}").to_lowercase())
                 .unwrap_or_default()
@@ -510,6 +548,11 @@ impl Sequential {
                 Layer::Activation(a) => (format!("activation ({a:?})"), 0),
                 Layer::Softmax => ("softmax (Softmax)".to_string(), 0),
                 Layer::Dropout(rate) => (format!("dropout (Dropout {rate})"), 0),
+                Layer::LayerNorm { .. } => {
+                    norm += 1;
+                    let name = format!("layer_norm_{}", norm - 1);
+                    (format!("{name} (LayerNorm)"), count(&built, &name))
+                }
             };
             total += params;
             let dims: Vec<String> = g

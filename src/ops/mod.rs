@@ -9,6 +9,7 @@ mod dense;
 mod elementwise;
 mod loss;
 mod metrics;
+mod norm;
 mod shape;
 mod vocab;
 
@@ -37,6 +38,8 @@ pub(crate) enum Family {
     Loss,
     /// Convolutions and pooling.
     Conv,
+    /// Normalization layers.
+    Norm,
 }
 
 impl Op {
@@ -68,6 +71,9 @@ impl Op {
             | Op::MaxPool2dGrad(_)
             | Op::AvgPool2d(_)
             | Op::AvgPool2dGrad { .. } => Family::Conv,
+            Op::LayerNorm { .. } | Op::LayerNormGrad { .. } | Op::LayerNormGammaGrad { .. } => {
+                Family::Norm
+            }
         }
     }
 }
@@ -135,6 +141,7 @@ pub(crate) fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
         Family::Elementwise => elementwise::infer(&a),
         Family::Loss => loss::infer(&a),
         Family::Conv => conv::infer(&a),
+        Family::Norm => norm::infer(&a),
     }
 }
 
@@ -188,6 +195,7 @@ pub(crate) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
         Family::Elementwise => elementwise::backward(g, cx),
         Family::Loss => loss::backward(g, cx),
         Family::Conv => conv::backward(g, cx),
+        Family::Norm => norm::backward(g, cx),
     }
 }
 
@@ -253,6 +261,7 @@ pub(crate) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         Family::Elementwise => elementwise::lower(cx),
         Family::Loss => loss::lower(cx),
         Family::Conv => conv::lower(cx),
+        Family::Norm => norm::lower(cx),
     }
 }
 
@@ -265,6 +274,7 @@ pub(crate) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
         Family::Elementwise => elementwise::eval_cpu(cx),
         Family::Loss => loss::eval_cpu(cx),
         Family::Conv => conv::eval_cpu(cx),
+        Family::Norm => norm::eval_cpu(cx),
     }
 }
 

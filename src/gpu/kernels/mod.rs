@@ -8,6 +8,7 @@ mod elementwise;
 mod gemm;
 mod gemm_tex;
 mod loss;
+mod norm;
 mod optim;
 mod reduce;
 
@@ -24,6 +25,7 @@ pub(crate) use gemm_tex::{
     pack_transposed_with_sums, pack_with_sums_fits, packed_texture, GemmOperand,
 };
 pub use loss::{metrics, pointwise_loss, softmax_backward, softmax_forward, softmax_xent};
+pub use norm::{layer_norm_backward, layer_norm_forward, layer_norm_gamma_grad};
 pub use optim::{adam, sgd, AdamParams, SgdParams};
 pub use reduce::{clip_by_global_norm, column_sum, mean, sum_squares};
 
