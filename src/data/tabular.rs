@@ -532,7 +532,7 @@ fn dataset_from(
 }
 
 /// The small real datasets scikit-learn ships, read from its installed data folder (Debian's
-/// `python3-sklearn` puts them in [`SKLEARN_DATA_DIR`]).
+/// `python3-sklearn` puts them in [`sklearn::SKLEARN_DATA_DIR`]).
 pub mod sklearn {
     use std::path::{Path, PathBuf};
 
