@@ -59,6 +59,10 @@ struct Cli {
     weight_decay: f32,
     #[arg(long, value_enum, default_value_t = Dev::Gpu)]
     device: Dev,
+    /// Data-parallel replicas on the GPU (each its own device on the adapter), sharing every
+    /// batch; 1 trains on one device.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training and N/6 test samples (quick runs, CI).
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     };
     print!("{}", model.summary());
     let device = match cli.device {
+        Dev::Gpu if cli.replicas > 1 => Device::gpus(cli.replicas)?,
         Dev::Gpu => Device::gpu()?,
         Dev::Cpu => Device::Cpu,
     };

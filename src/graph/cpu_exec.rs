@@ -466,6 +466,11 @@ impl CpuExecutor {
         self.metrics.metrics()
     }
 
+    /// The running totals behind [`CpuExecutor::metrics`].
+    pub fn metric_totals(&self) -> MetricTotals {
+        self.metrics
+    }
+
     /// Zeroes the metrics.
     pub fn reset_metrics(&mut self) {
         self.metrics = MetricTotals::default();

@@ -466,10 +466,15 @@ impl GpuExecutor {
 
     /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
     pub fn metrics(&self, ctx: &GpuContext) -> Result<Metrics> {
+        Ok(self.metric_totals(ctx)?.metrics())
+    }
+
+    /// The running totals behind [`GpuExecutor::metrics`] (blocks until the GPU is done).
+    pub fn metric_totals(&self, ctx: &GpuContext) -> Result<MetricTotals> {
         let words: [u32; METRIC_WORDS] = self.arenas.metrics.read::<u32>(ctx)?[..]
             .try_into()
             .expect("the metrics buffer holds METRIC_WORDS words");
-        Ok(MetricTotals::from_words(&words).metrics())
+        Ok(MetricTotals::from_words(&words))
     }
 
     /// Zeroes the accumulated metrics.

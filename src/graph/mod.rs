@@ -24,6 +24,7 @@ mod cpu_exec;
 pub(crate) mod gpu_exec;
 mod init;
 pub(crate) mod plan;
+mod replicas;
 mod step;
 
 pub use crate::ops::Metrics;
@@ -31,6 +32,7 @@ pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun, Value};
 pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
 pub use init::Init;
+pub use replicas::Replicated;
 pub use step::{Executor, GpuSession};
 
 use std::collections::HashMap;

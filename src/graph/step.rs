@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{CpuExecutor, Feed, GpuExecutor, Graph, NodeId};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::ops::Metrics;
+use crate::ops::{MetricTotals, Metrics};
 
 /// A differentiated graph with its parameters, optimizer and metrics on some device.
 pub trait Executor {
@@ -46,8 +46,14 @@ pub trait Executor {
         node: NodeId,
     ) -> Result<Vec<f32>>;
 
+    /// The running totals of the metrics accumulated since the last reset (replicas add
+    /// theirs).
+    fn metric_totals(&self) -> Result<MetricTotals>;
+
     /// Metrics accumulated since the last reset.
-    fn metrics(&self) -> Result<Metrics>;
+    fn metrics(&self) -> Result<Metrics> {
+        Ok(self.metric_totals()?.metrics())
+    }
 
     /// Zeroes the metrics.
     fn reset_metrics(&mut self) -> Result<()>;
@@ -125,8 +131,8 @@ impl Executor for GpuSession {
         self.exec.forward(&self.ctx, batch, feeds, node)
     }
 
-    fn metrics(&self) -> Result<Metrics> {
-        self.exec.metrics(&self.ctx)
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        self.exec.metric_totals(&self.ctx)
     }
 
     fn reset_metrics(&mut self) -> Result<()> {
@@ -212,8 +218,8 @@ impl Executor for CpuExecutor {
         CpuExecutor::forward(self, batch, feeds, node)
     }
 
-    fn metrics(&self) -> Result<Metrics> {
-        Ok(CpuExecutor::metrics(self))
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        Ok(CpuExecutor::metric_totals(self))
     }
 
     fn reset_metrics(&mut self) -> Result<()> {

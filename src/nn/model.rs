@@ -12,7 +12,9 @@ use super::{Built, Loss, Sequential};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Metrics, NodeId};
+use crate::graph::{
+    CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Metrics, NodeId, Replicated,
+};
 use crate::ops::PointwiseLoss;
 use crate::optim::Optimizer;
 
@@ -22,12 +24,29 @@ pub enum Device {
     Gpu(Arc<GpuContext>),
     /// The CPU reference (slow but correct; chosen explicitly).
     Cpu,
+    /// Data parallelism in one process: one replica of the model per context, each training
+    /// on its shard of every batch on its own thread; gradients are summed on the host in a
+    /// fixed order and every replica applies the same update (see [`crate::graph::Replicated`]).
+    Replicas(Vec<Arc<GpuContext>>),
 }
 
 impl Device {
     /// The best GPU adapter (or the one `WGTRAIN_ADAPTER` names).
     pub fn gpu() -> Result<Self> {
         Ok(Device::Gpu(Arc::new(GpuContext::new()?)))
+    }
+
+    /// `n` replicas, each on its own device opened on the best adapter (or the one
+    /// `WGTRAIN_ADAPTER` names): several GPUs' worth of data parallelism, or, on one adapter,
+    /// several devices sharing it.
+    pub fn gpus(n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::invalid("Device::gpus", "needs at least one replica"));
+        }
+        let contexts = (0..n)
+            .map(|_| GpuContext::new().map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Device::Replicas(contexts))
     }
 
     /// A readable name: the adapter, or "CPU reference".
@@ -37,6 +56,15 @@ impl Device {
                 format!("{} ({:?})", ctx.adapter_name(), ctx.adapter_info().backend)
             }
             Device::Cpu => "CPU reference".into(),
+            Device::Replicas(ctxs) => match ctxs.first() {
+                Some(ctx) => format!(
+                    "{} replicas on {} ({:?})",
+                    ctxs.len(),
+                    ctx.adapter_name(),
+                    ctx.adapter_info().backend
+                ),
+                None => "no replicas".into(),
+            },
         }
     }
 }
@@ -138,6 +166,24 @@ impl Model {
                 exec: GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?,
             }),
             Device::Cpu => Box::new(CpuExecutor::new(graph, loss_node, optimizer, seed)?),
+            Device::Replicas(ctxs) => {
+                if ctxs.is_empty() {
+                    return Err(Error::invalid(
+                        "Device::Replicas",
+                        "needs at least one context",
+                    ));
+                }
+                let replicas = ctxs
+                    .iter()
+                    .map(|ctx| -> Result<Box<dyn Executor + Send>> {
+                        Ok(Box::new(GpuSession {
+                            ctx: ctx.clone(),
+                            exec: GpuExecutor::new(ctx, graph.clone(), loss_node, optimizer, seed)?,
+                        }))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(Replicated::new(replicas)?)
+            }
         };
         Ok(Model {
             spec,

@@ -119,6 +119,23 @@ impl MetricTotals {
         self.steps += 1;
     }
 
+    /// Adds another accumulator's totals (a replica's): sums and counts add, the step count
+    /// is the larger (replicas take their steps together), and the first non-finite step
+    /// is the earliest either saw.
+    pub fn merge(&mut self, o: &MetricTotals) {
+        self.loss_sum += o.loss_sum;
+        self.correct += o.correct;
+        self.predictions += o.predictions;
+        self.samples += o.samples;
+        self.steps = self.steps.max(o.steps);
+        self.first_non_finite = match (self.first_non_finite, o.first_non_finite) {
+            (0, b) => b,
+            (a, 0) => a,
+            (a, b) => a.min(b),
+        };
+        self.errors.add(&o.errors);
+    }
+
     /// Adds the error sums of a step with real-valued targets (after [`Self::add_step`]).
     pub fn add_errors(&mut self, sums: &ErrorSums) {
         self.errors.add(sums);
