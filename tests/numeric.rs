@@ -613,30 +613,13 @@ fn one_hot_rows_train_like_their_class_indices() {
     );
 }
 
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run through `cargo test`",
-        path.display()
-    );
-    path
-}
-
 /// The examples run as the README shows them, on the full data: the tabular trainer on each
 /// of scikit-learn's tables and the three Keras tutorials.
 #[test]
 fn tabular_and_tutorial_examples_run_on_the_full_data() {
     let out = tempfile::tempdir().unwrap();
     let run = |name: &str, args: &[&str]| -> String {
-        let o = std::process::Command::new(example(name))
+        let o = std::process::Command::new(common::example(name))
             .args(args)
             .output()
             .expect("the example runs");

@@ -41,6 +41,19 @@ fn model(loss: Loss, outputs: usize) -> Model {
         .unwrap()
 }
 
+/// A one-feature model with `outputs` outputs, for the numeric-array cases.
+fn model_1d(loss: Loss, outputs: usize) -> Model {
+    Sequential::new(&[1])
+        .dense(Dense::new(outputs))
+        .compile(
+            loss,
+            Optimizer::Adam(AdamConfig::adam(1e-2)),
+            Device::Cpu,
+            0,
+        )
+        .unwrap()
+}
+
 /// The error of `r`, which must be one, containing every one of `needles`.
 fn expect_err<T: std::fmt::Debug>(r: wgtrain::Result<T>, needles: &[&str]) {
     let err = r.expect_err("an error").to_string();
@@ -353,30 +366,14 @@ fn cases() -> Vec<(&'static str, fn())> {
                 let x = ndarray::arr2(&[[1.0f32], [2.0]]);
                 let mut d = ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])).unwrap();
                 d.features.push(3.0);
-                let mut m = Sequential::new(&[1])
-                    .dense(Dense::new(1))
-                    .compile(
-                        Loss::MeanSquaredError,
-                        Optimizer::Adam(AdamConfig::adam(1e-2)),
-                        Device::Cpu,
-                        0,
-                    )
-                    .unwrap();
+                let mut m = model_1d(Loss::MeanSquaredError, 1);
                 expect_err(m.fit(&d, &FitConfig::new(1, 2)), &["need 2 values, got 3"]);
             },
         ),
         ("arrays: image normalization on numeric data", || {
             let x = ndarray::arr2(&[[1.0f32], [2.0]]);
             let d = ArrayDataset::regression(&x, &ndarray::arr1(&[1.0f32, 2.0])).unwrap();
-            let mut m = Sequential::new(&[1])
-                .dense(Dense::new(1))
-                .compile(
-                    Loss::MeanSquaredError,
-                    Optimizer::Adam(AdamConfig::adam(1e-2)),
-                    Device::Cpu,
-                    0,
-                )
-                .unwrap();
+            let mut m = model_1d(Loss::MeanSquaredError, 1);
             let cfg = FitConfig {
                 augment: Some(wgtrain::data::Augment::cifar()),
                 ..FitConfig::new(1, 2)
@@ -400,15 +397,7 @@ fn cases() -> Vec<(&'static str, fn())> {
         ("arrays: target scaling of class indices", || {
             let x = ndarray::arr2(&[[1.0f32], [2.0]]);
             let d = ArrayDataset::classification(&x, &[0, 1], 2).unwrap();
-            let mut m = Sequential::new(&[1])
-                .dense(Dense::new(2))
-                .compile(
-                    Loss::SparseCategoricalCrossentropy,
-                    Optimizer::Adam(AdamConfig::adam(1e-2)),
-                    Device::Cpu,
-                    0,
-                )
-                .unwrap();
+            let mut m = model_1d(Loss::SparseCategoricalCrossentropy, 2);
             let cfg = FitConfig {
                 scale_targets: Some(wgtrain::data::Scaling::Standard),
                 ..FitConfig::new(1, 2)

@@ -102,7 +102,7 @@ fn summary_errors_and_prediction() {
 
 #[test]
 fn mnist_mlp_example_runs_end_to_end() {
-    let example = example("mnist_mlp");
+    let example = common::example("mnist_mlp");
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("mlp.safetensors");
     let out = std::process::Command::new(&example)
@@ -168,25 +168,6 @@ fn mnist_mlp_example_runs_end_to_end() {
             && !stdout.contains("epoch 1/2"),
         "{stdout}"
     );
-}
-
-/// An example binary: cargo test builds the examples next to the test binaries
-/// (target/<profile>/examples).
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run through `cargo test`",
-        path.display()
-    );
-    path
 }
 
 fn subset(d: &wgtrain::data::Dataset, n: usize) -> wgtrain::data::Dataset {
@@ -506,7 +487,7 @@ fn dense_losses_validation_data_and_schedules() {
 
 #[test]
 fn xor_example_learns_xor() {
-    let out = std::process::Command::new(example("xor"))
+    let out = std::process::Command::new(common::example("xor"))
         .output()
         .expect("the xor example runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -615,7 +596,7 @@ fn cifar10_cnn_example_runs_on_synthetic_files() {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
     let out = dir.path().join("out");
-    let run = std::process::Command::new(example("cifar10_cnn"))
+    let run = std::process::Command::new(common::example("cifar10_cnn"))
         .arg("--data")
         .arg(dir.path())
         .args([
@@ -647,7 +628,7 @@ fn cifar10_cnn_example_runs_on_synthetic_files() {
 
     // Missing data: a clear error saying how to get it.
     let empty = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(example("cifar10_cnn"))
+    let run = std::process::Command::new(common::example("cifar10_cnn"))
         .arg("--data")
         .arg(empty.path())
         .arg("--quiet")

@@ -26,28 +26,24 @@ pub enum Normalize {
 }
 
 impl Normalize {
-    /// Per-channel (scale, shift): a byte b becomes b * scale + shift.
-    fn scale_shift(&self, channels: usize) -> (Vec<f32>, Vec<f32>) {
+    /// Channel `c`'s (scale, shift): a byte b becomes b * scale + shift.
+    fn channel_affine(&self, c: usize) -> (f32, f32) {
         match self {
-            Normalize::Unit => (vec![1.0 / 255.0; channels], vec![0.0; channels]),
-            Normalize::MeanStd { mean, std } => (
-                std.iter().map(|s| 1.0 / (255.0 * s)).collect(),
-                mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
-            ),
+            Normalize::Unit => (1.0 / 255.0, 0.0),
+            Normalize::MeanStd { mean, std } => (1.0 / (255.0 * std[c]), -mean[c] / std[c]),
         }
     }
 
     /// The model inputs of one channel-planar image of `channels` planes, scaled exactly as
     /// the loader scales them.
     pub fn apply(&self, image: &[u8], channels: usize) -> Vec<f32> {
-        let (scale, shift) = self.scale_shift(channels);
         let plane = image.len() / channels.max(1);
         image
             .iter()
             .enumerate()
             .map(|(i, &b)| {
-                let c = (i / plane.max(1)).min(channels - 1);
-                b as f32 * scale[c] + shift[c]
+                let (s, t) = self.channel_affine((i / plane.max(1)).min(channels - 1));
+                b as f32 * s + t
             })
             .collect()
     }
@@ -550,7 +546,6 @@ impl Samples for Dataset {
     ) -> Result<()> {
         let (c, h, w) = (self.channels, self.height, self.width);
         let plane = h * w;
-        let (scale, shift) = cfg.normalize.scale_shift(c);
         let features = self.features();
         batch.inputs.resize(ids.len() * features, 0.0);
         batch.labels.clear();
@@ -569,7 +564,7 @@ impl Samples for Dataset {
                 None => (0, 0, false),
             };
             for ch in 0..c {
-                let (s, b) = (scale[ch], shift[ch]);
+                let (s, b) = cfg.normalize.channel_affine(ch);
                 for y in 0..h {
                     let sy = y as i64 + dy;
                     for x in 0..w {

@@ -210,6 +210,19 @@ fn is_missing(cell: &str) -> bool {
     cell.is_empty() || cell.eq_ignore_ascii_case("nan") || cell.eq_ignore_ascii_case("na")
 }
 
+/// The error for an empty or NaN cell at `line`, column `col`.
+fn missing_cell(path: &Path, line: usize, col: usize, header: &[String]) -> Error {
+    Error::data(
+        path,
+        format!(
+            "line {line}, column {} (`{}`) is empty or NaN; fill it in, or set drop_missing to \
+             skip such rows",
+            col + 1,
+            header[col]
+        ),
+    )
+}
+
 /// Parses a numeric cell, naming where it is on failure.
 fn number(cell: &str, line: usize, col: usize, header: &[String], path: &Path) -> Result<f32> {
     let v: f64 = cell.parse().map_err(|_| {
@@ -291,15 +304,7 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
             if opts.drop_missing {
                 continue;
             }
-            return Err(Error::data(
-                path,
-                format!(
-                    "line {line}, column {} (`{}`) is empty or NaN; fill it in, or set \
-                     drop_missing to skip such rows",
-                    j + 1,
-                    table.header[j]
-                ),
-            ));
+            return Err(missing_cell(path, *line, j, &table.header));
         }
         for &j in &feature_cols {
             features.push(number(&row[j], *line, j, &table.header, path)?);
@@ -379,14 +384,7 @@ pub fn read_csv_matrix(path: &Path, opts: &CsvOptions) -> Result<Array2<f32>> {
             if opts.drop_missing {
                 continue;
             }
-            return Err(Error::data(
-                path,
-                format!(
-                    "line {line}, column {} (`{}`) is empty or NaN",
-                    j + 1,
-                    table.header[j]
-                ),
-            ));
+            return Err(missing_cell(path, *line, j, &table.header));
         }
         for (j, cell) in row.iter().enumerate() {
             values.push(number(cell, *line, j, &table.header, path)?);

@@ -296,24 +296,32 @@ impl Model {
     /// The reported figures of `m`, in the order of [`Model::metrics`], with MAE and RMSE in
     /// the targets' own units when the targets were scaled.
     pub(super) fn named(&self, m: &Metrics) -> Vec<(Metric, f32)> {
-        // One target column: the scaling is one affine map, so errors scale by 1/scale.
-        let unscale = match &self.preprocess.targets {
-            Some(a) if a.width() == 1 => 1.0 / a.scale[0].abs(),
-            _ => 1.0,
-        };
+        let m = self.in_target_units(*m);
         self.metrics
             .iter()
             .map(|&metric| {
                 let e = m.errors;
                 let v = match metric {
                     Metric::Accuracy => m.accuracy,
-                    Metric::Mae => e.map_or(f32::NAN, |e| e.mae * unscale),
-                    Metric::Rmse => e.map_or(f32::NAN, |e| e.rmse * unscale),
+                    Metric::Mae => e.map_or(f32::NAN, |e| e.mae),
+                    Metric::Rmse => e.map_or(f32::NAN, |e| e.rmse),
                     Metric::R2 => e.and_then(|e| e.r2).unwrap_or(f32::NAN),
                 };
                 (metric, v)
             })
             .collect()
+    }
+
+    /// `m` with MAE and RMSE in the targets' own units: with one scaled target column the
+    /// scaling is one affine map, so errors divide by its |scale| (R^2 does not change).
+    fn in_target_units(&self, mut m: Metrics) -> Metrics {
+        if let (Some(e), Some(a)) = (&mut m.errors, &self.preprocess.targets) {
+            if a.width() == 1 {
+                e.mae /= a.scale[0].abs();
+                e.rmse /= a.scale[0].abs();
+            }
+        }
+        m
     }
 
     /// The layer stack.
@@ -569,14 +577,8 @@ impl Model {
         self.check(data)?;
         let all = (0..data.len()).collect();
         let normalize = self.normalize.clone();
-        let mut m = self.evaluate_indices(data, all, batch_size, &normalize)?;
-        if let (Some(e), Some(a)) = (&mut m.errors, &self.preprocess.targets) {
-            if a.width() == 1 {
-                e.mae /= a.scale[0].abs();
-                e.rmse /= a.scale[0].abs();
-            }
-        }
-        Ok(m)
+        let m = self.evaluate_indices(data, all, batch_size, &normalize)?;
+        Ok(self.in_target_units(m))
     }
 
     /// The model's outputs for numeric features `x` (first axis: samples; the rest one

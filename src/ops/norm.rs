@@ -116,28 +116,15 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let v = |j: usize| views.view(j);
     let (rows, cols) = (shapes[inp(0)][0], shapes[inp(0)][1]);
     Ok(Some(match &node.op {
-        Op::LayerNorm { eps } => kernels::layer_norm_forward(
-            ctx,
-            rows,
-            cols,
-            *eps,
-            v(inp(0))?,
-            v(inp(1))?,
-            v(inp(2))?,
-            v(i)?,
-        )?
-        .into(),
-        Op::LayerNormGrad { eps } => kernels::layer_norm_backward(
-            ctx,
-            rows,
-            cols,
-            *eps,
-            v(inp(0))?,
-            v(inp(1))?,
-            v(inp(2))?,
-            v(i)?,
-        )?
-        .into(),
+        Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => {
+            let build = match node.op {
+                Op::LayerNorm { .. } => kernels::layer_norm_forward,
+                _ => kernels::layer_norm_backward,
+            };
+            // (x, gamma, beta) or (x, gamma, dy).
+            let (a, b, c) = (v(inp(0))?, v(inp(1))?, v(inp(2))?);
+            build(ctx, rows, cols, *eps, a, b, c, v(i)?)?.into()
+        }
         Op::LayerNormGammaGrad { eps } => {
             kernels::layer_norm_gamma_grad(ctx, rows, cols, *eps, v(inp(0))?, v(inp(1))?, v(i)?)?
         }

@@ -152,3 +152,22 @@ pub fn part_files(dir: &std::path::Path) -> Vec<String> {
         .filter(|n| n.ends_with(".part"))
         .collect()
 }
+
+/// An example binary: cargo test builds the examples next to the test binaries
+/// (target/<profile>/examples).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run through `cargo test`",
+        path.display()
+    );
+    path
+}

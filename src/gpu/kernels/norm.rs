@@ -42,6 +42,33 @@ fn rows_launch(
     )
 }
 
+/// One row per invocation of `entry`, reading x, gamma and a third (rows, cols) or (cols)
+/// operand and writing `out` (rows, cols): the forward and the input gradient.
+#[allow(clippy::too_many_arguments)]
+fn rowwise(
+    ctx: &GpuContext,
+    entry: &'static str,
+    passes: usize,
+    (rows, cols, eps): (usize, usize, f32),
+    x: View<'_>,
+    gamma: View<'_>,
+    (third, third_len): (View<'_>, usize),
+    out: View<'_>,
+) -> Result<Launch> {
+    check(entry, rows, cols, eps, passes)?;
+    need(entry, "x", &x, rows * cols)?;
+    need(entry, "gamma", &gamma, cols)?;
+    need(entry, "input 3", &third, third_len)?;
+    need(entry, "output", &out, rows * cols)?;
+    let bindings = vec![
+        Binding::Read(x),
+        Binding::Read(gamma),
+        Binding::Read(third),
+        Binding::ReadWrite(out),
+    ];
+    rows_launch(ctx, entry, rows, cols, eps, bindings, rows)
+}
+
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` per row of a (rows, cols) array.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_forward(
@@ -54,19 +81,17 @@ pub fn layer_norm_forward(
     beta: View<'_>,
     y: View<'_>,
 ) -> Result<Launch> {
-    const OP: &str = "layer_norm_forward";
-    check(OP, rows, cols, eps, 3)?;
-    need(OP, "x", &x, rows * cols)?;
-    need(OP, "gamma", &gamma, cols)?;
-    need(OP, "beta", &beta, cols)?;
-    need(OP, "y", &y, rows * cols)?;
-    let bindings = vec![
-        Binding::Read(x),
-        Binding::Read(gamma),
-        Binding::Read(beta),
-        Binding::ReadWrite(y),
-    ];
-    rows_launch(ctx, "layer_norm_forward", rows, cols, eps, bindings, rows)
+    let dims = (rows, cols, eps);
+    rowwise(
+        ctx,
+        "layer_norm_forward",
+        3,
+        dims,
+        x,
+        gamma,
+        (beta, cols),
+        y,
+    )
 }
 
 /// dx of layer normalization from x, gamma and dy.
@@ -81,19 +106,17 @@ pub fn layer_norm_backward(
     dy: View<'_>,
     dx: View<'_>,
 ) -> Result<Launch> {
-    const OP: &str = "layer_norm_backward";
-    check(OP, rows, cols, eps, 4)?;
-    need(OP, "x", &x, rows * cols)?;
-    need(OP, "gamma", &gamma, cols)?;
-    need(OP, "dy", &dy, rows * cols)?;
-    need(OP, "dx", &dx, rows * cols)?;
-    let bindings = vec![
-        Binding::Read(x),
-        Binding::Read(gamma),
-        Binding::Read(dy),
-        Binding::ReadWrite(dx),
-    ];
-    rows_launch(ctx, "layer_norm_backward", rows, cols, eps, bindings, rows)
+    let dims = (rows, cols, eps);
+    rowwise(
+        ctx,
+        "layer_norm_backward",
+        4,
+        dims,
+        x,
+        gamma,
+        (dy, rows * cols),
+        dx,
+    )
 }
 
 /// d gamma of layer normalization: each row's statistics into a scratch buffer the kernel
