@@ -46,6 +46,15 @@ pub enum Error {
     #[error("the GPU device was lost ({reason}): {message}. Create a new context to continue")]
     DeviceLost { reason: String, message: String },
 
+    /// A rank of a distributed run failed, or the ranks disagree; every rank stops with this
+    /// error, naming the rank (ARCHITECTURE.md, "Data parallelism").
+    #[error("rank {rank} of {ranks}: {detail}")]
+    Rank {
+        rank: usize,
+        ranks: usize,
+        detail: String,
+    },
+
     /// Waiting for the GPU took longer than the context's timeout.
     #[error("waited {waited:?} for the GPU during {op} without completion")]
     Timeout { op: String, waited: Duration },

@@ -7,6 +7,8 @@ pub mod data;
 mod error;
 pub mod gpu;
 pub mod graph;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use wgtrain::data::{
     self, cifar10, download, mnist, picture, Augment, Dataset, Loader, LoaderConfig, Normalize,
+    Shard,
 };
 use wgtrain::Error;
 
@@ -480,6 +481,84 @@ fn augmentation_is_seeded_and_keeps_pixels_in_place() {
         .unwrap(),
     );
     assert_eq!((plain[0].inputs[0] * 255.0).round() as u8, ds.images[0]);
+}
+
+#[test]
+fn shards_cut_every_batch_into_the_ranks_rows() {
+    // 23 samples in batches of 10: the last batch has 3 rows, fewer than 4 ranks, and goes
+    // whole to rank 0. With augmentation, a rank's rows must be augmented exactly as in the
+    // whole batch, though it skips the other ranks' rows.
+    let ds = Arc::new(Dataset {
+        images: (0..23 * 3 * 8 * 8).map(|i| (i % 251) as u8).collect(),
+        labels: (0..23).map(|i| i % 10).collect(),
+        channels: 3,
+        height: 8,
+        width: 8,
+        num_classes: 10,
+        class_names: data::digit_names(),
+    });
+    let cfg = LoaderConfig {
+        augment: Some(Augment::cifar()),
+        epochs: 2,
+        seed: 3,
+        ..LoaderConfig::new(10)
+    };
+    let whole = collect(Loader::new(ds.clone(), None, cfg.clone()).unwrap());
+    for ranks in [2, 3, 4] {
+        let parts: Vec<Vec<data::Batch>> = (0..ranks)
+            .map(|rank| {
+                let shard = Some(Shard { rank, ranks });
+                collect(
+                    Loader::new(
+                        ds.clone(),
+                        None,
+                        LoaderConfig {
+                            shard,
+                            ..cfg.clone()
+                        },
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect();
+        for (i, batch) in whole.iter().enumerate() {
+            let mut inputs = Vec::new();
+            let mut labels = Vec::new();
+            for (rank, p) in parts.iter().enumerate() {
+                let rows = Shard { rank, ranks }.range(batch.len);
+                assert_eq!(
+                    p[i].len,
+                    rows.len(),
+                    "{ranks} ranks, batch {i}, rank {rank}"
+                );
+                inputs.extend_from_slice(&p[i].inputs);
+                labels.extend_from_slice(&p[i].labels);
+            }
+            assert_eq!(inputs, batch.inputs, "{ranks} ranks, batch {i}");
+            assert_eq!(labels, batch.labels, "{ranks} ranks, batch {i}");
+        }
+        // Rows of 10: 5/5, 4/3/3, 3/3/2/2; the last batch of 3 goes to rank 0 with 4 ranks.
+        let sizes: Vec<usize> = parts.iter().map(|p| p[0].len).collect();
+        let want: &[usize] = match ranks {
+            2 => &[5, 5],
+            3 => &[4, 3, 3],
+            _ => &[3, 3, 2, 2],
+        };
+        assert_eq!(sizes, want);
+    }
+    assert_eq!(Shard { rank: 0, ranks: 4 }.range(3), 0..3);
+    assert_eq!(Shard { rank: 3, ranks: 4 }.range(3), 0..0);
+    let bad = LoaderConfig {
+        shard: Some(Shard { rank: 2, ranks: 2 }),
+        ..cfg
+    };
+    let err = Loader::new(ds, None, bad)
+        .err()
+        .expect("rank 2 of 2 is rejected");
+    assert!(
+        err.to_string().contains("rank 2 is not below its 2 ranks"),
+        "{err}"
+    );
 }
 
 #[test]

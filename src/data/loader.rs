@@ -65,6 +65,39 @@ impl Augment {
             flip: true,
         }
     }
+
+    /// One sample's draws: (row shift, column shift, flip). Every sample of a batch takes
+    /// the same draws whether it is decoded or only skipped (a shard's loader skips the other
+    /// ranks' rows), so the streams stay aligned across ranks.
+    pub(crate) fn draw(&self, rng: &mut ChaCha8Rng) -> (i64, i64, bool) {
+        let p = self.crop_padding as i64;
+        let dy = rng.random_range(-p..=p);
+        let dx = rng.random_range(-p..=p);
+        (dy, dx, self.flip && rng.random_bool(0.5))
+    }
+}
+
+/// One rank's part of every batch in data-parallel training (ARCHITECTURE.md,
+/// "Data parallelism"): each global batch, drawn from the same seeded shuffle on every rank,
+/// is cut into contiguous row ranges in rank order, the first `rows % ranks` ranks taking one
+/// row more. A batch with fewer rows than ranks goes whole to rank 0 (the others get empty
+/// batches), so every rank handles the last partial batch the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl Shard {
+    /// The rows of a `rows`-row global batch this rank takes.
+    pub fn range(&self, rows: usize) -> std::ops::Range<usize> {
+        if rows < self.ranks {
+            return if self.rank == 0 { 0..rows } else { 0..0 };
+        }
+        let (per, extra) = (rows / self.ranks, rows % self.ranks);
+        let start = self.rank * per + self.rank.min(extra);
+        start..start + per + usize::from(self.rank < extra)
+    }
 }
 
 /// What the loader streams and how.
@@ -90,6 +123,8 @@ pub struct LoaderConfig {
     pub feature_scaling: Option<Arc<Affine>>,
     /// Per-column scaling of real-valued targets ([`ArrayDataset`] only).
     pub target_scaling: Option<Arc<Affine>>,
+    /// Stream only this rank's rows of each batch (`None`: whole batches).
+    pub shard: Option<Shard>,
 }
 
 impl LoaderConfig {
@@ -107,6 +142,7 @@ impl LoaderConfig {
             augment: None,
             feature_scaling: None,
             target_scaling: None,
+            shard: None,
         }
     }
 }
@@ -247,6 +283,14 @@ impl Loader {
     {
         if cfg.batch_size == 0 {
             return Err(Error::invalid("loader", "batch_size is 0"));
+        }
+        if let Some(s) = cfg.shard {
+            if s.rank >= s.ranks {
+                return Err(Error::invalid(
+                    "loader",
+                    format!("shard rank {} is not below its {} ranks", s.rank, s.ranks),
+                ));
+            }
         }
         dataset.check(&cfg)?;
         let indices = indices.unwrap_or_else(|| (0..dataset.len()).collect());
@@ -444,9 +488,25 @@ where
             augment_rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch as u64, 2));
         }
         let start = index * cfg.batch_size;
-        let samples = &order[start..(start + cfg.batch_size).min(order.len())];
-        batch.len = samples.len();
-        data.write_batch(samples, &cfg, &mut augment_rng, batch)
+        let global = &order[start..(start + cfg.batch_size).min(order.len())];
+        let Some(shard) = cfg.shard else {
+            batch.len = global.len();
+            return data.write_batch(global, &cfg, &mut augment_rng, batch);
+        };
+        let rows = shard.range(global.len());
+        // The other ranks' rows take their augmentation draws here, undecoded.
+        let skip = |n: usize, rng: &mut ChaCha8Rng| {
+            if let Some(a) = cfg.augment {
+                for _ in 0..n {
+                    let _ = a.draw(rng);
+                }
+            }
+        };
+        skip(rows.start, &mut augment_rng);
+        batch.len = rows.len();
+        data.write_batch(&global[rows.clone()], &cfg, &mut augment_rng, batch)?;
+        skip(global.len() - rows.end, &mut augment_rng);
+        Ok(())
     }
 }
 
@@ -555,12 +615,7 @@ impl Samples for Dataset {
             let src = self.image(i);
             let dst = &mut batch.inputs[slot * features..(slot + 1) * features];
             let (dy, dx, flip) = match cfg.augment {
-                Some(a) => {
-                    let p = a.crop_padding as i64;
-                    let dy = rng.random_range(-p..=p);
-                    let dx = rng.random_range(-p..=p);
-                    (dy, dx, a.flip && rng.random_bool(0.5))
-                }
+                Some(a) => a.draw(rng),
                 None => (0, 0, false),
             };
             for ch in 0..c {

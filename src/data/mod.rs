@@ -13,7 +13,7 @@ pub mod tabular;
 
 pub use arrays::{Affine, ArrayDataset, Scaling, Targets};
 pub use idx::{parse_idx, read_idx, IdxArray};
-pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize, Samples, TargetKind};
+pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize, Samples, Shard, TargetKind};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -34,6 +34,10 @@ pub struct GpuOptions {
     /// CPU-adapter ones (which need subgroups of 8). `None` reads [`PLAN_ENV`], and without it
     /// follows the adapter's kind.
     pub plan: Option<AdapterKind>,
+    /// Which of several equally good matching adapters to take (modulo their number): a
+    /// process's place among those sharing a machine with several GPUs. `None` takes the
+    /// first.
+    pub ordinal: Option<usize>,
 }
 
 impl Default for GpuOptions {
@@ -43,6 +47,7 @@ impl Default for GpuOptions {
             timeout: Duration::from_secs(120),
             limits: None,
             plan: None,
+            ordinal: None,
         }
     }
 }
@@ -184,13 +189,18 @@ impl GpuContext {
             .join(", ");
         let mut adapters: Vec<wgpu::Adapter> = all.into_iter().filter(|a| matches(a)).collect();
         // GL adapters cannot run compute with our storage-buffer counts; prefer anything else.
-        adapters.sort_by_key(|a| {
+        let key = |a: &wgpu::Adapter| {
             let info = a.get_info();
             (
                 info.backend == wgpu::Backend::Gl,
                 device_type_rank(info.device_type),
             )
-        });
+        };
+        adapters.sort_by_key(key);
+        if let (Some(k), Some(best)) = (options.ordinal, adapters.first().map(key)) {
+            let equals = adapters.iter().take_while(|a| key(a) == best).count();
+            adapters.swap(0, k % equals);
+        }
         let Some(adapter) = adapters.into_iter().next() else {
             return Err(Error::NoAdapter {
                 wanted: wanted

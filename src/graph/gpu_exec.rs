@@ -353,6 +353,15 @@ impl GpuExecutor {
         self.arenas.grads.write(ctx, 0, grads)
     }
 
+    /// Submits the pending batch's forward and backward launches, if not done yet, and
+    /// waits for the GPU to finish them (a read-back after this measures only the copy).
+    pub fn finish(&mut self, ctx: &GpuContext) -> Result<()> {
+        if self.pending.is_some() {
+            self.run_pending(ctx, "finish")?;
+        }
+        ctx.wait("finish")
+    }
+
     /// Submits the pending batch's forward and backward launches, if not done yet.
     fn run_pending(&mut self, ctx: &GpuContext, op: &'static str) -> Result<()> {
         let pending = self.pending.as_mut().ok_or_else(|| no_pending(op))?;

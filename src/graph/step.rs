@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::{CpuExecutor, Feed, GpuExecutor, Graph, NodeId};
+use crate::data::Shard;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::ops::{MetricTotals, Metrics};
@@ -89,6 +90,28 @@ pub trait Executor {
 
     /// Overwrites a buffer's values (every value finite).
     fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()>;
+
+    /// Runs the pending work to completion (for timing a step's parts; nothing to do where
+    /// work is not asynchronous).
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The part of each batch this executor trains and evaluates on when it is one rank of a
+    /// distributed run (`None`: whole batches). `nn::Model` gives it to its loaders.
+    fn shard(&self) -> Option<Shard> {
+        None
+    }
+
+    /// Checks that every rank of a distributed run passes the same `value` for `what` (the
+    /// number of samples about to be sharded), before work that depends on it.
+    fn agree(&mut self, _what: &'static str, _value: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Tells the other ranks of a distributed run that this one stopped with `error`, so
+    /// that they stop with an error naming it instead of waiting for it.
+    fn abandon(&mut self, _error: &Error) {}
 }
 
 /// A [`GpuExecutor`] with the context it runs on: the form that implements [`Executor`].
@@ -116,6 +139,10 @@ impl Executor for GpuSession {
 
     fn apply_gradients(&mut self) -> Result<()> {
         self.exec.apply_gradients(&self.ctx)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.exec.finish(&self.ctx)
     }
 
     fn evaluate_batch(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {

@@ -28,6 +28,14 @@ pub enum Device {
     /// on its shard of every batch on its own thread; gradients are summed on the host in a
     /// fixed order and every replica applies the same update (see [`crate::graph::Replicated`]).
     Replicas(Vec<Arc<GpuContext>>),
+    /// One rank of a data-parallel job started by `mpirun` (feature `mpi`): the model on
+    /// this rank's GPU, its gradients summed over the ranks by MPI at every step (see
+    /// [`crate::mpi`]).
+    #[cfg(feature = "mpi")]
+    Mpi {
+        mpi: crate::mpi::Mpi,
+        gpu: Arc<GpuContext>,
+    },
 }
 
 impl Device {
@@ -49,6 +57,21 @@ impl Device {
         Ok(Device::Replicas(contexts))
     }
 
+    /// This rank's GPU in an MPI job: the adapter `WGTRAIN_ADAPTER` names, or the best one;
+    /// where several adapters of that kind match (a machine with several GPUs), the one at
+    /// the rank's place on its machine (its local rank, modulo their number).
+    #[cfg(feature = "mpi")]
+    pub fn mpi(mpi: &crate::mpi::Mpi) -> Result<Self> {
+        let options = crate::gpu::GpuOptions {
+            ordinal: Some(mpi.local_rank()),
+            ..Default::default()
+        };
+        Ok(Device::Mpi {
+            mpi: mpi.clone(),
+            gpu: Arc::new(GpuContext::with_options(options)?),
+        })
+    }
+
     /// A readable name: the adapter, or "CPU reference".
     pub fn name(&self) -> String {
         match self {
@@ -65,6 +88,14 @@ impl Device {
                 ),
                 None => "no replicas".into(),
             },
+            #[cfg(feature = "mpi")]
+            Device::Mpi { mpi, gpu } => format!(
+                "rank {} of {} on {} ({:?})",
+                mpi.rank(),
+                mpi.size(),
+                gpu.adapter_name(),
+                gpu.adapter_info().backend
+            ),
         }
     }
 }
@@ -183,6 +214,14 @@ impl Model {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Box::new(Replicated::new(replicas)?)
+            }
+            #[cfg(feature = "mpi")]
+            Device::Mpi { mpi, gpu } => {
+                let local = Box::new(GpuSession {
+                    ctx: gpu.clone(),
+                    exec: GpuExecutor::new(gpu, graph, loss_node, optimizer, seed)?,
+                });
+                Box::new(crate::mpi::MpiExecutor::new(local, mpi)?)
             }
         };
         Ok(Model {
@@ -529,8 +568,15 @@ impl Model {
                 .clone()
                 .filter(|_| values)
                 .map(Arc::new),
+            shard: self.exec.shard(),
             ..LoaderConfig::new(batch_size)
         }
+    }
+
+    /// Whether this model prints and writes files: always, except on ranks other than 0 of
+    /// a distributed job.
+    pub fn is_root(&self) -> bool {
+        self.exec.shard().is_none_or(|s| s.rank == 0)
     }
 
     /// Metrics over the samples `indices` of `data`, accumulated on the device.
@@ -574,11 +620,16 @@ impl Model {
         if batch_size == 0 {
             return Err(Error::invalid("evaluate", "batch_size is 0"));
         }
-        self.check(data)?;
-        let all = (0..data.len()).collect();
-        let normalize = self.normalize.clone();
-        let m = self.evaluate_indices(data, all, batch_size, &normalize)?;
-        Ok(self.in_target_units(m))
+        let result = self.check(data).and_then(|_| {
+            self.exec.agree("samples to evaluate", data.len() as u64)?;
+            let all = (0..data.len()).collect();
+            let normalize = self.normalize.clone();
+            self.evaluate_indices(data, all, batch_size, &normalize)
+        });
+        if let Err(e) = &result {
+            self.exec.abandon(e);
+        }
+        Ok(self.in_target_units(result?))
     }
 
     /// The model's outputs for numeric features `x` (first axis: samples; the rest one

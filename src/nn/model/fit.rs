@@ -375,7 +375,19 @@ impl Model {
     /// Trains on `data` (a [`crate::data::Dataset`] of images or a
     /// [`crate::data::ArrayDataset`] of numeric arrays) as `cfg` says; metrics are
     /// accumulated on the device and read once per epoch.
+    ///
+    /// In a distributed job (`Device::Mpi`) every rank calls `fit` with the same data and
+    /// configuration; each trains on its rows of every batch, and only rank 0 prints and
+    /// writes checkpoints. An error on one rank stops every rank with an error naming it.
     pub fn fit<S: Samples>(&mut self, data: &S, cfg: &FitConfig) -> Result<History> {
+        let result = self.fit_all(data, cfg);
+        if let Err(e) = &result {
+            self.exec.abandon(e);
+        }
+        result
+    }
+
+    fn fit_all<S: Samples>(&mut self, data: &S, cfg: &FitConfig) -> Result<History> {
         self.check(data)?;
         cfg.lr_schedule.validate()?;
         if cfg.batch_size == 0 {
@@ -447,6 +459,7 @@ impl Model {
                 ));
             }
         }
+        self.exec.agree("training samples", train.len() as u64)?;
         self.fit_preprocess(data, &train, cfg)?;
         self.set_clip(cfg.clip_global_norm)?;
         self.normalize = cfg.normalize.clone();
@@ -546,9 +559,10 @@ impl Model {
         let mut waited = 0;
         let per_epoch = loader.batches_per_epoch();
         let mut history = History::default();
+        let progress = cfg.progress && self.is_root();
         self.take_metrics()?;
         for epoch in cfg.initial_epoch..cfg.epochs {
-            let bar = if cfg.progress {
+            let bar = if progress {
                 let bar = indicatif::ProgressBar::new(per_epoch as u64);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -595,7 +609,7 @@ impl Model {
                         bar.abandon();
                         return Err(non_finite(first_step + k, epoch, k, m.mean_loss));
                     }
-                    if cfg.progress {
+                    if progress {
                         let mut msg = format!("loss {:.4}", m.mean_loss);
                         for (metric, v) in self.named(&m) {
                             msg.push_str(&format!(" {} {v:.4}", metric.name()));
@@ -633,11 +647,11 @@ impl Model {
                 samples_per_sec: samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
-            if cfg.progress {
+            if progress {
                 let e = history.epochs.last().expect("just pushed");
                 println!("epoch {}/{}: {e}", e.epoch, cfg.epochs);
             }
-            if let Some(path) = &cfg.checkpoint {
+            if let Some(path) = cfg.checkpoint.as_ref().filter(|_| self.is_root()) {
                 self.save(path)?;
             }
             if let Some(es) = &cfg.early_stopping {
