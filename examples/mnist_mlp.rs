@@ -2,6 +2,11 @@
 //! and report test accuracy and speed.
 //!
 //! `cargo run --release --example mnist_mlp -- --epochs 3`
+//!
+//! Built with `--features mpi` and started by `mpirun`, every rank trains on its share of
+//! each batch (`--batch-size` is the global batch) and rank 0 reports, with where the
+//! ranks' step time went:
+//! `mpirun -np 2 cargo run --release --features mpi --example mnist_mlp -- --hidden 512,512`
 //! Data: `--data DIR`, else ./data/mnist, else a download into ./data/mnist, else
 //! Fashion-MNIST from /usr/share/datasets/fashion-mnist (with a notice), else an error that
 //! says what to do.
@@ -46,6 +51,9 @@ struct Cli {
     /// The network.
     #[arg(long, value_enum, default_value_t = Arch::Mlp)]
     model: Arch,
+    /// The MLP's hidden layers (ReLU), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    hidden: Vec<usize>,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -120,22 +128,50 @@ fn head(d: &Dataset, n: usize) -> Dataset {
     }
 }
 
-fn run(cli: Cli) -> wgtrain::Result<()> {
+/// The MPI job this process is a rank of, when built with `--features mpi` and started by
+/// `mpirun`.
+#[cfg(feature = "mpi")]
+type Job = Option<wgtrain::mpi::Mpi>;
+#[cfg(not(feature = "mpi"))]
+type Job = Option<std::convert::Infallible>;
+
+fn job() -> wgtrain::Result<Job> {
+    #[cfg(feature = "mpi")]
+    if wgtrain::mpi::Mpi::launched() {
+        return wgtrain::mpi::Mpi::init().map(Some);
+    }
+    Ok(None)
+}
+
+fn run(mut cli: Cli) -> wgtrain::Result<()> {
+    let job = job()?;
+    #[cfg(feature = "mpi")]
+    let root = job.as_ref().is_none_or(|m| m.is_root());
+    #[cfg(not(feature = "mpi"))]
+    let root = job.is_none();
+    // Only rank 0 prints (and writes files).
+    cli.quiet |= !root;
+    macro_rules! say {
+        ($($t:tt)*) => { if root { println!($($t)*) } };
+    }
     let (splits, source) = find_data(&cli)?;
     let (train, test) = match cli.limit {
         Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(6))),
         None => (splits.train, splits.test),
     };
-    println!(
+    say!(
         "data: {source}: {} train, {} test samples",
         train.len(),
         test.len()
     );
     let relu = Activation::Relu;
     let model = match cli.model {
-        Arch::Mlp => Sequential::new(&[28, 28])
-            .flatten()
-            .dense(Dense::new(128).activation(relu))
+        Arch::Mlp => cli
+            .hidden
+            .iter()
+            .fold(Sequential::new(&[28, 28]).flatten(), |m, &h| {
+                m.dense(Dense::new(h).activation(relu))
+            })
             .dense(Dense::new(10)),
         Arch::Cnn => Sequential::new(&[1, 28, 28])
             .conv2d(Conv2d::new(16, 3).activation(relu))
@@ -145,13 +181,17 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
             .flatten()
             .dense(Dense::new(10)),
     };
-    print!("{}", model.summary());
+    if root {
+        print!("{}", model.summary());
+    }
     let device = match cli.device {
+        #[cfg(feature = "mpi")]
+        Dev::Gpu if job.is_some() => Device::mpi(job.as_ref().expect("checked"))?,
         Dev::Gpu if cli.replicas > 1 => Device::gpus(cli.replicas)?,
         Dev::Gpu => Device::gpu()?,
         Dev::Cpu => Device::Cpu,
     };
-    println!("device: {}", device.name());
+    say!("device: {}", device.name());
     let optimizer = match cli.optimizer {
         Opt::Adam => Optimizer::Adam(AdamConfig::adam(cli.lr)),
         Opt::Adamw => Optimizer::Adam(AdamConfig::adamw(cli.lr, cli.weight_decay)),
@@ -168,7 +208,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     )?;
     if let Some(path) = cli.checkpoint.as_ref().filter(|p| p.exists()) {
         model.load(path)?;
-        println!(
+        say!(
             "resuming from {} after epoch {}",
             path.display(),
             model.epoch()
@@ -183,21 +223,40 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         ..FitConfig::new(cli.epochs, cli.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    if cli.quiet {
+    if cli.quiet && root {
         for e in &history.epochs {
             println!("epoch {}/{}: {e}", e.epoch, cli.epochs);
         }
     }
     let result = model.evaluate(&test, 512)?;
-    println!(
+    say!(
         "test: loss {:.4}, accuracy {:.4} on {} samples",
-        result.mean_loss, result.accuracy, result.samples
+        result.mean_loss,
+        result.accuracy,
+        result.samples
     );
     if let Some(mean) = history.samples_per_sec() {
-        println!(
+        say!(
             "training speed: {mean:.0} samples/s on {}",
             model.device().name()
         );
+    }
+    #[cfg(feature = "mpi")]
+    if let Some(mpi) = &job {
+        let t = mpi.step_times();
+        let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / t.steps.max(1) as f64;
+        say!(
+            "rank 0, per step ({} steps): compute {:.2} ms, read-back {:.2} ms, all-reduce {:.2} \
+             ms, write {:.2} ms",
+            t.steps,
+            ms(t.compute),
+            ms(t.read_back),
+            ms(t.all_reduce),
+            ms(t.write)
+        );
+    }
+    if !root {
+        return Ok(());
     }
 
     std::fs::create_dir_all(&cli.out).map_err(|e| wgtrain::Error::io(&cli.out, e))?;

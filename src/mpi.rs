@@ -304,7 +304,8 @@ impl MpiExecutor {
                 if start.elapsed() > timeout {
                     eprintln!(
                         "wgtrain: rank {} of {}: waited {:.0} s at {} for the other ranks: one \
-                         of them stopped or hangs; aborting the job ({TIMEOUT_ENV} sets the \
+                         of them stopped or hangs, or does not call the same method (every rank \
+                         calls fit and evaluate); aborting the job ({TIMEOUT_ENV} sets the \
                          wait)",
                         comm.rank(),
                         comm.size(),
@@ -447,7 +448,8 @@ impl Executor for MpiExecutor {
 
     /// This rank's rows' gradients, then the mean over the global batch, `sum_r (rows_r /
     /// rows) g_r`, all-reduced in f64; every rank's gradients are replaced by it. A batch
-    /// with fewer rows than ranks runs on rank 0 alone (see [`Shard`]).
+    /// with fewer rows than ranks runs on rank 0 alone (see [`Shard`]). A job of one rank
+    /// passes the step through untouched.
     fn compute_gradients(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
         if self.single.is_some() {
             return Err(Error::invalid(
@@ -455,6 +457,12 @@ impl Executor for MpiExecutor {
                 "the gradients of the last batch were computed but not applied; call \
                  apply_gradients first",
             ));
+        }
+        if self.ranks() == 1 {
+            // Nothing to sum: the step stays one submission, with no read-back.
+            self.inner.compute_gradients(batch, feeds)?;
+            self.single = Some(false);
+            return Ok(());
         }
         let local = self.local_gradients(batch, feeds);
         let t = Instant::now();
@@ -550,6 +558,9 @@ impl Executor for MpiExecutor {
     /// Every rank's totals, gathered and merged in rank order (the same figures on every
     /// rank).
     fn metric_totals(&self) -> Result<MetricTotals> {
+        if self.ranks() == 1 {
+            return self.inner.metric_totals();
+        }
         let local = self.inner.metric_totals();
         let failure = local.as_ref().err().map(|e| e.to_string());
         let shared = self.exchange(Stage::Metrics, 0, failure.as_deref());

@@ -726,7 +726,8 @@ impl Model {
                 _ => probabilities.extend_from_slice(&outputs),
             }
         }
-        self.take_metrics()?;
+        // Local to this rank in a distributed job: nothing here may be a collective.
+        self.exec.reset_metrics()?;
         let classes_out = probabilities
             .chunks(classes)
             .map(|p| {

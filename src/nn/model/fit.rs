@@ -579,7 +579,6 @@ impl Model {
             let start = Instant::now();
             let first_step = self.steps();
             let mut wait = 0.0;
-            let mut samples = 0;
             for b in 0..per_epoch {
                 let t = Instant::now();
                 let batch = loader.next_batch().ok_or_else(|| Error::Loader {
@@ -598,7 +597,6 @@ impl Model {
                     &batch.labels,
                     &batch.targets,
                 )?;
-                samples += batch.len;
                 loader.recycle(batch);
                 bar.inc(1);
                 // A cheap look at the running figures (5 floats) for the bar, and to stop
@@ -644,7 +642,8 @@ impl Model {
                 val_loss,
                 val_metrics,
                 seconds,
-                samples_per_sec: samples as f64 / seconds,
+                // Every rank's samples (the metrics are summed over ranks).
+                samples_per_sec: m.samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
             if progress {
