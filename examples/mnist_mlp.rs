@@ -241,8 +241,9 @@ fn run(mut cli: Cli) -> wgtrain::Result<()> {
             model.device().name()
         );
     }
+    // (A job of one rank passes steps through and times nothing.)
     #[cfg(feature = "mpi")]
-    if let Some(mpi) = &job {
+    if let Some(mpi) = job.as_ref().filter(|m| m.size() > 1) {
         let t = mpi.step_times();
         let ms = |d: std::time::Duration| 1e3 * d.as_secs_f64() / t.steps.max(1) as f64;
         say!(

@@ -15,7 +15,7 @@
 //! ([`TIMEOUT_ENV`]), and the rank that waited aborts the job with a message.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ferrompi::{Communicator, ReduceOp, ThreadLevel};
@@ -36,7 +36,7 @@ pub const TIMEOUT_EXIT: i32 = 75;
 /// dropped (models compiled for it hold clones, so it outlives them).
 #[derive(Clone)]
 pub struct Mpi {
-    session: Arc<Session>,
+    session: Rc<Session>,
 }
 
 struct Session {
@@ -47,7 +47,7 @@ struct Session {
     comm: Communicator,
     local_rank: usize,
     /// The step times of this rank's models, summed.
-    times: std::sync::Mutex<StepTimes>,
+    times: std::cell::Cell<StepTimes>,
     _mpi: ferrompi::Mpi,
 }
 
@@ -83,7 +83,7 @@ impl Mpi {
             .duplicate()
             .map_err(|e| mpi_error("MPI_Comm_dup", e))?;
         Ok(Mpi {
-            session: Arc::new(Session {
+            session: Rc::new(Session {
                 world,
                 comm,
                 local_rank,
@@ -123,7 +123,7 @@ impl Mpi {
 
     /// Where this rank's distributed training steps spent their time so far.
     pub fn step_times(&self) -> StepTimes {
-        *self.session.times.lock().unwrap_or_else(|p| p.into_inner())
+        self.session.times.get()
     }
 
     /// Waits until every rank gets here.
@@ -492,19 +492,14 @@ impl Executor for MpiExecutor {
         let mean: Vec<f32> = self.sum.iter().map(|&v| v as f32).collect();
         self.inner.write_gradients(&mean)?;
         self.times.write += t.elapsed();
-        self.times.steps += 1;
         self.single = Some(false);
-        let mut shared = self
-            .mpi
-            .session
-            .times
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut shared = self.mpi.session.times.get();
         shared.steps += 1;
         shared.compute += self.times.compute;
         shared.read_back += self.times.read_back;
         shared.all_reduce += self.times.all_reduce;
         shared.write += self.times.write;
+        self.mpi.session.times.set(shared);
         self.times = StepTimes::default();
         Ok(())
     }
