@@ -199,9 +199,10 @@ fn binding_counts_are_checked_against_the_right_limits() {
     gemm(&small(full.max_storage_buffers_per_shader_stage, 2)).expect("two textures fit");
 }
 
-/// The plan is a choice: forcing the real-GPU plan on this adapter makes every GEMM take the
-/// tiled path (what real GPUs run), and the natural plan follows the adapter (textures on a
-/// CPU adapter with subgroups of 8).
+/// The plan is a choice: forcing the real-GPU plan on this adapter makes GEMMs take the
+/// storage-buffer tiles real GPUs run (vec4 register tiles when the rows are whole vec4s,
+/// scalar tiles otherwise), and the natural plan follows the adapter (textures on a CPU
+/// adapter with subgroups of 8).
 #[test]
 fn the_plan_can_be_forced_and_the_gemm_path_follows_it() {
     use wgtrain::gpu::kernels::{GemmPath, GemmSpec};
@@ -213,7 +214,9 @@ fn the_plan_can_be_forced_and_the_gemm_path_follows_it() {
     .unwrap();
     assert_eq!(forced.plan(), AdapterKind::Gpu);
     let spec = GemmSpec::new(128, 128, 784);
-    assert_eq!(kernels::gemm_path(&forced, &spec), GemmPath::Tiled);
+    assert_eq!(kernels::gemm_path(&forced, &spec), GemmPath::TiledVec4);
+    let odd = GemmSpec::new(128, 10, 127);
+    assert_eq!(kernels::gemm_path(&forced, &odd), GemmPath::Tiled);
     let natural = gpu();
     let want = if natural.kind() == AdapterKind::Cpu && natural.subgroup_size() == Some(8) {
         AdapterKind::Cpu

@@ -24,6 +24,7 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     let taken = kernels::gemm_path(ctx, &spec);
     match spec.path {
         Some(GemmPath::Tiled) => assert_eq!(taken, GemmPath::Tiled, "{spec:?}"),
+        Some(GemmPath::TiledVec4) => assert_eq!(taken, vec4_or_tiled(&spec), "{spec:?}"),
         Some(GemmPath::Texture) if ctx.subgroup_size() == Some(8) && k > 0 => {
             assert_eq!(taken, GemmPath::Texture, "{spec:?}")
         }
@@ -83,7 +84,19 @@ fn check_gemm(spec: GemmSpec, seed: u64) {
     assert_close(&format!("{spec:?}"), &got, &want, atol, 1e-4);
 }
 
-/// Every path `check_gemm` ran, so sweeps can assert that both were exercised.
+/// The vec4 path where the operands' stored rows are whole vec4s (A's k, or m transposed;
+/// B's n, or k transposed), the scalar tiles otherwise.
+fn vec4_or_tiled(spec: &GemmSpec) -> GemmPath {
+    let a_row = if spec.trans_a { spec.m } else { spec.k };
+    let b_row = if spec.trans_b { spec.k } else { spec.n };
+    if spec.k > 0 && a_row % 4 == 0 && b_row % 4 == 0 {
+        GemmPath::TiledVec4
+    } else {
+        GemmPath::Tiled
+    }
+}
+
+/// Every path `check_gemm` ran, so sweeps can assert that each was exercised.
 static PATHS_RUN: std::sync::Mutex<Vec<GemmPath>> = std::sync::Mutex::new(Vec::new());
 
 #[test]
@@ -94,16 +107,16 @@ fn gemm_shape_sweep() {
         for &n in &[1usize, 7, 16, 17, 33, 127] {
             for &k in &[1usize, 4, 13, 32, 127] {
                 seed += 10;
-                for path in [GemmPath::Texture, GemmPath::Tiled] {
+                for path in [GemmPath::Texture, GemmPath::Tiled, GemmPath::TiledVec4] {
                     check_gemm(GemmSpec::new(m, n, k).path(path), seed);
                 }
             }
         }
     }
-    // On an adapter with subgroups of 8 (lavapipe) both paths ran.
-    if gpu().subgroup_size() == Some(8) {
-        let paths = PATHS_RUN.lock().unwrap();
-        for p in [GemmPath::Texture, GemmPath::Tiled] {
+    // Every path ran (textures only where the adapter has subgroups of 8, as lavapipe does).
+    let paths = PATHS_RUN.lock().unwrap();
+    for p in [GemmPath::Texture, GemmPath::Tiled, GemmPath::TiledVec4] {
+        if p != GemmPath::Texture || gpu().subgroup_size() == Some(8) {
             assert!(paths.contains(&p), "the sweep never ran the {p:?} path");
         }
     }
@@ -135,6 +148,7 @@ fn gemm_transposes_scales_and_epilogues() {
                         .epilogue(epi);
                     check_gemm(spec.path(GemmPath::Texture), seed);
                     check_gemm(spec.path(GemmPath::Tiled), seed);
+                    check_gemm(spec.path(GemmPath::TiledVec4), seed);
                 }
                 // C stored transposed, with beta reading it the same way.
                 let spec = GemmSpec::new(m, n, k)
@@ -145,6 +159,7 @@ fn gemm_transposes_scales_and_epilogues() {
                     .trans_c(true);
                 check_gemm(spec.path(GemmPath::Texture), seed + 1);
                 check_gemm(spec.path(GemmPath::Tiled), seed + 1);
+                check_gemm(spec.path(GemmPath::TiledVec4), seed + 1);
             }
         }
     }
@@ -160,6 +175,25 @@ fn gemm_mlp_shapes_and_large_cases() {
     check_gemm(GemmSpec::new(128, 10, 128).epilogue(Epilogue::Bias), 4);
     check_gemm(GemmSpec::new(1031, 1025, 67), 5);
     check_gemm(GemmSpec::new(1031, 1025, 67).path(GemmPath::Tiled), 5);
+    // The same products on the vec4 path: 32x32 tiles for the MLP's, 64x64 for the large one
+    // (aligned to whole vec4s; 4M+ outputs as well).
+    for (i, spec) in [
+        GemmSpec::new(128, 128, 784),
+        GemmSpec::new(784, 128, 128).trans_a(true),
+        GemmSpec::new(128, 784, 128).trans_b(true),
+        GemmSpec::new(128, 10, 128)
+            .trans_b(true)
+            .epilogue(Epilogue::Bias),
+        GemmSpec::new(1032, 1024, 68),
+        GemmSpec::new(2052, 2048, 4).epilogue(Epilogue::BiasRelu),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let spec = spec.path(GemmPath::TiledVec4);
+        assert_eq!(kernels::gemm_path(gpu(), &spec), GemmPath::TiledVec4);
+        check_gemm(spec, 20 + i as u64);
+    }
     check_gemm(GemmSpec::new(2053, 2049, 3), 6);
     // Taller than a texture may be (convolutions as GEMMs): op(A) is packed in bands.
     let max = gpu().limits().max_texture_dimension_2d as usize;
@@ -171,7 +205,7 @@ fn gemm_mlp_shapes_and_large_cases() {
         // The plan's own choice: packed bands on the CPU-adapter plan, tiles otherwise.
         let want = match gpu().plan() {
             wgtrain::gpu::AdapterKind::Cpu => GemmPath::Texture,
-            wgtrain::gpu::AdapterKind::Gpu => GemmPath::Tiled,
+            wgtrain::gpu::AdapterKind::Gpu => vec4_or_tiled(&spec),
         };
         assert_eq!(kernels::gemm_path(gpu(), &spec), want, "{spec:?}");
         check_gemm(spec, seed);

@@ -12,7 +12,15 @@ use crate::gpu::{GpuContext, View};
 /// [`PipelineVariant::shader`] names it).
 pub fn shader_source(name: &str) -> Option<&'static str> {
     Some(match name {
-        "gemm" => include_str!("../../shaders/gemm.wgsl"),
+        // The storage-buffer GEMMs share their parameter block and epilogue.
+        "gemm" => concat!(
+            include_str!("../../shaders/gemm_common.wgsl"),
+            include_str!("../../shaders/gemm.wgsl")
+        ),
+        "gemm_vec4" => concat!(
+            include_str!("../../shaders/gemm_common.wgsl"),
+            include_str!("../../shaders/gemm_vec4.wgsl")
+        ),
         "gemm_pack" => include_str!("../../shaders/gemm_pack.wgsl"),
         "gemm_tex" => include_str!("../../shaders/gemm_tex.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),

@@ -120,18 +120,44 @@ pub(super) struct GemmDims {
     pub(super) trans: u32,
 }
 
-/// The two GEMM paths (see shaders/gemm.wgsl for why both exist).
+/// The GEMM paths (see shaders/gemm_common.wgsl for why there are several).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmPath {
-    /// Shared-memory tiles over storage buffers: real GPUs, and any shape.
+    /// Shared-memory tiles over storage buffers, read one f32 at a time: any shape.
     Tiled,
+    /// Shared-memory tiles staged from vec4 loads, 4x4 register blocks, the tile size chosen
+    /// by shape: real GPUs, when each operand's stored rows are whole vec4s.
+    TiledVec4,
     /// Operands packed into textures, then a register-blocked kernel: CPU adapters.
     Texture,
 }
 
+/// Whether `spec`'s operands can be read as vec4s along their stored rows (shaders/
+/// gemm_vec4.wgsl): A's row length (k, or m when transposed) and B's (n, or k when
+/// transposed) are multiples of 4.
+fn vec4_rows(spec: &GemmSpec) -> bool {
+    let a_row = if spec.trans_a { spec.m } else { spec.k };
+    let b_row = if spec.trans_b { spec.k } else { spec.n };
+    spec.k > 0 && a_row % 4 == 0 && b_row % 4 == 0
+}
+
+/// The register-tiled kernel's workgroup edge (it computes tiles of 4 x edge on a side):
+/// 16 (64x64 tiles) when that still gives 32 workgroups or more, else 8 (32x32 tiles), so
+/// that small and skinny products such as 128x10x128 still spread over the GPU.
+fn vec4_workgroup_edge(spec: &GemmSpec) -> u32 {
+    let tiles64 = spec.m.div_ceil(64) * spec.n.div_ceil(64);
+    if tiles64 >= 32 {
+        16
+    } else {
+        8
+    }
+}
+
 /// The path a spec takes on this context: textures under the CPU-adapter plan when the packed
-/// operands fit the texture limits (the context checked the subgroup size when it opened),
-/// shared-memory tiles otherwise.
+/// operands fit the texture limits (the context checked the subgroup size when it opened);
+/// under the GPU plan, vec4 register tiles when the operands' rows are whole vec4s; the
+/// scalar shared-memory tiles otherwise. A forced path the spec cannot take falls back to
+/// [`GemmPath::Tiled`].
 pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let max = ctx.limits().max_texture_dimension_2d as usize;
     let k4 = spec.k.div_ceil(4);
@@ -142,12 +168,12 @@ pub fn gemm_path(ctx: &GpuContext, spec: &GemmSpec) -> GemmPath {
     let fits = fits && ctx.subgroup_size() == Some(8);
     let wanted = spec.path.unwrap_or(match ctx.plan() {
         AdapterKind::Cpu => GemmPath::Texture,
-        AdapterKind::Gpu => GemmPath::Tiled,
+        AdapterKind::Gpu => GemmPath::TiledVec4,
     });
-    if wanted == GemmPath::Texture && fits && spec.k > 0 {
-        GemmPath::Texture
-    } else {
-        GemmPath::Tiled
+    match wanted {
+        GemmPath::Texture if fits && spec.k > 0 => GemmPath::Texture,
+        GemmPath::TiledVec4 if vec4_rows(spec) => GemmPath::TiledVec4,
+        _ => GemmPath::Tiled,
     }
 }
 
@@ -217,6 +243,28 @@ pub fn gemm(
                     shader: "gemm",
                     entry: "gemm_tiled",
                     constants: vec![("EPILOGUE", spec.epilogue.code())],
+                    params: dims,
+                    bindings: vec![
+                        Binding::Read(a),
+                        Binding::Read(b),
+                        Binding::Read(bias),
+                        Binding::ReadWrite(c),
+                    ],
+                    workgroups,
+                },
+            )?;
+            Ok(launch.into())
+        }
+        GemmPath::TiledVec4 => {
+            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
+            let edge = vec4_workgroup_edge(spec);
+            let (dims, workgroups) = gemm_dims(spec, 4 * edge, 4 * edge)?;
+            let launch = Launch::new(
+                ctx,
+                LaunchDesc {
+                    shader: "gemm_vec4",
+                    entry: "gemm_vec4",
+                    constants: vec![("EPILOGUE", spec.epilogue.code()), ("WG", edge as f64)],
                     params: dims,
                     bindings: vec![
                         Binding::Read(a),
