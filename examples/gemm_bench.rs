@@ -34,6 +34,16 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PathArg {
+    /// Shared-memory tiles, scalar loads.
+    Tiled,
+    /// Shared-memory tiles staged from vec4 loads (real GPUs' default).
+    Vec4,
+    /// Packed textures (CPU adapters' default).
+    Texture,
+}
+
 /// GFLOP/s of wgtrain's GEMM against ndarray's on the same machine, in the same run.
 #[derive(Parser)]
 struct Cli {
@@ -43,7 +53,11 @@ struct Cli {
     /// One GEMM per submission instead of 10 (adds the submit/fence latency).
     #[arg(long)]
     single: bool,
-    /// Force the shared-memory tiled path on every adapter.
+    /// Force a GEMM path on every adapter (by default the plan chooses; a path a shape
+    /// cannot take falls back to `tiled`, and the table says which ran).
+    #[arg(long, value_enum)]
+    path: Option<PathArg>,
+    /// Same as `--path tiled`.
     #[arg(long)]
     tiled: bool,
     /// Only the cases whose name starts with PREFIX.
@@ -58,7 +72,12 @@ fn main() -> wgtrain::Result<()> {
     let cli = Cli::parse();
     let reps = cli.reps as usize;
     let per_submit = if cli.single { 1 } else { 10 };
-    let forced = cli.tiled.then_some(kernels::GemmPath::Tiled);
+    let forced = match (cli.tiled, cli.path) {
+        (true, _) | (_, Some(PathArg::Tiled)) => Some(kernels::GemmPath::Tiled),
+        (_, Some(PathArg::Vec4)) => Some(kernels::GemmPath::TiledVec4),
+        (_, Some(PathArg::Texture)) => Some(kernels::GemmPath::Texture),
+        (false, None) => None,
+    };
     let ctx = GpuContext::new()?;
     let info = ctx.adapter_info();
     println!(

@@ -23,6 +23,8 @@ if [ "$tests" = 1 ]; then
     tests_line="$status ($counts; log: $out/tests.log)"
 fi
 "$bin/gemm_bench" --max "${GEMM_MAX:-4096}" --reps 5 | tee "$out/gemm.txt"
+# The scalar-load tiles on the same shapes, to compare with the vec4 kernel the plan chose.
+"$bin/gemm_bench" --max "${GEMM_MAX:-4096}" --reps 5 --path tiled | tee "$out/gemm_tiled.txt"
 "$bin/epoch_bench" --epochs 3 | tee "$out/epoch.txt"
 "$bin/conv_bench" --reps 3 | tee "$out/conv.txt"
 
@@ -34,6 +36,9 @@ printf '%-34s %s\n' "test suite" "$tests_line"
 while read -r name path gpu cpu ratio; do
     printf '%-34s %s GFLOP/s (%s path; CPU reference %s)\n' "GEMM $name" "$gpu" "$path" "$cpu"
 done < <(grep -E '^[0-9]+\^3 ' "$out/gemm.txt" | awk '{print $1, $2, $3, $4, $5}')
+while read -r name path gpu _; do
+    printf '%-34s %s GFLOP/s (%s path)\n' "GEMM $name, scalar tiles" "$gpu" "$path"
+done < <(grep -E '^[0-9]+\^3 ' "$out/gemm_tiled.txt" | awk '{print $1, $2, $3}')
 grep -E '^784-' "$out/epoch.txt" | while read -r model device sps _; do
     printf '%-34s %s samples/s\n' "epoch $model ($device)" "$sps"
 done
