@@ -1,15 +1,17 @@
-// The shared-memory tiled GEMM for any shape (after gemm_common.wgsl): 256 invocations share
-// 64x64 tiles of A and B in workgroup memory, each accumulating a 4x4 block; transposes are
+// The shared-memory tiled GEMM for any shape (after gemm_common.wgsl): WG x WG invocations
+// share tiles of A and B in workgroup memory, each accumulating a 4x4 block; transposes are
 // index changes; operands are read one f32 at a time.
 
-const TS: u32 = 64u;   // tile edge (rows of A, columns of B)
+// WG x WG invocations (override WG: 8 for small or skinny products, 16 otherwise), each
+// accumulating a 4x4 block of a (4 WG) x (4 WG) tile.
+override WG: u32 = 16u;
 const TK: u32 = 16u;   // k-depth of one shared tile
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 
-var<workgroup> a_tile: array<f32, 1024>;   // (TK, TS): [kk * TS + row]
-var<workgroup> b_tile: array<f32, 1024>;   // (TK, TS): [kk * TS + col]
+var<workgroup> a_tile: array<f32, 1024>;   // (TK, 4 WG): [kk * 4 WG + row]
+var<workgroup> b_tile: array<f32, 1024>;   // (TK, 4 WG): [kk * 4 WG + col]
 
 fn a_at(row: u32, kk: u32) -> f32 {
     if (row >= dims.m || kk >= dims.k) {
@@ -31,7 +33,7 @@ fn b_at(kk: u32, col: u32) -> f32 {
     return b[kk * dims.n + col];
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(WG, WG)
 fn gemm_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -43,21 +45,21 @@ fn gemm_tiled(
     if (tile >= dims.tiles_m * dims.tiles_n) {
         return;
     }
-    let row0 = (tile % dims.tiles_m) * TS;
-    let col0 = (tile / dims.tiles_m) * TS;
+    let ts = 4u * WG;
+    let row0 = (tile % dims.tiles_m) * ts;
+    let col0 = (tile / dims.tiles_m) * ts;
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < dims.k; k0 += TK) {
-        for (var e = 0u; e < 4u; e++) {
-            let idx = li + 256u * e;
-            let r = idx % TS;
-            let kk = idx / TS;
-            a_tile[kk * TS + r] = a_at(row0 + r, k0 + kk);
-            b_tile[kk * TS + r] = b_at(k0 + kk, col0 + r);
+        for (var idx = li; idx < ts * TK; idx += WG * WG) {
+            let r = idx % ts;
+            let kk = idx / ts;
+            a_tile[kk * ts + r] = a_at(row0 + r, k0 + kk);
+            b_tile[kk * ts + r] = b_at(k0 + kk, col0 + r);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let ab = kk * TS + lid.y * 4u;
-            let bb = kk * TS + lid.x * 4u;
+            let ab = kk * ts + lid.y * 4u;
+            let bb = kk * ts + lid.x * 4u;
             let bv = vec4(b_tile[bb], b_tile[bb + 1u], b_tile[bb + 2u], b_tile[bb + 3u]);
             acc[0] = fma(vec4(a_tile[ab]), bv, acc[0]);
             acc[1] = fma(vec4(a_tile[ab + 1u]), bv, acc[1]);

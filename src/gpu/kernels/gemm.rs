@@ -141,10 +141,10 @@ fn vec4_rows(spec: &GemmSpec) -> bool {
     spec.k > 0 && a_row % 4 == 0 && b_row % 4 == 0
 }
 
-/// The register-tiled kernel's workgroup edge (it computes tiles of 4 x edge on a side):
+/// The storage-buffer kernels' workgroup edge (they compute tiles of 4 x edge on a side):
 /// 16 (64x64 tiles) when that still gives 32 workgroups or more, else 8 (32x32 tiles), so
 /// that small and skinny products such as 128x10x128 still spread over the GPU.
-fn vec4_workgroup_edge(spec: &GemmSpec) -> u32 {
+fn workgroup_edge(spec: &GemmSpec) -> u32 {
     let tiles64 = spec.m.div_ceil(64) * spec.n.div_ceil(64);
     if tiles64 >= 32 {
         16
@@ -235,14 +235,16 @@ pub fn gemm(
     let path = gemm_path(ctx, spec);
     match path {
         GemmPath::Tiled => {
-            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
-            let (dims, workgroups) = gemm_dims(spec, 64, 64)?;
+            // 32x32 tiles load 8 values of each operand per invocation and k-step.
+            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 32)?;
+            let edge = workgroup_edge(spec);
+            let (dims, workgroups) = gemm_dims(spec, 4 * edge, 4 * edge)?;
             let launch = Launch::new(
                 ctx,
                 LaunchDesc {
                     shader: "gemm",
                     entry: "gemm_tiled",
-                    constants: vec![("EPILOGUE", spec.epilogue.code())],
+                    constants: vec![("EPILOGUE", spec.epilogue.code()), ("WG", edge as f64)],
                     params: dims,
                     bindings: vec![
                         Binding::Read(a),
@@ -257,7 +259,7 @@ pub fn gemm(
         }
         GemmPath::TiledVec4 => {
             check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
-            let edge = vec4_workgroup_edge(spec);
+            let edge = workgroup_edge(spec);
             let (dims, workgroups) = gemm_dims(spec, 4 * edge, 4 * edge)?;
             let launch = Launch::new(
                 ctx,
