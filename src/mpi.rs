@@ -186,7 +186,9 @@ pub struct MpiExecutor {
     /// The pending step: `true` when it ran on rank 0 alone (a batch with fewer rows than
     /// ranks), whose update the others then copy.
     single: Option<bool>,
+    /// Per-step scratch: the weighted gradients summed in f64, then their f32 mean.
     sum: Vec<f64>,
+    mean: Vec<f32>,
     /// The pending step's times, added to the session's when it completes.
     times: StepTimes,
 }
@@ -214,6 +216,7 @@ impl MpiExecutor {
             failed: RefCell::new(None),
             single: None,
             sum: Vec::new(),
+            mean: Vec::new(),
             times: StepTimes::default(),
         };
         let (_, len) = exec.inner.graph().param_layout();
@@ -489,8 +492,9 @@ impl Executor for MpiExecutor {
             .map_err(|e| mpi_error("MPI_Allreduce", e))?;
         self.times.all_reduce += t.elapsed();
         let t = Instant::now();
-        let mean: Vec<f32> = self.sum.iter().map(|&v| v as f32).collect();
-        self.inner.write_gradients(&mean)?;
+        self.mean.clear();
+        self.mean.extend(self.sum.iter().map(|&v| v as f32));
+        self.inner.write_gradients(&self.mean)?;
         self.times.write += t.elapsed();
         self.single = Some(false);
         let mut shared = self.mpi.session.times.get();

@@ -6,47 +6,23 @@
 //! a bounded time.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{parallel_data as data, parallel_model as model};
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
 use wgtrain::data::ArrayDataset;
 use wgtrain::gpu::GpuContext;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Model, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{Optimizer, SgdConfig};
+use wgtrain::nn::{Device, FitConfig, Model};
 
 const MODE: &str = "WGTRAIN_TEST_MPI_MODE";
 const OUT: &str = "WGTRAIN_TEST_MPI_OUT";
 const ROWS: &str = "WGTRAIN_TEST_MPI_ROWS";
-
-fn data(n: usize) -> ArrayDataset {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
-    let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
-    let y = Array2::from_shape_fn((n, 2), |(i, j)| (x[[i, j]] * 2.0 - x[[i, 5]]).tanh());
-    ArrayDataset::regression(&x, &y).unwrap()
-}
-
-fn model(device: Device) -> Model {
-    Sequential::new(&[6])
-        .dense(Dense::new(16).activation(Activation::Tanh))
-        .dense(Dense::new(2))
-        .compile(
-            Loss::MeanSquaredError,
-            // SGD: its step is proportional to the gradient, so a wrongly weighted sum shows.
-            Optimizer::Sgd(SgdConfig {
-                momentum: 0.9,
-                ..SgdConfig::new(0.1)
-            }),
-            device,
-            5,
-        )
-        .unwrap()
-}
 
 /// Two epochs of global batch 32, shuffled (the same seeded order on every rank).
 fn fit_config(epochs: usize) -> FitConfig {

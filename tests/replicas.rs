@@ -3,40 +3,15 @@
 //! tolerances (the sum of two half-batch means is rounded differently from one mean), and
 //! bit-identically from run to run.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{parallel_data as data, parallel_model as model};
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
 use wgtrain::data::ArrayDataset;
 use wgtrain::gpu::GpuContext;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Model, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{Optimizer, SgdConfig};
-
-fn data(n: usize) -> ArrayDataset {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
-    let x = Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
-    let y = Array2::from_shape_fn((n, 2), |(i, j)| (x[[i, j]] * 2.0 - x[[i, 5]]).tanh());
-    ArrayDataset::regression(&x, &y).unwrap()
-}
-
-fn model(device: Device) -> Model {
-    Sequential::new(&[6])
-        .dense(Dense::new(16).activation(Activation::Tanh))
-        .dense(Dense::new(2))
-        .compile(
-            Loss::MeanSquaredError,
-            // SGD: its step is proportional to the gradient, so a wrongly scaled sum shows
-            // (Adam would normalize it away).
-            Optimizer::Sgd(SgdConfig {
-                momentum: 0.9,
-                ..SgdConfig::new(0.1)
-            }),
-            device,
-            5,
-        )
-        .unwrap()
-}
+use wgtrain::nn::{Device, FitConfig};
 
 fn contexts(n: usize) -> Vec<Arc<GpuContext>> {
     (0..n)

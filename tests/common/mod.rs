@@ -171,3 +171,32 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Seeded regression data for the data-parallel tests: 6 features, 2 targets.
+pub fn parallel_data(n: usize) -> wgtrain::data::ArrayDataset {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
+    let x = ndarray::Array2::from_shape_fn((n, 6), |_| rng.random_range(-1.0f32..1.0));
+    let y = ndarray::Array2::from_shape_fn((n, 2), |(i, j)| (x[[i, j]] * 2.0 - x[[i, 5]]).tanh());
+    wgtrain::data::ArrayDataset::regression(&x, &y).unwrap()
+}
+
+/// The data-parallel tests' model: 6-16-2, tanh, trained with SGD with momentum, whose step
+/// is proportional to the gradient, so a wrongly weighted sum shows (Adam would normalize it
+/// away).
+pub fn parallel_model(device: wgtrain::nn::Device) -> wgtrain::nn::Model {
+    use wgtrain::nn::{Dense, Loss, Sequential};
+    use wgtrain::optim::{Optimizer, SgdConfig};
+    Sequential::new(&[6])
+        .dense(Dense::new(16).activation(wgtrain::ops::Activation::Tanh))
+        .dense(Dense::new(2))
+        .compile(
+            Loss::MeanSquaredError,
+            Optimizer::Sgd(SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::new(0.1)
+            }),
+            device,
+            5,
+        )
+        .unwrap()
+}

@@ -234,38 +234,21 @@ pub fn gemm(
     };
     let path = gemm_path(ctx, spec);
     match path {
-        GemmPath::Tiled => {
-            // 32x32 tiles load 8 values of each operand per invocation and k-step.
-            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 32)?;
+        GemmPath::Tiled | GemmPath::TiledVec4 => {
+            // Loop count per k-step: 32x32 scalar tiles load 8 values of each operand per
+            // invocation; the vec4 kernel at most 2 vec4s.
+            let (shader, entry, per_step) = match path {
+                GemmPath::Tiled => ("gemm", "gemm_tiled", 32),
+                _ => ("gemm_vec4", "gemm_vec4", 20),
+            };
+            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * per_step)?;
             let edge = workgroup_edge(spec);
             let (dims, workgroups) = gemm_dims(spec, 4 * edge, 4 * edge)?;
             let launch = Launch::new(
                 ctx,
                 LaunchDesc {
-                    shader: "gemm",
-                    entry: "gemm_tiled",
-                    constants: vec![("EPILOGUE", spec.epilogue.code()), ("WG", edge as f64)],
-                    params: dims,
-                    bindings: vec![
-                        Binding::Read(a),
-                        Binding::Read(b),
-                        Binding::Read(bias),
-                        Binding::ReadWrite(c),
-                    ],
-                    workgroups,
-                },
-            )?;
-            Ok(launch.into())
-        }
-        GemmPath::TiledVec4 => {
-            check_loops(OP, &format!("k = {k}"), k.div_ceil(16) * 20)?;
-            let edge = workgroup_edge(spec);
-            let (dims, workgroups) = gemm_dims(spec, 4 * edge, 4 * edge)?;
-            let launch = Launch::new(
-                ctx,
-                LaunchDesc {
-                    shader: "gemm_vec4",
-                    entry: "gemm_vec4",
+                    shader,
+                    entry,
                     constants: vec![("EPILOGUE", spec.epilogue.code()), ("WG", edge as f64)],
                     params: dims,
                     bindings: vec![
