@@ -305,16 +305,18 @@ impl MpiExecutor {
             let mut polls = 0u32;
             while req.test()?.is_none() {
                 if start.elapsed() > timeout {
-                    eprintln!(
+                    // One write, so that other ranks' output cannot split the line.
+                    let message = format!(
                         "wgtrain: rank {} of {}: waited {:.0} s at {} for the other ranks: one \
                          of them stopped or hangs, or does not call the same method (every rank \
                          calls fit and evaluate); aborting the job ({TIMEOUT_ENV} sets the \
-                         wait)",
+                         wait)\n",
                         comm.rank(),
                         comm.size(),
                         timeout.as_secs_f64(),
                         Stage::name(stage as i64 as f64),
                     );
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
                     comm.abort(TIMEOUT_EXIT);
                 }
                 polls += 1;

@@ -99,7 +99,12 @@ fn mpi_rank() {
             }
         }
         Err(e) => {
-            eprintln!("rank {rank} stopped: {e}");
+            // Each rank's message also goes to its own file: the ranks' stderr streams
+            // interleave in `mpirun`'s output, even within a line.
+            let message = format!("rank {rank} stopped: {e}\n");
+            eprint!("{message}");
+            let out = PathBuf::from(std::env::var(OUT).unwrap());
+            std::fs::write(out.with_extension(format!("rank{rank}.err")), message).unwrap();
             drop(m);
             drop(mpi);
             std::process::exit(3);
@@ -114,12 +119,20 @@ struct Job {
 }
 
 impl Job {
+    /// The job's output, then each rank's own error message, whole.
     fn text(&self) -> String {
-        format!(
+        let mut text = format!(
             "{}{}",
             String::from_utf8_lossy(&self.output.stdout),
             String::from_utf8_lossy(&self.output.stderr)
-        )
+        );
+        for rank in 0..8 {
+            let file = self.out_file.with_extension(format!("rank{rank}.err"));
+            if let Ok(message) = std::fs::read_to_string(file) {
+                text += &format!("\n[rank {rank}'s error file] {message}");
+            }
+        }
+        text
     }
 
     fn result(&self) -> (Vec<f32>, f32) {
