@@ -739,3 +739,166 @@ fn layer_norm_matches_the_reference() {
         );
     }
 }
+
+/// Batch normalization's forward (training, with the running statistics moved, then
+/// evaluating), input gradient and gamma gradient against the f64 reference, over dense and
+/// image shapes whose per-channel counts include 1, fewer and more than a workgroup, primes
+/// and 131,072 values.
+#[test]
+fn batch_norm_matches_the_reference() {
+    let ctx = gpu();
+    let (eps, momentum) = (1e-5f32, 0.1f32);
+    let mut seed = 500;
+    for &(batch, channels, positions) in &[
+        (1, 1, 1),
+        (2, 3, 1),
+        (7, 5, 1),
+        (130, 17, 1),
+        (3, 4, 25),
+        (16, 8, 49),
+        (5, 2, 1000),
+        (128, 3, 1024),
+    ] {
+        seed += 10;
+        let len = batch * channels * positions;
+        // Channels with an offset and a spread of their own, as activations have.
+        let x: Vec<f32> = uniform(seed, len, -2.0, 2.0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = ((i / positions) % channels) as f32;
+                v * (1.0 + c) + 3.0 * c
+            })
+            .collect();
+        let gamma = uniform(seed + 1, channels, 0.5, 1.5);
+        let beta = uniform(seed + 2, channels, -1.0, 1.0);
+        let dy = uniform(seed + 3, len, -1.0, 1.0);
+        let rm0 = uniform(seed + 4, channels, -0.5, 0.5);
+        let rv0 = uniform(seed + 5, channels, 0.5, 2.0);
+        let s = kernels::BatchNormShape {
+            batch,
+            channels,
+            positions,
+        };
+        let (gx, gg, gb, gdy) = (
+            upload("x", &x),
+            upload("gamma", &gamma),
+            upload("beta", &beta),
+            upload("dy", &dy),
+        );
+        let (grm, grv) = (upload("running mean", &rm0), upload("running var", &rv0));
+        let (gy, gdx, gdg) = (zeros("y", len), zeros("dx", len), zeros("dgamma", channels));
+        let mode = |training: bool| upload_u32("mode", &[1, 0, training as u32, 0]);
+        let forward = |m: &wgtrain::gpu::GpuBuffer| {
+            kernels::batch_norm_forward(
+                ctx,
+                s,
+                (eps, momentum),
+                m.full(),
+                gx.full(),
+                (gg.full(), gb.full()),
+                (grm.full(), grv.full()),
+                gy.full(),
+            )
+            .unwrap()
+        };
+        let train_mode = mode(true);
+        let bwd =
+            kernels::batch_norm_backward(ctx, s, eps, gx.full(), gg.full(), gdy.full(), gdx.full())
+                .unwrap();
+        let dg =
+            kernels::batch_norm_gamma_grad(ctx, s, eps, gx.full(), gdy.full(), gdg.full()).unwrap();
+        // Two training steps on the same batch: the running statistics move twice.
+        let fwd = forward(&train_mode);
+        run(ctx, &[&fwd, &bwd, &dg, &fwd]).unwrap();
+        let train_y = download(&gy);
+        let (rm, rv) = (download(&grm), download(&grv));
+        let eval_mode = mode(false);
+        run(ctx, &[&forward(&eval_mode)]).unwrap();
+        let eval_y = download(&gy);
+
+        let x64 =
+            ndarray::Array3::from_shape_vec((batch, channels, positions), to_f64(&x)).unwrap();
+        let dy64 =
+            ndarray::Array3::from_shape_vec((batch, channels, positions), to_f64(&dy)).unwrap();
+        let (g64, b64) = (Array1::from(to_f64(&gamma)), Array1::from(to_f64(&beta)));
+        let eps64 = eps as f64;
+        let (mean, var) = cpu::batch_norm_stats(x64.view());
+        let want_train = cpu::batch_norm_forward(
+            x64.view(),
+            g64.view(),
+            b64.view(),
+            mean.view(),
+            var.view(),
+            eps64,
+        )
+        .unwrap();
+        let n = batch * positions;
+        let (mut wm, mut wv) = (Array1::from(to_f64(&rm0)), Array1::from(to_f64(&rv0)));
+        for _ in 0..2 {
+            (wm, wv) = cpu::batch_norm_running_update(
+                (wm.view(), wv.view()),
+                (mean.view(), var.view()),
+                n,
+                momentum as f64,
+            );
+        }
+        let want_eval = cpu::batch_norm_forward(
+            x64.view(),
+            g64.view(),
+            b64.view(),
+            wm.view(),
+            wv.view(),
+            eps64,
+        )
+        .unwrap();
+        let want_dx = cpu::batch_norm_backward(x64.view(), g64.view(), dy64.view(), eps64).unwrap();
+        let want_dg = cpu::batch_norm_gamma_grad(x64.view(), dy64.view(), eps64).unwrap();
+        let what = format!("{batch}x{channels}x{positions}");
+        // Sums over a channel's values: the reduction tolerance, grown with sqrt(n).
+        let atol = 1e-5 * (n as f64).sqrt();
+        let flat = |a: &ndarray::Array3<f64>| a.iter().copied().collect::<Vec<f64>>();
+        assert_close(
+            &format!("training forward {what}"),
+            &train_y,
+            &flat(&want_train),
+            atol,
+            1e-4,
+        );
+        assert_close(
+            &format!("running mean {what}"),
+            &rm,
+            wm.as_slice().unwrap(),
+            atol,
+            1e-4,
+        );
+        assert_close(
+            &format!("running variance {what}"),
+            &rv,
+            wv.as_slice().unwrap(),
+            atol,
+            1e-4,
+        );
+        assert_close(
+            &format!("evaluation forward {what}"),
+            &eval_y,
+            &flat(&want_eval),
+            atol,
+            1e-4,
+        );
+        assert_close(
+            &format!("dx {what}"),
+            &download(&gdx),
+            &flat(&want_dx),
+            1e-4,
+            1e-3,
+        );
+        assert_close(
+            &format!("dgamma {what}"),
+            &download(&gdg),
+            want_dg.as_slice().unwrap(),
+            atol * 10.0,
+            1e-3,
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! function computes exactly what its WGSL kernel computes, including edge values (NaN, inf).
 
 mod activation;
+mod batch_norm;
 mod conv;
 mod dropout;
 mod gemm;
@@ -14,6 +15,10 @@ mod optim;
 mod softmax;
 
 pub use activation::{activation_backward, activation_forward, bias_add, column_sum};
+pub use batch_norm::{
+    batch_norm_backward, batch_norm_forward, batch_norm_gamma_grad, batch_norm_running_update,
+    batch_norm_stats,
+};
 pub use conv::{
     avg_pool2d, avg_pool2d_grad, channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight,
     max_pool2d, max_pool2d_grad,

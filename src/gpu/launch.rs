@@ -30,6 +30,7 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
         "optim" => include_str!("../../shaders/optim.wgsl"),
         "conv" => include_str!("../../shaders/conv.wgsl"),
         "norm" => include_str!("../../shaders/norm.wgsl"),
+        "batch_norm" => include_str!("../../shaders/batch_norm.wgsl"),
         #[cfg(test)]
         "broken_for_tests" => "@compute @workgroup_size(1) fn main( {}",
         _ => return None,

@@ -67,6 +67,19 @@ impl<T: Scalar> CpuRun<T> {
         feeds: &HashMap<NodeId, Value<T>>,
         last: NodeId,
     ) -> Result<Vec<Option<Value<T>>>> {
+        self.eval_updates(graph, feeds, last).map(|(vals, _)| vals)
+    }
+
+    /// [`CpuRun::eval`], also returning the new values of the buffers a training step moves
+    /// (batch normalization's running statistics; none when `training_step` is `None`), for
+    /// [`CpuRun::store`].
+    #[allow(clippy::type_complexity)]
+    pub fn eval_updates(
+        &self,
+        graph: &Graph,
+        feeds: &HashMap<NodeId, Value<T>>,
+        last: NodeId,
+    ) -> Result<(Vec<Option<Value<T>>>, Vec<(NodeId, ArrayD<T>)>)> {
         if !graph.contains(last) {
             return Err(Error::invalid(
                 "cpu graph",
@@ -83,6 +96,7 @@ impl<T: Scalar> CpuRun<T> {
             .unwrap_or(1);
         let shapes = graph.concrete_shapes(batch);
         let mut vals: Vec<Option<Value<T>>> = vec![None; last.0 + 1];
+        let updates = std::cell::RefCell::new(Vec::new());
         for i in 0..=last.0 {
             let node = &graph.nodes()[i];
             let value = match &node.op {
@@ -115,11 +129,19 @@ impl<T: Scalar> CpuRun<T> {
                     shape: &shapes[i],
                     vals: &vals,
                     training_step: self.training_step,
+                    updates: &updates,
                 })?,
             };
             vals[i] = Some(value);
         }
-        Ok(vals)
+        Ok((vals, updates.into_inner()))
+    }
+
+    /// Stores buffer values from [`CpuRun::eval_updates`].
+    pub fn store(&mut self, updates: Vec<(NodeId, ArrayD<T>)>) {
+        for (b, value) in updates {
+            self.buffers.insert(b, value);
+        }
     }
 
     /// The scalar value of a loss node.
@@ -297,9 +319,10 @@ impl CpuExecutor {
         let feeds = self.feeds(batch, feeds)?;
         let last = self.graph.last().expect("a differentiated graph has nodes");
         self.run.training_step = Some(self.step + 1);
-        let vals = self.run.eval(&self.graph, &feeds, last);
+        let vals = self.run.eval_updates(&self.graph, &feeds, last);
         self.run.training_step = None;
-        let vals = vals?;
+        let (vals, updates) = vals?;
+        self.run.store(updates);
         self.accumulate(&vals);
         self.pending = Some(vals);
         Ok(())

@@ -158,6 +158,22 @@ pub enum Op {
     LayerNormGammaGrad {
         eps: f32,
     },
+    /// Batch normalization of (batch, channels) or (batch, channels, h, w) over all but the
+    /// channel axis, from (x, gamma, beta, running_mean, running_var): training uses the
+    /// batch's statistics and moves the running ones (buffers) by `momentum`; evaluation
+    /// uses the running ones (`crate::cpu::batch_norm_forward` states the convention).
+    BatchNorm {
+        eps: f32,
+        momentum: f32,
+    },
+    /// dx of batch normalization (training) from (x, gamma, dy).
+    BatchNormGrad {
+        eps: f32,
+    },
+    /// d gamma of batch normalization from (x, dy): per channel, the sum of dy * xhat.
+    BatchNormGammaGrad {
+        eps: f32,
+    },
 }
 
 impl Op {
@@ -194,6 +210,9 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::LayerNormGrad { .. } => "layer_norm_grad".into(),
             Op::LayerNormGammaGrad { .. } => "layer_norm_gamma_grad".into(),
+            Op::BatchNorm { .. } => "batch_norm".into(),
+            Op::BatchNormGrad { .. } => "batch_norm_grad".into(),
+            Op::BatchNormGammaGrad { .. } => "batch_norm_gamma_grad".into(),
         }
     }
 }
@@ -453,6 +472,49 @@ impl Graph {
             ));
         }
         self.add_op(Op::LayerNorm { eps }, &[x, gamma, beta])
+    }
+
+    /// Batch normalization of `x` ((batch, channels) or (batch, channels, h, w)) with a
+    /// learned scale and shift per channel and running statistics in two buffers, moved by
+    /// `momentum` (PyTorch's convention: 0.1 moves them a tenth of the way per step).
+    pub fn batch_norm(
+        &mut self,
+        x: NodeId,
+        (gamma, beta): (NodeId, NodeId),
+        (running_mean, running_var): (NodeId, NodeId),
+        eps: f32,
+        momentum: f32,
+    ) -> Result<NodeId> {
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(Error::invalid(
+                "batch_norm",
+                format!("epsilon {eps} must be positive and finite"),
+            ));
+        }
+        if !(momentum.is_finite() && momentum > 0.0 && momentum <= 1.0) {
+            return Err(Error::invalid(
+                "batch_norm",
+                format!("momentum {momentum} must be in (0, 1] (PyTorch's convention: the weight of the new batch)"),
+            ));
+        }
+        for (what, b) in [
+            ("running mean", running_mean),
+            ("running variance", running_var),
+        ] {
+            if !matches!(self.node(b).op, Op::Buffer(_)) {
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!(
+                        "the {what} must be a buffer (Graph::buffer), not a {}",
+                        self.node(b).op.name()
+                    ),
+                ));
+            }
+        }
+        self.add_op(
+            Op::BatchNorm { eps, momentum },
+            &[x, gamma, beta, running_mean, running_var],
+        )
     }
 
     /// An elementwise activation.

@@ -46,7 +46,7 @@ impl Op {
     /// Whether the op reads the train/eval flag and step (`GpuArgs::arenas.mode` on the GPU,
     /// `CpuArgs::training_step` on the CPU), so executors write it before each submission.
     pub(crate) fn reads_mode(&self) -> bool {
-        matches!(self, Op::Dropout { .. })
+        matches!(self, Op::Dropout { .. } | Op::BatchNorm { .. })
     }
 
     /// The family whose file holds this op's rules.
@@ -71,9 +71,12 @@ impl Op {
             | Op::MaxPool2dGrad(_)
             | Op::AvgPool2d(_)
             | Op::AvgPool2dGrad { .. } => Family::Conv,
-            Op::LayerNorm { .. } | Op::LayerNormGrad { .. } | Op::LayerNormGammaGrad { .. } => {
-                Family::Norm
-            }
+            Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
+            | Op::LayerNormGammaGrad { .. }
+            | Op::BatchNorm { .. }
+            | Op::BatchNormGrad { .. }
+            | Op::BatchNormGammaGrad { .. } => Family::Norm,
         }
     }
 }
@@ -208,6 +211,9 @@ pub(crate) struct CpuArgs<'a, T> {
     pub vals: &'a [Option<Value<T>>],
     /// The optimizer step dropout draws its masks for; `None` when evaluating.
     pub training_step: Option<u64>,
+    /// New values for buffers a training step moves (batch normalization's running
+    /// statistics), collected for the executor to store after the step.
+    pub updates: &'a std::cell::RefCell<Vec<(NodeId, ArrayD<T>)>>,
 }
 
 impl<T: Scalar> CpuArgs<'_, T> {
@@ -222,6 +228,11 @@ impl<T: Scalar> CpuArgs<'_, T> {
                     format!("{} needs float input {}", self.node.op.name(), k),
                 )
             })
+    }
+
+    /// Records `value` as the new value of buffer input `k`, stored after the step.
+    fn update(&self, k: usize, value: ArrayD<T>) {
+        self.updates.borrow_mut().push((self.node.inputs[k], value));
     }
 
     /// Label input `k`.

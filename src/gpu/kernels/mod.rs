@@ -3,6 +3,7 @@
 //!
 //! Shapes go to the shaders in `#[repr(C)]` parameter structs mirrored in WGSL.
 
+mod batch_norm;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -12,6 +13,9 @@ mod norm;
 mod optim;
 mod reduce;
 
+pub use batch_norm::{
+    batch_norm_backward, batch_norm_forward, batch_norm_gamma_grad, BatchNormShape,
+};
 pub use conv::{
     channel_sum, conv2d, conv2d_direct, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad,
     ConvGeom,
