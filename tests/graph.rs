@@ -510,3 +510,138 @@ fn layer_norm_backward() {
     let err = g.layer_norm(x, gamma, beta, 0.0).unwrap_err().to_string();
     assert!(err.contains("epsilon 0 must be positive"), "{err}");
 }
+
+/// Batch normalization's gradients (x through the layers before it, gamma, beta) against
+/// finite differences in f64: 1-D between two dense layers, 2-D between a convolution and
+/// global pooling.
+#[test]
+fn batch_norm_backward() {
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 4);
+    let w = g.param("w", &[4, 5], Init::Zeros);
+    let gamma = g.param("gamma", &[5], Init::Constant(1.0));
+    let beta = g.param("beta", &[5], Init::Zeros);
+    let rm = g.buffer("running_mean", &[5], Init::Zeros);
+    let rv = g.buffer("running_var", &[5], Init::Constant(1.0));
+    let w2 = g.param("w2", &[5, 3], Init::Zeros);
+    let h = g.matmul(x, w).unwrap();
+    let n = g.batch_norm(h, (gamma, beta), (rm, rv), 1e-5, 0.1).unwrap();
+    let a = g.activation(n, Activation::Tanh).unwrap();
+    let y = g.matmul(a, w2).unwrap();
+    let (t, tv) = target(&mut g, 3, false);
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, y, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 2, 5, 4, 21);
+    let labels = g.labels("y");
+    let w = g.param("w", &[3, 2, 3, 3], Init::GlorotUniform);
+    let b = g.param("b", &[3], Init::Zeros);
+    let gamma = g.param("gamma", &[3], Init::Constant(1.0));
+    let beta = g.param("beta", &[3], Init::Zeros);
+    let rm = g.buffer("running_mean", &[3], Init::Zeros);
+    let rv = g.buffer("running_var", &[3], Init::Constant(1.0));
+    let h = g.conv2d(x, w, b, 1, 1).unwrap();
+    let h = g.batch_norm(h, (gamma, beta), (rm, rv), 1e-5, 0.1).unwrap();
+    let h = g.activation(h, Activation::Tanh).unwrap();
+    let z = g.global_avg_pool(h).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 2, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+}
+
+/// Batch normalization against its closed form in f64: training normalizes each channel to
+/// mean beta and standard deviation gamma (up to eps) and moves the running statistics by
+/// momentum toward the batch's mean and unbiased variance; evaluation uses the running
+/// statistics, and moves nothing.
+#[test]
+fn batch_norm_training_and_evaluation_closed_form() {
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(1), Dim::Fixed(2)],
+    );
+    let gamma = g.param("gamma", &[2], Init::Constant(1.0));
+    let beta = g.param("beta", &[2], Init::Zeros);
+    let rm = g.buffer("running_mean", &[2], Init::Zeros);
+    let rv = g.buffer("running_var", &[2], Init::Constant(1.0));
+    let eps = 1e-5;
+    let y = g
+        .batch_norm(x, (gamma, beta), (rm, rv), eps as f32, 0.25)
+        .unwrap();
+    // Two samples: channel 0 holds 1, 2, 3, 6; channel 1 holds -4 four times.
+    let xv = ArrayD::from_shape_vec(
+        IxDyn(&[2, 2, 1, 2]),
+        vec![1.0, 2.0, -4.0, -4.0, 3.0, 6.0, -4.0, -4.0],
+    )
+    .unwrap();
+    let fed = feeds(vec![(x, Value::Float(xv))]);
+    let mut run = CpuRun::<f64>::new(&g, 0);
+    run.params.insert(
+        gamma,
+        ArrayD::from_shape_vec(IxDyn(&[2]), vec![2.0, 1.0]).unwrap(),
+    );
+    run.params.insert(
+        beta,
+        ArrayD::from_shape_vec(IxDyn(&[2]), vec![0.5, 0.0]).unwrap(),
+    );
+    run.training_step = Some(1);
+    let (vals, updates) = run.eval_updates(&g, &fed, y).unwrap();
+    let out = vals[g.index(y)].as_ref().unwrap().float().unwrap().clone();
+    // Channel 0: mean 3, population variance (4 + 1 + 0 + 9) / 4 = 3.5.
+    let inv = 1.0 / (3.5f64 + eps).sqrt();
+    let want0: Vec<f64> = [1.0, 2.0, 3.0, 6.0]
+        .iter()
+        .map(|v| (v - 3.0) * inv * 2.0 + 0.5)
+        .collect();
+    let got0 = [
+        out[[0, 0, 0, 0]],
+        out[[0, 0, 0, 1]],
+        out[[1, 0, 0, 0]],
+        out[[1, 0, 0, 1]],
+    ];
+    for (a, b) in got0.iter().zip(&want0) {
+        assert!((a - b).abs() < 1e-12, "channel 0: {got0:?} vs {want0:?}");
+    }
+    // Channel 1 is constant: x - mean is 0, so y = beta, with no division by zero.
+    assert!(out.iter().skip(2).step_by(4).all(|&v| v == 0.0), "{out:?}");
+    // Running statistics: 0.75 * old + 0.25 * batch, the variance unbiased (14 / 3).
+    run.store(updates);
+    let (m, v) = (run.buffers[&rm].clone(), run.buffers[&rv].clone());
+    assert!(
+        (m[0] - 0.75).abs() < 1e-12 && (m[1] - -1.0).abs() < 1e-12,
+        "{m:?}"
+    );
+    assert!(
+        (v[0] - (0.75 + 0.25 * 14.0 / 3.0)).abs() < 1e-12 && (v[1] - 0.75).abs() < 1e-12,
+        "{v:?}"
+    );
+    // Evaluation: the running statistics, and nothing moves.
+    run.training_step = None;
+    let (vals, updates) = run.eval_updates(&g, &fed, y).unwrap();
+    assert!(updates.is_empty());
+    let out = vals[g.index(y)].as_ref().unwrap().float().unwrap().clone();
+    let want = (1.0 - m[0]) / (v[0] + eps).sqrt() * 2.0 + 0.5;
+    assert!(
+        (out[[0, 0, 0, 0]] - want).abs() < 1e-12,
+        "{} vs {want}",
+        out[[0, 0, 0, 0]]
+    );
+    // Shapes, epsilon and momentum are checked where the op is added.
+    let err = g
+        .batch_norm(x, (gamma, beta), (rm, rv), eps as f32, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("momentum 0 must be in (0, 1]"), "{err}");
+    let err = g
+        .batch_norm(x, (gamma, beta), (rm, gamma), eps as f32, 0.1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("running variance must be a buffer"), "{err}");
+    let flat = g.input("flat", &[Dim::Batch, Dim::Fixed(3)]);
+    let err = g
+        .batch_norm(flat, (gamma, beta), (rm, rv), eps as f32, 0.1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gamma must have shape (3)"), "{err}");
+}
