@@ -1,4 +1,5 @@
 //! Checkpoints in safetensors: every parameter under its layer name (`dense_0.weight`),
+//! batch normalization's running statistics under theirs (`batch_norm_0.running_mean`),
 //! each optimizer state slot the optimizer keeps under the parameter's name and the slot's
 //! (`dense_0.weight.m` and `.v` for Adam, `.momentum` for SGD with momentum, none for plain
 //! SGD: [`crate::optim::Optimizer::state_slots`]), and the step and epoch counts, loadable
@@ -76,11 +77,15 @@ impl Model {
             };
             self.exec.write_state(*p, slot(0)?, slot(1)?)?;
         }
+        for (name, b) in &self.built.buffers.clone() {
+            self.exec.write_buffer(*b, get(name)?)?;
+        }
         self.exec.set_steps(snap.step)?;
         Ok(())
     }
 
-    /// The model's tensors by checkpoint name, in name order: parameters and optimizer state.
+    /// The model's tensors by checkpoint name, in name order: parameters, optimizer state and
+    /// buffers (batch normalization's running statistics).
     fn tensors(&self) -> Result<Vec<Named>> {
         let mut out = Vec::new();
         for (name, p) in &self.built.params {
@@ -92,7 +97,28 @@ impl Model {
                 out.push((format!("{name}.{slot}"), shape.clone(), state));
             }
         }
+        for (name, b) in &self.built.buffers {
+            let shape: Vec<usize> =
+                self.built.graph.concrete_shapes(1)[self.built.graph.index(*b)].clone();
+            out.push((name.clone(), shape, self.exec.read_buffer(*b)?));
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Every parameter, then every buffer, by name in layer order, with its shape (Keras'
+    /// `get_weights`, named): `dense_0.weight`, ..., `batch_norm_0.running_var`. Optimizer
+    /// state is left out.
+    pub fn weights(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let shapes = self.built.graph.concrete_shapes(1);
+        let shape = |id| shapes[self.built.graph.index(id)].clone();
+        let mut out = Vec::new();
+        for (name, p) in &self.built.params {
+            out.push((name.clone(), shape(*p), self.exec.read_param(*p)?));
+        }
+        for (name, b) in &self.built.buffers {
+            out.push((name.clone(), shape(*b), self.exec.read_buffer(*b)?));
+        }
         Ok(out)
     }
 
@@ -365,6 +391,13 @@ impl Model {
             let values = &tensors[name];
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 problems.push(format!("`{name}`[{i}] is {}", values[i]));
+            } else if name.ends_with(".running_var") {
+                if let Some(i) = values.iter().position(|&v| v < 0.0) {
+                    problems.push(format!(
+                        "`{name}`[{i}] is {}: a variance is never negative",
+                        values[i]
+                    ));
+                }
             } else if name.ends_with(".v") && slots.contains(&"v") {
                 if let Some(i) = values.iter().position(|&v| v < 0.0) {
                     problems.push(format!(

@@ -154,6 +154,16 @@ pub enum Layer {
     LayerNorm {
         eps: f32,
     },
+    /// Batch normalization over the channels of (batch, channels, h, w) or the features of
+    /// (batch, features), with a learned scale (`gamma`, starting at 1) and shift (`beta`,
+    /// starting at 0) and running statistics (`running_mean` from 0, `running_var` from 1)
+    /// that training moves by `momentum` and evaluation uses. PyTorch's convention
+    /// ([`Sequential::batch_norm`]: momentum 0.1, eps 1e-5); Keras' `momentum=0.99` is
+    /// PyTorch's 0.01.
+    BatchNorm {
+        eps: f32,
+        momentum: f32,
+    },
 }
 
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
@@ -216,15 +226,18 @@ pub struct Built {
     pub logits: NodeId,
     /// (name, node) of every parameter, e.g. `dense_0.weight`.
     pub params: Vec<(String, NodeId)>,
+    /// (name, node) of every buffer (non-trainable state), e.g. `batch_norm_0.running_mean`.
+    pub buffers: Vec<(String, NodeId)>,
     /// The output of each layer, in order.
     pub layer_outputs: Vec<NodeId>,
 }
 
-/// Parameters of the layer whose parameter names start with `prefix.`.
+/// Parameters and buffers of the layer whose names start with `prefix.`.
 fn count(built: &Built, prefix: &str) -> usize {
     built
         .params
         .iter()
+        .chain(&built.buffers)
         .filter(|(n, _)| n.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
         .map(|(_, p)| {
             built
@@ -324,6 +337,7 @@ impl Sequential {
                 Layer::AvgPool2d { size, stride } => format!("avg_pool({size},stride{stride})"),
                 Layer::GlobalAvgPool => "global_avg_pool".into(),
                 Layer::LayerNorm { eps } => format!("layer_norm(eps{eps})"),
+                Layer::BatchNorm { eps, .. } => format!("batch_norm(eps{eps})"),
             });
         }
         parts.join("|")
@@ -336,6 +350,16 @@ impl Sequential {
         self.no_weight_decay
             .extend(names.iter().map(|n| n.to_string()));
         self
+    }
+
+    /// Appends batch normalization over the channels (images) or features (after Flatten or
+    /// a dense layer), PyTorch's `BatchNorm2d()` / `BatchNorm1d()` defaults: momentum 0.1,
+    /// eps 1e-5.
+    pub fn batch_norm(self) -> Self {
+        self.push(Layer::BatchNorm {
+            eps: 1e-5,
+            momentum: 0.1,
+        })
     }
 
     /// Appends a dropout layer.
@@ -358,6 +382,8 @@ impl Sequential {
         let input = g.input("input", &dims);
         let mut h = input;
         let mut params = Vec::new();
+        let mut buffers = Vec::new();
+        let mut batch_norm_index = 0;
         let mut dense_index = 0;
         let mut conv_index = 0;
         let mut dropout_index = 0;
@@ -464,6 +490,37 @@ impl Sequential {
                         other => named(other),
                     })?;
                 }
+                Layer::BatchNorm { eps, momentum } => {
+                    let shape = &g.node(h).shape;
+                    let Some(&Dim::Fixed(channels)) = shape
+                        .get(1)
+                        .filter(|_| shape.len() == 2 || shape.len() == 4)
+                    else {
+                        return Err(Error::Shape {
+                            op: "Sequential",
+                            detail: format!("layer {i} (BatchNorm) needs (batch, features) or (batch, channels, height, width) inputs (got {} dimensions)", shape.len()),
+                        });
+                    };
+                    let name = |part: &str| format!("batch_norm_{batch_norm_index}.{part}");
+                    let gamma = g.param(&name("gamma"), &[channels], Init::Constant(1.0));
+                    let beta = g.param(&name("beta"), &[channels], Init::Zeros);
+                    let mean = g.buffer(&name("running_mean"), &[channels], Init::Zeros);
+                    let var = g.buffer(&name("running_var"), &[channels], Init::Constant(1.0));
+                    params.push((name("gamma"), gamma));
+                    params.push((name("beta"), beta));
+                    buffers.push((name("running_mean"), mean));
+                    buffers.push((name("running_var"), var));
+                    batch_norm_index += 1;
+                    h = g
+                        .batch_norm(h, (gamma, beta), (mean, var), *eps, *momentum)
+                        .map_err(|e| match e {
+                            Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
+                                op: "Sequential",
+                                detail: format!("layer {i} (BatchNorm): {detail}"),
+                            },
+                            other => named(other),
+                        })?;
+                }
                 Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
                 Layer::Dropout(rate) => {
                     let seed = seed.wrapping_add(dropout_index);
@@ -499,6 +556,7 @@ impl Sequential {
             input,
             logits: h,
             params,
+            buffers,
             layer_outputs,
         })
     }
@@ -518,7 +576,7 @@ impl Sequential {
         out.push_str(&"=".repeat(60));
         out.push('\n');
         let mut total = 0;
-        let (mut dense, mut conv, mut norm) = (0, 0, 0);
+        let (mut dense, mut conv, mut norm, mut batch_norm) = (0, 0, 0, 0);
         let lower = |a: &Option<Activation>| {
             a.map(|a| format!(", {a:?}").to_lowercase())
                 .unwrap_or_default()
@@ -553,6 +611,11 @@ impl Sequential {
                     let name = format!("layer_norm_{}", norm - 1);
                     (format!("{name} (LayerNorm)"), count(&built, &name))
                 }
+                Layer::BatchNorm { .. } => {
+                    batch_norm += 1;
+                    let name = format!("batch_norm_{}", batch_norm - 1);
+                    (format!("{name} (BatchNorm)"), count(&built, &name))
+                }
             };
             total += params;
             let dims: Vec<String> = g
@@ -570,7 +633,18 @@ impl Sequential {
             ));
         }
         out.push_str(&"=".repeat(60));
+        let frozen: usize = built
+            .buffers
+            .iter()
+            .map(|(_, b)| g.concrete_shapes(1)[g.index(*b)].iter().product::<usize>())
+            .sum();
         out.push_str(&format!("\nTotal params: {total}\n"));
+        if frozen > 0 {
+            out.push_str(&format!(
+                "Trainable params: {}\nNon-trainable params: {frozen}\n",
+                total - frozen
+            ));
+        }
         out
     }
 

@@ -1,0 +1,188 @@
+//! Batch normalization through the model API: the GPU and CPU executors agree over 20 steps
+//! (parameters and running statistics), prediction in evaluation mode does not depend on
+//! which samples share a batch, checkpoints carry the running statistics and resume bit for
+//! bit, and the summary counts them as non-trainable.
+
+mod common;
+
+use std::sync::Arc;
+
+use wgtrain::data::Dataset;
+use wgtrain::gpu::GpuContext;
+use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Model, Sequential};
+use wgtrain::ops::Activation;
+use wgtrain::optim::{Optimizer, SgdConfig};
+
+/// `n` images of 2x8x8 in four classes, each class with its own brightness and pattern.
+fn images(n: usize) -> Dataset {
+    let mut images = Vec::with_capacity(n * 128);
+    for i in 0..n {
+        let class = i % 4;
+        for p in 0..128 {
+            let pattern = ((p * (class + 3) + i * 7) % 64) as f32;
+            images.push((pattern + 40.0 * class as f32).min(255.0) as u8);
+        }
+    }
+    Dataset {
+        images,
+        labels: (0..n).map(|i| (i % 4) as u8).collect(),
+        channels: 2,
+        height: 8,
+        width: 8,
+        num_classes: 4,
+        class_names: vec![],
+    }
+}
+
+/// Convolution, 2-D batch normalization, pooling, a dense layer with 1-D batch normalization.
+fn net() -> Sequential {
+    Sequential::new(&[2, 8, 8])
+        .conv2d(Conv2d::new(4, 3).same())
+        .batch_norm()
+        .push(wgtrain::nn::Layer::Activation(Activation::Relu))
+        .max_pool2d(2)
+        .flatten()
+        .dense(Dense::new(16))
+        .batch_norm()
+        .push(wgtrain::nn::Layer::Activation(Activation::Relu))
+        .dense(Dense::new(4))
+}
+
+fn compile(device: Device) -> Model {
+    let sgd = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.05)
+    });
+    net()
+        .compile(Loss::SparseCategoricalCrossentropy, sgd, device, 5)
+        .unwrap()
+}
+
+fn gpu() -> Device {
+    Device::Gpu(Arc::new(
+        GpuContext::new().expect("GPU tests need an adapter (install mesa-vulkan-drivers)"),
+    ))
+}
+
+#[test]
+fn gpu_and_cpu_agree_over_20_steps_with_running_statistics() {
+    // 160 samples at batch 16, two epochs: 20 steps.
+    let data = images(160);
+    let cfg = FitConfig {
+        seed: 1,
+        ..FitConfig::new(2, 16)
+    };
+    let mut weights = Vec::new();
+    for device in [gpu(), Device::Cpu] {
+        let mut m = compile(device);
+        m.fit(&data, &cfg).unwrap();
+        weights.push(m.weights().unwrap());
+    }
+    let (g, c) = (&weights[0], &weights[1]);
+    assert_eq!(g.len(), c.len());
+    for ((name, _, a), (_, _, b)) in g.iter().zip(c) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1e-2 + y.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "`{name}` differs by {worst} (relative)");
+    }
+    // The running statistics moved away from their start (mean 0, variance 1).
+    let running = |n: &str| &g.iter().find(|w| w.0 == n).unwrap().2;
+    assert!(running("batch_norm_0.running_mean")
+        .iter()
+        .any(|&v| v.abs() > 1e-3));
+    assert!(running("batch_norm_1.running_var")
+        .iter()
+        .any(|&v| (v - 1.0).abs() > 1e-3));
+}
+
+#[test]
+fn evaluation_mode_predictions_do_not_depend_on_the_batch() {
+    let data = images(64);
+    for device in [gpu(), Device::Cpu] {
+        let name = device.name();
+        let mut m = compile(device);
+        m.fit(&data, &FitConfig::new(1, 16)).unwrap();
+        let x: Vec<f32> = data.images[..8 * 128]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect();
+        let together = m.predict(&x, 8).unwrap();
+        for i in 0..8 {
+            let alone = m.predict(&x[i * 128..(i + 1) * 128], 1).unwrap();
+            let (a, b) = (
+                &together.probabilities[i * 4..(i + 1) * 4],
+                &alone.probabilities[..4],
+            );
+            for (u, v) in a.iter().zip(b) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                    "{name}, sample {i}: {a:?} in a batch of 8, {b:?} alone"
+                );
+            }
+        }
+        // And predicting moves no running statistic.
+        let before = m.weights().unwrap();
+        m.predict(&x, 8).unwrap();
+        assert_eq!(before, m.weights().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn checkpoints_carry_running_statistics_and_resume_bit_exactly() {
+    let data = images(96);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |epochs| FitConfig {
+        seed: 2,
+        ..FitConfig::new(epochs, 16)
+    };
+    let mut straight = compile(gpu());
+    straight.fit(&data, &cfg(2)).unwrap();
+    let mut first = compile(gpu());
+    first.fit(&data, &cfg(1)).unwrap();
+    let path = dir.path().join("epoch1.safetensors");
+    first.save(&path).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&std::fs::read(&path).unwrap())
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    assert!(
+        names.contains(&"batch_norm_1.running_var".to_string()),
+        "{names:?}"
+    );
+    let mut resumed = compile(gpu());
+    resumed.load(&path).unwrap();
+    assert_eq!(resumed.weights().unwrap(), first.weights().unwrap());
+    resumed
+        .fit(
+            &data,
+            &FitConfig {
+                initial_epoch: 1,
+                ..cfg(2)
+            },
+        )
+        .unwrap();
+    assert_eq!(resumed.weights().unwrap(), straight.weights().unwrap());
+}
+
+#[test]
+fn summary_counts_running_statistics_as_non_trainable() {
+    let s = net().summary();
+    // conv 4x2x3x3 + 4; batch norm 4 + 4 trainable, 4 + 4 not; dense 64x16 + 16; batch norm
+    // 16 + 16 and 16 + 16; dense 16x4 + 4.
+    assert!(
+        s.contains("batch_norm_0 (BatchNorm)") && s.contains("batch_norm_1 (BatchNorm)"),
+        "{s}"
+    );
+    let trainable = 76 + 8 + 1040 + 32 + 68;
+    assert!(
+        s.contains(&format!("Total params: {}", trainable + 40)),
+        "{s}"
+    );
+    assert!(s.contains(&format!("Trainable params: {trainable}")), "{s}");
+    assert!(s.contains("Non-trainable params: 40"), "{s}");
+}
