@@ -46,6 +46,7 @@ fn exercise(ctx: &Arc<GpuContext>) {
     // A CNN with every layer kind, Adam, cross-entropy with a fused final softmax.
     let cnn = Sequential::new(&[2, 8, 8])
         .conv2d(Conv2d::new(4, 3).same().activation(Activation::Relu))
+        .batch_norm()
         .max_pool2d(2)
         .conv2d(
             Conv2d::new(4, 3)
@@ -58,6 +59,7 @@ fn exercise(ctx: &Arc<GpuContext>) {
         .global_avg_pool()
         .dropout(0.25)
         .dense(Dense::new(8).activation(Activation::Sigmoid))
+        .batch_norm()
         .dense(Dense::new(4))
         .push(Layer::Softmax);
     let mut m = cnn
