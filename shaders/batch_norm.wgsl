@@ -47,11 +47,32 @@ fn count() -> u32 {
     return dims.batch * dims.positions;
 }
 
-// Where value k of channel c lies in the (batch, channels, positions) array.
-fn at(c: u32, k: u32) -> u32 {
-    let n = k / dims.positions;
-    let s = k - n * dims.positions;
-    return (n * dims.channels + c) * dims.positions + s;
+// Walks channel c's values in the (batch, channels, positions) array: invocation lid
+// visits values lid, lid + WG, lid + 2 WG, ... in (sample, position) order, stepping its
+// index without a division per value (llvmpipe has no vector integer divide).
+struct Cursor {
+    i: u32,   // index into the array
+    s: u32,   // position within the sample
+}
+
+fn first(c: u32, lid: u32) -> Cursor {
+    let n = lid / dims.positions;
+    let s = lid - n * dims.positions;
+    return Cursor((n * dims.channels + c) * dims.positions + s, s);
+}
+
+fn next(cur: Cursor) -> Cursor {
+    // WG values further on: dn samples and ds positions, carrying into the next sample.
+    let p = dims.positions;
+    let sample = dims.channels * p;
+    let dn = WG / p;
+    let ds = WG - dn * p;
+    var r = Cursor(cur.i + dn * sample + ds, cur.s + ds);
+    if (r.s >= p) {
+        r.s -= p;
+        r.i += sample - p;
+    }
+    return r;
 }
 
 // The workgroup's sums of a and b (every invocation gets them).
@@ -75,14 +96,18 @@ fn sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
 fn stats(c: u32, lid: u32) -> vec2<f32> {
     let n = count();
     var s = 0.0;
+    var cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        s += x[at(c, k)];
+        s += x[cur.i];
+        cur = next(cur);
     }
     let mean = sum2(lid, s, 0.0).x / f32(n);
     var q = 0.0;
+    cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        let d = x[at(c, k)] - mean;
+        let d = x[cur.i] - mean;
         q += d * d;
+        cur = next(cur);
     }
     return vec2<f32>(mean, sum2(lid, q, 0.0).x / f32(n));
 }
@@ -130,9 +155,11 @@ fn batch_norm_forward(
     }
     let inv = 1.0 / sqrt(variance + eps());
     let n = count();
+    var cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        let i = at(c, k);
+        let i = cur.i;
         y[i] = (x[i] - mean) * inv * gamma[c] + beta[c];
+        cur = next(cur);
     }
 }
 
@@ -154,18 +181,22 @@ fn batch_norm_backward(
     let n = count();
     var sum_dy = 0.0;
     var sum_dyx = 0.0;
+    var cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        let i = at(c, k);
+        let i = cur.i;
         sum_dy += dy[i];
         sum_dyx += dy[i] * (x[i] - s.x) * inv;
+        cur = next(cur);
     }
     let t = sum2(lid, sum_dy, sum_dyx);
     let nf = f32(n);
     let scale = gamma[c] * inv / nf;
+    cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        let i = at(c, k);
+        let i = cur.i;
         let xhat = (x[i] - s.x) * inv;
         dx[i] = scale * (nf * dy[i] - t.x - xhat * t.y);
+        cur = next(cur);
     }
 }
 
@@ -186,9 +217,11 @@ fn batch_norm_gamma_grad(
     let inv = 1.0 / sqrt(s.y + eps());
     let n = count();
     var sum_dyx = 0.0;
+    var cur = first(c, lid);
     for (var k = lid; k < n; k += WG) {
-        let i = at(c, k);
+        let i = cur.i;
         sum_dyx += dy_g[i] * (x[i] - s.x) * inv;
+        cur = next(cur);
     }
     let t = sum2(lid, 0.0, sum_dyx);
     if (lid == 0u) {

@@ -123,6 +123,30 @@ impl Conv2d {
     }
 }
 
+/// A residual block of two 3x3 convolutions (He et al. 2015, "basic block"):
+/// `relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))`, where the first convolution moves by
+/// `stride` and the shortcut is `x` itself when the shape is kept, else a 1x1 convolution
+/// with that stride followed by batch normalization (the paper's option B). Convolutions
+/// are He-normal initialized; batch normalization takes PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Residual {
+    pub filters: usize,
+    pub stride: usize,
+}
+
+impl Residual {
+    /// `filters` output channels at stride 1.
+    pub fn new(filters: usize) -> Self {
+        Residual { filters, stride: 1 }
+    }
+
+    /// Moves the first convolution (and the shortcut) by `stride`: 2 halves height and width.
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+}
+
 /// A layer of a [`Sequential`] model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Layer {
@@ -164,6 +188,8 @@ pub enum Layer {
         eps: f32,
         momentum: f32,
     },
+    /// A residual block ([`Residual`]).
+    Residual(Residual),
 }
 
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
@@ -230,6 +256,58 @@ pub struct Built {
     pub buffers: Vec<(String, NodeId)>,
     /// The output of each layer, in order.
     pub layer_outputs: Vec<NodeId>,
+}
+
+/// A residual block being built: its convolutions and batch normalizations add their
+/// parameters and buffers under `prefix`.
+struct Block<'a> {
+    g: &'a mut Graph,
+    prefix: String,
+    params: &'a mut Vec<(String, NodeId)>,
+    buffers: &'a mut Vec<(String, NodeId)>,
+}
+
+impl Block<'_> {
+    /// A `kernel` x `kernel` convolution from `c_in` to `c_out` channels ("same" padding),
+    /// then batch normalization: `<prefix>.<conv>.weight` / `.bias`, `<prefix>.<bn>.gamma`,
+    /// `.beta`, `.running_mean`, `.running_var`.
+    fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        x: NodeId,
+        (c_in, c_out, kernel): (usize, usize, usize),
+        stride: usize,
+    ) -> Result<NodeId> {
+        let name = |layer: &str, part: &str| format!("{}.{layer}.{part}", self.prefix);
+        let w = self.g.param(
+            &name(conv, "weight"),
+            &[c_out, c_in, kernel, kernel],
+            Init::HeNormal,
+        );
+        let b = self.g.param(&name(conv, "bias"), &[c_out], Init::Zeros);
+        let gamma = self
+            .g
+            .param(&name(bn, "gamma"), &[c_out], Init::Constant(1.0));
+        let beta = self.g.param(&name(bn, "beta"), &[c_out], Init::Zeros);
+        let mean = self
+            .g
+            .buffer(&name(bn, "running_mean"), &[c_out], Init::Zeros);
+        let var = self
+            .g
+            .buffer(&name(bn, "running_var"), &[c_out], Init::Constant(1.0));
+        for (part, id) in [("weight", w), ("bias", b)] {
+            self.params.push((name(conv, part), id));
+        }
+        for (part, id) in [("gamma", gamma), ("beta", beta)] {
+            self.params.push((name(bn, part), id));
+        }
+        for (part, id) in [("running_mean", mean), ("running_var", var)] {
+            self.buffers.push((name(bn, part), id));
+        }
+        let y = self.g.conv2d(x, w, b, stride, kernel / 2)?;
+        self.g.batch_norm(y, (gamma, beta), (mean, var), 1e-5, 0.1)
+    }
 }
 
 /// Parameters and buffers of the layer whose names start with `prefix.`.
@@ -338,6 +416,7 @@ impl Sequential {
                 Layer::GlobalAvgPool => "global_avg_pool".into(),
                 Layer::LayerNorm { eps } => format!("layer_norm(eps{eps})"),
                 Layer::BatchNorm { eps, .. } => format!("batch_norm(eps{eps})"),
+                Layer::Residual(r) => format!("residual({},stride{})", r.filters, r.stride),
             });
         }
         parts.join("|")
@@ -362,6 +441,31 @@ impl Sequential {
         })
     }
 
+    /// Appends a residual block ([`Residual`]).
+    pub fn residual(self, r: Residual) -> Self {
+        self.push(Layer::Residual(r))
+    }
+
+    /// ResNet-(6n+2) for small images, as He et al. 2015 built it for CIFAR-10 (n = 3 is
+    /// ResNet-20): a 3x3 convolution to 16 channels with batch normalization and ReLU, three
+    /// stages of `n` residual blocks with 16, 32 and 64 filters (the second and third stages
+    /// start at stride 2), global average pooling and a dense layer to `classes` logits.
+    /// The shortcuts that change shape are 1x1 convolutions (the paper's option B; its
+    /// CIFAR-10 networks used zero padding, option A), and every convolution has a bias.
+    pub fn resnet(input_shape: &[usize], n: usize, classes: usize) -> Self {
+        let mut s = Sequential::new(input_shape)
+            .conv2d(Conv2d::new(16, 3).same().init(Init::HeNormal))
+            .batch_norm()
+            .push(Layer::Activation(Activation::Relu));
+        for (stage, filters) in [16, 32, 64].into_iter().enumerate() {
+            for block in 0..n {
+                let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+                s = s.residual(Residual::new(filters).stride(stride));
+            }
+        }
+        s.global_avg_pool().dense(Dense::new(classes))
+    }
+
     /// Appends a dropout layer.
     pub fn dropout(self, rate: f32) -> Self {
         self.push(Layer::Dropout(rate))
@@ -384,6 +488,7 @@ impl Sequential {
         let mut params = Vec::new();
         let mut buffers = Vec::new();
         let mut batch_norm_index = 0;
+        let mut residual_index = 0;
         let mut dense_index = 0;
         let mut conv_index = 0;
         let mut dropout_index = 0;
@@ -521,6 +626,52 @@ impl Sequential {
                             other => named(other),
                         })?;
                 }
+                Layer::Residual(r) => {
+                    let shape = &g.node(h).shape;
+                    let Some(&Dim::Fixed(channels)) = shape.get(1).filter(|_| shape.len() == 4)
+                    else {
+                        return Err(Error::Shape {
+                            op: "Sequential",
+                            detail: format!("layer {i} (Residual) needs (batch, channels, height, width) inputs (got {} dimensions)", shape.len()),
+                        });
+                    };
+                    if r.filters == 0 || r.stride == 0 {
+                        return Err(Error::invalid(
+                            "Sequential",
+                            format!("layer {i} (Residual): filters and stride must be at least 1, got {} filters, stride {}", r.filters, r.stride),
+                        ));
+                    }
+                    let mut block = Block {
+                        g: &mut g,
+                        prefix: format!("residual_{residual_index}"),
+                        params: &mut params,
+                        buffers: &mut buffers,
+                    };
+                    let x = h;
+                    let a = block
+                        .conv_bn("conv1", "bn1", x, (channels, r.filters, 3), r.stride)
+                        .map_err(named)?;
+                    let a = block.g.activation(a, Activation::Relu).map_err(named)?;
+                    let a = block
+                        .conv_bn("conv2", "bn2", a, (r.filters, r.filters, 3), 1)
+                        .map_err(named)?;
+                    let shortcut = if r.stride == 1 && channels == r.filters {
+                        x
+                    } else {
+                        block
+                            .conv_bn(
+                                "shortcut",
+                                "shortcut_bn",
+                                x,
+                                (channels, r.filters, 1),
+                                r.stride,
+                            )
+                            .map_err(named)?
+                    };
+                    let sum = g.add(a, shortcut).map_err(named)?;
+                    h = g.activation(sum, Activation::Relu).map_err(named)?;
+                    residual_index += 1;
+                }
                 Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
                 Layer::Dropout(rate) => {
                     let seed = seed.wrapping_add(dropout_index);
@@ -576,7 +727,7 @@ impl Sequential {
         out.push_str(&"=".repeat(60));
         out.push('\n');
         let mut total = 0;
-        let (mut dense, mut conv, mut norm, mut batch_norm) = (0, 0, 0, 0);
+        let (mut dense, mut conv, mut norm, mut batch_norm, mut residual) = (0, 0, 0, 0, 0);
         let lower = |a: &Option<Activation>| {
             a.map(|a| format!(", {a:?}").to_lowercase())
                 .unwrap_or_default()
@@ -615,6 +766,14 @@ impl Sequential {
                     batch_norm += 1;
                     let name = format!("batch_norm_{}", batch_norm - 1);
                     (format!("{name} (BatchNorm)"), count(&built, &name))
+                }
+                Layer::Residual(r) => {
+                    residual += 1;
+                    let name = format!("residual_{}", residual - 1);
+                    (
+                        format!("{name} (Residual/{})", r.stride),
+                        count(&built, &name),
+                    )
                 }
             };
             total += params;
