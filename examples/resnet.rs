@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use wgtrain::data::{cifar10, Augment, Dataset, Normalize};
-use wgtrain::nn::{Device, FitConfig, LrSchedule, Loss, Sequential};
+use wgtrain::nn::{Device, FitConfig, Loss, LrSchedule, Sequential};
 use wgtrain::optim::{Optimizer, SgdConfig};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -123,7 +123,11 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     let mut model = model.compile(Loss::SparseCategoricalCrossentropy, sgd, device, cli.seed)?;
     if let Some(path) = cli.checkpoint.as_ref().filter(|p| p.exists()) {
         model.load(path)?;
-        println!("resuming from {} after epoch {}", path.display(), model.epoch());
+        println!(
+            "resuming from {} after epoch {}",
+            path.display(),
+            model.epoch()
+        );
     }
     let steps_per_epoch = train.len().div_ceil(cli.batch_size);
     let warmup_steps = ((cli.warmup_epochs * steps_per_epoch as f64) as u64).max(1);
@@ -157,7 +161,10 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         result.mean_loss, result.accuracy, result.samples
     );
     if let Some(speed) = history.samples_per_sec() {
-        println!("training speed: {speed:.0} images/s on {}", model.device().name());
+        println!(
+            "training speed: {speed:.0} images/s on {}",
+            model.device().name()
+        );
     }
     Ok(())
 }

@@ -645,3 +645,24 @@ fn batch_norm_training_and_evaluation_closed_form() {
         .to_string();
     assert!(err.contains("gamma must have shape (3)"), "{err}");
 }
+
+/// A residual block built by `Sequential` (two convolutions with batch normalization, a
+/// projection shortcut at stride 2, the sum, ReLU), and one with the identity shortcut:
+/// every parameter's gradient against finite differences in f64.
+#[test]
+fn residual_blocks_backward() {
+    use wgtrain::nn::{Residual, Sequential};
+    for block in [Residual::new(3).stride(2), Residual::new(2)] {
+        let built = Sequential::new(&[2, 5, 4])
+            .residual(block)
+            .global_avg_pool()
+            .build(true, 0)
+            .unwrap();
+        let mut g = built.graph.clone();
+        let labels = g.labels("y");
+        let loss = g.softmax_xent(built.logits, labels).unwrap();
+        let xv = Value::Float(rand_array(31, &[B, 2, 5, 4], -1.0, 1.0));
+        let yv = Value::Labels(Array1::from(vec![0u32, 1, 1]));
+        gradcheck(&mut g, loss, feeds(vec![(built.input, xv), (labels, yv)]));
+    }
+}

@@ -183,3 +183,33 @@ fn learning_rate_schedules() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+/// The warm-up cosine schedule: linear from base / warmup to base over the warm-up, then
+/// Keras' cosine decay, against values computed by hand.
+#[test]
+fn warmup_cosine_schedule() {
+    let s = wgtrain::optim::LrSchedule::WarmupCosine {
+        warmup_steps: 4,
+        decay_steps: 10,
+        alpha: 0.1,
+    };
+    s.validate().unwrap();
+    let lr = |t| s.lr_at(0.2, t) as f64;
+    for (t, want) in [
+        (0, 0.05),
+        (1, 0.1),
+        (3, 0.2),
+        (4, 0.2),
+        (9, 0.2 * (0.9 * 0.5 + 0.1)),
+        (14, 0.02),
+        (100, 0.02),
+    ] {
+        assert!((lr(t) - want).abs() < 1e-7, "step {t}: {} vs {want}", lr(t));
+    }
+    let bad = wgtrain::optim::LrSchedule::WarmupCosine {
+        warmup_steps: 4,
+        decay_steps: 0,
+        alpha: 0.1,
+    };
+    assert!(bad.validate().is_err());
+}

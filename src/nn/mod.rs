@@ -132,12 +132,25 @@ impl Conv2d {
 pub struct Residual {
     pub filters: usize,
     pub stride: usize,
+    /// Batch normalization after each convolution (true by default).
+    pub batch_norm: bool,
 }
 
 impl Residual {
-    /// `filters` output channels at stride 1.
+    /// `filters` output channels at stride 1, with batch normalization.
     pub fn new(filters: usize) -> Self {
-        Residual { filters, stride: 1 }
+        Residual {
+            filters,
+            stride: 1,
+            batch_norm: true,
+        }
+    }
+
+    /// The same block without batch normalization (for comparisons, or where a batch is too
+    /// small for batch statistics).
+    pub fn without_batch_norm(mut self) -> Self {
+        self.batch_norm = false;
+        self
     }
 
     /// Moves the first convolution (and the shortcut) by `stride`: 2 halves height and width.
@@ -263,14 +276,16 @@ pub struct Built {
 struct Block<'a> {
     g: &'a mut Graph,
     prefix: String,
+    /// Whether each convolution is followed by batch normalization.
+    batch_norm: bool,
     params: &'a mut Vec<(String, NodeId)>,
     buffers: &'a mut Vec<(String, NodeId)>,
 }
 
 impl Block<'_> {
     /// A `kernel` x `kernel` convolution from `c_in` to `c_out` channels ("same" padding),
-    /// then batch normalization: `<prefix>.<conv>.weight` / `.bias`, `<prefix>.<bn>.gamma`,
-    /// `.beta`, `.running_mean`, `.running_var`.
+    /// then batch normalization (when the block has it): `<prefix>.<conv>.weight` / `.bias`,
+    /// `<prefix>.<bn>.gamma`, `.beta`, `.running_mean`, `.running_var`.
     fn conv_bn(
         &mut self,
         conv: &str,
@@ -286,6 +301,13 @@ impl Block<'_> {
             Init::HeNormal,
         );
         let b = self.g.param(&name(conv, "bias"), &[c_out], Init::Zeros);
+        for (part, id) in [("weight", w), ("bias", b)] {
+            self.params.push((name(conv, part), id));
+        }
+        let y = self.g.conv2d(x, w, b, stride, kernel / 2)?;
+        if !self.batch_norm {
+            return Ok(y);
+        }
         let gamma = self
             .g
             .param(&name(bn, "gamma"), &[c_out], Init::Constant(1.0));
@@ -296,16 +318,12 @@ impl Block<'_> {
         let var = self
             .g
             .buffer(&name(bn, "running_var"), &[c_out], Init::Constant(1.0));
-        for (part, id) in [("weight", w), ("bias", b)] {
-            self.params.push((name(conv, part), id));
-        }
         for (part, id) in [("gamma", gamma), ("beta", beta)] {
             self.params.push((name(bn, part), id));
         }
         for (part, id) in [("running_mean", mean), ("running_var", var)] {
             self.buffers.push((name(bn, part), id));
         }
-        let y = self.g.conv2d(x, w, b, stride, kernel / 2)?;
         self.g.batch_norm(y, (gamma, beta), (mean, var), 1e-5, 0.1)
     }
 }
@@ -416,7 +434,12 @@ impl Sequential {
                 Layer::GlobalAvgPool => "global_avg_pool".into(),
                 Layer::LayerNorm { eps } => format!("layer_norm(eps{eps})"),
                 Layer::BatchNorm { eps, .. } => format!("batch_norm(eps{eps})"),
-                Layer::Residual(r) => format!("residual({},stride{})", r.filters, r.stride),
+                Layer::Residual(r) => format!(
+                    "residual({},stride{}{})",
+                    r.filters,
+                    r.stride,
+                    if r.batch_norm { "" } else { ",no_bn" }
+                ),
             });
         }
         parts.join("|")
@@ -644,6 +667,7 @@ impl Sequential {
                     let mut block = Block {
                         g: &mut g,
                         prefix: format!("residual_{residual_index}"),
+                        batch_norm: r.batch_norm,
                         params: &mut params,
                         buffers: &mut buffers,
                     };
@@ -771,7 +795,7 @@ impl Sequential {
                     residual += 1;
                     let name = format!("residual_{}", residual - 1);
                     (
-                        format!("{name} (Residual/{})", r.stride),
+                        format!("{name} (Residual s{})", r.stride),
                         count(&built, &name),
                     )
                 }
