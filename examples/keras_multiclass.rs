@@ -41,7 +41,9 @@ fn main() -> wgtrain::Result<()> {
         .dense(Dense::new(10))
         .push(Layer::Softmax)
         .compile(
-            Loss::CategoricalCrossentropy,
+            Loss::CategoricalCrossentropy {
+                label_smoothing: 0.0,
+            },
             Optimizer::Sgd(SgdConfig::new(0.01)),
             Device::gpu()?,
             0,

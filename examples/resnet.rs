@@ -1,7 +1,8 @@
 //! Train ResNet-20 (He et al. 2015, section 4.2, with 1x1 projection shortcuts: option B) on
 //! CIFAR-10: SGD with Nesterov momentum 0.9, a linear warm-up then cosine decay, weight decay
 //! 5e-4 on the convolution and dense weights only (not on biases or batch normalization's
-//! gamma and beta: a parameter group), 4-pixel crops and horizontal flips.
+//! gamma and beta: a parameter group), label smoothing 0.1, 4-pixel crops and horizontal
+//! flips.
 //!
 //! `cargo run --release --example resnet -- --download --epochs 30`
 //! Data: `--data DIR`, else ./data/cifar10, else `--download` fetches it there (163 MB,
@@ -42,6 +43,9 @@ struct Cli {
     warmup_epochs: f64,
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f32,
+    /// Label smoothing of the cross-entropy targets.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
     /// Residual blocks per stage: the network is ResNet-(6n+2).
     #[arg(long, default_value_t = 3)]
     depth_n: usize,
@@ -120,7 +124,10 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         weight_decay: cli.weight_decay,
         ..SgdConfig::new(cli.lr)
     });
-    let mut model = model.compile(Loss::SparseCategoricalCrossentropy, sgd, device, cli.seed)?;
+    let loss = Loss::CategoricalCrossentropy {
+        label_smoothing: cli.label_smoothing,
+    };
+    let mut model = model.compile(loss, sgd, device, cli.seed)?;
     if let Some(path) = cli.checkpoint.as_ref().filter(|p| p.exists()) {
         model.load(path)?;
         println!(

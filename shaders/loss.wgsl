@@ -3,8 +3,9 @@
 // reduces the scratch buffer to out[0] (deterministic, no float atomics).
 //
 // softmax_xent_rows: one invocation per row of logits (rows, cols), labels (rows, u32) ->
-//     grad (rows, cols) = (softmax(logits) - onehot(label)) / rows,
-//     row_loss[row] = logsumexp(row) - row[label]
+//     grad (rows, cols) = (softmax(logits) - target) / rows,
+//     row_loss[row] = logsumexp(row) - (1 - e) row[label] - e mean(row),
+//   target = (1 - e) onehot(label) + e / cols, e the label smoothing (dims.smoothing_bits).
 //   An out-of-range label makes that row's loss NaN, so it cannot pass silently.
 //   bindings: 0 dims, 1 logits, 2 labels, 3 grad (write), 4 row_loss (write)
 // pointwise (LOSS override): one invocation per element of prediction p and target t ->
@@ -19,7 +20,7 @@
 struct Dims {
     rows: u32,
     cols: u32,
-    _pad0: u32,
+    smoothing_bits: u32,   // softmax_xent_rows: label smoothing as f32 bits
     _pad1: u32,
 }
 
@@ -65,11 +66,20 @@ fn softmax_xent_rows(
     }
     let label = labels[row];
     let inv_s = 1.0 / s;
+    let e = bitcast<f32>(dims.smoothing_bits);
+    let hit = 1.0 - e;
+    let rest = e / f32(dims.cols);
+    var sum = 0.0;
     for (var j = 0u; j < dims.cols; j++) {
-        let p = exp(logits[base + j] - m) * inv_s;
-        grad[base + j] = (p - select(0.0, 1.0, j == label)) * inv_rows;
+        let z = logits[base + j];
+        let p = exp(z - m) * inv_s;
+        grad[base + j] = (p - select(rest, hit + rest, j == label)) * inv_rows;
+        sum += z;
     }
     var row_loss = log(s) + m - logits[base + min(label, dims.cols - 1u)];
+    if (e != 0.0) {
+        row_loss = log(s) + m - hit * logits[base + min(label, dims.cols - 1u)] - e * (sum / f32(dims.cols));
+    }
     if (label >= dims.cols) {
         row_loss = bitcast<f32>(0x7fc00000u);
     }

@@ -666,3 +666,59 @@ fn residual_blocks_backward() {
         gradcheck(&mut g, loss, feeds(vec![(built.input, xv), (labels, yv)]));
     }
 }
+
+/// Label smoothing: the gradient against finite differences in f64, and the loss and
+/// gradient of two logits against their closed form.
+#[test]
+fn label_smoothed_cross_entropy() {
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 4);
+    let labels = g.labels("y");
+    let w = g.param("w", &[4, 6], Init::Zeros);
+    let z = g.matmul(x, w).unwrap();
+    let loss = g.softmax_xent_smoothed(z, labels, 0.1).unwrap();
+    let lv = Value::Labels(Array1::from(vec![0u32, 5, 2]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, lv)]));
+
+    // Logits (ln 3, 0) = x w with x = 1: p = (0.75, 0.25); smoothing 0.2 makes the target
+    // (0.9, 0.1), and d loss / d w = p - target.
+    let mut g = Graph::new();
+    let x = g.input("x", &[Dim::Batch, Dim::Fixed(1)]);
+    let w = g.param("w", &[1, 2], Init::Zeros);
+    let z = g.matmul(x, w).unwrap();
+    let labels = g.labels("y");
+    let loss = g.softmax_xent_smoothed(z, labels, 0.2).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut run = CpuRun::<f64>::new(&g, 0);
+    run.params.insert(
+        w,
+        ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![3f64.ln(), 0.0]).unwrap(),
+    );
+    let xv = ArrayD::from_shape_vec(IxDyn(&[1, 1]), vec![1.0]).unwrap();
+    let fed = feeds(vec![
+        (x, Value::Float(xv)),
+        (labels, Value::Labels(Array1::from(vec![0u32]))),
+    ]);
+    let vals = run.eval(&g, &fed, g.last().unwrap()).unwrap();
+    let got = CpuRun::scalar(&vals, loss).unwrap();
+    // The op holds smoothing as an f32: 0.2 is 0.2000000030.
+    let e = 0.2f32 as f64;
+    let (t0, t1) = (1.0 - e + e / 2.0, e / 2.0);
+    let want = -(t0 * 0.75f64.ln() + t1 * 0.25f64.ln());
+    assert!((got - want).abs() < 1e-12, "loss {got} vs {want}");
+    let grad = vals[g.index(grads.of(w).unwrap())]
+        .as_ref()
+        .unwrap()
+        .float()
+        .unwrap();
+    let grad: Vec<f64> = grad.iter().copied().collect();
+    assert!(
+        (grad[0] - (0.75 - t0)).abs() < 1e-12 && (grad[1] - (0.25 - t1)).abs() < 1e-12,
+        "{grad:?}"
+    );
+    let err = g
+        .softmax_xent_smoothed(z, labels, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("label smoothing 1 must be in [0, 1)"), "{err}");
+}

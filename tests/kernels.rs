@@ -442,7 +442,7 @@ fn softmax_forward_backward_and_extremes() {
     }
 }
 
-fn check_xent(rows: usize, cols: usize, logits: &[f32], labels: &[u32]) {
+fn check_xent(rows: usize, cols: usize, logits: &[f32], labels: &[u32], smoothing: f32) {
     let ctx = gpu();
     let (gl, glab, gg, gout) = (
         upload("logits", logits),
@@ -452,8 +452,8 @@ fn check_xent(rows: usize, cols: usize, logits: &[f32], labels: &[u32]) {
     );
     let l = kernels::softmax_xent(
         ctx,
-        rows,
-        cols,
+        (rows, cols),
+        smoothing,
         gl.full(),
         glab.full(),
         gg.full(),
@@ -461,8 +461,12 @@ fn check_xent(rows: usize, cols: usize, logits: &[f32], labels: &[u32]) {
     )
     .unwrap();
     l.run(ctx).unwrap();
-    let (loss, grad) =
-        cpu::softmax_xent(arr2(rows, cols, logits).view(), ArrayView1::from(labels)).unwrap();
+    let (loss, grad) = cpu::softmax_xent(
+        arr2(rows, cols, logits).view(),
+        ArrayView1::from(labels),
+        smoothing as f64,
+    )
+    .unwrap();
     assert_close(
         "xent grad",
         &download(&gg),
@@ -487,10 +491,12 @@ fn softmax_cross_entropy() {
     ] {
         let logits = uniform(rows as u64, rows * cols, -5.0, 5.0);
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 7919) % cols) as u32).collect();
-        check_xent(rows, cols, &logits, &labels);
+        // Plain and with label smoothing.
+        check_xent(rows, cols, &logits, &labels, 0.0);
+        check_xent(rows, cols, &logits, &labels, 0.1);
     }
     // Extreme logits stay finite; an out-of-range label makes the loss NaN.
-    check_xent(2, 3, &[1e4, -1e4, 0.0, -1e4, 1e4, 0.0], &[0, 2]);
+    check_xent(2, 3, &[1e4, -1e4, 0.0, -1e4, 1e4, 0.0], &[0, 2], 0.0);
     let ctx = gpu();
     let (gl, glab, gg, gout) = (
         upload("logits", &[0.0; 6]),
@@ -498,10 +504,30 @@ fn softmax_cross_entropy() {
         zeros("grad", 6),
         zeros("loss", 1),
     );
-    let l =
-        kernels::softmax_xent(ctx, 2, 3, gl.full(), glab.full(), gg.full(), gout.full()).unwrap();
+    let l = kernels::softmax_xent(
+        ctx,
+        (2, 3),
+        0.0,
+        gl.full(),
+        glab.full(),
+        gg.full(),
+        gout.full(),
+    )
+    .unwrap();
     l.run(ctx).unwrap();
     assert!(download(&gout)[0].is_nan());
+    let err = kernels::softmax_xent(
+        ctx,
+        (2, 3),
+        1.0,
+        gl.full(),
+        glab.full(),
+        gg.full(),
+        gout.full(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("label smoothing 1 must be in [0, 1)"), "{err}");
 }
 
 #[test]

@@ -563,10 +563,15 @@ fn targets_that_do_not_fit_the_loss_are_rejected_before_training() {
         "{err}"
     );
     let soft = ArrayDataset::regression(&x, &ndarray::arr2(&[[0.5f32, 0.5], [0.0, 1.0]])).unwrap();
-    let err = compile(Loss::CategoricalCrossentropy, 2)
-        .fit(&soft, &cfg)
-        .unwrap_err()
-        .to_string();
+    let err = compile(
+        Loss::CategoricalCrossentropy {
+            label_smoothing: 0.0,
+        },
+        2,
+    )
+    .fit(&soft, &cfg)
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("one-hot") && err.contains("sample 0"), "{err}");
     let err = compile(Loss::SparseCategoricalCrossentropy, 2)
         .fit(&soft, &cfg)
@@ -597,7 +602,9 @@ fn one_hot_rows_train_like_their_class_indices() {
     let run = |data: &ArrayDataset| {
         let mut m = tabular_classifier(3, 4)
             .compile(
-                Loss::CategoricalCrossentropy,
+                Loss::CategoricalCrossentropy {
+                    label_smoothing: 0.0,
+                },
                 Optimizer::Adam(AdamConfig::adam(1e-2)),
                 Device::Cpu,
                 0,

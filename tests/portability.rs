@@ -117,7 +117,9 @@ fn exercise(ctx: &Arc<GpuContext>) {
             &y,
         ),
         (
-            Loss::CategoricalCrossentropy,
+            Loss::CategoricalCrossentropy {
+                label_smoothing: 0.0,
+            },
             Optimizer::Adam(AdamConfig::adam(1e-3)),
             &one_hot,
         ),

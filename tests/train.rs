@@ -426,7 +426,9 @@ fn dense_losses_validation_data_and_schedules() {
     let ctx =
         std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     for loss in [
-        Loss::CategoricalCrossentropy,
+        Loss::CategoricalCrossentropy {
+            label_smoothing: 0.0,
+        },
         Loss::MeanSquaredError,
         Loss::BinaryCrossentropy { from_logits: true },
     ] {

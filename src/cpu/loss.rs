@@ -5,10 +5,13 @@ use crate::error::{Error, Result};
 use crate::ops::PointwiseLoss;
 
 /// Fused softmax + cross-entropy from integer labels: (mean loss, d_logits), with
-/// d_logits = (softmax - onehot) / rows. An out-of-range label gives a NaN loss.
+/// d_logits = (softmax - target) / rows, the target `(1 - smoothing) * onehot + smoothing /
+/// classes` (label smoothing; 0 is the plain one-hot). An out-of-range label gives a NaN
+/// loss.
 pub fn softmax_xent<T: Scalar>(
     logits: ArrayView2<'_, T>,
     labels: ArrayView1<'_, u32>,
+    smoothing: T,
 ) -> Result<(T, Array2<T>)> {
     let (rows, cols) = logits.dim();
     if labels.len() != rows {
@@ -29,15 +32,20 @@ pub fn softmax_xent<T: Scalar>(
         }
         let s = row.iter().fold(T::zero(), |acc, &v| acc + (v - m).exp());
         let label = labels[i] as usize;
+        let (hit, rest) = (T::one() - smoothing, smoothing / T::of(cols as f64));
         for (j, &v) in row.iter().enumerate() {
             let p = (v - m).exp() / s;
-            let onehot = if j == label { T::one() } else { T::zero() };
-            grad[(i, j)] = (p - onehot) * inv_rows;
+            let target = if j == label { hit + rest } else { rest };
+            grad[(i, j)] = (p - target) * inv_rows;
         }
-        let row_loss = if label < cols {
+        // -sum_j t_j log p_j = logsumexp - (1 - smoothing) z_label - smoothing mean_j z_j.
+        let row_loss = if label >= cols {
+            T::nan()
+        } else if smoothing == T::zero() {
             s.ln() + m - row[label]
         } else {
-            T::nan()
+            let mean = row.iter().fold(T::zero(), |a, &v| a + v) / T::of(cols as f64);
+            s.ln() + m - hit * row[label] - smoothing * mean
         };
         total = total + row_loss;
     }

@@ -30,7 +30,7 @@ impl Graph {
             ));
         }
         let root = self.node(loss).clone();
-        if !root.shape.is_empty() || !matches!(root.op, Op::SoftmaxXent | Op::Loss(_)) {
+        if !root.shape.is_empty() || !matches!(root.op, Op::SoftmaxXent { .. } | Op::Loss(_)) {
             return Err(Error::invalid(
                 "backward",
                 format!(

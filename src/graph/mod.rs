@@ -102,9 +102,14 @@ pub enum Op {
     /// dx from (y, dy).
     SoftmaxGrad,
     /// Mean softmax cross-entropy of (logits, labels): a scalar.
-    SoftmaxXent,
+    SoftmaxXent {
+        /// Label smoothing: the target is `(1 - smoothing) * onehot + smoothing / classes`.
+        smoothing: f32,
+    },
     /// d mean / d logits from (logits, labels).
-    SoftmaxXentGrad,
+    SoftmaxXentGrad {
+        smoothing: f32,
+    },
     /// Mean pointwise loss of (prediction, target): a scalar.
     Loss(PointwiseLoss),
     /// d mean / d prediction from (prediction, target).
@@ -191,8 +196,8 @@ impl Op {
             Op::ActivationGrad(a) => format!("{}_grad", a.name()),
             Op::Softmax => "softmax".into(),
             Op::SoftmaxGrad => "softmax_grad".into(),
-            Op::SoftmaxXent => "softmax_xent".into(),
-            Op::SoftmaxXentGrad => "softmax_xent_grad".into(),
+            Op::SoftmaxXent { .. } => "softmax_xent".into(),
+            Op::SoftmaxXentGrad { .. } => "softmax_xent_grad".into(),
             Op::Loss(l) => format!("{}_loss", l.name()),
             Op::LossGrad(l) => format!("{}_loss_grad", l.name()),
             Op::ColumnSum => "column_sum".into(),
@@ -601,7 +606,25 @@ impl Graph {
 
     /// Mean softmax cross-entropy of logits against integer labels.
     pub fn softmax_xent(&mut self, logits: NodeId, labels: NodeId) -> Result<NodeId> {
-        self.add_op(Op::SoftmaxXent, &[logits, labels])
+        self.softmax_xent_smoothed(logits, labels, 0.0)
+    }
+
+    /// Softmax cross-entropy against labels smoothed by `smoothing` in [0, 1): the target is
+    /// `(1 - smoothing) * onehot(label) + smoothing / classes` (Keras' `label_smoothing`,
+    /// PyTorch's `CrossEntropyLoss(label_smoothing=...)`).
+    pub fn softmax_xent_smoothed(
+        &mut self,
+        logits: NodeId,
+        labels: NodeId,
+        smoothing: f32,
+    ) -> Result<NodeId> {
+        if !(0.0..1.0).contains(&smoothing) {
+            return Err(Error::invalid(
+                "softmax_xent",
+                format!("label smoothing {smoothing} must be in [0, 1)"),
+            ));
+        }
+        self.add_op(Op::SoftmaxXent { smoothing }, &[logits, labels])
     }
 
     /// Mean of a pointwise loss between a prediction and a target input.
@@ -752,7 +775,7 @@ mod tests {
             (Op::BiasAdd, "bias_add"),
             (Op::ColumnSum, "column_sum"),
             (Op::ChannelSum, "channel_sum"),
-            (Op::SoftmaxXentGrad, "softmax_xent_grad"),
+            (Op::SoftmaxXentGrad { smoothing: 0.1 }, "softmax_xent_grad"),
             (Op::ActivationGrad(Activation::Relu), "relu_grad"),
             (
                 Op::LossGrad(PointwiseLoss::BinaryCrossEntropyWithLogits),

@@ -213,9 +213,12 @@ pub enum Loss {
     /// Softmax cross-entropy against integer labels (the model outputs logits, or a final
     /// softmax that training fuses into the loss). Metric: accuracy.
     SparseCategoricalCrossentropy,
-    /// Softmax cross-entropy against one-hot targets. With integer labels the one-hot target
-    /// has a single 1, so this is computed exactly as the sparse form. Metric: accuracy.
-    CategoricalCrossentropy,
+    /// Softmax cross-entropy against one-hot targets, smoothed toward the uniform
+    /// distribution by `label_smoothing` in [0, 1) (Keras' `label_smoothing`: the target is
+    /// `(1 - label_smoothing) * onehot + label_smoothing / classes`; 0 is plain
+    /// cross-entropy). With integer labels the one-hot target has a single 1, so this is
+    /// computed as the sparse form. Metric: accuracy.
+    CategoricalCrossentropy { label_smoothing: f32 },
     /// Binary cross-entropy: one output per sample against labels 0/1 (or several outputs
     /// against one-hot targets). `from_logits: false` expects a final sigmoid.
     /// Metric: binary accuracy.
@@ -243,7 +246,7 @@ impl Loss {
     fn is_softmax_xent(&self) -> bool {
         matches!(
             self,
-            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy { .. }
         )
     }
 }

@@ -174,7 +174,17 @@ impl Model {
         };
         let (labels, loss_node) = if loss.is_softmax_xent() {
             let labels = graph.labels("labels");
-            (labels, graph.softmax_xent(built.logits, labels)?)
+            let smoothing = match loss {
+                Loss::CategoricalCrossentropy { label_smoothing } => label_smoothing,
+                _ => 0.0,
+            };
+            let xent = graph
+                .softmax_xent_smoothed(built.logits, labels, smoothing)
+                .map_err(|e| match e {
+                    Error::InvalidArgument { detail, .. } => Error::invalid("compile", detail),
+                    other => other,
+                })?;
+            (labels, xent)
         } else {
             let kind = match loss {
                 Loss::BinaryCrossentropy { from_logits: true } => {
@@ -458,7 +468,7 @@ impl Model {
                      of {width} values (use CategoricalCrossentropy for one-hot rows)"
                 ),
             )),
-            Loss::CategoricalCrossentropy => {
+            Loss::CategoricalCrossentropy { .. } => {
                 for (r, row) in values.chunks(width).enumerate() {
                     let ones = row.iter().filter(|&&v| v == 1.0).count();
                     if ones != 1 || row.iter().any(|&v| v != 0.0 && v != 1.0) {
@@ -712,7 +722,7 @@ impl Model {
             let feeds = [(self.built.input, Feed::F32(x)), (self.labels, targets)];
             let outputs = self.exec.forward(len, &feeds, self.built.logits)?;
             match self.loss {
-                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy { .. } => {
                     for row in outputs.chunks(classes) {
                         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                         let e: Vec<f32> = row.iter().map(|&v| (v - m).exp()).collect();

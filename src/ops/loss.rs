@@ -27,13 +27,13 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::SoftmaxXent | Op::SoftmaxXentGrad => {
+        Op::SoftmaxXent { .. } | Op::SoftmaxXentGrad { .. } => {
             a.want(2)?;
             let (rows, _) = a.matrix(0)?;
             if s[1].as_slice() != [rows] {
                 return Err(a.mismatch(&format!("labels must have shape ({rows})")));
             }
-            if matches!(op, Op::SoftmaxXent) {
+            if matches!(op, Op::SoftmaxXent { .. }) {
                 vec![]
             } else {
                 s[0].clone()
@@ -63,7 +63,7 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
             let dx = g.add_op(Op::SoftmaxGrad, &[cx.id, cx.dy()?])?;
             cx.give(0, dx);
         }
-        Op::SoftmaxXent | Op::Loss(_) if cx.dy.is_some() => {
+        Op::SoftmaxXent { .. } | Op::Loss(_) if cx.dy.is_some() => {
             return Err(Error::invalid(
                 "backward",
                 format!(
@@ -72,14 +72,17 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                 ),
             ))
         }
-        Op::SoftmaxXent => {
+        Op::SoftmaxXent { smoothing } => {
             if cx.needs(1) {
                 return Err(Error::invalid(
                     "backward",
                     "labels cannot be differentiated",
                 ));
             }
-            let d = g.add_op(Op::SoftmaxXentGrad, &[cx.node.inputs[0], cx.node.inputs[1]])?;
+            let op = Op::SoftmaxXentGrad {
+                smoothing: *smoothing,
+            };
+            let d = g.add_op(op, &[cx.node.inputs[0], cx.node.inputs[1]])?;
             cx.give(0, d);
         }
         Op::Loss(kind) => {
@@ -92,7 +95,9 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
             let d = g.add_op(Op::LossGrad(*kind), &[cx.node.inputs[0], cx.node.inputs[1]])?;
             cx.give(0, d);
         }
-        Op::SoftmaxGrad | Op::SoftmaxXentGrad | Op::LossGrad(_) => return Err(cx.second_order()),
+        Op::SoftmaxGrad | Op::SoftmaxXentGrad { .. } | Op::LossGrad(_) => {
+            return Err(cx.second_order())
+        }
         other => unreachable!("{} is not a loss op", other.name()),
     }
     Ok(())
@@ -106,10 +111,13 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             cpu::softmax_backward(dims2(cx.get(0)?, "softmax")?, dims2(cx.get(1)?, "softmax")?)?
                 .into_dyn(),
         ),
-        Op::SoftmaxXent | Op::SoftmaxXentGrad => {
-            let (loss, grad) =
-                cpu::softmax_xent(dims2(cx.get(0)?, "softmax_xent")?, cx.labels(1)?.view())?;
-            Value::Float(if matches!(cx.node.op, Op::SoftmaxXent) {
+        Op::SoftmaxXent { smoothing } | Op::SoftmaxXentGrad { smoothing } => {
+            let (loss, grad) = cpu::softmax_xent(
+                dims2(cx.get(0)?, "softmax_xent")?,
+                cx.labels(1)?.view(),
+                T::of(*smoothing as f64),
+            )?;
+            Value::Float(if matches!(cx.node.op, Op::SoftmaxXent { .. }) {
                 ArrayD::from_elem(IxDyn(&[]), loss)
             } else {
                 grad.into_dyn()
@@ -154,7 +162,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         Op::SoftmaxGrad => {
             Some(kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
         }
-        Op::SoftmaxXent | Op::Loss(_) => {
+        Op::SoftmaxXent { .. } | Op::Loss(_) => {
             let g = (i + 1..graph.len()).find(|&g| fused_with(graph, i, g));
             let grad_len = lens[inp(0)];
             let grad_view = match g {
@@ -165,12 +173,12 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 }
             };
             let k = match &node.op {
-                Op::SoftmaxXent => {
+                Op::SoftmaxXent { smoothing } => {
                     let ls = &shapes[inp(0)];
                     kernels::softmax_xent(
                         ctx,
-                        ls[0],
-                        ls[1],
+                        (ls[0], ls[1]),
+                        *smoothing,
                         v(inp(0))?,
                         v(inp(1))?,
                         grad_view,
@@ -190,7 +198,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             };
             Some(k)
         }
-        Op::SoftmaxXentGrad | Op::LossGrad(_) => {
+        Op::SoftmaxXentGrad { .. } | Op::LossGrad(_) => {
             let fused = (0..i).any(|l| fused_with(graph, l, i));
             if !fused {
                 return Err(Error::invalid(

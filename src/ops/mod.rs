@@ -59,8 +59,8 @@ impl Op {
             }
             Op::Softmax
             | Op::SoftmaxGrad
-            | Op::SoftmaxXent
-            | Op::SoftmaxXentGrad
+            | Op::SoftmaxXent { .. }
+            | Op::SoftmaxXentGrad { .. }
             | Op::Loss(_)
             | Op::LossGrad(_) => Family::Loss,
             Op::Conv2d(_)

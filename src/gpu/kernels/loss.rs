@@ -114,12 +114,13 @@ pub fn softmax_backward(
 }
 
 /// Fused softmax + cross-entropy from `u32` labels: one pass writes d_logits to `grad` and each
-/// row's loss to a scratch buffer; a second launch writes the mean loss to `out[0]`.
+/// row's loss to a scratch buffer; a second launch writes the mean loss to `out[0]`. Labels
+/// are smoothed by `smoothing` (0: one-hot; see [`crate::cpu::softmax_xent`]).
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_xent(
     ctx: &GpuContext,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
+    smoothing: f32,
     logits: View<'_>,
     labels: View<'_>,
     grad: View<'_>,
@@ -130,6 +131,12 @@ pub fn softmax_xent(
         return Err(Error::invalid(
             OP,
             format!("empty logits ({rows} x {cols})"),
+        ));
+    }
+    if !(0.0..1.0).contains(&smoothing) {
+        return Err(Error::invalid(
+            OP,
+            format!("label smoothing {smoothing} must be in [0, 1)"),
         ));
     }
     need(OP, "logits", &logits, rows * cols)?;
@@ -143,7 +150,7 @@ pub fn softmax_xent(
             shader: "loss",
             entry: "softmax_xent_rows",
             constants: vec![],
-            params: dims4(rows, cols, 0)?,
+            params: dims4(rows, cols, smoothing.to_bits())?,
             bindings: vec![
                 Binding::Read(logits),
                 Binding::Read(labels),

@@ -76,7 +76,7 @@ pub(crate) fn fused_with(graph: &Graph, loss: usize, node: usize) -> bool {
     l.inputs == n.inputs
         && matches!(
             (&l.op, &n.op),
-            (Op::SoftmaxXent, Op::SoftmaxXentGrad) | (Op::Loss(_), Op::LossGrad(_))
+            (Op::SoftmaxXent { .. }, Op::SoftmaxXentGrad { .. }) | (Op::Loss(_), Op::LossGrad(_))
         )
 }
 
@@ -157,7 +157,7 @@ pub(crate) fn build(
         .map(|(b, &off)| (graph.index(*b), off))
         .collect();
     let fused_grad = |i: usize| {
-        if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent | Op::Loss(_)) {
+        if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent { .. } | Op::Loss(_)) {
             (i + 1..n).find(|&g| fused_with(graph, i, g))
         } else {
             None
