@@ -6,9 +6,10 @@
 //! forward as a direct kernel (one invocation per output, no im2col), GFLOP/s
 //! (2 * n * oh * ow * out * c * kh * kw per pass), median of N runs (default 5) after a
 //! warm-up; the CPU reference runs once per figure (it is slow).
-//! Part 2: training images/s of the small Fashion-MNIST CNN (batch 64) and of the Keras
-//! CIFAR-10 CNN (batch 32) on both executors (Adam; median of N runs of 5 GPU steps, one run
-//! of 2 CPU steps).
+//! Part 2: training images/s of the small Fashion-MNIST CNN (batch 64), the Keras CIFAR-10
+//! CNN (batch 32), the residual Fashion-MNIST CNN with batch normalization (batch 64) and
+//! ResNet-20 (batch 32) on both executors (Adam; median of N runs of 5 GPU steps, one run of
+//! 2 CPU steps). `WGTRAIN_PLAN=gpu` measures the real-GPU plan on any adapter.
 
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use wgtrain::cpu;
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
-use wgtrain::nn::{Conv2d, Dense, Sequential};
+use wgtrain::nn::{Conv2d, Dense, Layer, Residual, Sequential};
 use wgtrain::ops::{Activation, Window};
 use wgtrain::optim::{AdamConfig, Optimizer};
 
@@ -163,6 +164,17 @@ fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
         .dense(Dense::new(512).activation(relu))
         .dropout(0.5)
         .dense(Dense::new(10));
+    // The residual Fashion-MNIST CNN of tests/residual.rs and ResNet-20 (batch norm).
+    let residual = Sequential::new(&[1, 28, 28])
+        .conv2d(Conv2d::new(16, 3).same())
+        .batch_norm()
+        .push(Layer::Activation(relu))
+        .max_pool2d(2)
+        .residual(Residual::new(16))
+        .residual(Residual::new(32).stride(2))
+        .flatten()
+        .dense(Dense::new(10));
+    let resnet20 = Sequential::resnet(&[3, 32, 32], 3, 10);
     println!(
         "\n{:<26} {:>6} {:>14} {:>14} {:>8}",
         "CNN training (Adam)", "batch", "gpu images/s", "cpu images/s", "ratio"
@@ -170,6 +182,8 @@ fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
     for (name, model, batch, features) in [
         ("fashion small CNN", fashion, 64, 784),
         ("keras cifar-10 CNN", cifar, 32, 3072),
+        ("fashion residual CNN (BN)", residual, 64, 784),
+        ("ResNet-20 cifar-10", resnet20, 32, 3072),
     ] {
         let built = model.build(true, 0)?;
         let mut g = built.graph.clone();
