@@ -25,8 +25,8 @@ const FORMAT: &str = "wgtrain-checkpoint-1";
 /// Metadata key of the class names.
 const CLASSES_KEY: &str = "wgtrain.classes";
 
-/// A named tensor: (checkpoint name, shape, values).
-type Named = (String, Vec<usize>, Vec<f32>);
+/// A named tensor: (checkpoint name, shape, values), as [`Model::weights`] returns them.
+pub type Named = (String, Vec<usize>, Vec<f32>);
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -109,7 +109,7 @@ impl Model {
     /// Every parameter, then every buffer, by name in layer order, with its shape (Keras'
     /// `get_weights`, named): `dense_0.weight`, ..., `batch_norm_0.running_var`. Optimizer
     /// state is left out.
-    pub fn weights(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn weights(&self) -> Result<Vec<Named>> {
         let shapes = self.built.graph.concrete_shapes(1);
         let shape = |id| shapes[self.built.graph.index(id)].clone();
         let mut out = Vec::new();

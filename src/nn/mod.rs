@@ -21,6 +21,8 @@
 //! ```
 
 mod checkpoint;
+
+pub use checkpoint::Named;
 mod model;
 
 pub use crate::optim::LrSchedule;
