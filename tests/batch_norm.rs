@@ -181,6 +181,34 @@ fn checkpoints_carry_running_statistics_and_resume_bit_exactly() {
         &first.weights().unwrap(),
         "loaded",
     );
+    // A checkpoint whose running variance is negative (valid hash) is refused, naming it,
+    // and the model is unchanged; one without the running statistics is refused too.
+    let bytes = std::fs::read(&path).unwrap();
+    let negative = common::rewrite_checkpoint(&bytes, |tensors| {
+        for (name, _, data) in tensors.iter_mut() {
+            if name == "batch_norm_0.running_var" {
+                data[..4].copy_from_slice(&(-1.0f32).to_le_bytes());
+            }
+        }
+    });
+    let bad = dir.path().join("negative.safetensors");
+    std::fs::write(&bad, negative).unwrap();
+    let err = resumed.load(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("`batch_norm_0.running_var`[0] is -1: a variance is never negative"),
+        "{err}"
+    );
+    let missing = common::rewrite_checkpoint(&bytes, |tensors| {
+        tensors.retain(|(name, _, _)| !name.contains("running_mean"));
+    });
+    std::fs::write(&bad, missing).unwrap();
+    let err = resumed.load(&bad).unwrap_err().to_string();
+    assert!(err.contains("missing `batch_norm_0.running_mean`"), "{err}");
+    assert_same(
+        &resumed.weights().unwrap(),
+        &first.weights().unwrap(),
+        "after refused loads",
+    );
     resumed
         .fit(
             &data,
