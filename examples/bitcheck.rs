@@ -3,24 +3,15 @@
 //! in each, then `cmp` the files (needs Fashion-MNIST from dataset-fashion-mnist).
 use std::path::Path;
 use std::sync::Arc;
-use wgtrain::data::{mnist, Dataset};
+use wgtrain::data::mnist;
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
-fn subset(d: &Dataset, n: usize) -> Dataset {
-    let f = d.features();
-    Dataset {
-        images: d.images[..n * f].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 fn main() {
     let out = std::env::args().nth(1).expect("out dir");
     let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR)).unwrap();
-    let train = subset(&data.train, 50 * 64);
+    let train = data.train.head(50 * 64);
     let ctx = Arc::new(wgtrain::gpu::GpuContext::new().unwrap());
     let momentum = Optimizer::Sgd(SgdConfig {
         momentum: 0.9,

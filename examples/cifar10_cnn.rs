@@ -6,10 +6,10 @@
 //! else ./data/cifar10, else `--download` fetches it there (163 MB, checksummed), else an
 //! error that says how to get it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{cifar10, picture, Augment, Dataset, Normalize};
+use wgtrain::data::{cifar10, picture, Augment, Normalize};
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
@@ -64,39 +64,6 @@ struct Cli {
     quiet: bool,
 }
 
-fn find_data(cli: &Cli) -> wgtrain::Result<cifar10::Splits> {
-    if let Some(dir) = &cli.data {
-        return cifar10::load(dir);
-    }
-    let local = Path::new("data/cifar10");
-    if cifar10::batches_dir(local)
-        .join(cifar10::TEST_FILE)
-        .is_file()
-    {
-        return cifar10::load(local);
-    }
-    if cli.download {
-        let dir = cifar10::download(local, !cli.quiet)?;
-        return cifar10::load(&dir);
-    }
-    Err(wgtrain::Error::Data {
-        path: local.display().to_string(),
-        detail: "CIFAR-10 is not here: pass --data DIR with the binary batches, rerun with \
-                 --download to fetch it into ./data/cifar10, or get cifar-10-binary.tar.gz from \
-                 https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there"
-            .into(),
-    })
-}
-
-fn head(d: &Dataset, n: usize) -> Dataset {
-    let n = n.min(d.len());
-    Dataset {
-        images: d.images[..n * d.features()].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 /// The network of the Keras CIFAR-10 example.
 fn network() -> Sequential {
     let relu = Activation::Relu;
@@ -116,9 +83,9 @@ fn network() -> Sequential {
 }
 
 fn run(cli: Cli) -> wgtrain::Result<()> {
-    let splits = find_data(&cli)?;
+    let splits = cifar10::locate(cli.data.as_deref(), cli.download, !cli.quiet)?;
     let (train, test) = match cli.limit {
-        Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(5))),
+        Some(n) => (splits.train.head(n), splits.test.head(n.div_ceil(5))),
         None => (splits.train, splits.test),
     };
     println!("data: {} train, {} test images", train.len(), test.len());

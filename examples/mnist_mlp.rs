@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{download, mnist, picture, Dataset};
+use wgtrain::data::{download, mnist, picture};
 use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
@@ -119,15 +119,6 @@ fn find_data(cli: &Cli) -> wgtrain::Result<(mnist::Splits, String)> {
     })
 }
 
-fn head(d: &Dataset, n: usize) -> Dataset {
-    let n = n.min(d.len());
-    Dataset {
-        images: d.images[..n * d.features()].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 /// The MPI job this process is a rank of, when built with `--features mpi` and started by
 /// `mpirun`.
 #[cfg(feature = "mpi")]
@@ -156,7 +147,7 @@ fn run(mut cli: Cli) -> wgtrain::Result<()> {
     }
     let (splits, source) = find_data(&cli)?;
     let (train, test) = match cli.limit {
-        Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(6))),
+        Some(n) => (splits.train.head(n), splits.test.head(n.div_ceil(6))),
         None => (splits.train, splits.test),
     };
     say!(

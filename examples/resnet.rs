@@ -9,10 +9,10 @@
 //! checksummed). `--limit N` trains on the first N images (and tests on N/5) for quick runs;
 //! `--depth-n 1` builds ResNet-8 instead of ResNet-20 (n = 3).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{cifar10, Augment, Dataset, Normalize};
+use wgtrain::data::{cifar10, Augment, Normalize};
 use wgtrain::nn::{Device, FitConfig, Loss, LrSchedule, Sequential};
 use wgtrain::optim::{Optimizer, SgdConfig};
 
@@ -64,39 +64,6 @@ struct Cli {
     quiet: bool,
 }
 
-fn find_data(cli: &Cli) -> wgtrain::Result<cifar10::Splits> {
-    if let Some(dir) = &cli.data {
-        return cifar10::load(dir);
-    }
-    let local = Path::new("data/cifar10");
-    if cifar10::batches_dir(local)
-        .join(cifar10::TEST_FILE)
-        .is_file()
-    {
-        return cifar10::load(local);
-    }
-    if cli.download {
-        let dir = cifar10::download(local, !cli.quiet)?;
-        return cifar10::load(&dir);
-    }
-    Err(wgtrain::Error::Data {
-        path: local.display().to_string(),
-        detail: "CIFAR-10 is not here: pass --data DIR with the binary batches, rerun with \
-                 --download to fetch it into ./data/cifar10, or get cifar-10-binary.tar.gz from \
-                 https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there"
-            .into(),
-    })
-}
-
-fn head(d: &Dataset, n: usize) -> Dataset {
-    let n = n.min(d.len());
-    Dataset {
-        images: d.images[..n * d.features()].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 fn run(cli: Cli) -> wgtrain::Result<()> {
     if cli.depth_n == 0 || cli.epochs == 0 || cli.batch_size == 0 {
         return Err(wgtrain::Error::invalid(
@@ -104,9 +71,9 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
             "--depth-n, --epochs and --batch-size must be at least 1",
         ));
     }
-    let splits = find_data(&cli)?;
+    let splits = cifar10::locate(cli.data.as_deref(), cli.download, !cli.quiet)?;
     let (train, test) = match cli.limit {
-        Some(n) => (head(&splits.train, n), head(&splits.test, n.div_ceil(5))),
+        Some(n) => (splits.train.head(n), splits.test.head(n.div_ceil(5))),
         None => (splits.train, splits.test),
     };
     println!("data: {} train, {} test images", train.len(), test.len());

@@ -12,14 +12,6 @@ use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Layer, Loss, Residual, Seque
 use wgtrain::ops::Activation;
 use wgtrain::optim::{Optimizer, SgdConfig};
 
-fn subset(d: &wgtrain::data::Dataset, n: usize) -> wgtrain::data::Dataset {
-    wgtrain::data::Dataset {
-        images: d.images[..n * d.features()].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 /// A 3x3 convolution to 16 channels, pooling to 14x14, a residual block, a residual block
 /// to 32 channels at 7x7, and a dense layer; with or without batch normalization.
 fn residual_cnn(batch_norm: bool) -> Sequential {
@@ -62,8 +54,8 @@ fn fashion() -> mnist::Splits {
 #[test]
 fn batch_norm_beats_the_same_residual_cnn_without_it() {
     let data = fashion();
-    let train = subset(&data.train, 3_000);
-    let test = subset(&data.test, 2_000);
+    let train = data.train.head(3_000);
+    let test = data.test.head(2_000);
     let mut accuracy = Vec::new();
     for batch_norm in [true, false] {
         let mut model = residual_cnn(batch_norm)
@@ -89,7 +81,7 @@ fn batch_norm_beats_the_same_residual_cnn_without_it() {
 #[test]
 fn residual_cnn_with_batch_norm_reaches_87_percent_on_a_fashion_mnist_subset() {
     let data = fashion();
-    let train = subset(&data.train, 10_000);
+    let train = data.train.head(10_000);
     let t = Instant::now();
     let mut model = residual_cnn(true)
         .exclude_from_weight_decay(&["bias", "gamma", "beta"])

@@ -170,19 +170,11 @@ fn mnist_mlp_example_runs_end_to_end() {
     );
 }
 
-fn subset(d: &wgtrain::data::Dataset, n: usize) -> wgtrain::data::Dataset {
-    wgtrain::data::Dataset {
-        images: d.images[..n * d.features()].to_vec(),
-        labels: d.labels[..n].to_vec(),
-        ..d.clone()
-    }
-}
-
 #[test]
 fn checkpoints_resume_bit_exactly_and_reject_bad_files() {
     let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
         .expect("Fashion-MNIST installed");
-    let train = subset(&data.train, 2_000);
+    let train = data.train.head(2_000);
     let ctx =
         std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     let adam = Optimizer::Adam(AdamConfig::adam(1e-3));
@@ -333,7 +325,7 @@ fn early_stopping_restores_the_best_epoch_and_non_finite_loss_stops() {
     let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
         .expect("Fashion-MNIST installed");
     // 600 training samples overfit quickly, so the validation loss turns upward.
-    let small = subset(&data.train, 1_200);
+    let small = data.train.head(1_200);
     let adam = Optimizer::Adam(AdamConfig::adam(1e-2));
     let mut model = mlp()
         .compile(Loss::SparseCategoricalCrossentropy, adam, Device::Cpu, 1)
@@ -421,8 +413,8 @@ fn dense_losses_validation_data_and_schedules() {
     use wgtrain::nn::LrSchedule;
     let data = mnist::load_fashion_mnist(Path::new(mnist::FASHION_MNIST_SYSTEM_DIR))
         .expect("Fashion-MNIST installed");
-    let train = std::sync::Arc::new(subset(&data.train, 3_000));
-    let test = std::sync::Arc::new(subset(&data.test, 1_000));
+    let train = std::sync::Arc::new(data.train.head(3_000));
+    let test = std::sync::Arc::new(data.test.head(1_000));
     let ctx =
         std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     for loss in [
@@ -530,7 +522,7 @@ fn small_cnn_reaches_85_percent_on_fashion_mnist() {
             0,
         )
         .unwrap();
-    let train = subset(&data.train, 20_000);
+    let train = data.train.head(20_000);
     let history = model.fit(&train, &FitConfig::new(3, 64)).unwrap();
     let test = model.evaluate(&data.test, 256).unwrap();
     assert!(

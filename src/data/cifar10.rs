@@ -51,6 +51,29 @@ pub fn batches_dir(dir: &Path) -> PathBuf {
     }
 }
 
+/// Finds and loads CIFAR-10 as the examples do: from `dir` when given, else from
+/// `./data/cifar10` when it holds the batches, else (with `download`) fetched there first,
+/// else an error saying how to get it.
+pub fn locate(dir: Option<&Path>, download: bool, progress: bool) -> Result<Splits> {
+    if let Some(dir) = dir {
+        return load(dir);
+    }
+    let local = Path::new("data/cifar10");
+    if batches_dir(local).join(TEST_FILE).is_file() {
+        return load(local);
+    }
+    if download {
+        return load(&self::download(local, progress)?);
+    }
+    Err(crate::Error::Data {
+        path: local.display().to_string(),
+        detail: "CIFAR-10 is not here: pass --data DIR with the binary batches, rerun with \
+                 --download to fetch it into ./data/cifar10, or get cifar-10-binary.tar.gz from \
+                 https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there"
+            .into(),
+    })
+}
+
 /// Loads both splits from `dir` (or `dir/cifar-10-batches-bin`).
 pub fn load(dir: &Path) -> Result<Splits> {
     let dir = batches_dir(dir);

@@ -37,6 +37,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The first `n` samples (all of them when there are fewer), for quick runs on a subset.
+    pub fn head(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            images: self.images[..n * self.features()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            ..self.clone()
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
