@@ -202,6 +202,20 @@ fn add(
     }
 }
 
+// mul: y = a * b elementwise (the Multiply merge and its gradients). bindings: 0 dims, 1 a,
+// 2 b, 3 y
+@compute @workgroup_size(WG)
+fn mul(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i < dims.n) {
+        by[i] = bx[i] * bb[i];
+    }
+}
+
 // dropout: inverted dropout with a counter-based mask (src/cpu/dropout.rs computes the same):
 //   key = h(seed_lo ^ h(seed_hi ^ h(step_lo ^ h(step_hi)))), h = lowbias32,
 //   y[i] = x[i] * (h(key ^ h(i)) >= threshold ? scale : 0) while training, x[i] otherwise.

@@ -1054,3 +1054,69 @@ fn buffers_are_read_by_ops_and_left_alone_by_the_optimizer() {
     );
     assert_close("w", &finals[0].1, &to_f64(&finals[1].1), 1e-5, 1e-4);
 }
+
+/// Concatenation (channels of images, features of matrices), its slices in the backward
+/// pass and the elementwise product run on the GPU as the CPU reference computes them: two
+/// convolution branches concatenated, gated by a third, concatenated with the input again
+/// (one value read by two concatenations), then pooled, flattened and joined to a dense
+/// branch.
+#[test]
+fn concatenation_and_products_train_like_the_cpu() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(7), Dim::Fixed(5)],
+    );
+    let y = g.labels("y");
+    let conv = |g: &mut Graph, name: &str, out: usize| {
+        let w = g.param(&format!("{name}.w"), &[out, 3, 3, 3], Init::HeUniform);
+        let b = g.param(&format!("{name}.b"), &[out], Init::Constant(0.1));
+        g.conv2d(x, w, b, 1, 1).unwrap()
+    };
+    let a = conv(&mut g, "a", 4);
+    let b = conv(&mut g, "b", 2);
+    let c = conv(&mut g, "c", 6);
+    let ab = g.concat(&[a, b]).unwrap();
+    let gate = g.activation(c, Activation::Sigmoid).unwrap();
+    let gated = g.mul(ab, gate).unwrap();
+    let h = g.concat(&[x, gated, a]).unwrap();
+    let h = g.avg_pool2d(h, 2, 2).unwrap();
+    let h = g.flatten(h).unwrap();
+    let width = match g.node(h).shape[1] {
+        Dim::Fixed(n) => n,
+        Dim::Batch => unreachable!(),
+    };
+    let xf = g.flatten(x).unwrap();
+    let wf = g.param("wf", &[3 * 7 * 5, 3], Init::GlorotUniform);
+    let f = g.matmul(xf, wf).unwrap();
+    let h = g.concat(&[f, h]).unwrap();
+    let wd = g.param("wd", &[width + 3, 5], Init::GlorotUniform);
+    let z = g.matmul(h, wd).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let mut ge = GpuExecutor::new(ctx, g.clone(), loss, opt, 5).unwrap();
+    let mut ce = CpuExecutor::new(g.clone(), loss, opt, 5).unwrap();
+    for step in 1..=8u64 {
+        let (xs, ys) = batch(step, 6, 3 * 7 * 5, 5);
+        let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+        ge.step(ctx, 6, &feeds).unwrap();
+        ce.step(6, &feeds).unwrap();
+    }
+    for p in g.params() {
+        let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
+        assert_close(
+            &g.node(p).name,
+            &ge.read_param(ctx, p).unwrap(),
+            &want,
+            1e-4,
+            1e-3,
+        );
+    }
+    let (gm, cm) = (ge.metrics(ctx).unwrap(), ce.metrics());
+    assert!(
+        (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
+        "{gm:?} vs {cm:?}"
+    );
+}

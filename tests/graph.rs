@@ -722,3 +722,76 @@ fn label_smoothed_cross_entropy() {
         .to_string();
     assert!(err.contains("label smoothing 1 must be in [0, 1)"), "{err}");
 }
+
+/// Concatenation along channels and features and the elementwise product: gradients against
+/// finite differences, with one input reaching the concatenation twice (its gradient is the
+/// sum of two slices) and a product of a node with itself's neighbour branch.
+#[test]
+fn concat_slice_and_product_backward() {
+    // Images: two convolutions of x concatenated on channels (3 + 2), times a third
+    // convolution of x with 5 channels, then x itself concatenated again.
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 2, 4, 3, 21);
+    let labels = g.labels("y");
+    let conv = |g: &mut Graph, name: &str, out: usize| {
+        let w = g.param(&format!("{name}.w"), &[out, 2, 3, 3], Init::GlorotUniform);
+        let b = g.param(&format!("{name}.b"), &[out], Init::Zeros);
+        g.conv2d(x, w, b, 1, 1).unwrap()
+    };
+    let a = conv(&mut g, "a", 3);
+    let b = conv(&mut g, "b", 2);
+    let c = conv(&mut g, "c", 5);
+    let ab = g.concat(&[a, b]).unwrap();
+    assert_eq!(
+        g.node(ab).shape,
+        [Dim::Batch, Dim::Fixed(5), Dim::Fixed(4), Dim::Fixed(3)]
+    );
+    let gated = g.mul(ab, c).unwrap();
+    let h = g.concat(&[gated, a, x]).unwrap();
+    assert_eq!(g.node(h).shape[1], Dim::Fixed(10));
+    let z = g.global_avg_pool(h).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 9, 4]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+
+    // Matrices: features side by side, then a dense layer.
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 3);
+    let (t, tv) = target(&mut g, 2, false);
+    let w1 = g.param("w1", &[3, 4], Init::GlorotUniform);
+    let w2 = g.param("w2", &[3, 1], Init::GlorotUniform);
+    let h1 = g.matmul(x, w1).unwrap();
+    let h2 = g.matmul(x, w2).unwrap();
+    let h = g.concat(&[h2, h1, h2]).unwrap();
+    let w3 = g.param("w3", &[6, 2], Init::GlorotUniform);
+    let z = g.matmul(h, w3).unwrap();
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, z, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+}
+
+#[test]
+fn concat_and_product_shape_errors() {
+    let mut g = Graph::new();
+    let a = g.input(
+        "a",
+        &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
+    );
+    let b = g.input(
+        "b",
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(5)],
+    );
+    let m = g.input("m", &[Dim::Batch, Dim::Fixed(2)]);
+    let err = g.concat(&[a, b]).unwrap_err().to_string();
+    assert!(
+        err.contains("input 2 differs from input 1 off axis 1"),
+        "{err}"
+    );
+    let err = g.concat(&[a, m]).unwrap_err().to_string();
+    assert!(err.contains("input 2 differs"), "{err}");
+    let err = g.concat(&[a]).unwrap_err().to_string();
+    assert!(err.contains("at least 2 inputs"), "{err}");
+    let err = g.mul(a, b).unwrap_err().to_string();
+    assert!(err.contains("shapes must be equal"), "{err}");
+    let err = g.slice(m, 1, 2).unwrap_err().to_string();
+    assert!(err.contains("entries 1..3"), "{err}");
+}

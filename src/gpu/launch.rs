@@ -24,6 +24,7 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
         "gemm_pack" => include_str!("../../shaders/gemm_pack.wgsl"),
         "gemm_tex" => include_str!("../../shaders/gemm_tex.wgsl"),
         "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "copy" => include_str!("../../shaders/copy.wgsl"),
         "reduce" => include_str!("../../shaders/reduce.wgsl"),
         "softmax" => include_str!("../../shaders/softmax.wgsl"),
         "loss" => include_str!("../../shaders/loss.wgsl"),

@@ -118,6 +118,16 @@ pub enum Op {
     ColumnSum,
     /// Elementwise sum of same-shaped inputs (gradient accumulation).
     Add,
+    /// Elementwise product of same-shaped inputs.
+    Mul,
+    /// The inputs side by side along axis 1 (features, or channels of images); every other
+    /// axis must agree.
+    Concat,
+    /// `len` entries of axis 1 from `start` (a concatenation's gradient).
+    Slice {
+        start: usize,
+        len: usize,
+    },
     /// Same data, another shape of equal size.
     Reshape(Shape),
     /// Inverted dropout while training (identity when evaluating); the mask is a hash of
@@ -202,6 +212,9 @@ impl Op {
             Op::LossGrad(l) => format!("{}_loss_grad", l.name()),
             Op::ColumnSum => "column_sum".into(),
             Op::Add => "add".into(),
+            Op::Mul => "mul".into(),
+            Op::Concat => "concat".into(),
+            Op::Slice { .. } => "slice".into(),
             Op::Reshape(_) => "reshape".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::Conv2d(_) => "conv2d".into(),
@@ -640,6 +653,22 @@ impl Graph {
     /// Elementwise sum.
     pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
         self.add_op(Op::Add, &[a, b])
+    }
+
+    /// Elementwise product of two same-shaped nodes.
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.add_op(Op::Mul, &[a, b])
+    }
+
+    /// `xs` side by side along axis 1 (features, or image channels): (batch, c1, ...) and
+    /// (batch, c2, ...) give (batch, c1 + c2, ...); every other axis must agree.
+    pub fn concat(&mut self, xs: &[NodeId]) -> Result<NodeId> {
+        self.add_op(Op::Concat, xs)
+    }
+
+    /// `len` entries of axis 1 of `x` from `start`.
+    pub fn slice(&mut self, x: NodeId, start: usize, len: usize) -> Result<NodeId> {
+        self.add_op(Op::Slice { start, len }, &[x])
     }
 
     /// A view with another shape of the same size (e.g. flatten).

@@ -1,4 +1,4 @@
-//! The elementwise family: activations and their gradients, sums, dropout.
+//! The elementwise family: activations and their gradients, sums, products, dropout.
 
 use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
 use crate::cpu::{self, Scalar};
@@ -15,7 +15,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             a.want(1)?;
             s[0].clone()
         }
-        Op::ActivationGrad(_) | Op::Add => {
+        Op::ActivationGrad(_) | Op::Add | Op::Mul => {
             a.want(2)?;
             if s[0] != s[1] {
                 return Err(a.mismatch("shapes must be equal"));
@@ -58,6 +58,17 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                 }
             }
         }
+        Op::Mul => {
+            // d(a b)/da = b, d(a b)/db = a.
+            let dy = cx.dy()?;
+            let [a, b] = [cx.node.inputs[0], cx.node.inputs[1]];
+            for (k, other) in [(0, b), (1, a)] {
+                if cx.needs(k) {
+                    let d = g.add_op(Op::Mul, &[dy, other])?;
+                    cx.give(k, d);
+                }
+            }
+        }
         Op::ActivationGrad(_) => return Err(cx.second_order()),
         other => unreachable!("{} is not an elementwise op", other.name()),
     }
@@ -81,6 +92,7 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             cx.training_step.is_some(),
         )),
         Op::Add => Value::Float(cx.get(0)? + cx.get(1)?),
+        Op::Mul => Value::Float(cx.get(0)? * cx.get(1)?),
         other => unreachable!("{} is not an elementwise op", other.name()),
     })
 }
@@ -121,6 +133,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             .into(),
         ),
         Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
+        Op::Mul => Some(kernels::mul(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
         other => unreachable!("{} is not an elementwise op", other.name()),
     })
 }

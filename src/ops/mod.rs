@@ -52,9 +52,15 @@ impl Op {
     /// The family whose file holds this op's rules.
     pub(crate) fn family(&self) -> Family {
         match self {
-            Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) | Op::Reshape(_) => Family::Shape,
+            Op::Input
+            | Op::Labels
+            | Op::Param(_)
+            | Op::Buffer(_)
+            | Op::Reshape(_)
+            | Op::Concat
+            | Op::Slice { .. } => Family::Shape,
             Op::MatMul { .. } | Op::BiasAdd | Op::ColumnSum => Family::Dense,
-            Op::Activation(_) | Op::ActivationGrad(_) | Op::Add | Op::Dropout { .. } => {
+            Op::Activation(_) | Op::ActivationGrad(_) | Op::Add | Op::Mul | Op::Dropout { .. } => {
                 Family::Elementwise
             }
             Op::Softmax

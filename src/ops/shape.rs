@@ -1,10 +1,12 @@
-//! Leaves and views: inputs, labels, parameters and reshapes.
+//! Leaves, views and copies: inputs, labels, parameters, reshapes, and concatenation and
+//! slicing along axis 1.
 
 use ndarray::IxDyn;
 
 use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
-use crate::cpu::Scalar;
+use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
+use crate::gpu::kernels;
 use crate::gpu::Kernel;
 use crate::graph::{show, Dim, Graph, Op, Shape, Value};
 
@@ -32,6 +34,48 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             to.clone()
         }
+        Op::Concat => {
+            if s.len() < 2 {
+                return Err(a.mismatch("concatenates at least 2 inputs"));
+            }
+            let mut out = s[0].clone();
+            if out.len() < 2 || out[0] != Dim::Batch {
+                return Err(a.mismatch("inputs must be (batch, features, ...)"));
+            }
+            let mut along = 0;
+            for (k, sh) in s.iter().enumerate() {
+                match (sh.len() == out.len(), sh.get(1)) {
+                    (true, Some(Dim::Fixed(n))) if sh[0] == Dim::Batch && sh[2..] == out[2..] => {
+                        along += n
+                    }
+                    _ => {
+                        return Err(a.mismatch(&format!(
+                            "input {} differs from input 1 off axis 1 (only the features or \
+                             channels may differ)",
+                            k + 1
+                        )))
+                    }
+                }
+            }
+            out[1] = Dim::Fixed(along);
+            out
+        }
+        Op::Slice { start, len } => {
+            a.want(1)?;
+            match s[0].get(1) {
+                Some(Dim::Fixed(n)) if s[0][0] == Dim::Batch && start + len <= *n && *len > 0 => {
+                    let mut out = s[0].clone();
+                    out[1] = Dim::Fixed(*len);
+                    out
+                }
+                _ => {
+                    return Err(a.mismatch(&format!(
+                        "entries {start}..{} of axis 1 are not in the input",
+                        start + len
+                    )))
+                }
+            }
+        }
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }
@@ -46,6 +90,22 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
             let dx = g.add_op(Op::Reshape(back), &[cx.dy()?])?;
             cx.give(0, dx);
         }
+        Op::Concat => {
+            let dy = cx.dy()?;
+            let mut start = 0;
+            for k in 0..cx.node.inputs.len() {
+                let len = match g.node(cx.node.inputs[k]).shape[1] {
+                    Dim::Fixed(n) => n,
+                    Dim::Batch => unreachable!("checked by the shape rule"),
+                };
+                if cx.needs(k) {
+                    let dx = g.add_op(Op::Slice { start, len }, &[dy])?;
+                    cx.give(k, dx);
+                }
+                start += len;
+            }
+        }
+        Op::Slice { .. } => return Err(cx.second_order()),
         other => unreachable!("{} is not a shape op", other.name()),
     }
     Ok(())
@@ -62,14 +122,59 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
                     .to_owned(),
             )
         }
+        Op::Concat => {
+            let xs = (0..cx.node.inputs.len())
+                .map(|k| cx.get(k).map(|x| x.view()))
+                .collect::<Result<Vec<_>>>()?;
+            Value::Float(cpu::concat_channels(&xs))
+        }
+        Op::Slice { start, len } => {
+            Value::Float(cpu::slice_channels(cx.get(0)?.view(), *start, *len))
+        }
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }
 
 /// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
-pub(super) fn lower(_cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    Ok(match &_cx.graph.nodes()[_cx.i].op {
+pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+    let (views, i) = (cx.views, cx.i);
+    let node = &cx.graph.nodes()[i];
+    // (rows, values per row) of node j's concrete shape.
+    let rows = |j: usize| {
+        let s = &cx.shapes[j];
+        (s[0], s[1..].iter().product::<usize>())
+    };
+    Ok(match &node.op {
         Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) | Op::Reshape(_) => None,
+        Op::Concat => {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|x| Ok((rows(x.0).1, views.view(x.0)?)))
+                .collect::<Result<Vec<_>>>()?;
+            Some(kernels::concat(
+                views.ctx,
+                rows(i).0,
+                &inputs,
+                views.view(i)?,
+            )?)
+        }
+        Op::Slice { start, .. } => {
+            let x = node.inputs[0].0;
+            // For images a channel is a plane of values: scale axis-1 positions by its size.
+            let plane: usize = cx.shapes[x][2..].iter().product();
+            let (n, width) = rows(i);
+            Some(
+                kernels::slice(
+                    views.ctx,
+                    (n, rows(x).1),
+                    (start * plane, width),
+                    views.view(x)?,
+                    views.view(i)?,
+                )?
+                .into(),
+            )
+        }
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }

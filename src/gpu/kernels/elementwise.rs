@@ -150,6 +150,24 @@ pub fn add(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) ->
     )
 }
 
+/// `y = a * b` over `n` elements.
+pub fn mul(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) -> Result<Launch> {
+    for (what, v) in [("a", &a), ("b", &b), ("y", &y)] {
+        need("mul", what, v, n)?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry: "mul",
+            constants: vec![],
+            params: dims4(n, 1, 0)?,
+            bindings: vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct DropoutParams {

@@ -5,6 +5,7 @@
 
 mod batch_norm;
 mod conv;
+mod copy;
 mod elementwise;
 mod gemm;
 mod gemm_tex;
@@ -20,8 +21,9 @@ pub use conv::{
     channel_sum, conv2d, conv2d_direct, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad,
     ConvGeom,
 };
+pub use copy::{concat, slice, RowCopy};
 pub use elementwise::{
-    activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, StepMode,
+    activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, mul, StepMode,
 };
 pub use gemm::{gemm, gemm_path, GemmPath, GemmSpec};
 pub(crate) use gemm_tex::{
