@@ -114,6 +114,41 @@ fn gpu_and_cpu_agree_over_20_steps_with_running_statistics() {
         .any(|&v| (v - 1.0).abs() > 1e-3));
 }
 
+/// ResNet-8 (`Sequential::resnet` with one block per stage: identity and projection
+/// shortcuts, batch normalization everywhere) trains alike on both executors over 20 steps.
+#[test]
+fn a_small_resnet_agrees_on_gpu_and_cpu_over_20_steps() {
+    let data = images(160);
+    let cfg = FitConfig {
+        seed: 2,
+        ..FitConfig::new(2, 16)
+    };
+    let sgd = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        nesterov: true,
+        ..SgdConfig::new(0.02)
+    });
+    let mut weights = Vec::new();
+    for device in [gpu(), Device::Cpu] {
+        let mut m = Sequential::resnet(&[2, 8, 8], 1, 4)
+            .compile(Loss::SparseCategoricalCrossentropy, sgd, device, 6)
+            .unwrap();
+        m.fit(&data, &cfg).unwrap();
+        weights.push(m.weights().unwrap());
+    }
+    let (g, c) = (&weights[0], &weights[1]);
+    assert_eq!(g.len(), c.len());
+    assert!(g.iter().any(|w| w.0 == "residual_1.shortcut.weight"));
+    for ((name, _, a), (_, _, b)) in g.iter().zip(c) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1e-2 + y.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "`{name}` differs by {worst} (relative)");
+    }
+}
+
 #[test]
 fn evaluation_mode_predictions_do_not_depend_on_the_batch() {
     let data = images(64);

@@ -795,3 +795,65 @@ fn concat_and_product_shape_errors() {
     let err = g.slice(m, 1, 2).unwrap_err().to_string();
     assert!(err.contains("entries 1..3"), "{err}");
 }
+
+/// Functional models' graphs against finite differences: a shared layer called on two
+/// inputs (its weight's gradient sums both calls), a diamond (one tensor read by two
+/// branches that merge by product and sum), concatenation, and two outputs trained as one
+/// row.
+#[test]
+fn functional_graphs_backward() {
+    use wgtrain::nn::{self, Dense, Functional, Input, LayerRef};
+    let x1 = Input::new(&[3]);
+    let x2 = Input::new(&[3]);
+    let shared = LayerRef::new(Dense::new(4).activation(Activation::Tanh));
+    let (a, b) = (shared.call(&x1), shared.call(&x2));
+    let h = Dense::new(4).activation(Activation::Tanh).on(&a);
+    let left = Dense::new(4).on(&h);
+    let right = Dense::new(4).activation(Activation::Sigmoid).on(&h);
+    let diamond = nn::add(&[nn::multiply(&[left, right]), h]);
+    let out = Dense::new(3).on(&nn::concatenate(&[diamond, b]));
+    let model = Functional::new(&[x1, x2], &[out]).unwrap();
+    let built = model.build(true, 0).unwrap();
+    let names: Vec<&str> = built.params.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("dense_0.")).count(),
+        2
+    );
+    let mut g = built.graph.clone();
+    let labels = g.labels("y");
+    let loss = g.softmax_xent(built.logits, labels).unwrap();
+    let xv1 = Value::Float(rand_array(41, &[B, 3], -1.0, 1.0));
+    let xv2 = Value::Float(rand_array(42, &[B, 3], -1.0, 1.0));
+    let yv = Value::Labels(Array1::from(vec![2u32, 0, 1]));
+    gradcheck(
+        &mut g,
+        loss,
+        feeds(vec![
+            (built.inputs[0], xv1),
+            (built.inputs[1], xv2),
+            (labels, yv),
+        ]),
+    );
+
+    // Two outputs of different widths, concatenated for the loss.
+    let x = Input::new(&[3]);
+    let trunk = Dense::new(4).activation(Activation::Tanh).on(&x);
+    let y1 = Dense::new(1).on(&trunk);
+    let y2 = Dense::new(2).on(&trunk);
+    let built = Functional::new(&[x], &[y1, y2])
+        .unwrap()
+        .build(false, 0)
+        .unwrap();
+    assert_eq!(g_width(&built.graph, built.logits), 3);
+    let mut g = built.graph.clone();
+    let (t, tv) = target(&mut g, 3, false);
+    let loss = g
+        .loss(PointwiseLoss::MeanSquaredError, built.logits, t)
+        .unwrap();
+    let xv = Value::Float(rand_array(43, &[B, 3], -1.0, 1.0));
+    gradcheck(&mut g, loss, feeds(vec![(built.input, xv), (t, tv)]));
+}
+
+fn g_width(g: &Graph, n: NodeId) -> usize {
+    g.concrete_shapes(1)[g.index(n)].iter().product()
+}

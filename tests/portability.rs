@@ -12,7 +12,9 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::ShaderStage;
 use wgtrain::data::{ArrayDataset, Dataset, Scaling};
 use wgtrain::gpu::{shader_source, AdapterKind, GpuContext, GpuOptions, PipelineVariant};
-use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Layer, Loss, Metric, Sequential};
+use wgtrain::nn::{
+    self, Conv2d, Dense, Device, FitConfig, Functional, Input, Layer, Loss, Metric, Sequential,
+};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, LrSchedule, Optimizer, SgdConfig};
 
@@ -78,6 +80,22 @@ fn exercise(ctx: &Arc<GpuContext>) {
         .dense(Dense::new(6))
         .push(Layer::Softmax)
         .dense(Dense::new(4))
+        .compile(
+            Loss::SparseCategoricalCrossentropy,
+            Optimizer::Sgd(SgdConfig::new(1e-2)),
+            dev(),
+            0,
+        )
+        .unwrap();
+    m.fit(&data, &cfg(1)).unwrap();
+    // A functional model with every merge: channels concatenated, a product and a sum.
+    let input = Input::new(&[2, 8, 8]);
+    let a = Conv2d::new(3, 3).same().on(&input);
+    let b = Conv2d::new(3, 3).same().activation(Activation::Sigmoid).on(&input);
+    let joined = nn::concatenate(&[nn::add(&[nn::multiply(&[a.clone(), b]), a]), input.clone()]);
+    let out = Dense::new(4).on(&Layer::GlobalAvgPool.on(&joined));
+    let mut m = Functional::new(&[input], &[out])
+        .unwrap()
         .compile(
             Loss::SparseCategoricalCrossentropy,
             Optimizer::Sgd(SgdConfig::new(1e-2)),

@@ -177,7 +177,7 @@ impl Model {
             "wgtrain".to_string(),
             format!(
                 "format={FORMAT};{counters};arch={};sha256={digest}",
-                self.spec().architecture()
+                self.architecture()
             ),
         )]);
         if !self.class_names.is_empty() {
@@ -248,7 +248,7 @@ impl Model {
         // The architecture, when the file records it (earlier files do not): a model whose
         // tensors happen to have the same shapes but compute something else is not this one.
         if let Some(saved) = meta.get("arch") {
-            let ours = self.spec().architecture();
+            let ours = self.architecture();
             if *saved != ours {
                 let (a, b): (Vec<&str>, Vec<&str>) =
                     (saved.split('|').collect(), ours.split('|').collect());

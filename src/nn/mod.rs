@@ -21,6 +21,9 @@
 //! ```
 
 mod checkpoint;
+mod functional;
+
+pub use functional::{add, concatenate, multiply, Functional, Input, LayerRef, Tensor};
 
 pub use checkpoint::Named;
 mod model;
@@ -32,7 +35,7 @@ pub use model::{
 };
 
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, Init, NodeId};
+use crate::graph::{Graph, Init, NodeId};
 use crate::ops::Activation;
 
 /// A fully connected layer: `activation(x W + b)`.
@@ -162,7 +165,7 @@ impl Residual {
     }
 }
 
-/// A layer of a [`Sequential`] model.
+/// A layer of a [`Sequential`] or [`Functional`] model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Layer {
     Dense(Dense),
@@ -205,6 +208,15 @@ pub enum Layer {
     },
     /// A residual block ([`Residual`]).
     Residual(Residual),
+    /// The elementwise sum of several tensors of one shape (functional models only:
+    /// [`add`]).
+    Add,
+    /// The elementwise product of several tensors of one shape (functional models only:
+    /// [`multiply`]).
+    Multiply,
+    /// Several tensors side by side along axis 1, features or channels (functional models
+    /// only: [`concatenate`]).
+    Concatenate,
 }
 
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
@@ -262,97 +274,24 @@ pub struct Sequential {
     no_weight_decay: Vec<String>,
 }
 
-/// The graph of a model: its input, its output (logits) and its parameters by layer.
+/// The graph of a model: its inputs, its outputs and its parameters by layer.
 #[derive(Debug, Clone)]
 pub struct Built {
     pub graph: Graph,
+    /// The first input.
     pub input: NodeId,
+    /// Every input, in the model's order.
+    pub inputs: Vec<NodeId>,
+    /// The output, or with several outputs their concatenation (each flattened).
     pub logits: NodeId,
+    /// Every output, in the model's order.
+    pub outputs: Vec<NodeId>,
     /// (name, node) of every parameter, e.g. `dense_0.weight`.
     pub params: Vec<(String, NodeId)>,
     /// (name, node) of every buffer (non-trainable state), e.g. `batch_norm_0.running_mean`.
     pub buffers: Vec<(String, NodeId)>,
-    /// The output of each layer, in order.
+    /// The output of each layer call, in order.
     pub layer_outputs: Vec<NodeId>,
-}
-
-/// A residual block being built: its convolutions and batch normalizations add their
-/// parameters and buffers under `prefix`.
-struct Block<'a> {
-    g: &'a mut Graph,
-    prefix: String,
-    /// Whether each convolution is followed by batch normalization.
-    batch_norm: bool,
-    params: &'a mut Vec<(String, NodeId)>,
-    buffers: &'a mut Vec<(String, NodeId)>,
-}
-
-impl Block<'_> {
-    /// A `kernel` x `kernel` convolution from `c_in` to `c_out` channels ("same" padding),
-    /// then batch normalization (when the block has it): `<prefix>.<conv>.weight` / `.bias`,
-    /// `<prefix>.<bn>.gamma`, `.beta`, `.running_mean`, `.running_var`.
-    fn conv_bn(
-        &mut self,
-        conv: &str,
-        bn: &str,
-        x: NodeId,
-        (c_in, c_out, kernel): (usize, usize, usize),
-        stride: usize,
-    ) -> Result<NodeId> {
-        let name = |layer: &str, part: &str| format!("{}.{layer}.{part}", self.prefix);
-        let w = self.g.param(
-            &name(conv, "weight"),
-            &[c_out, c_in, kernel, kernel],
-            Init::HeNormal,
-        );
-        let b = self.g.param(&name(conv, "bias"), &[c_out], Init::Zeros);
-        for (part, id) in [("weight", w), ("bias", b)] {
-            self.params.push((name(conv, part), id));
-        }
-        let y = self.g.conv2d(x, w, b, stride, kernel / 2)?;
-        if !self.batch_norm {
-            return Ok(y);
-        }
-        let gamma = self
-            .g
-            .param(&name(bn, "gamma"), &[c_out], Init::Constant(1.0));
-        let beta = self.g.param(&name(bn, "beta"), &[c_out], Init::Zeros);
-        let mean = self
-            .g
-            .buffer(&name(bn, "running_mean"), &[c_out], Init::Zeros);
-        let var = self
-            .g
-            .buffer(&name(bn, "running_var"), &[c_out], Init::Constant(1.0));
-        for (part, id) in [("gamma", gamma), ("beta", beta)] {
-            self.params.push((name(bn, part), id));
-        }
-        for (part, id) in [("running_mean", mean), ("running_var", var)] {
-            self.buffers.push((name(bn, part), id));
-        }
-        self.g.batch_norm(y, (gamma, beta), (mean, var), 1e-5, 0.1)
-    }
-}
-
-/// Parameters and buffers of the layer whose names start with `prefix.`.
-fn count(built: &Built, prefix: &str) -> usize {
-    built
-        .params
-        .iter()
-        .chain(&built.buffers)
-        .filter(|(n, _)| n.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
-        .map(|(_, p)| {
-            built
-                .graph
-                .node(*p)
-                .shape
-                .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => *n,
-                    Dim::Batch => 1,
-                })
-                .product::<usize>()
-        })
-        .sum()
 }
 
 impl Sequential {
@@ -416,37 +355,8 @@ impl Sequential {
     /// sizes and activation, separated by `|` (initializers and dropout rates, which do not
     /// change what the weights mean, are left out).
     pub fn architecture(&self) -> String {
-        let act = |a: &Option<Activation>| a.map_or("linear", |a| a.name());
         let mut parts = vec![format!("input{:?}", self.input_shape).replace(' ', "")];
-        for layer in &self.layers {
-            parts.push(match layer {
-                Layer::Dense(d) => format!("dense({},{})", d.units, act(&d.activation)),
-                Layer::Conv2d(c) => format!(
-                    "conv2d({},{}x{},stride{},pad{},{})",
-                    c.filters,
-                    c.kernel,
-                    c.kernel,
-                    c.stride,
-                    c.padding,
-                    act(&c.activation)
-                ),
-                Layer::Activation(a) => format!("activation({})", a.name()),
-                Layer::Softmax => "softmax".into(),
-                Layer::Flatten => "flatten".into(),
-                Layer::Dropout(_) => "dropout".into(),
-                Layer::MaxPool2d { size, stride } => format!("max_pool({size},stride{stride})"),
-                Layer::AvgPool2d { size, stride } => format!("avg_pool({size},stride{stride})"),
-                Layer::GlobalAvgPool => "global_avg_pool".into(),
-                Layer::LayerNorm { eps } => format!("layer_norm(eps{eps})"),
-                Layer::BatchNorm { eps, .. } => format!("batch_norm(eps{eps})"),
-                Layer::Residual(r) => format!(
-                    "residual({},stride{}{})",
-                    r.filters,
-                    r.stride,
-                    if r.batch_norm { "" } else { ",no_bn" }
-                ),
-            });
-        }
+        parts.extend(self.layers.iter().map(Layer::architecture));
         parts.join("|")
     }
 
@@ -499,341 +409,48 @@ impl Sequential {
         self.push(Layer::Dropout(rate))
     }
 
-    /// The graph of the model up to its logits (a final softmax left out when `fuse_softmax`);
-    /// dropout layer `k` draws its masks from `seed + k`.
-    pub fn build(&self, fuse_softmax: bool, seed: u64) -> Result<Built> {
+    /// The same model as a [`Functional`]: one input, each layer called on the previous
+    /// layer's output. Merge layers, which take several tensors, are an error here.
+    pub fn functional(&self) -> Result<Functional> {
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
             return Err(Error::invalid(
                 "Sequential",
                 format!("input shape {:?}", self.input_shape),
             ));
         }
-        let mut g = Graph::new();
-        let mut dims = vec![Dim::Batch];
-        dims.extend(self.input_shape.iter().map(|&d| Dim::Fixed(d)));
-        let input = g.input("input", &dims);
-        let mut h = input;
-        let mut params = Vec::new();
-        let mut buffers = Vec::new();
-        let mut batch_norm_index = 0;
-        let mut residual_index = 0;
-        let mut dense_index = 0;
-        let mut conv_index = 0;
-        let mut dropout_index = 0;
-        let mut norm_index = 0;
-        let mut layer_outputs = Vec::new();
-        let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let named = |e: Error| match e {
-                Error::Shape { detail, .. } => Error::Shape {
-                    op: "Sequential",
-                    detail: format!("layer {i} ({layer:?}): {detail}"),
-                },
-                other => other,
-            };
-            match layer {
-                Layer::Flatten => h = g.flatten(h).map_err(named)?,
-                Layer::Dense(d) => {
-                    if d.units == 0 {
-                        return Err(Error::invalid(
-                            "Sequential",
-                            format!("layer {i} (Dense): units must be at least 1, got 0"),
-                        ));
-                    }
-                    let shape = &g.node(h).shape;
-                    let Some(&Dim::Fixed(fan_in)) = shape.get(1).filter(|_| shape.len() == 2)
-                    else {
-                        return Err(Error::Shape {
-                            op: "Sequential",
-                            detail: format!("layer {i} (Dense) needs (batch, features) inputs; add Flatten first (got {} dimensions)", shape.len()),
-                        });
-                    };
-                    let w_name = format!("dense_{dense_index}.weight");
-                    let b_name = format!("dense_{dense_index}.bias");
-                    let w = g.param(&w_name, &[fan_in, d.units], d.init);
-                    let b = g.param(&b_name, &[d.units], Init::Zeros);
-                    params.push((w_name, w));
-                    params.push((b_name, b));
-                    dense_index += 1;
-                    let z = g.matmul(h, w).map_err(named)?;
-                    h = g.bias_add(z, b).map_err(named)?;
-                    if let Some(act) = d.activation {
-                        h = g.activation(h, act).map_err(named)?;
-                    }
-                }
-                Layer::Conv2d(c) => {
-                    if c.filters == 0 || c.kernel == 0 || c.stride == 0 {
-                        return Err(Error::invalid(
-                            "Sequential",
-                            format!(
-                                "layer {i} (Conv2d): filters, kernel size and stride must be at \
-                                 least 1, got {} filters, kernel {}, stride {}",
-                                c.filters, c.kernel, c.stride
-                            ),
-                        ));
-                    }
-                    let shape = &g.node(h).shape;
-                    let Some(&Dim::Fixed(channels)) = shape.get(1).filter(|_| shape.len() == 4)
-                    else {
-                        return Err(Error::Shape {
-                            op: "Sequential",
-                            detail: format!("layer {i} (Conv2d) needs (batch, channels, height, width) inputs; give Sequential::new a [channels, height, width] input shape (got {} dimensions)", shape.len()),
-                        });
-                    };
-                    let w_name = format!("conv_{conv_index}.weight");
-                    let b_name = format!("conv_{conv_index}.bias");
-                    let w = g.param(&w_name, &[c.filters, channels, c.kernel, c.kernel], c.init);
-                    let b = g.param(&b_name, &[c.filters], Init::Zeros);
-                    params.push((w_name, w));
-                    params.push((b_name, b));
-                    conv_index += 1;
-                    h = g.conv2d(h, w, b, c.stride, c.padding).map_err(named)?;
-                    if let Some(act) = c.activation {
-                        h = g.activation(h, act).map_err(named)?;
-                    }
-                }
-                Layer::MaxPool2d { size, stride } => {
-                    h = g.max_pool2d(h, *size, *stride).map_err(named)?
-                }
-                Layer::AvgPool2d { size, stride } => {
-                    h = g.avg_pool2d(h, *size, *stride).map_err(named)?
-                }
-                Layer::GlobalAvgPool => h = g.global_avg_pool(h).map_err(named)?,
-                Layer::LayerNorm { eps } => {
-                    let shape = &g.node(h).shape;
-                    let Some(&Dim::Fixed(features)) = shape.get(1).filter(|_| shape.len() == 2)
-                    else {
-                        return Err(Error::Shape {
-                            op: "Sequential",
-                            detail: format!("layer {i} (LayerNorm) needs (batch, features) inputs; add Flatten first (got {} dimensions)", shape.len()),
-                        });
-                    };
-                    let g_name = format!("layer_norm_{norm_index}.gamma");
-                    let b_name = format!("layer_norm_{norm_index}.beta");
-                    let gamma = g.param(&g_name, &[features], Init::Constant(1.0));
-                    let beta = g.param(&b_name, &[features], Init::Zeros);
-                    params.push((g_name, gamma));
-                    params.push((b_name, beta));
-                    norm_index += 1;
-                    h = g.layer_norm(h, gamma, beta, *eps).map_err(|e| match e {
-                        Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
-                            op: "Sequential",
-                            detail: format!("layer {i} (LayerNorm): {detail}"),
-                        },
-                        other => named(other),
-                    })?;
-                }
-                Layer::BatchNorm { eps, momentum } => {
-                    let shape = &g.node(h).shape;
-                    let Some(&Dim::Fixed(channels)) = shape
-                        .get(1)
-                        .filter(|_| shape.len() == 2 || shape.len() == 4)
-                    else {
-                        return Err(Error::Shape {
-                            op: "Sequential",
-                            detail: format!("layer {i} (BatchNorm) needs (batch, features) or (batch, channels, height, width) inputs (got {} dimensions)", shape.len()),
-                        });
-                    };
-                    let name = |part: &str| format!("batch_norm_{batch_norm_index}.{part}");
-                    let gamma = g.param(&name("gamma"), &[channels], Init::Constant(1.0));
-                    let beta = g.param(&name("beta"), &[channels], Init::Zeros);
-                    let mean = g.buffer(&name("running_mean"), &[channels], Init::Zeros);
-                    let var = g.buffer(&name("running_var"), &[channels], Init::Constant(1.0));
-                    params.push((name("gamma"), gamma));
-                    params.push((name("beta"), beta));
-                    buffers.push((name("running_mean"), mean));
-                    buffers.push((name("running_var"), var));
-                    batch_norm_index += 1;
-                    h = g
-                        .batch_norm(h, (gamma, beta), (mean, var), *eps, *momentum)
-                        .map_err(|e| match e {
-                            Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
-                                op: "Sequential",
-                                detail: format!("layer {i} (BatchNorm): {detail}"),
-                            },
-                            other => named(other),
-                        })?;
-                }
-                Layer::Residual(r) => {
-                    let shape = &g.node(h).shape;
-                    let Some(&Dim::Fixed(channels)) = shape.get(1).filter(|_| shape.len() == 4)
-                    else {
-                        return Err(Error::Shape {
-                            op: "Sequential",
-                            detail: format!("layer {i} (Residual) needs (batch, channels, height, width) inputs (got {} dimensions)", shape.len()),
-                        });
-                    };
-                    if r.filters == 0 || r.stride == 0 {
-                        return Err(Error::invalid(
-                            "Sequential",
-                            format!("layer {i} (Residual): filters and stride must be at least 1, got {} filters, stride {}", r.filters, r.stride),
-                        ));
-                    }
-                    let mut block = Block {
-                        g: &mut g,
-                        prefix: format!("residual_{residual_index}"),
-                        batch_norm: r.batch_norm,
-                        params: &mut params,
-                        buffers: &mut buffers,
-                    };
-                    let x = h;
-                    let a = block
-                        .conv_bn("conv1", "bn1", x, (channels, r.filters, 3), r.stride)
-                        .map_err(named)?;
-                    let a = block.g.activation(a, Activation::Relu).map_err(named)?;
-                    let a = block
-                        .conv_bn("conv2", "bn2", a, (r.filters, r.filters, 3), 1)
-                        .map_err(named)?;
-                    let shortcut = if r.stride == 1 && channels == r.filters {
-                        x
-                    } else {
-                        block
-                            .conv_bn(
-                                "shortcut",
-                                "shortcut_bn",
-                                x,
-                                (channels, r.filters, 1),
-                                r.stride,
-                            )
-                            .map_err(named)?
-                    };
-                    let sum = g.add(a, shortcut).map_err(named)?;
-                    h = g.activation(sum, Activation::Relu).map_err(named)?;
-                    residual_index += 1;
-                }
-                Layer::Activation(act) => h = g.activation(h, *act).map_err(named)?,
-                Layer::Dropout(rate) => {
-                    let seed = seed.wrapping_add(dropout_index);
-                    h = g.dropout(h, *rate, seed).map_err(|e| match e {
-                        Error::InvalidArgument { detail, .. } => Error::InvalidArgument {
-                            op: "Sequential",
-                            detail: format!("layer {i} (Dropout): {detail}"),
-                        },
-                        other => named(other),
-                    })?;
-                    dropout_index += 1;
-                }
-                Layer::Softmax if fuse_softmax && i == last => {}
-                Layer::Softmax => h = g.softmax(h).map_err(named)?,
-            }
-            layer_outputs.push(h);
+        if let Some((i, l)) = self.layers.iter().enumerate().find(|(_, l)| l.is_merge()) {
+            return Err(Error::invalid(
+                "Sequential",
+                format!(
+                    "layer {i} ({}) merges several tensors; build the model with the functional \
+                     API (nn::Input, nn::Functional)",
+                    l.kind()
+                ),
+            ));
         }
-        let no_decay = crate::optim::ParamOptions {
-            weight_decay: Some(0.0),
-            ..Default::default()
-        };
-        for (name, p) in &params {
-            if self
-                .no_weight_decay
-                .iter()
-                .any(|n| name.contains(n.as_str()))
-            {
-                g.set_param_options(*p, no_decay)?;
-            }
+        let input = Input::new(&self.input_shape);
+        let mut h = input.clone();
+        for layer in &self.layers {
+            h = layer.on(&h);
         }
-        Ok(Built {
-            graph: g,
-            input,
-            logits: h,
-            params,
-            buffers,
-            layer_outputs,
-        })
+        let mut f = Functional::trace(&[input], &[h], true)?;
+        f.no_weight_decay = self.no_weight_decay.clone();
+        Ok(f)
+    }
+
+    /// The graph of the model up to its logits (a final softmax left out when `fuse_softmax`);
+    /// dropout layer `k` draws its masks from `seed + k`.
+    pub fn build(&self, fuse_softmax: bool, seed: u64) -> Result<Built> {
+        self.functional()?.build(fuse_softmax, seed)
     }
 
     /// A Keras-like table of layers, output shapes and parameter counts (or, for a model
     /// whose shapes do not fit, the error naming the layer).
     pub fn summary(&self) -> String {
-        let built = match self.build(false, 0) {
-            Ok(b) => b,
-            Err(e) => return format!("the model does not build: {e}\n"),
-        };
-        let g = &built.graph;
-        let mut out = format!(
-            "{:<28} {:<20} {:>10}\n",
-            "Layer (type)", "Output Shape", "Param #"
-        );
-        out.push_str(&"=".repeat(60));
-        out.push('\n');
-        let mut total = 0;
-        let (mut dense, mut conv, mut norm, mut batch_norm, mut residual) = (0, 0, 0, 0, 0);
-        let lower = |a: &Option<Activation>| {
-            a.map(|a| format!(", {a:?}").to_lowercase())
-                .unwrap_or_default()
-        };
-        for (layer, &node) in self.layers.iter().zip(&built.layer_outputs) {
-            let (name, params) = match layer {
-                Layer::Flatten => ("flatten (Flatten)".to_string(), 0),
-                Layer::Dense(d) => {
-                    dense += 1;
-                    let name = format!("dense_{}", dense - 1);
-                    (
-                        format!("{name} (Dense{})", lower(&d.activation)),
-                        count(&built, &name),
-                    )
-                }
-                Layer::Conv2d(c) => {
-                    conv += 1;
-                    let name = format!("conv_{}", conv - 1);
-                    (
-                        format!("{name} (Conv2D{})", lower(&c.activation)),
-                        count(&built, &name),
-                    )
-                }
-                Layer::MaxPool2d { .. } => ("max_pool (MaxPooling2D)".to_string(), 0),
-                Layer::AvgPool2d { .. } => ("avg_pool (AveragePooling2D)".to_string(), 0),
-                Layer::GlobalAvgPool => ("global_avg_pool (GlobalAvg)".to_string(), 0),
-                Layer::Activation(a) => (format!("activation ({a:?})"), 0),
-                Layer::Softmax => ("softmax (Softmax)".to_string(), 0),
-                Layer::Dropout(rate) => (format!("dropout (Dropout {rate})"), 0),
-                Layer::LayerNorm { .. } => {
-                    norm += 1;
-                    let name = format!("layer_norm_{}", norm - 1);
-                    (format!("{name} (LayerNorm)"), count(&built, &name))
-                }
-                Layer::BatchNorm { .. } => {
-                    batch_norm += 1;
-                    let name = format!("batch_norm_{}", batch_norm - 1);
-                    (format!("{name} (BatchNorm)"), count(&built, &name))
-                }
-                Layer::Residual(r) => {
-                    residual += 1;
-                    let name = format!("residual_{}", residual - 1);
-                    (
-                        format!("{name} (Residual s{})", r.stride),
-                        count(&built, &name),
-                    )
-                }
-            };
-            total += params;
-            let dims: Vec<String> = g
-                .node(node)
-                .shape
-                .iter()
-                .map(|d| match d {
-                    Dim::Batch => "None".to_string(),
-                    Dim::Fixed(n) => n.to_string(),
-                })
-                .collect();
-            out.push_str(&format!(
-                "{name:<28} {:<20} {params:>10}\n",
-                format!("({})", dims.join(", "))
-            ));
+        match self.functional() {
+            Ok(f) => f.summary(),
+            Err(e) => format!("the model does not build: {e}\n"),
         }
-        out.push_str(&"=".repeat(60));
-        let frozen: usize = built
-            .buffers
-            .iter()
-            .map(|(_, b)| g.concrete_shapes(1)[g.index(*b)].iter().product::<usize>())
-            .sum();
-        out.push_str(&format!("\nTotal params: {total}\n"));
-        if frozen > 0 {
-            out.push_str(&format!(
-                "Trainable params: {}\nNon-trainable params: {frozen}\n",
-                total - frozen
-            ));
-        }
-        out
     }
 
     /// Compiles the model with a loss and an optimizer onto `device`; parameters are
@@ -845,6 +462,7 @@ impl Sequential {
         device: Device,
         seed: u64,
     ) -> Result<Model> {
-        Model::new(self, loss, optimizer, device, seed)
+        let arch = self.architecture();
+        Model::new(self.functional()?, arch, loss, optimizer, device, seed)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayBase, Data, Dimension};
 
-use super::{Built, Loss, Sequential};
+use super::{Built, Functional, Loss};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -110,9 +110,18 @@ pub struct Prediction {
     pub classes: Vec<u32>,
 }
 
-/// A [`Sequential`] compiled with a loss and an optimizer onto a device.
+/// A [`super::Sequential`] or [`Functional`] model compiled with a loss and an optimizer
+/// onto a device.
 pub struct Model {
-    spec: Sequential,
+    network: Functional,
+    /// The architecture checkpoints record (a Sequential's in its historic form).
+    architecture: String,
+    /// Values per sample of each input, in order (a sample row holds them in turn).
+    input_widths: Vec<usize>,
+    /// Values per sample of each output, in order (a prediction row holds them in turn).
+    output_widths: Vec<usize>,
+    /// Per-input copies of a batch, for models with several inputs.
+    input_scratch: Vec<Vec<f32>>,
     pub(super) built: Built,
     labels: NodeId,
     pub(super) exec: Box<dyn Executor>,
@@ -140,6 +149,24 @@ pub struct Model {
     metrics_chosen: bool,
 }
 
+/// The feeds of a batch `x` of a model's inputs: `x` itself for one input, else the
+/// per-input copies [`Model::split_inputs`] made.
+fn input_feeds<'a>(
+    built: &Built,
+    scratch: &'a [Vec<f32>],
+    x: &'a [f32],
+) -> Vec<(NodeId, Feed<'a>)> {
+    if built.inputs.len() == 1 {
+        return vec![(built.inputs[0], Feed::F32(x))];
+    }
+    built
+        .inputs
+        .iter()
+        .zip(scratch)
+        .map(|(&n, v)| (n, Feed::F32(v)))
+        .collect()
+}
+
 /// The scaling of numeric features and targets a model was fitted with: `predict_array`
 /// and `evaluate` apply it, and checkpoints keep it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -150,14 +177,39 @@ pub struct Preprocess {
 
 impl Model {
     pub(super) fn new(
-        spec: Sequential,
+        network: Functional,
+        architecture: String,
         loss: Loss,
         optimizer: Optimizer,
         device: Device,
         seed: u64,
     ) -> Result<Self> {
         // Cross-entropy fuses a final softmax into the loss (build leaves it out).
-        let built = spec.build(loss.is_softmax_xent(), seed)?;
+        let built = network.build(loss.is_softmax_xent(), seed)?;
+        let width = |graph: &crate::graph::Graph, n: NodeId| -> usize {
+            graph.concrete_shapes(1)[graph.index(n)].iter().product()
+        };
+        let input_widths: Vec<usize> = built
+            .inputs
+            .iter()
+            .map(|&n| width(&built.graph, n))
+            .collect();
+        let output_widths: Vec<usize> = built
+            .outputs
+            .iter()
+            .map(|&n| width(&built.graph, n))
+            .collect();
+        if output_widths.len() > 1 && loss.is_softmax_xent() {
+            return Err(Error::invalid(
+                "compile",
+                format!(
+                    "{loss:?} trains one output against class labels; this model has {} \
+                     outputs (train several outputs with a pointwise loss such as \
+                     MeanSquaredError or BinaryCrossentropy over their values in turn)",
+                    output_widths.len()
+                ),
+            ));
+        }
         let mut graph = built.graph.clone();
         let logits_shape = graph.node(built.logits).shape.clone();
         let classes = match logits_shape.as_slice() {
@@ -200,7 +252,7 @@ impl Model {
             let targets = graph.input("targets", &[Dim::Batch, Dim::Fixed(classes)]);
             (targets, graph.loss(kind, built.logits, targets)?)
         };
-        let features = spec.input_shape.iter().product();
+        let features = input_widths.iter().sum();
         let exec: Box<dyn Executor> = match &device {
             Device::Gpu(ctx) => Box::new(GpuSession {
                 ctx: ctx.clone(),
@@ -235,7 +287,11 @@ impl Model {
             }
         };
         Ok(Model {
-            spec,
+            network,
+            architecture,
+            input_scratch: vec![Vec::new(); input_widths.len()],
+            input_widths,
+            output_widths,
             built,
             labels,
             exec,
@@ -373,9 +429,39 @@ impl Model {
         m
     }
 
-    /// The layer stack.
-    pub fn spec(&self) -> &Sequential {
-        &self.spec
+    /// The model's layers and how they connect.
+    pub fn network(&self) -> &Functional {
+        &self.network
+    }
+
+    /// The architecture checkpoints record and `load` compares.
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// Values per sample of each input: a sample row holds them in turn.
+    pub fn input_widths(&self) -> &[usize] {
+        &self.input_widths
+    }
+
+    /// Values per sample of each output: a prediction row holds them in turn.
+    pub fn output_widths(&self) -> &[usize] {
+        &self.output_widths
+    }
+
+    /// The feeds of a batch of `len` rows `x`: the one input, or each input's columns.
+    fn split_inputs(&mut self, len: usize, x: &[f32]) {
+        if self.input_widths.len() < 2 {
+            return;
+        }
+        let total: usize = self.input_widths.iter().sum();
+        let mut off = 0;
+        for (k, &w) in self.input_widths.iter().enumerate() {
+            let buf = &mut self.input_scratch[k];
+            buf.clear();
+            buf.extend(x.chunks(total).take(len).flat_map(|row| &row[off..off + w]));
+            off += w;
+        }
     }
 
     /// Where the model runs.
@@ -509,6 +595,7 @@ impl Model {
         t: &[f32],
     ) -> Result<()> {
         let classes = self.classes;
+        self.split_inputs(len, x);
         let labels = if self.loss.is_softmax_xent() {
             if t.is_empty() {
                 Feed::U32(y)
@@ -536,7 +623,8 @@ impl Model {
             }
             Feed::F32(&self.targets)
         };
-        let feeds = [(self.built.input, Feed::F32(x)), (self.labels, labels)];
+        let mut feeds = input_feeds(&self.built, &self.input_scratch, x);
+        feeds.push((self.labels, labels));
         if train {
             self.exec.step(len, &feeds)
         } else {
@@ -719,7 +807,9 @@ impl Model {
             } else {
                 Feed::F32(&zero_targets)
             };
-            let feeds = [(self.built.input, Feed::F32(x)), (self.labels, targets)];
+            self.split_inputs(len, x);
+            let mut feeds = input_feeds(&self.built, &self.input_scratch, x);
+            feeds.push((self.labels, targets));
             let outputs = self.exec.forward(len, &feeds, self.built.logits)?;
             match self.loss {
                 Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy { .. } => {
