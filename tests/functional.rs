@@ -70,9 +70,9 @@ fn two_input_net() -> Functional {
     let h = Dense::new(8).activation(Activation::Relu).on(&a);
     let left = Dense::new(8).on(&h);
     let right = Dense::new(8).activation(Activation::Sigmoid).on(&h);
-    let diamond = nn::add(&[nn::multiply(&[left, right]), h]);
-    let out = Dense::new(3).on(&nn::concatenate(&[diamond, b]));
-    Functional::new(&[x1, x2], &[out]).unwrap()
+    let diamond = nn::add(&[&nn::multiply(&[&left, &right]), &h]);
+    let out = Dense::new(3).on(&nn::concatenate(&[&diamond, &b]));
+    Functional::new(&[&x1, &x2], &[&out]).unwrap()
 }
 
 fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
@@ -97,7 +97,7 @@ fn a_sequential_is_a_chain_of_functional_calls() {
     for layer in seq.layers() {
         h = layer.on(&h);
     }
-    let f = Functional::new(&[x], &[h]).unwrap();
+    let f = Functional::new(&[&x], &[&h]).unwrap();
     let data = {
         let x = table(40, 36, 9);
         let labels: Vec<u32> = (0..40).map(|i| (i % 4) as u32).collect();
@@ -179,7 +179,7 @@ fn two_outputs_train_as_one_row_of_values() {
     let sum = Dense::new(1).on(&trunk);
     let pair = Dense::new(2).on(&trunk);
     for device in [gpu(), Device::Cpu] {
-        let net = Functional::new(&[input.clone()], &[sum.clone(), pair.clone()]).unwrap();
+        let net = Functional::new(&[&input], &[&sum, &pair]).unwrap();
         let mut m = net
             .compile(Loss::MeanSquaredError, adam(), device, 1)
             .unwrap();
@@ -260,9 +260,9 @@ fn checkpoints_resume_bit_for_bit_and_refuse_another_graph() {
     let h = Dense::new(8).activation(Activation::Relu).on(&a);
     let left = Dense::new(8).on(&h);
     let right = Dense::new(8).activation(Activation::Sigmoid).on(&h);
-    let diamond = nn::multiply(&[nn::add(&[left, right]), h]);
-    let out = Dense::new(3).on(&nn::concatenate(&[diamond, b]));
-    let other = Functional::new(&[x1, x2], &[out]).unwrap();
+    let diamond = nn::multiply(&[&nn::add(&[&left, &right]), &h]);
+    let out = Dense::new(3).on(&nn::concatenate(&[&diamond, &b]));
+    let other = Functional::new(&[&x1, &x2], &[&out]).unwrap();
     let mut other = other.compile(loss, sgd, Device::Cpu, 2).unwrap();
     let before = weights(&other);
     let err = other.load(&path).unwrap_err().to_string();
@@ -280,20 +280,14 @@ fn bad_graphs_are_errors_naming_the_layers() {
     let x = Input::new(&[6]);
     let a = Dense::new(3).on(&x);
     let b = Dense::new(4).on(&x);
-    let err = err_of(Functional::new(
-        &[x.clone()],
-        &[nn::add(&[a.clone(), b.clone()])],
-    ));
+    let err = err_of(Functional::new(&[&x], &[&nn::add(&[&a, &b])]));
     assert!(
         err.contains("add_0 (Add)")
             && err.contains("dense_0 (batch, 3)")
             && err.contains("dense_1 (batch, 4)"),
         "{err}"
     );
-    let err = err_of(Functional::new(
-        &[x.clone()],
-        &[nn::multiply(&[a.clone(), b.clone()])],
-    ));
+    let err = err_of(Functional::new(&[&x], &[&nn::multiply(&[&a, &b])]));
     assert!(
         err.contains("cannot multiply") && err.contains("no broadcasting"),
         "{err}"
@@ -301,37 +295,34 @@ fn bad_graphs_are_errors_naming_the_layers() {
 
     let img = Input::new(&[2, 4, 4]);
     let c = Conv2d::new(3, 3).on(&img);
-    let err = err_of(Functional::new(
-        &[img.clone()],
-        &[nn::concatenate(&[img.clone(), c.clone()])],
-    ));
+    let err = err_of(Functional::new(&[&img], &[&nn::concatenate(&[&img, &c])]));
     assert!(
         err.contains("cannot concatenate input (batch, 2, 4, 4) and conv_0 (batch, 3, 2, 2)"),
         "{err}"
     );
-    let err = err_of(Functional::new(&[x.clone()], &[nn::add(&[a.clone()])]));
+    let err = err_of(Functional::new(&[&x], &[&nn::add(&[&a])]));
     assert!(err.contains("merges at least 2 tensors"), "{err}");
 
     let other = Input::named("other", &[6]);
     let err = err_of(Functional::new(
-        &[x.clone()],
-        &[nn::add(&[a.clone(), Dense::new(3).on(&other)])],
+        &[&x],
+        &[&nn::add(&[&a, &Dense::new(3).on(&other)])],
     ));
     assert!(
         err.contains("`other`") && err.contains("not among the model's inputs"),
         "{err}"
     );
-    let err = err_of(Functional::new(&[x.clone(), other.clone()], &[a.clone()]));
+    let err = err_of(Functional::new(&[&x, &other], &[&a]));
     assert!(err.contains("input 1 (`other`) reaches no output"), "{err}");
-    let err = err_of(Functional::new(&[a.clone()], &[b.clone()]));
+    let err = err_of(Functional::new(&[&a], &[&b]));
     assert!(err.contains("not an Input"), "{err}");
-    let err = err_of(Functional::new(&[x.clone()], &[a.clone(), a.clone()]));
+    let err = err_of(Functional::new(&[&x], &[&a, &a]));
     assert!(err.contains("output 1 is listed twice"), "{err}");
 
     let shared = LayerRef::new(Dense::new(2));
     let err = err_of(Functional::new(
-        &[x.clone()],
-        &[shared.call(&a), shared.call(&b)],
+        &[&x],
+        &[&shared.call(&a), &shared.call(&b)],
     ));
     assert!(
         err.contains("dense_1 (Dense) is shared") && err.contains("(batch, 4)"),
@@ -343,10 +334,10 @@ fn bad_graphs_are_errors_naming_the_layers() {
         LayerRef::named("head", dup).call(&a),
         LayerRef::named("head", dup).call(&b),
     );
-    let err = err_of(Functional::new(&[x.clone()], &[p, q]));
+    let err = err_of(Functional::new(&[&x], &[&p, &q]));
     assert!(err.contains("two layers are named `head`"), "{err}");
 
-    let two = Functional::new(&[x.clone()], &[a.clone(), b.clone()]).unwrap();
+    let two = Functional::new(&[&x], &[&a, &b]).unwrap();
     let err = two
         .compile(Loss::SparseCategoricalCrossentropy, adam(), Device::Cpu, 0)
         .map(|_| ())
@@ -381,11 +372,11 @@ fn a_functional_residual_block_has_the_built_in_ones_parameters() {
             .activation(Activation::Relu)
             .on(&stem);
         let a = Conv2d::new(4, 3).same().on(&a);
-        Layer::Activation(Activation::Relu).on(&nn::add(&[a, stem.clone()]))
+        Layer::Activation(Activation::Relu).on(&nn::add(&[&a, &stem]))
     };
     let head = |t: &Tensor| Dense::new(3).on(&Layer::GlobalAvgPool.on(t));
     let shapes = |out: &Tensor| -> Vec<Vec<usize>> {
-        let f = Functional::new(&[input.clone()], &[head(out)]).unwrap();
+        let f = Functional::new(&[&input], &[&head(out)]).unwrap();
         let m = f
             .compile(Loss::SparseCategoricalCrossentropy, adam(), Device::Cpu, 4)
             .unwrap();
@@ -414,12 +405,14 @@ fn rows_hold_inputs_and_outputs_in_turn() {
     let head = Dense::new(1).on(&x1);
     let x = table(7, 5, 11);
     for device in [gpu(), Device::Cpu] {
-        let f = Functional::new(&[x1.clone(), x2.clone()], &[passed.clone(), head.clone()])
-            .unwrap();
+        let f = Functional::new(&[&x1, &x2], &[&passed, &head]).unwrap();
         let mut m = f
             .compile(Loss::MeanSquaredError, adam(), device, 0)
             .unwrap();
-        assert_eq!((m.input_widths(), m.output_widths()), (&[2, 3][..], &[3, 1][..]));
+        assert_eq!(
+            (m.input_widths(), m.output_widths()),
+            (&[2, 3][..], &[3, 1][..])
+        );
         let p = m.predict_array(&x).unwrap();
         assert_eq!(p.dim(), (7, 4));
         for i in 0..7 {

@@ -810,9 +810,9 @@ fn functional_graphs_backward() {
     let h = Dense::new(4).activation(Activation::Tanh).on(&a);
     let left = Dense::new(4).on(&h);
     let right = Dense::new(4).activation(Activation::Sigmoid).on(&h);
-    let diamond = nn::add(&[nn::multiply(&[left, right]), h]);
-    let out = Dense::new(3).on(&nn::concatenate(&[diamond, b]));
-    let model = Functional::new(&[x1, x2], &[out]).unwrap();
+    let diamond = nn::add(&[&nn::multiply(&[&left, &right]), &h]);
+    let out = Dense::new(3).on(&nn::concatenate(&[&diamond, &b]));
+    let model = Functional::new(&[&x1, &x2], &[&out]).unwrap();
     let built = model.build(true, 0).unwrap();
     let names: Vec<&str> = built.params.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -840,7 +840,7 @@ fn functional_graphs_backward() {
     let trunk = Dense::new(4).activation(Activation::Tanh).on(&x);
     let y1 = Dense::new(1).on(&trunk);
     let y2 = Dense::new(2).on(&trunk);
-    let built = Functional::new(&[x], &[y1, y2])
+    let built = Functional::new(&[&x], &[&y1, &y2])
         .unwrap()
         .build(false, 0)
         .unwrap();

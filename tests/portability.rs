@@ -91,10 +91,13 @@ fn exercise(ctx: &Arc<GpuContext>) {
     // A functional model with every merge: channels concatenated, a product and a sum.
     let input = Input::new(&[2, 8, 8]);
     let a = Conv2d::new(3, 3).same().on(&input);
-    let b = Conv2d::new(3, 3).same().activation(Activation::Sigmoid).on(&input);
-    let joined = nn::concatenate(&[nn::add(&[nn::multiply(&[a.clone(), b]), a]), input.clone()]);
+    let b = Conv2d::new(3, 3)
+        .same()
+        .activation(Activation::Sigmoid)
+        .on(&input);
+    let joined = nn::concatenate(&[&nn::add(&[&nn::multiply(&[&a, &b]), &a]), &input]);
     let out = Dense::new(4).on(&Layer::GlobalAvgPool.on(&joined));
-    let mut m = Functional::new(&[input], &[out])
+    let mut m = Functional::new(&[&input], &[&out])
         .unwrap()
         .compile(
             Loss::SparseCategoricalCrossentropy,

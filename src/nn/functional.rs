@@ -11,11 +11,11 @@
 //! let conv = Conv2d::new(8, 3).same().activation(Activation::Relu);
 //! let a = conv.on(&image);
 //! let b = Conv2d::new(8, 3).same().on(&a);
-//! let sum = nn::add(&[a, b]); // a residual connection
+//! let sum = nn::add(&[&a, &b]); // a residual connection
 //! let h = Layer::Flatten.on(&Layer::GlobalAvgPool.on(&sum));
 //! let shared = LayerRef::new(Dense::new(10)); // one set of weights, used twice
-//! let logits = nn::add(&[shared.call(&h), shared.call(&h)]);
-//! let model = Functional::new(&[image], &[logits])?;
+//! let logits = nn::add(&[&shared.call(&h), &shared.call(&h)]);
+//! let model = Functional::new(&[&image], &[&logits])?;
 //! println!("{}", model.summary());
 //! # Ok::<(), wgtrain::Error>(())
 //! ```
@@ -107,15 +107,15 @@ impl LayerRef {
 
     /// The layer's output for `x`.
     pub fn call(&self, x: &Tensor) -> Tensor {
-        self.call_many(std::slice::from_ref(x))
+        self.call_many(&[x])
     }
 
     /// The layer's output for several inputs (the merge layers: [`Layer::Add`],
     /// [`Layer::Multiply`], [`Layer::Concatenate`]).
-    pub fn call_many(&self, xs: &[Tensor]) -> Tensor {
+    pub fn call_many(&self, xs: &[&Tensor]) -> Tensor {
         Tensor(Arc::new(Source::Call {
             layer: self.clone(),
-            inputs: xs.to_vec(),
+            inputs: xs.iter().map(|&t| t.clone()).collect(),
         }))
     }
 
@@ -178,25 +178,25 @@ impl From<Residual> for Layer {
 
 /// The elementwise sum of `xs` (Keras' `layers.add`): every input must have the same shape
 /// (no broadcasting).
-pub fn add(xs: &[Tensor]) -> Tensor {
+pub fn add(xs: &[&Tensor]) -> Tensor {
     Layer::Add.on_many(xs)
 }
 
 /// The elementwise product of `xs` (Keras' `layers.multiply`): every input must have the
 /// same shape (no broadcasting).
-pub fn multiply(xs: &[Tensor]) -> Tensor {
+pub fn multiply(xs: &[&Tensor]) -> Tensor {
     Layer::Multiply.on_many(xs)
 }
 
 /// `xs` side by side along the features (matrices) or channels (images) (Keras'
 /// `layers.concatenate` on the channels-first axis 1): every other axis must agree.
-pub fn concatenate(xs: &[Tensor]) -> Tensor {
+pub fn concatenate(xs: &[&Tensor]) -> Tensor {
     Layer::Concatenate.on_many(xs)
 }
 
 impl Layer {
     /// This merge layer applied to `xs`.
-    pub fn on_many(self, xs: &[Tensor]) -> Tensor {
+    pub fn on_many(self, xs: &[&Tensor]) -> Tensor {
         LayerRef::new(self).call_many(xs)
     }
 
@@ -334,14 +334,14 @@ impl Functional {
     /// an output that needs an input not listed, an input that reaches no output, a tensor
     /// listed twice, a merge of fewer than two tensors and shapes that do not fit are
     /// errors naming the layers involved.
-    pub fn new(inputs: &[Tensor], outputs: &[Tensor]) -> Result<Self> {
+    pub fn new(inputs: &[&Tensor], outputs: &[&Tensor]) -> Result<Self> {
         let f = Self::trace(inputs, outputs, false)?;
         f.build(false, 0)?;
         Ok(f)
     }
 
     /// [`Functional::new`] without the shape check (Sequential checks when built).
-    pub(super) fn trace(inputs: &[Tensor], outputs: &[Tensor], sequential: bool) -> Result<Self> {
+    pub(super) fn trace(inputs: &[&Tensor], outputs: &[&Tensor], sequential: bool) -> Result<Self> {
         let err = |detail: String| Error::invalid("Functional", detail);
         if inputs.is_empty() || outputs.is_empty() {
             return Err(err("a model needs at least one input and one output".into()));
@@ -378,8 +378,8 @@ impl Functional {
             }
         }
         let mut f = Functional {
-            inputs: inputs.to_vec(),
-            outputs: outputs.to_vec(),
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+            outputs: outputs.iter().map(|&t| t.clone()).collect(),
             input_shapes,
             input_names,
             layers: Vec::new(),
@@ -395,7 +395,7 @@ impl Functional {
             placed.insert(x.key(), Src::Input(k));
         }
         let mut stack: Vec<(Tensor, bool)> =
-            outputs.iter().rev().map(|t| (t.clone(), false)).collect();
+            outputs.iter().rev().map(|&t| (t.clone(), false)).collect();
         let mut on_path: HashMap<usize, ()> = HashMap::new();
         while let Some((t, ready)) = stack.pop() {
             if placed.contains_key(&t.key()) {

@@ -433,7 +433,7 @@ impl Sequential {
         for layer in &self.layers {
             h = layer.on(&h);
         }
-        let mut f = Functional::trace(&[input], &[h], true)?;
+        let mut f = Functional::trace(&[&input], &[&h], true)?;
         f.no_weight_decay = self.no_weight_decay.clone();
         Ok(f)
     }
