@@ -6,6 +6,14 @@
 // concatenation's gradient) is one copy out of the input's columns. For images a "column"
 // is a whole channel plane, so strides and offsets count channels * height * width.
 //   copy_rows  bindings: 0 params, 1 src (read), 2 dst (write)
+//
+// Broadcasting (the Add and Multiply merges on shapes with axes of size 1) and its gradient,
+// on shapes of rank up to 4 (padded with trailing 1s):
+//   broadcast  dst[c0, c1, c2, c3] = src[c0 s0 + c1 s1 + c2 s2 + c3 s3], s = 0 on axes the
+//              source repeats. bindings: 0 strided, 1 src, 2 dst
+//   sum_to     dst[c] = sum over the reduced axes' k of src[(c + k) . t], k in increasing
+//              index order (the CPU reference adds in the same order). bindings: 0 reduce,
+//              1 src, 2 dst
 
 struct Params {
     n: u32,          // rows * width
@@ -35,5 +43,91 @@ fn copy_rows(
         let r = i / params.width;
         let j = i - r * params.width;
         dst[r * params.dst_stride + params.dst_off + j] = src[r * params.src_stride + params.src_off + j];
+    }
+}
+
+struct Strided {
+    n: u32,
+    // The output's axes 1..3.
+    d1: u32,
+    d2: u32,
+    d3: u32,
+    // The source's stride along each output axis (0 where it repeats).
+    s0: u32,
+    s1: u32,
+    s2: u32,
+    s3: u32,
+}
+
+@group(0) @binding(0) var<storage, read> strided: Strided;
+
+@compute @workgroup_size(WG)
+fn broadcast(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
+    if (i < strided.n) {
+        let c3 = i % strided.d3;
+        var t = i / strided.d3;
+        let c2 = t % strided.d2;
+        t = t / strided.d2;
+        let c1 = t % strided.d1;
+        let c0 = t / strided.d1;
+        dst[i] = src[c0 * strided.s0 + c1 * strided.s1 + c2 * strided.s2 + c3 * strided.s3];
+    }
+}
+
+struct Reduce {
+    n: u32,
+    // The output's axes 1..3.
+    o1: u32,
+    o2: u32,
+    o3: u32,
+    // The source's row-major strides.
+    t0: u32,
+    t1: u32,
+    t2: u32,
+    t3: u32,
+    // The source's extent on each reduced axis (1 elsewhere), and their product.
+    r0: u32,
+    r1: u32,
+    r2: u32,
+    r3: u32,
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> reduce: Reduce;
+
+@compute @workgroup_size(WG)
+fn sum_to(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let j = (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
+    if (j < reduce.n) {
+        let c3 = j % reduce.o3;
+        var t = j / reduce.o3;
+        let c2 = t % reduce.o2;
+        t = t / reduce.o2;
+        let c1 = t % reduce.o1;
+        let c0 = t / reduce.o1;
+        let base = c0 * reduce.t0 + c1 * reduce.t1 + c2 * reduce.t2 + c3 * reduce.t3;
+        var acc = 0.0;
+        for (var k = 0u; k < reduce.count; k = k + 1u) {
+            let k3 = k % reduce.r3;
+            var u = k / reduce.r3;
+            let k2 = u % reduce.r2;
+            u = u / reduce.r2;
+            let k1 = u % reduce.r1;
+            let k0 = u / reduce.r1;
+            acc = acc + src[base + k0 * reduce.t0 + k1 * reduce.t1 + k2 * reduce.t2 + k3 * reduce.t3];
+        }
+        dst[j] = acc;
     }
 }

@@ -1120,3 +1120,62 @@ fn concatenation_and_products_train_like_the_cpu() {
         "{gm:?} vs {cm:?}"
     );
 }
+
+/// Broadcasting runs on the GPU as the CPU reference computes it: squeeze-and-excitation
+/// gates repeated over height and width, and a per-position mask repeated over channels,
+/// with their gradients summed back over the repeated axes.
+#[test]
+fn broadcasting_trains_like_the_cpu() {
+    use wgtrain::graph::CpuExecutor;
+    let ctx = gpu();
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(7)],
+    );
+    let y = g.labels("y");
+    let w = g.param("w", &[4, 3, 3, 3], Init::HeUniform);
+    let b = g.param("b", &[4], Init::Constant(0.1));
+    let h = g.conv2d(x, w, b, 1, 1).unwrap();
+    let pooled = g.global_avg_pool(h).unwrap();
+    let wg = g.param("wg", &[4, 4], Init::GlorotUniform);
+    let gate = g.matmul(pooled, wg).unwrap();
+    let gate = g.activation(gate, Activation::Sigmoid).unwrap();
+    let gate = g
+        .reshape(
+            gate,
+            &[Dim::Batch, Dim::Fixed(4), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+        .unwrap();
+    let full = [Dim::Batch, Dim::Fixed(4), Dim::Fixed(6), Dim::Fixed(7)];
+    let gate = g.broadcast(gate, &full).unwrap();
+    let gated = g.mul(h, gate).unwrap();
+    let wm = g.param("wm", &[1, 4, 1, 1], Init::GlorotUniform);
+    let bm = g.param("bm", &[1], Init::Zeros);
+    let mask = g.conv2d(gated, wm, bm, 1, 0).unwrap();
+    let mask = g.broadcast(mask, &full).unwrap();
+    let h = g.add(gated, mask).unwrap();
+    let h = g.flatten(h).unwrap();
+    let wd = g.param("wd", &[4 * 6 * 7, 5], Init::GlorotUniform);
+    let z = g.matmul(h, wd).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-2));
+    let mut ge = GpuExecutor::new(ctx, g.clone(), loss, opt, 8).unwrap();
+    let mut ce = CpuExecutor::new(g.clone(), loss, opt, 8).unwrap();
+    for step in 1..=8u64 {
+        let (xs, ys) = batch(step, 6, 3 * 6 * 7, 5);
+        let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
+        ge.step(ctx, 6, &feeds).unwrap();
+        ce.step(6, &feeds).unwrap();
+    }
+    for p in g.params() {
+        let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
+        assert_close(
+            &g.node(p).name,
+            &ge.read_param(ctx, p).unwrap(),
+            &want,
+            1e-4,
+            1e-3,
+        );
+    }
+}

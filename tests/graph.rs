@@ -857,3 +857,60 @@ fn functional_graphs_backward() {
 fn g_width(g: &Graph, n: NodeId) -> usize {
     g.concrete_shapes(1)[g.index(n)].iter().product()
 }
+
+/// Broadcasting and its gradient (a sum over the repeated axes): per-channel gates on an
+/// image (squeeze-and-excitation), a per-position mask shared by every channel, and a
+/// column repeated across a matrix's features.
+#[test]
+fn broadcast_and_sum_to_backward() {
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 3, 4, 5, 51);
+    let labels = g.labels("y");
+    let w = g.param("w", &[2, 3, 3, 3], Init::GlorotUniform);
+    let b = g.param("b", &[2], Init::Zeros);
+    let h = g.conv2d(x, w, b, 1, 1).unwrap(); // (B, 2, 4, 5)
+    let pooled = g.global_avg_pool(h).unwrap(); // (B, 2)
+    let wg = g.param("wg", &[2, 2], Init::GlorotUniform);
+    let gate = g.matmul(pooled, wg).unwrap();
+    let gate = g.activation(gate, Activation::Sigmoid).unwrap();
+    let gate = g
+        .reshape(
+            gate,
+            &[Dim::Batch, Dim::Fixed(2), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+        .unwrap();
+    let full = [Dim::Batch, Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(5)];
+    let gate = g.broadcast(gate, &full).unwrap();
+    let gated = g.mul(h, gate).unwrap();
+    // A (B, 1, 4, 5) mask from a 1x1 convolution, repeated over both channels.
+    let wm = g.param("wm", &[1, 2, 1, 1], Init::GlorotUniform);
+    let bm = g.param("bm", &[1], Init::Zeros);
+    let mask = g.conv2d(gated, wm, bm, 1, 0).unwrap();
+    let mask = g.broadcast(mask, &full).unwrap();
+    let y = g.add(gated, mask).unwrap();
+    let z = g.global_avg_pool(y).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 1, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+
+    let mut g = Graph::new();
+    let (x, xv) = x_input(&mut g, 3);
+    let (t, tv) = target(&mut g, 4, false);
+    let w1 = g.param("w1", &[3, 1], Init::GlorotUniform);
+    let w2 = g.param("w2", &[3, 4], Init::GlorotUniform);
+    let col = g.matmul(x, w1).unwrap();
+    let col = g.broadcast(col, &[Dim::Batch, Dim::Fixed(4)]).unwrap();
+    let m = g.matmul(x, w2).unwrap();
+    let z = g.mul(col, m).unwrap();
+    let loss = g.loss(PointwiseLoss::MeanSquaredError, z, t).unwrap();
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv)]));
+
+    let err = g
+        .broadcast(m, &[Dim::Batch, Dim::Fixed(5)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("differ on an axis where neither is 1"),
+        "{err}"
+    );
+}

@@ -128,6 +128,11 @@ pub enum Op {
         start: usize,
         len: usize,
     },
+    /// The input repeated along its axes of size 1 to this shape (of the same rank).
+    Broadcast(Shape),
+    /// The input summed over the axes where this shape (of the same rank) has size 1: a
+    /// broadcast's gradient.
+    SumTo(Shape),
     /// Same data, another shape of equal size.
     Reshape(Shape),
     /// Inverted dropout while training (identity when evaluating); the mask is a hash of
@@ -215,6 +220,8 @@ impl Op {
             Op::Mul => "mul".into(),
             Op::Concat => "concat".into(),
             Op::Slice { .. } => "slice".into(),
+            Op::Broadcast(_) => "broadcast".into(),
+            Op::SumTo(_) => "sum_to".into(),
             Op::Reshape(_) => "reshape".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::Conv2d(_) => "conv2d".into(),
@@ -664,6 +671,16 @@ impl Graph {
     /// (batch, c2, ...) give (batch, c1 + c2, ...); every other axis must agree.
     pub fn concat(&mut self, xs: &[NodeId]) -> Result<NodeId> {
         self.add_op(Op::Concat, xs)
+    }
+
+    /// `x` repeated along its axes of size 1 to `shape` (of the same rank).
+    pub fn broadcast(&mut self, x: NodeId, shape: &[Dim]) -> Result<NodeId> {
+        self.add_op(Op::Broadcast(shape.to_vec()), &[x])
+    }
+
+    /// `x` summed over the axes where `shape` (of the same rank) has size 1.
+    pub fn sum_to(&mut self, x: NodeId, shape: &[Dim]) -> Result<NodeId> {
+        self.add_op(Op::SumTo(shape.to_vec()), &[x])
     }
 
     /// `len` entries of axis 1 of `x` from `start`.

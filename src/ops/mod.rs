@@ -58,7 +58,9 @@ impl Op {
             | Op::Buffer(_)
             | Op::Reshape(_)
             | Op::Concat
-            | Op::Slice { .. } => Family::Shape,
+            | Op::Slice { .. }
+            | Op::Broadcast(_)
+            | Op::SumTo(_) => Family::Shape,
             Op::MatMul { .. } | Op::BiasAdd | Op::ColumnSum => Family::Dense,
             Op::Activation(_) | Op::ActivationGrad(_) | Op::Add | Op::Mul | Op::Dropout { .. } => {
                 Family::Elementwise

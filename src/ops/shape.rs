@@ -76,6 +76,28 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
                 }
             }
         }
+        Op::Broadcast(to) | Op::SumTo(to) => {
+            a.want(1)?;
+            let from = s[0];
+            // Broadcast: each axis of the input is the target's or 1; SumTo: the reverse.
+            let (small, big) = match op {
+                Op::Broadcast(_) => (from, to),
+                _ => (to, from),
+            };
+            let fits = small.len() == big.len()
+                && small
+                    .iter()
+                    .zip(big.iter())
+                    .all(|(x, y)| x == y || *x == Dim::Fixed(1));
+            if !fits {
+                return Err(a.mismatch(&format!(
+                    "{} and {} differ on an axis where neither is 1 (or in rank)",
+                    show(from),
+                    show(to)
+                )));
+            }
+            to.clone()
+        }
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }
@@ -106,6 +128,12 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
             }
         }
         Op::Slice { .. } => return Err(cx.second_order()),
+        Op::Broadcast(_) => {
+            let back = g.node(cx.node.inputs[0]).shape.clone();
+            let dx = g.add_op(Op::SumTo(back), &[cx.dy()?])?;
+            cx.give(0, dx);
+        }
+        Op::SumTo(_) => return Err(cx.second_order()),
         other => unreachable!("{} is not a shape op", other.name()),
     }
     Ok(())
@@ -131,6 +159,8 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
         Op::Slice { start, len } => {
             Value::Float(cpu::slice_channels(cx.get(0)?.view(), *start, *len))
         }
+        Op::Broadcast(_) => Value::Float(cpu::broadcast(cx.get(0)?.view(), cx.shape)),
+        Op::SumTo(_) => Value::Float(cpu::sum_to(cx.get(0)?.view(), cx.shape)),
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }
@@ -158,6 +188,15 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 &inputs,
                 views.view(i)?,
             )?)
+        }
+        Op::Broadcast(_) | Op::SumTo(_) => {
+            let x = node.inputs[0].0;
+            let (from, to) = (&cx.shapes[x], &cx.shapes[i]);
+            let (vx, vy) = (views.view(x)?, views.view(i)?);
+            Some(match node.op {
+                Op::Broadcast(_) => kernels::broadcast(views.ctx, from, to, vx, vy)?.into(),
+                _ => kernels::sum_to(views.ctx, from, to, vx, vy)?.into(),
+            })
         }
         Op::Slice { start, .. } => {
             let x = node.inputs[0].0;

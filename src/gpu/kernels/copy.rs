@@ -1,8 +1,9 @@
-//! Strided row copies (shaders/copy.wgsl): concatenation and slicing along axis 1.
+//! Strided copies (shaders/copy.wgsl): concatenation and slicing along axis 1, broadcasting
+//! along axes of size 1 and its gradient.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dim_u32, groups, need};
+use super::{check_loops, dim_u32, groups, need};
 use crate::error::Result;
 use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{Binding, GpuContext, Kernel, Launch, View};
@@ -109,4 +110,119 @@ pub fn slice(
         dst: (width, 0),
     };
     copy_rows(ctx, c, x, y)
+}
+
+/// `shape` padded with trailing 1s to rank 4, or an error for higher ranks.
+fn rank4(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
+    if shape.is_empty() || shape.len() > 4 {
+        return Err(crate::error::Error::invalid(
+            op,
+            format!("shapes of rank 1 to 4 only, got {shape:?}"),
+        ));
+    }
+    let mut out = [1; 4];
+    out[..shape.len()].copy_from_slice(shape);
+    Ok(out)
+}
+
+/// Row-major strides of a rank-4 shape.
+fn strides(d: [usize; 4]) -> [usize; 4] {
+    [d[1] * d[2] * d[3], d[2] * d[3], d[3], 1]
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct Strided {
+    n: u32,
+    d: [u32; 3],
+    s: [u32; 4],
+}
+
+/// `x` of shape `from` repeated along its axes of size 1 to `to` (same rank, up to 4).
+pub fn broadcast(
+    ctx: &GpuContext,
+    from: &[usize],
+    to: &[usize],
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    let (f, t) = (rank4("broadcast", from)?, rank4("broadcast", to)?);
+    let n: usize = t.iter().product();
+    need("broadcast", "x", &x, f.iter().product())?;
+    need("broadcast", "y", &y, n)?;
+    let st = strides(f);
+    let u = |v: usize| dim_u32("broadcast", "size", v);
+    let mut s = [0u32; 4];
+    for a in 0..4 {
+        s[a] = if f[a] == 1 { 0 } else { u(st[a])? };
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "copy",
+            entry: "broadcast",
+            constants: vec![],
+            params: Strided {
+                n: u(n)?,
+                d: [u(t[1])?, u(t[2])?, u(t[3])?],
+                s,
+            },
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct Reduce {
+    n: u32,
+    o: [u32; 3],
+    t: [u32; 4],
+    r: [u32; 4],
+    count: u32,
+    _pad: [u32; 3],
+}
+
+/// `x` of shape `from` summed over the axes where `to` (same rank, up to 4) has size 1.
+pub fn sum_to(
+    ctx: &GpuContext,
+    from: &[usize],
+    to: &[usize],
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    let (f, o) = (rank4("sum_to", from)?, rank4("sum_to", to)?);
+    let n: usize = o.iter().product();
+    need("sum_to", "x", &x, f.iter().product())?;
+    need("sum_to", "y", &y, n)?;
+    let u = |v: usize| dim_u32("sum_to", "size", v);
+    let st = strides(f);
+    let mut r = [1u32; 4];
+    let mut count = 1;
+    for a in 0..4 {
+        if o[a] == 1 && f[a] != 1 {
+            r[a] = u(f[a])?;
+            count *= f[a];
+        }
+    }
+    check_loops("sum_to", "summing a broadcast's gradient", count)?;
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "copy",
+            entry: "sum_to",
+            constants: vec![],
+            params: Reduce {
+                n: u(n)?,
+                o: [u(o[1])?, u(o[2])?, u(o[3])?],
+                t: [u(st[0])?, u(st[1])?, u(st[2])?, u(st[3])?],
+                r,
+                count: u(count)?,
+                _pad: [0; 3],
+            },
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
 }

@@ -105,8 +105,7 @@ impl Builder {
             })
             .collect();
         let described = |k: usize| shown[k].clone();
-        let mut y = args[0];
-        match layer {
+        let y = match layer {
             Layer::Concatenate => {
                 for k in 1..args.len() {
                     let (a, b) = (&self.g.node(args[0]).shape, &self.g.node(args[k]).shape);
@@ -119,31 +118,81 @@ impl Builder {
                         )));
                     }
                 }
-                y = self.g.concat(args).map_err(|e| self.named(e))?;
+                self.g.concat(args).map_err(|e| self.named(e))?
             }
             _ => {
-                for k in 1..args.len() {
-                    if self.g.node(args[0]).shape != self.g.node(args[k]).shape {
-                        return Err(self.shape_error(format!(
-                            "cannot {} {} and {}: the shapes must be equal (no broadcasting)",
-                            if layer == Layer::Add {
-                                "add"
-                            } else {
-                                "multiply"
-                            },
-                            described(0),
-                            described(k)
-                        )));
-                    }
+                let verb = if layer == Layer::Add {
+                    "add"
+                } else {
+                    "multiply"
+                };
+                let args = self.broadcast_all(args, verb, &described)?;
+                let mut y = args[0];
+                for &x in &args[1..] {
                     y = match layer {
-                        Layer::Add => self.g.add(y, args[k]),
-                        _ => self.g.mul(y, args[k]),
+                        Layer::Add => self.g.add(y, x),
+                        _ => self.g.mul(y, x),
                     }
                     .map_err(|e| self.named(e))?;
                 }
+                y
+            }
+        };
+        Ok(y)
+    }
+
+    /// `args` brought to one shape for an elementwise merge (ARCHITECTURE.md, "Models"): a
+    /// (batch, channels) tensor among images is viewed as (batch, channels, 1, 1); then on
+    /// each axis the sizes must agree or be 1, and inputs are repeated along their 1s.
+    fn broadcast_all(
+        &mut self,
+        args: &[NodeId],
+        verb: &str,
+        described: &dyn Fn(usize) -> String,
+    ) -> Result<Vec<NodeId>> {
+        let rank = args.iter().map(|&a| self.rank(a)).max().unwrap_or(0);
+        let mut shaped = Vec::with_capacity(args.len());
+        for &a in args {
+            let shape = self.g.node(a).shape.clone();
+            shaped.push(if shape.len() == 2 && rank == 4 {
+                let view = [shape[0], shape[1], Dim::Fixed(1), Dim::Fixed(1)];
+                self.g.reshape(a, &view).map_err(|e| self.named(e))?
+            } else {
+                a
+            });
+        }
+        let mut out = self.g.node(shaped[0]).shape.clone();
+        for k in 0..args.len() {
+            let s = self.g.node(shaped[k]).shape.clone();
+            let clash = s.len() != out.len()
+                || s.iter().zip(out.iter_mut()).any(|(a, o)| match (*a, *o) {
+                    (a, o) if a == o || a == Dim::Fixed(1) => false,
+                    (a, Dim::Fixed(1)) => {
+                        *o = a;
+                        false
+                    }
+                    _ => true,
+                });
+            if clash {
+                return Err(self.shape_error(format!(
+                    "cannot {verb} {} and {}: on each axis the sizes must agree or one must be \
+                     1 (a (batch, channels) tensor counts as (batch, channels, 1, 1) among \
+                     images)",
+                    described(0),
+                    described(k)
+                )));
             }
         }
-        Ok(y)
+        shaped
+            .into_iter()
+            .map(|a| {
+                if self.g.node(a).shape == out {
+                    Ok(a)
+                } else {
+                    self.g.broadcast(a, &out).map_err(|e| self.named(e))
+                }
+            })
+            .collect()
     }
 
     /// One call of a single-input layer named `name`.
