@@ -289,7 +289,15 @@ fn bad_graphs_are_errors_naming_the_layers() {
     );
     let err = err_of(Functional::new(&[&x], &[&nn::multiply(&[&a, &b])]));
     assert!(
-        err.contains("cannot multiply") && err.contains("no broadcasting"),
+        err.contains("cannot multiply") && err.contains("must agree or one must be 1"),
+        "{err}"
+    );
+    // An image and per-channel gates of the wrong count.
+    let img = Input::new(&[2, 4, 4]);
+    let gates = Dense::new(3).on(&Layer::GlobalAvgPool.on(&img));
+    let err = err_of(Functional::new(&[&img], &[&nn::multiply(&[&img, &gates])]));
+    assert!(
+        err.contains("cannot multiply input (batch, 2, 4, 4) and dense_0 (batch, 3)"),
         "{err}"
     );
 
@@ -419,6 +427,52 @@ fn rows_hold_inputs_and_outputs_in_turn() {
             for j in 0..3 {
                 assert_eq!(p[[i, j]], x[[i, 2 + j]], "row {i}, column {j}");
             }
+        }
+    }
+}
+
+/// Squeeze-and-excitation (Hu et al. 2018) with the functional API: per-channel gates from
+/// pooled features multiply the feature maps, broadcast over height and width, and the
+/// model trains alike on both executors.
+#[test]
+fn squeeze_and_excitation_broadcasts_gates_over_the_image() {
+    let net = || {
+        let image = Input::new(&[2, 6, 6]);
+        let h = Conv2d::new(4, 3)
+            .same()
+            .activation(Activation::Relu)
+            .on(&image);
+        let squeeze = Layer::GlobalAvgPool.on(&h);
+        let excite = Dense::new(2).activation(Activation::Relu).on(&squeeze);
+        let gates = Dense::new(4).activation(Activation::Sigmoid).on(&excite);
+        let scaled = nn::multiply(&[&h, &gates]);
+        let out = Dense::new(3).on(&Layer::GlobalAvgPool.on(&scaled));
+        Functional::new(&[&image], &[&out]).unwrap()
+    };
+    let summary = net().summary();
+    let row = summary
+        .lines()
+        .find(|l| l.starts_with("multiply_0"))
+        .unwrap();
+    assert!(row.contains("(None, 4, 6, 6)"), "{row}");
+    let x = table(48, 72, 21);
+    let labels: Vec<u32> = (0..48).map(|i| (i % 3) as u32).collect();
+    let data = ArrayDataset::classification(&x, &labels, 3).unwrap();
+    let cfg = FitConfig {
+        shuffle: false,
+        ..FitConfig::new(2, 8)
+    };
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let mut on_gpu = net().compile(loss, adam(), gpu(), 5).unwrap();
+    let mut on_cpu = net().compile(loss, adam(), Device::Cpu, 5).unwrap();
+    on_gpu.fit(&data, &cfg).unwrap();
+    on_cpu.fit(&data, &cfg).unwrap();
+    for ((name, g), (_, c)) in weights(&on_gpu).iter().zip(&weights(&on_cpu)) {
+        for (j, (u, v)) in g.iter().zip(c).enumerate() {
+            assert!(
+                (u - v).abs() <= 1e-4 + 1e-3 * v.abs(),
+                "`{name}`[{j}]: {u} vs {v}"
+            );
         }
     }
 }

@@ -88,14 +88,19 @@ fn exercise(ctx: &Arc<GpuContext>) {
         )
         .unwrap();
     m.fit(&data, &cfg(1)).unwrap();
-    // A functional model with every merge: channels concatenated, a product and a sum.
+    // A functional model with every merge: channels concatenated, a product, a sum, and
+    // per-channel gates broadcast over the image.
     let input = Input::new(&[2, 8, 8]);
     let a = Conv2d::new(3, 3).same().on(&input);
     let b = Conv2d::new(3, 3)
         .same()
         .activation(Activation::Sigmoid)
         .on(&input);
-    let joined = nn::concatenate(&[&nn::add(&[&nn::multiply(&[&a, &b]), &a]), &input]);
+    let gates = Dense::new(3)
+        .activation(Activation::Sigmoid)
+        .on(&Layer::GlobalAvgPool.on(&input));
+    let gated = nn::multiply(&[&a, &gates]);
+    let joined = nn::concatenate(&[&nn::add(&[&nn::multiply(&[&a, &b]), &gated]), &input]);
     let out = Dense::new(4).on(&Layer::GlobalAvgPool.on(&joined));
     let mut m = Functional::new(&[&input], &[&out])
         .unwrap()

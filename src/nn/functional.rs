@@ -132,14 +132,16 @@ impl LayerRef {
     }
 }
 
-/// The elementwise sum of `xs` (Keras' `layers.add`): every input must have the same shape
-/// (no broadcasting).
+/// The elementwise sum of `xs` (Keras' `layers.add`). Shapes broadcast: on each axis the
+/// sizes agree or one is 1 (repeated), and a (batch, channels) tensor among images counts as
+/// (batch, channels, 1, 1), per-channel as in squeeze-and-excitation.
 pub fn add(xs: &[&Tensor]) -> Tensor {
     Layer::Add.on_many(xs)
 }
 
-/// The elementwise product of `xs` (Keras' `layers.multiply`): every input must have the
-/// same shape (no broadcasting).
+/// The elementwise product of `xs` (Keras' `layers.multiply`), with [`add`]'s
+/// broadcasting: `multiply(&[&features, &gates])` scales each channel of (batch, c, h, w)
+/// features by (batch, c) gates.
 pub fn multiply(xs: &[&Tensor]) -> Tensor {
     Layer::Multiply.on_many(xs)
 }

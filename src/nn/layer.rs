@@ -175,10 +175,10 @@ pub enum Layer {
     },
     /// A residual block ([`Residual`]).
     Residual(Residual),
-    /// The elementwise sum of several tensors of one shape (functional models only:
+    /// The elementwise sum of several tensors, broadcast (functional models only:
     /// [`add`](super::add)).
     Add,
-    /// The elementwise product of several tensors of one shape (functional models only:
+    /// The elementwise product of several tensors, broadcast (functional models only:
     /// [`multiply`](super::multiply)).
     Multiply,
     /// Several tensors side by side along axis 1, features or channels (functional models
