@@ -162,8 +162,8 @@ impl Builder {
             });
         }
         let mut out = self.g.node(shaped[0]).shape.clone();
-        for k in 0..args.len() {
-            let s = self.g.node(shaped[k]).shape.clone();
+        for (k, &x) in shaped.iter().enumerate() {
+            let s = &self.g.node(x).shape;
             let clash = s.len() != out.len()
                 || s.iter().zip(out.iter_mut()).any(|(a, o)| match (*a, *o) {
                     (a, o) if a == o || a == Dim::Fixed(1) => false,
