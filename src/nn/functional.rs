@@ -640,7 +640,7 @@ impl Functional {
         }
         for (title, shape, params, from) in rows {
             out.push_str(&format!("{title:<28} {shape:<20} {params:>10}"));
-            if connected {
+            if connected && !from.is_empty() {
                 out.push_str(&format!("  {from}"));
             }
             out.push('\n');
