@@ -193,6 +193,9 @@ fn two_outputs_train_as_one_row_of_values() {
         );
         let p = m.predict_array(&x).unwrap();
         assert_eq!(p.dim(), (256, 3));
+        let flat: Vec<f32> = x.iter().copied().collect();
+        let raw = m.predict(&flat, 256).unwrap();
+        assert!(raw.classes.is_empty(), "no single class for two heads");
         let mse = (&p - &y).mapv(|d| (d * d) as f64).mean().unwrap();
         let eval = m.evaluate(&data, 64).unwrap();
         assert!(

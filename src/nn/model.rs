@@ -105,8 +105,11 @@ impl Device {
 /// sample (the argmax, or `p > 0.5` for a single output).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// (samples, classes)
+    /// (samples, classes); with several outputs, each output's values in turn
+    /// ([`Model::output_widths`]).
     pub probabilities: Vec<f32>,
+    /// One class per sample; empty for a model with several outputs, where one class per
+    /// sample has no meaning.
     pub classes: Vec<u32>,
 }
 
@@ -828,8 +831,10 @@ impl Model {
         }
         // Local to this rank in a distributed job: nothing here may be a collective.
         self.exec.reset_metrics()?;
+        let several = self.output_widths.len() > 1;
         let classes_out = probabilities
             .chunks(classes)
+            .filter(|_| !several)
             .map(|p| {
                 if classes == 1 {
                     return (p[0] > 0.5) as u32;
