@@ -277,3 +277,113 @@ fn summary_counts_running_statistics_as_non_trainable() {
     assert!(s.contains(&format!("Trainable params: {trainable}")), "{s}");
     assert!(s.contains("Non-trainable params: 40"), "{s}");
 }
+
+/// Folding batch normalization into the layer before it: the folded copy of a trained model
+/// has no batch normalization left and predicts what the model predicts in evaluation mode,
+/// for a CNN (convolution and dense pairs) and for ResNet-8 (pairs inside residual blocks,
+/// a projection shortcut among them).
+#[test]
+fn folded_batch_norm_predicts_what_evaluation_mode_predicts() {
+    let data = images(96);
+    let sgd = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.05)
+    });
+    let models = [
+        // net() applies ReLU after each batch normalization, not before: both pairs fold.
+        net(),
+        Sequential::resnet(&[2, 8, 8], 1, 4),
+    ];
+    for (k, spec) in models.into_iter().enumerate() {
+        let mut m = spec
+            .compile(Loss::SparseCategoricalCrossentropy, sgd, gpu(), 3)
+            .unwrap();
+        m.fit(&data, &FitConfig::new(2, 16)).unwrap();
+        let folded = m.fold_batch_norm().unwrap();
+        let names: Vec<String> = folded.weights().unwrap().into_iter().map(|w| w.0).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains("batch_norm") && !n.contains("bn")),
+            "{names:?}"
+        );
+        assert!(!folded.network().summary().contains("BatchNorm"));
+        let mut folded = folded;
+        let x: Vec<f32> = data.images[..40 * 128]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        let (a, b) = (m.predict(&x, 40).unwrap(), folded.predict(&x, 40).unwrap());
+        for (j, (p, q)) in a.probabilities.iter().zip(&b.probabilities).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 + 1e-3 * p.abs(),
+                "model {k}, value {j}: {p} vs folded {q}"
+            );
+        }
+        assert_eq!(a.classes, b.classes, "model {k}");
+    }
+}
+
+#[test]
+fn folding_needs_a_foldable_pair_and_set_weights_checks_its_input() {
+    let mut plain = Sequential::new(&[2, 8, 8])
+        .flatten()
+        .dense(Dense::new(4).activation(Activation::Relu))
+        .batch_norm()
+        .dense(Dense::new(4))
+        .compile(
+            Loss::SparseCategoricalCrossentropy,
+            Optimizer::Sgd(SgdConfig::new(0.1)),
+            Device::Cpu,
+            0,
+        )
+        .unwrap();
+    // The activation sits between the dense layer and batch normalization.
+    let err = plain.fold_batch_norm().map(|_| ()).unwrap_err().to_string();
+    assert!(
+        err.contains("no batch normalization directly follows"),
+        "{err}"
+    );
+
+    let before = plain.weights().unwrap();
+    let err = plain
+        .set_weights(&[("dense_9.weight".into(), vec![1], vec![0.0])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no weight named `dense_9.weight`"), "{err}");
+    let err = plain
+        .set_weights(&[
+            ("dense_1.bias".into(), vec![4], vec![1.0; 4]),
+            ("dense_0.bias".into(), vec![3], vec![0.0; 3]),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`dense_0.bias` has shape [4]"), "{err}");
+    let err = plain
+        .set_weights(&[(
+            "dense_1.bias".into(),
+            vec![4],
+            vec![0.0, f32::NAN, 0.0, 0.0],
+        )])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`dense_1.bias`[1] is NaN"), "{err}");
+    let err = plain
+        .set_weights(&[("batch_norm_0.running_var".into(), vec![4], vec![-1.0; 4])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("negative variance"), "{err}");
+    assert_eq!(
+        plain.weights().unwrap(),
+        before,
+        "a refused set_weights changes nothing"
+    );
+    plain
+        .set_weights(&[("dense_1.bias".into(), vec![4], vec![0.5; 4])])
+        .unwrap();
+    let after = plain.weights().unwrap();
+    assert_eq!(
+        after.iter().find(|w| w.0 == "dense_1.bias").unwrap().2,
+        vec![0.5; 4]
+    );
+}

@@ -122,6 +122,61 @@ impl Model {
         Ok(out)
     }
 
+    /// Sets parameters and buffers by name (Keras' `set_weights`, named): every name must
+    /// be one of [`Model::weights`]' with its shape and finite values (a buffer named
+    /// `running_var` non-negative). Names left out keep their values. Nothing changes
+    /// unless every entry passes.
+    pub fn set_weights(&mut self, weights: &[Named]) -> Result<()> {
+        let shapes = self.built.graph.concrete_shapes(1);
+        let mut writes = Vec::with_capacity(weights.len());
+        for (name, shape, values) in weights {
+            let found = self
+                .built
+                .params
+                .iter()
+                .map(|(n, id)| (n, *id, true))
+                .chain(self.built.buffers.iter().map(|(n, id)| (n, *id, false)))
+                .find(|(n, _, _)| *n == name);
+            let Some((_, id, is_param)) = found else {
+                return Err(Error::invalid(
+                    "set_weights",
+                    format!("the model has no weight named `{name}`"),
+                ));
+            };
+            let want = &shapes[self.built.graph.index(id)];
+            if shape != want || values.len() != want.iter().product::<usize>() {
+                return Err(Error::Shape {
+                    op: "set_weights",
+                    detail: format!(
+                        "`{name}` has shape {want:?}; got shape {shape:?} with {} values",
+                        values.len()
+                    ),
+                });
+            }
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(
+                    "set_weights",
+                    format!("`{name}`[{i}] is {}", values[i]),
+                ));
+            }
+            if name.ends_with("running_var") && values.iter().any(|&v| v < 0.0) {
+                return Err(Error::invalid(
+                    "set_weights",
+                    format!("`{name}` holds a negative variance"),
+                ));
+            }
+            writes.push((id, is_param, values));
+        }
+        for (id, is_param, values) in writes {
+            if is_param {
+                self.exec.write_param(id, values)?;
+            } else {
+                self.exec.write_buffer(id, values)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn steps(&self) -> u64 {
         self.exec.steps()
     }

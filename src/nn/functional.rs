@@ -417,6 +417,14 @@ impl Functional {
         }
     }
 
+    /// The epsilon of the batch normalization layer named `name`.
+    pub(super) fn batch_norm_eps(&self, name: &str) -> Option<f32> {
+        self.layers.iter().find_map(|(l, n)| match l.layer() {
+            Layer::BatchNorm { eps, .. } if n == name => Some(*eps),
+            _ => None,
+        })
+    }
+
     /// What errors call a layer: its name, or its position in a Sequential.
     fn label(&self, call: usize) -> String {
         if self.sequential {
@@ -567,6 +575,92 @@ impl Functional {
         })
     }
 
+    /// The same model with every batch normalization that directly follows a convolution
+    /// or dense layer without activation removed, and the pairs to fold (ARCHITECTURE.md,
+    /// "Models"): evaluation-mode batch normalization is a per-channel affine map, which the
+    /// layer before it can absorb. Residual blocks lose theirs the same way. A pair is folded
+    /// only when neither layer is shared and nothing else reads the layer's output. Every
+    /// layer keeps its name, so the remaining weights keep theirs.
+    pub(super) fn fold_batch_norm(&self) -> Result<(Functional, Vec<Fold>)> {
+        let calls_of = |li: usize| self.calls.iter().filter(|c| c.layer == li).count();
+        let mut readers = vec![0; self.calls.len()];
+        for c in &self.calls {
+            for f in &c.inputs {
+                if let Src::Call(j) = f {
+                    readers[*j] += 1;
+                }
+            }
+        }
+        let mut folds = Vec::new();
+        // One new layer per old one (so shared layers stay shared), named as before.
+        let mut renamed: Vec<Option<LayerRef>> = vec![None; self.layers.len()];
+        let mut out: Vec<Tensor> = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let (lref, name) = &self.layers[call.layer];
+            let args: Vec<Tensor> = call
+                .inputs
+                .iter()
+                .map(|f| match f {
+                    Src::Input(k) => self.inputs[*k].clone(),
+                    Src::Call(j) => out[*j].clone(),
+                })
+                .collect();
+            if let (Layer::BatchNorm { .. }, [Src::Call(j)]) = (lref.layer(), &call.inputs[..]) {
+                let (prev, prev_name) = &self.layers[self.calls[*j].layer];
+                let foldable = match prev.layer() {
+                    Layer::Conv2d(c) => c.activation.is_none(),
+                    Layer::Dense(d) => d.activation.is_none(),
+                    _ => false,
+                } && calls_of(call.layer) == 1
+                    && calls_of(self.calls[*j].layer) == 1
+                    && readers[*j] == 1
+                    && !self.output_calls.contains(&Src::Call(*j));
+                if foldable {
+                    folds.push(Fold {
+                        layer: prev_name.clone(),
+                        bn: name.clone(),
+                        dense: matches!(prev.layer(), Layer::Dense(_)),
+                    });
+                    out.push(args[0].clone());
+                    continue;
+                }
+            }
+            let new = renamed[call.layer].get_or_insert_with(|| match lref.layer() {
+                Layer::Residual(r) if r.batch_norm => {
+                    for (conv, bn) in [
+                        ("conv1", "bn1"),
+                        ("conv2", "bn2"),
+                        ("shortcut", "shortcut_bn"),
+                    ] {
+                        folds.push(Fold {
+                            layer: format!("{name}.{conv}"),
+                            bn: format!("{name}.{bn}"),
+                            dense: false,
+                        });
+                    }
+                    LayerRef::named(name, r.without_batch_norm())
+                }
+                other => LayerRef::named(name, *other),
+            });
+            let refs: Vec<&Tensor> = args.iter().collect();
+            out.push(new.call_many(&refs));
+        }
+        let outputs: Vec<Tensor> = self
+            .output_calls
+            .iter()
+            .map(|f| match f {
+                Src::Input(k) => self.inputs[*k].clone(),
+                Src::Call(j) => out[*j].clone(),
+            })
+            .collect();
+        let inputs: Vec<&Tensor> = self.inputs.iter().collect();
+        let outputs: Vec<&Tensor> = outputs.iter().collect();
+        let mut f = Functional::trace(&inputs, &outputs, self.sequential)?;
+        f.input_names = self.input_names.clone();
+        f.no_weight_decay = self.no_weight_decay.clone();
+        Ok((f, folds))
+    }
+
     /// A Keras-like table of layers, output shapes, parameter counts and (for models that
     /// are not a plain stack) the tensors each layer was called on, as Keras' "Connected to"
     /// (or, for a model whose shapes do not fit, the error naming the layer).
@@ -673,6 +767,16 @@ impl Functional {
         let arch = self.architecture();
         super::Model::new(self, arch, loss, optimizer, device, seed)
     }
+}
+
+/// A convolution or dense layer (`layer`, e.g. `conv_0` or `residual_1.conv1`) and the batch
+/// normalization after it (`bn`) that [`Functional::fold_batch_norm`] removed.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Fold {
+    pub layer: String,
+    pub bn: String,
+    /// A dense layer (weights (in, out)) rather than a convolution (weights (out, ...)).
+    pub dense: bool,
 }
 
 /// Parameters and buffers of the layer whose names start with `prefix.`.

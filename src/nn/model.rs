@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayBase, Data, Dimension};
 
-use super::{Built, Functional, Loss};
+use super::{Built, Functional, Loss, Named};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -430,6 +430,90 @@ impl Model {
             }
         }
         m
+    }
+
+    /// A copy for inference with batch normalization folded into the convolution or dense
+    /// layer before it (each such pair, including those in residual blocks): with
+    /// `s = gamma / sqrt(running_var + eps)`, the layer's weights for output channel `c` are
+    /// scaled by `s[c]` and its bias becomes `(bias - running_mean) * s + beta`, computed in
+    /// f64. The copy computes what this model computes in evaluation mode (to rounding)
+    /// with one pass less per pair; `conv_bench -- --bn-inference R` measures the gain. It
+    /// keeps the preprocessing, metrics and class names; training it trains the network
+    /// without normalization. An error when no batch normalization can be folded.
+    pub fn fold_batch_norm(&self) -> Result<Model> {
+        let (network, folds) = self.network.fold_batch_norm()?;
+        let weights = self.weights()?;
+        let get = |name: &str| weights.iter().find(|w| w.0 == name);
+        let folds: Vec<_> = folds
+            .into_iter()
+            .filter(|f| get(&format!("{}.weight", f.layer)).is_some())
+            .collect();
+        if folds.is_empty() {
+            return Err(Error::invalid(
+                "fold_batch_norm",
+                "no batch normalization directly follows a convolution or dense layer \
+                 without activation (or the layer is shared, or something else reads it)",
+            ));
+        }
+        let architecture = network.architecture();
+        let mut folded = Model::new(
+            network,
+            architecture,
+            self.loss,
+            self.optimizer,
+            self.device.clone(),
+            0,
+        )?;
+        let mut values = Vec::new();
+        for (name, _, _) in folded.weights()? {
+            let w = get(&name).ok_or_else(|| {
+                Error::invalid(
+                    "fold_batch_norm",
+                    format!("`{name}` of the folded model has no source weight"),
+                )
+            })?;
+            values.push(w.clone());
+        }
+        // A batch normalization layer's own epsilon; residual blocks use PyTorch's 1e-5.
+        let eps = |bn: &str| -> f64 { self.network.batch_norm_eps(bn).map_or(1e-5, f64::from) };
+        for f in &folds {
+            let part = |layer: &str, p: &str| -> Result<Vec<f32>> {
+                get(&format!("{layer}.{p}"))
+                    .map(|w| w.2.clone())
+                    .ok_or_else(|| Error::invalid("fold_batch_norm", format!("no `{layer}.{p}`")))
+            };
+            let (gamma, beta) = (part(&f.bn, "gamma")?, part(&f.bn, "beta")?);
+            let (mean, var) = (part(&f.bn, "running_mean")?, part(&f.bn, "running_var")?);
+            let e = eps(&f.bn);
+            let scale: Vec<f64> = gamma
+                .iter()
+                .zip(&var)
+                .map(|(&g, &v)| g as f64 / (v as f64 + e).sqrt())
+                .collect();
+            let channels = scale.len();
+            let slot = |values: &[Named], name: String| values.iter().position(|w| w.0 == name);
+            let wi = slot(&values, format!("{}.weight", f.layer)).expect("checked above");
+            // Dense weights are (in, out): the channel is the column. Convolution weights are
+            // (out, in, kh, kw): the channel is the leading axis.
+            let per = values[wi].2.len() / channels;
+            for (i, x) in values[wi].2.iter_mut().enumerate() {
+                let c = if f.dense { i % channels } else { i / per };
+                *x = (*x as f64 * scale[c]) as f32;
+            }
+            let bi =
+                slot(&values, format!("{}.bias", f.layer)).expect("every layer here has a bias");
+            for (c, b) in values[bi].2.iter_mut().enumerate() {
+                *b = ((*b as f64 - mean[c] as f64) * scale[c] + beta[c] as f64) as f32;
+            }
+        }
+        folded.set_weights(&values)?;
+        folded.preprocess = self.preprocess.clone();
+        folded.normalize = self.normalize.clone();
+        folded.class_names = self.class_names.clone();
+        folded.metrics = self.metrics.clone();
+        folded.metrics_chosen = self.metrics_chosen;
+        folded.epoch = self.epoch;
+        Ok(folded)
     }
 
     /// The model's layers and how they connect.
