@@ -10,21 +10,20 @@
 //! CNN (batch 32), the residual Fashion-MNIST CNN with batch normalization (batch 64) and
 //! ResNet-20 (batch 32) on both executors (Adam; median of N runs of 5 GPU steps, one run of
 //! 2 CPU steps). `WGTRAIN_PLAN=gpu` measures the real-GPU plan on any adapter.
-//! `-- --bn-inference R` instead times evaluation-mode forward passes (batch 128) of
-//! ResNet-20 with batch normalization and of the same network without it: R rounds in
-//! alternating order, median images/s of each and their ratio. Folding batch normalization
-//! into the convolutions computes what the network without it computes, so the ratio bounds
-//! what folding could gain.
+//! `-- --bn-inference R` instead times `evaluate` (256 images, batch 128) of ResNet-20 and of
+//! its copy with batch normalization folded into the convolutions (`fold_batch_norm`): R
+//! rounds in alternating order, median images/s of each and their ratio.
 
 use std::time::Instant;
 
 use clap::Parser;
-use ndarray::{Array1, Array4};
+use ndarray::{Array1, Array2, Array4};
 use wgtrain::cpu;
+use wgtrain::data::ArrayDataset;
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
-use wgtrain::nn::{Conv2d, Dense, Layer, Residual, Sequential};
+use wgtrain::nn::{Conv2d, Dense, Device, Layer, Loss, Residual, Sequential};
 use wgtrain::ops::{Activation, Window};
 use wgtrain::optim::{AdamConfig, Optimizer};
 
@@ -242,52 +241,40 @@ struct Cli {
     bn_inference: Option<u32>,
 }
 
-/// ResNet-20's evaluation-mode forward pass with and without batch normalization.
-fn bn_inference_part(ctx: &GpuContext, rounds: usize) -> wgtrain::Result<()> {
-    let relu = Activation::Relu;
-    let mut plain = Sequential::new(&[3, 32, 32])
-        .conv2d(Conv2d::new(16, 3).same())
-        .push(Layer::Activation(relu));
-    for (stage, filters) in [16, 32, 64].into_iter().enumerate() {
-        for block in 0..3 {
-            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-            plain = plain.residual(Residual::new(filters).stride(stride).without_batch_norm());
-        }
-    }
-    let plain = plain.global_avg_pool().dense(Dense::new(10));
+/// ResNet-20's `evaluate` (batch 128) and that of its copy with batch normalization folded
+/// into the convolutions ([`wgtrain::nn::Model::fold_batch_norm`]).
+fn bn_inference_part(rounds: usize) -> wgtrain::Result<()> {
+    let ctx = std::sync::Arc::new(GpuContext::new()?);
+    let opt = Optimizer::Adam(AdamConfig::adam(1e-3));
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let mut model =
+        Sequential::resnet(&[3, 32, 32], 3, 10).compile(loss, opt, Device::Gpu(ctx), 0)?;
+    let mut folded = model.fold_batch_norm()?;
+    let n = 256;
+    let x = Array2::from_shape_vec((n, 3072), values(n * 3072, 7)).expect("n * 3072 values");
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let data = ArrayDataset::classification(&x, &labels, 10)?;
     let batch = 128;
-    let xs = values(batch * 3072, 7);
-    let ys: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
-    let mut runs = Vec::new();
-    for model in [Sequential::resnet(&[3, 32, 32], 3, 10), plain] {
-        let built = model.build(true, 0)?;
-        let mut g = built.graph.clone();
-        let y = g.labels("y");
-        let loss = g.softmax_xent(built.logits, y)?;
-        let opt = Optimizer::Adam(AdamConfig::adam(1e-3));
-        let mut gpu = GpuExecutor::new(ctx, g, loss, opt, 0)?;
-        let feeds = [(built.input, Feed::F32(&xs)), (y, Feed::U32(&ys))];
-        gpu.evaluate_batch(ctx, batch, &feeds)?;
-        ctx.synchronize()?;
-        runs.push((gpu, built.input, y, Vec::new()));
-    }
+    model.evaluate(&data, batch)?;
+    folded.evaluate(&data, batch)?;
+    let (mut with_bn, mut without) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for k in order {
-            let (gpu, input, y, times) = &mut runs[k];
-            let feeds = [(*input, Feed::F32(&xs)), (*y, Feed::U32(&ys))];
+        for k in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let (m, times) = if k == 0 {
+                (&mut model, &mut with_bn)
+            } else {
+                (&mut folded, &mut without)
+            };
             let t = Instant::now();
-            gpu.evaluate_batch(ctx, batch, &feeds)?;
-            ctx.synchronize()?;
-            times.push(t.elapsed().as_secs_f64());
+            m.evaluate(&data, batch)?;
+            times.push(n as f64 / t.elapsed().as_secs_f64());
         }
     }
-    let with_bn = batch as f64 / median(runs[0].3.clone());
-    let without = batch as f64 / median(runs[1].3.clone());
+    let (a, b) = (median(with_bn), median(without));
     println!(
-        "ResNet-20 inference, batch {batch}, {rounds} alternated rounds: {with_bn:.1} images/s \
-         with batch normalization, {without:.1} without; ratio {:.3}",
-        without / with_bn
+        "ResNet-20 evaluate, batch {batch}, {rounds} alternated rounds: {a:.1} images/s with \
+         batch normalization, {b:.1} folded; ratio {:.3}",
+        b / a
     );
     Ok(())
 }
@@ -298,7 +285,7 @@ fn main() -> wgtrain::Result<()> {
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.adapter_name());
     if let Some(rounds) = cli.bn_inference {
-        return bn_inference_part(&ctx, rounds as usize);
+        return bn_inference_part(rounds as usize);
     }
     conv_part(&ctx, reps)?;
     train_part(&ctx, reps)
