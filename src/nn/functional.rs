@@ -259,7 +259,6 @@ impl Functional {
         }
         let mut stack: Vec<(Tensor, bool)> =
             outputs.iter().rev().map(|&t| (t.clone(), false)).collect();
-        let mut on_path: HashMap<usize, ()> = HashMap::new();
         while let Some((t, ready)) = stack.pop() {
             if placed.contains_key(&t.key()) {
                 continue;
@@ -279,7 +278,6 @@ impl Functional {
                 )));
             };
             if ready {
-                on_path.remove(&t.key());
                 let li = match f.layers.iter().position(|(l, _)| l.same(layer)) {
                     Some(i) => i,
                     None => {
@@ -295,7 +293,6 @@ impl Functional {
                 placed.insert(t.key(), Src::Call(f.calls.len() - 1));
                 continue;
             }
-            on_path.insert(t.key(), ());
             stack.push((t.clone(), true));
             for a in args.iter().rev() {
                 if !placed.contains_key(&a.key()) {
