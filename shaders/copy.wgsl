@@ -46,6 +46,15 @@ fn copy_rows(
     }
 }
 
+// The coordinates of row-major index i in a shape (_, d1, d2, d3).
+fn unflatten(i: u32, d1: u32, d2: u32, d3: u32) -> vec4<u32> {
+    let c3 = i % d3;
+    var t = i / d3;
+    let c2 = t % d2;
+    t = t / d2;
+    return vec4<u32>(t / d1, t % d1, c2, c3);
+}
+
 struct Strided {
     n: u32,
     // The output's axes 1..3.
@@ -69,13 +78,9 @@ fn broadcast(
 ) {
     let i = (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
     if (i < strided.n) {
-        let c3 = i % strided.d3;
-        var t = i / strided.d3;
-        let c2 = t % strided.d2;
-        t = t / strided.d2;
-        let c1 = t % strided.d1;
-        let c0 = t / strided.d1;
-        dst[i] = src[c0 * strided.s0 + c1 * strided.s1 + c2 * strided.s2 + c3 * strided.s3];
+        let c = unflatten(i, strided.d1, strided.d2, strided.d3);
+        let s = vec4<u32>(strided.s0, strided.s1, strided.s2, strided.s3);
+        dst[i] = src[dot(c, s)];
     }
 }
 
@@ -111,22 +116,11 @@ fn sum_to(
 ) {
     let j = (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
     if (j < reduce.n) {
-        let c3 = j % reduce.o3;
-        var t = j / reduce.o3;
-        let c2 = t % reduce.o2;
-        t = t / reduce.o2;
-        let c1 = t % reduce.o1;
-        let c0 = t / reduce.o1;
-        let base = c0 * reduce.t0 + c1 * reduce.t1 + c2 * reduce.t2 + c3 * reduce.t3;
+        let t = vec4<u32>(reduce.t0, reduce.t1, reduce.t2, reduce.t3);
+        let base = dot(unflatten(j, reduce.o1, reduce.o2, reduce.o3), t);
         var acc = 0.0;
         for (var k = 0u; k < reduce.count; k = k + 1u) {
-            let k3 = k % reduce.r3;
-            var u = k / reduce.r3;
-            let k2 = u % reduce.r2;
-            u = u / reduce.r2;
-            let k1 = u % reduce.r1;
-            let k0 = u / reduce.r1;
-            acc = acc + src[base + k0 * reduce.t0 + k1 * reduce.t1 + k2 * reduce.t2 + k3 * reduce.t3];
+            acc = acc + src[base + dot(unflatten(k, reduce.r1, reduce.r2, reduce.r3), t)];
         }
         dst[j] = acc;
     }

@@ -74,6 +74,19 @@ fn assert_same(a: &Weights, b: &Weights, what: &str) {
     }
 }
 
+/// Every tensor of `g` within 2e-3 of `c`'s, relative to |c| + 1e-2.
+fn assert_close(g: &Weights, c: &Weights) {
+    assert_eq!(g.len(), c.len());
+    for ((name, _, a), (_, _, b)) in g.iter().zip(c) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1e-2 + y.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "`{name}` differs by {worst} (relative)");
+    }
+}
+
 fn gpu() -> Device {
     Device::Gpu(Arc::new(
         GpuContext::new().expect("GPU tests need an adapter (install mesa-vulkan-drivers)"),
@@ -95,15 +108,7 @@ fn gpu_and_cpu_agree_over_20_steps_with_running_statistics() {
         weights.push(m.weights().unwrap());
     }
     let (g, c) = (&weights[0], &weights[1]);
-    assert_eq!(g.len(), c.len());
-    for ((name, _, a), (_, _, b)) in g.iter().zip(c) {
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs() / (1e-2 + y.abs()))
-            .fold(0.0f32, f32::max);
-        assert!(worst < 2e-3, "`{name}` differs by {worst} (relative)");
-    }
+    assert_close(g, c);
     // The running statistics moved away from their start (mean 0, variance 1).
     let running = |n: &str| &g.iter().find(|w| w.0 == n).unwrap().2;
     assert!(running("batch_norm_0.running_mean")
@@ -137,16 +142,8 @@ fn a_small_resnet_agrees_on_gpu_and_cpu_over_20_steps() {
         weights.push(m.weights().unwrap());
     }
     let (g, c) = (&weights[0], &weights[1]);
-    assert_eq!(g.len(), c.len());
     assert!(g.iter().any(|w| w.0 == "residual_1.shortcut.weight"));
-    for ((name, _, a), (_, _, b)) in g.iter().zip(c) {
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs() / (1e-2 + y.abs()))
-            .fold(0.0f32, f32::max);
-        assert!(worst < 2e-3, "`{name}` differs by {worst} (relative)");
-    }
+    assert_close(g, c);
 }
 
 #[test]

@@ -61,8 +61,9 @@ fn two_input_data(n: usize) -> ArrayDataset {
 }
 
 /// A shared dense layer called on both inputs, a diamond (one tensor read by two branches
-/// merged by product, then summed with it), a concatenation and a classifier.
-fn two_input_net() -> Functional {
+/// merged by product, then summed with it; by sum, then multiplied with it when `swapped`),
+/// a concatenation and a classifier.
+fn two_input_net_wired(swapped: bool) -> Functional {
     let x1 = Input::named("left", &[6]);
     let x2 = Input::named("right", &[6]);
     let shared = LayerRef::new(Dense::new(8).activation(Activation::Tanh));
@@ -70,9 +71,17 @@ fn two_input_net() -> Functional {
     let h = Dense::new(8).activation(Activation::Relu).on(&a);
     let left = Dense::new(8).on(&h);
     let right = Dense::new(8).activation(Activation::Sigmoid).on(&h);
-    let diamond = nn::add(&[&nn::multiply(&[&left, &right]), &h]);
+    let diamond = if swapped {
+        nn::multiply(&[&nn::add(&[&left, &right]), &h])
+    } else {
+        nn::add(&[&nn::multiply(&[&left, &right]), &h])
+    };
     let out = Dense::new(3).on(&nn::concatenate(&[&diamond, &b]));
     Functional::new(&[&x1, &x2], &[&out]).unwrap()
+}
+
+fn two_input_net() -> Functional {
+    two_input_net_wired(false)
 }
 
 fn weights(m: &Model) -> Vec<(String, Vec<f32>)> {
@@ -256,16 +265,7 @@ fn checkpoints_resume_bit_for_bit_and_refuse_another_graph() {
         );
     }
     // The same weights wired differently: the product and the sum swapped.
-    let x1 = Input::named("left", &[6]);
-    let x2 = Input::named("right", &[6]);
-    let shared = LayerRef::new(Dense::new(8).activation(Activation::Tanh));
-    let (a, b) = (shared.call(&x1), shared.call(&x2));
-    let h = Dense::new(8).activation(Activation::Relu).on(&a);
-    let left = Dense::new(8).on(&h);
-    let right = Dense::new(8).activation(Activation::Sigmoid).on(&h);
-    let diamond = nn::multiply(&[&nn::add(&[&left, &right]), &h]);
-    let out = Dense::new(3).on(&nn::concatenate(&[&diamond, &b]));
-    let other = Functional::new(&[&x1, &x2], &[&out]).unwrap();
+    let other = two_input_net_wired(true);
     let mut other = other.compile(loss, sgd, Device::Cpu, 2).unwrap();
     let before = weights(&other);
     let err = other.load(&path).unwrap_err().to_string();

@@ -479,7 +479,7 @@ impl Functional {
             b.who = format!("{} ({})", self.label(i), layer.kind());
             if self.sequential {
                 // The historic wording: `layer 2 (Dense)`.
-                b.who = format!("{} ({})", self.label(i), layer.stem_title());
+                b.who = format!("{} ({})", self.label(i), layer.variant_name());
             }
             let is_output_softmax =
                 single_output && self.output_calls[0] == Src::Call(i) && layer == Layer::Softmax;

@@ -344,24 +344,12 @@ impl Layer {
         }
     }
 
-    /// The variant's name (`Dense`, `Conv2d`), as Sequential's errors have always put it.
-    pub(super) fn stem_title(&self) -> &'static str {
-        match self {
-            Layer::Dense(_) => "Dense",
-            Layer::Conv2d(_) => "Conv2d",
-            Layer::LayerNorm { .. } => "LayerNorm",
-            Layer::BatchNorm { .. } => "BatchNorm",
-            Layer::Residual(_) => "Residual",
-            Layer::Activation(_) => "Activation",
-            Layer::Softmax => "Softmax",
-            Layer::Flatten => "Flatten",
-            Layer::Dropout(_) => "Dropout",
-            Layer::MaxPool2d { .. } => "MaxPool2d",
-            Layer::AvgPool2d { .. } => "AvgPool2d",
-            Layer::GlobalAvgPool => "GlobalAvgPool",
-            Layer::Add => "Add",
-            Layer::Multiply => "Multiply",
-            Layer::Concatenate => "Concatenate",
-        }
+    /// The variant's name (`Dense`, `Conv2d`), as Sequential's errors have always put it:
+    /// the Debug form up to its fields.
+    pub(super) fn variant_name(&self) -> String {
+        format!("{self:?}")
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect()
     }
 }

@@ -204,10 +204,9 @@ impl Builder {
         seed: u64,
     ) -> Result<NodeId> {
         let who = self.who.clone();
-        let named = |b: &Self, e: Error| b.named(e);
         Ok(match layer {
             Layer::Add | Layer::Multiply | Layer::Concatenate => unreachable!("merged by merge()"),
-            Layer::Flatten => self.g.flatten(x).map_err(|e| named(self, e))?,
+            Layer::Flatten => self.g.flatten(x).map_err(|e| self.named(e))?,
             Layer::Dense(d) => {
                 if d.units == 0 {
                     return Err(Error::invalid(
@@ -223,10 +222,10 @@ impl Builder {
                 };
                 let w = self.param(format!("{name}.weight"), &[fan_in, d.units], d.init);
                 let b = self.param(format!("{name}.bias"), &[d.units], Init::Zeros);
-                let z = self.g.matmul(x, w).map_err(|e| named(self, e))?;
-                let mut h = self.g.bias_add(z, b).map_err(|e| named(self, e))?;
+                let z = self.g.matmul(x, w).map_err(|e| self.named(e))?;
+                let mut h = self.g.bias_add(z, b).map_err(|e| self.named(e))?;
                 if let Some(act) = d.activation {
-                    h = self.g.activation(h, act).map_err(|e| named(self, e))?;
+                    h = self.g.activation(h, act).map_err(|e| self.named(e))?;
                 }
                 h
             }
@@ -257,21 +256,21 @@ impl Builder {
                 let mut h = self
                     .g
                     .conv2d(x, w, b, c.stride, c.padding)
-                    .map_err(|e| named(self, e))?;
+                    .map_err(|e| self.named(e))?;
                 if let Some(act) = c.activation {
-                    h = self.g.activation(h, act).map_err(|e| named(self, e))?;
+                    h = self.g.activation(h, act).map_err(|e| self.named(e))?;
                 }
                 h
             }
             Layer::MaxPool2d { size, stride } => self
                 .g
                 .max_pool2d(x, *size, *stride)
-                .map_err(|e| named(self, e))?,
+                .map_err(|e| self.named(e))?,
             Layer::AvgPool2d { size, stride } => self
                 .g
                 .avg_pool2d(x, *size, *stride)
-                .map_err(|e| named(self, e))?,
-            Layer::GlobalAvgPool => self.g.global_avg_pool(x).map_err(|e| named(self, e))?,
+                .map_err(|e| self.named(e))?,
+            Layer::GlobalAvgPool => self.g.global_avg_pool(x).map_err(|e| self.named(e))?,
             Layer::LayerNorm { eps } => {
                 let Some(features) = self.axis1(x, &[2]) else {
                     return Err(self.shape_error(format!(
@@ -283,7 +282,7 @@ impl Builder {
                 let beta = self.param(format!("{name}.beta"), &[features], Init::Zeros);
                 self.g
                     .layer_norm(x, gamma, beta, *eps)
-                    .map_err(|e| named(self, e))?
+                    .map_err(|e| self.named(e))?
             }
             Layer::BatchNorm { eps, momentum } => {
                 let Some(channels) = self.axis1(x, &[2, 4]) else {
@@ -323,7 +322,7 @@ impl Builder {
                 let a = self
                     .g
                     .activation(a, Activation::Relu)
-                    .map_err(|e| named(self, e))?;
+                    .map_err(|e| self.named(e))?;
                 let a =
                     self.conv_bn(name, ("conv2", "bn2", bn), a, (r.filters, r.filters, 3), 1)?;
                 let shortcut = if r.stride == 1 && channels == r.filters {
@@ -337,14 +336,14 @@ impl Builder {
                         r.stride,
                     )?
                 };
-                let sum = self.g.add(a, shortcut).map_err(|e| named(self, e))?;
+                let sum = self.g.add(a, shortcut).map_err(|e| self.named(e))?;
                 self.g
                     .activation(sum, Activation::Relu)
-                    .map_err(|e| named(self, e))?
+                    .map_err(|e| self.named(e))?
             }
-            Layer::Activation(act) => self.g.activation(x, *act).map_err(|e| named(self, e))?,
-            Layer::Dropout(rate) => self.g.dropout(x, *rate, seed).map_err(|e| named(self, e))?,
-            Layer::Softmax => self.g.softmax(x).map_err(|e| named(self, e))?,
+            Layer::Activation(act) => self.g.activation(x, *act).map_err(|e| self.named(e))?,
+            Layer::Dropout(rate) => self.g.dropout(x, *rate, seed).map_err(|e| self.named(e))?,
+            Layer::Softmax => self.g.softmax(x).map_err(|e| self.named(e))?,
         })
     }
 
