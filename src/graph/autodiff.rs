@@ -69,14 +69,14 @@ impl Graph {
                 grads.map.insert(id, total);
                 Some(total)
             };
-            let mut cx = crate::ops::GradArgs {
+            let mut cx = super::rules::GradArgs {
                 id,
                 node: &node,
                 dy,
                 needs: node.inputs.iter().map(|j| needs[j.0]).collect(),
                 give: Vec::new(),
             };
-            crate::ops::backward(self, &mut cx)?;
+            super::rules::backward(self, &mut cx)?;
             for (k, g) in cx.give {
                 contributions[node.inputs[k].0].push(g);
             }

@@ -4,27 +4,11 @@ use std::collections::HashMap;
 
 use ndarray::{Array1, ArrayD, IxDyn};
 
-use super::{gpu_exec::metric_kind, Graph, NodeId, Op};
+use super::rules::{self, metric_kind, CpuArgs, Value};
+use super::{Graph, NodeId, Op};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
 use crate::ops::{ErrorSums, MetricKind, MetricTotals, Metrics};
-
-/// A node's value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value<T> {
-    Float(ArrayD<T>),
-    Labels(Array1<u32>),
-}
-
-impl<T: Scalar> Value<T> {
-    /// The float array (labels are not floats).
-    pub fn float(&self) -> Option<&ArrayD<T>> {
-        match self {
-            Value::Float(a) => Some(a),
-            Value::Labels(_) => None,
-        }
-    }
-}
 
 /// Parameter and buffer values, and the evaluation of a graph on the CPU.
 #[derive(Debug, Clone)]
@@ -124,7 +108,7 @@ impl<T: Scalar> CpuRun<T> {
                 }
                 Op::Param(_) => Value::Float(self.params[&graph.id_at(i)].clone()),
                 Op::Buffer(_) => Value::Float(self.buffers[&graph.id_at(i)].clone()),
-                _ => crate::ops::eval_cpu(&crate::ops::CpuArgs {
+                _ => rules::eval_cpu(&CpuArgs {
                     node,
                     shape: &shapes[i],
                     vals: &vals,

@@ -11,47 +11,13 @@ pub use memory::MemoryReport;
 
 use std::collections::HashMap;
 
-use super::plan::{self, GpuPlan, Loc, Prepacked};
-use super::{Gradients, Graph, NodeId, Op};
+use super::plan::{self, Arenas, GpuPlan, Loc, Prepacked};
+use super::{Feed, Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, AdamParams};
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
-use crate::ops::{MetricKind, MetricTotals, Metrics, METRIC_WORDS};
+use crate::ops::{MetricTotals, Metrics, METRIC_WORDS};
 use crate::optim::{Optimizer, ParamOptions};
-
-/// Batch data for one input node.
-#[derive(Debug, Clone, Copy)]
-pub enum Feed<'a> {
-    F32(&'a [f32]),
-    U32(&'a [u32]),
-}
-
-/// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
-pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
-    let pointwise = match loss {
-        Op::Loss(kind) => Some(*kind),
-        _ => None,
-    };
-    MetricKind::for_loss(pointwise, outputs_per_sample)
-}
-
-/// The executor's resident state: parameters, gradients and optimizer slots as flat arenas.
-pub(crate) struct Arenas {
-    pub params: GpuBuffer,
-    pub grads: GpuBuffer,
-    /// One arena per slot the optimizer declares ([`Optimizer::state_slots`]).
-    pub state: Vec<GpuBuffer>,
-    /// Element offset of each parameter in the arenas.
-    pub offsets: HashMap<NodeId, usize>,
-    /// Non-trainable state ([`Graph::buffer`]), laid out by [`Graph::buffer_layout`].
-    pub buffers: GpuBuffer,
-    /// Element offset of each buffer in `buffers`.
-    pub buffer_offsets: HashMap<NodeId, usize>,
-    /// The metric totals, [`METRIC_WORDS`] u32 words.
-    pub metrics: GpuBuffer,
-    /// The step and training flag dropout launches read.
-    pub mode: GpuBuffer,
-}
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
 pub struct GpuExecutor {

@@ -21,18 +21,22 @@
 
 mod autodiff;
 mod cpu_exec;
+mod feed;
 pub(crate) mod gpu_exec;
 mod init;
 pub(crate) mod plan;
 mod replicas;
+mod rules;
 mod step;
 
 pub use crate::ops::Metrics;
 pub use autodiff::Gradients;
-pub use cpu_exec::{CpuExecutor, CpuRun, Value};
-pub use gpu_exec::{metric_kind, Feed, GpuExecutor, MemoryReport};
+pub use cpu_exec::{CpuExecutor, CpuRun};
+pub use feed::Feed;
+pub use gpu_exec::{GpuExecutor, MemoryReport};
 pub use init::Init;
 pub use replicas::Replicated;
+pub use rules::{metric_kind, Value};
 pub use step::{Executor, GpuSession};
 
 use std::collections::HashMap;
@@ -352,7 +356,7 @@ impl Graph {
             self.check_id(&op, i)?;
         }
         let shapes: Vec<&Shape> = inputs.iter().map(|&i| &self.node(i).shape).collect();
-        let shape = crate::ops::infer(&op, &shapes)?;
+        let shape = rules::infer(&op, &shapes)?;
         self.nodes.push(Node {
             op,
             inputs: inputs.to_vec(),

@@ -9,6 +9,7 @@
 //! Liveness and fusion are pure functions of the graph; buffers are created once placement
 //! has decided their sizes.
 
+mod arenas;
 mod fusion;
 mod liveness;
 mod lower;
@@ -16,10 +17,10 @@ mod prepack;
 
 use std::collections::HashMap;
 
+pub(crate) use arenas::Arenas;
 pub(crate) use liveness::Loc;
 pub(crate) use prepack::Prepacked;
 
-use super::gpu_exec::Arenas;
 use super::{Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBuffer, GpuContext, Kernel, View};

@@ -3,12 +3,10 @@
 
 use ndarray::IxDyn;
 
-use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
+use super::{CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels;
-use crate::gpu::Kernel;
-use crate::graph::{show, Dim, Graph, Op, Shape, Value};
+use crate::graph::{show, Dim, Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -161,59 +159,6 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
         }
         Op::Broadcast(_) => Value::Float(cpu::broadcast(cx.get(0)?.view(), cx.shape)),
         Op::SumTo(_) => Value::Float(cpu::sum_to(cx.get(0)?.view(), cx.shape)),
-        other => unreachable!("{} is not a shape op", other.name()),
-    })
-}
-
-/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    let (views, i) = (cx.views, cx.i);
-    let node = &cx.graph.nodes()[i];
-    // (rows, values per row) of node j's concrete shape.
-    let rows = |j: usize| {
-        let s = &cx.shapes[j];
-        (s[0], s[1..].iter().product::<usize>())
-    };
-    Ok(match &node.op {
-        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) | Op::Reshape(_) => None,
-        Op::Concat => {
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|x| Ok((rows(x.0).1, views.view(x.0)?)))
-                .collect::<Result<Vec<_>>>()?;
-            Some(kernels::concat(
-                views.ctx,
-                rows(i).0,
-                &inputs,
-                views.view(i)?,
-            )?)
-        }
-        Op::Broadcast(_) | Op::SumTo(_) => {
-            let x = node.inputs[0].0;
-            let (from, to) = (&cx.shapes[x], &cx.shapes[i]);
-            let (vx, vy) = (views.view(x)?, views.view(i)?);
-            Some(match node.op {
-                Op::Broadcast(_) => kernels::broadcast(views.ctx, from, to, vx, vy)?.into(),
-                _ => kernels::sum_to(views.ctx, from, to, vx, vy)?.into(),
-            })
-        }
-        Op::Slice { start, .. } => {
-            let x = node.inputs[0].0;
-            // For images a channel is a plane of values: scale axis-1 positions by its size.
-            let plane: usize = cx.shapes[x][2..].iter().product();
-            let (n, width) = rows(i);
-            Some(
-                kernels::slice(
-                    views.ctx,
-                    (n, rows(x).1),
-                    (start * plane, width),
-                    views.view(x)?,
-                    views.view(i)?,
-                )?
-                .into(),
-            )
-        }
         other => unreachable!("{} is not a shape op", other.name()),
     })
 }

@@ -1,12 +1,19 @@
 //! Lowering: every node that fusion left becomes prebuilt launches, in node order, with the
 //! metrics launch right after the loss (ARCHITECTURE.md, "The GPU plan").
 
+mod conv;
+mod dense;
+mod elementwise;
+mod loss;
+mod norm;
+mod shape;
+
 use super::fusion::{Fused, Fusion};
-use super::{Prepacked, Views};
+use super::{Arenas, Prepacked, Views};
 use crate::error::Result;
 use crate::gpu::kernels::{self, GemmSpec};
 use crate::gpu::{GpuBuffer, Kernel};
-use crate::graph::gpu_exec::{metric_kind, Arenas};
+use crate::graph::rules::{metric_kind, Family};
 use crate::graph::{Graph, Op};
 use crate::ops::Activation;
 
@@ -89,7 +96,7 @@ pub(super) fn lower(
             )?);
             continue;
         }
-        let kernel = crate::ops::lower(&mut crate::ops::GpuArgs {
+        let kernel = lower_node(&mut GpuArgs {
             views: *views,
             graph,
             i,
@@ -132,4 +139,33 @@ pub(super) fn lower(
         scratch,
         forward,
     })
+}
+
+/// One node's lowering to GPU launches: where every value of the plan lives, and the plan's
+/// shared state (packed operands, scratch buffers).
+struct GpuArgs<'a> {
+    pub views: Views<'a>,
+    pub graph: &'a Graph,
+    /// The node's index.
+    pub i: usize,
+    /// Every node's concrete shape.
+    pub shapes: &'a [Vec<usize>],
+    pub readers: &'a [Vec<usize>],
+    pub arenas: &'a Arenas,
+    pub pre: &'a mut Prepacked,
+    /// Buffers a launch writes that no node reads.
+    pub scratch: &'a mut Vec<GpuBuffer>,
+}
+
+/// Lowers a node that no fusion rule absorbed to prebuilt launches, by its family's arm
+/// (None for a view such as a reshape).
+fn lower_node(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+    match cx.graph.nodes()[cx.i].op.family() {
+        Family::Shape => shape::lower(cx),
+        Family::Dense => dense::lower(cx),
+        Family::Elementwise => elementwise::lower(cx),
+        Family::Loss => loss::lower(cx),
+        Family::Conv => conv::lower(cx),
+        Family::Norm => norm::lower(cx),
+    }
 }

@@ -1,11 +1,9 @@
 //! The elementwise family: activations and their gradients, sums, products, dropout.
 
-use super::{CpuArgs, GpuArgs, GradArgs, ShapeArgs};
+use super::{CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::Result;
-use crate::gpu::kernels;
-use crate::gpu::Kernel;
-use crate::graph::{Graph, Op, Shape, Value};
+use crate::graph::{Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -93,47 +91,6 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
         )),
         Op::Add => Value::Float(cx.get(0)? + cx.get(1)?),
         Op::Mul => Value::Float(cx.get(0)? * cx.get(1)?),
-        other => unreachable!("{} is not an elementwise op", other.name()),
-    })
-}
-
-/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    let GpuArgs {
-        views,
-        graph,
-        i,
-        arenas,
-        ..
-    } = cx;
-    let views = *views;
-    let i = *i;
-    let ctx = views.ctx;
-    let lens = views.lens;
-    let node = &graph.nodes()[i];
-    let inp = |k: usize| node.inputs[k].0;
-    let v = |j: usize| views.view(j);
-    Ok(match &node.op {
-        Op::Activation(a) => {
-            Some(kernels::activation_forward(ctx, *a, lens[i], v(inp(0))?, v(i)?)?.into())
-        }
-        Op::ActivationGrad(a) => Some(
-            kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
-        ),
-        Op::Dropout { rate, seed } => Some(
-            kernels::dropout(
-                ctx,
-                lens[i],
-                *rate,
-                *seed,
-                arenas.mode.full(),
-                v(inp(0))?,
-                v(i)?,
-            )?
-            .into(),
-        ),
-        Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
-        Op::Mul => Some(kernels::mul(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
         other => unreachable!("{} is not an elementwise op", other.name()),
     })
 }

@@ -5,12 +5,10 @@
 
 use ndarray::{Axis, Ix1};
 
-use super::{dims2, CpuArgs, GpuArgs, GradArgs, ShapeArgs};
+use super::{dims2, CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels;
-use crate::gpu::Kernel;
-use crate::graph::{Dim, Graph, Op, Shape, Value};
+use crate::graph::{Dim, Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -235,59 +233,4 @@ fn channels3<T: Scalar>(a: &ndarray::ArrayD<T>) -> Result<ndarray::Array3<T>> {
     Ok(a.to_shape((s[0], s[1], positions))
         .expect("a contiguous reshape")
         .into_owned())
-}
-
-/// This family's op as prebuilt launches (see [`super::lower`]).
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    let (views, graph, i, shapes) = (&cx.views, cx.graph, cx.i, cx.shapes);
-    let ctx = views.ctx;
-    let node = &graph.nodes()[i];
-    let inp = |k: usize| node.inputs[k].0;
-    let v = |j: usize| views.view(j);
-    let (rows, cols) = (shapes[inp(0)][0], shapes[inp(0)][1]);
-    let bn_shape = || kernels::BatchNormShape {
-        batch: rows,
-        channels: cols,
-        positions: shapes[inp(0)][2..].iter().product(),
-    };
-    Ok(Some(match &node.op {
-        Op::BatchNorm { eps, momentum } => kernels::batch_norm_forward(
-            ctx,
-            bn_shape(),
-            (*eps, *momentum),
-            cx.arenas.mode.full(),
-            v(inp(0))?,
-            (v(inp(1))?, v(inp(2))?),
-            (v(inp(3))?, v(inp(4))?),
-            v(i)?,
-        )?
-        .into(),
-        Op::BatchNormGrad { eps } => kernels::batch_norm_backward(
-            ctx,
-            bn_shape(),
-            *eps,
-            v(inp(0))?,
-            v(inp(1))?,
-            v(inp(2))?,
-            v(i)?,
-        )?
-        .into(),
-        Op::BatchNormGammaGrad { eps } => {
-            kernels::batch_norm_gamma_grad(ctx, bn_shape(), *eps, v(inp(0))?, v(inp(1))?, v(i)?)?
-                .into()
-        }
-        Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => {
-            let build = match node.op {
-                Op::LayerNorm { .. } => kernels::layer_norm_forward,
-                _ => kernels::layer_norm_backward,
-            };
-            // (x, gamma, beta) or (x, gamma, dy).
-            let (a, b, c) = (v(inp(0))?, v(inp(1))?, v(inp(2))?);
-            build(ctx, rows, cols, *eps, a, b, c, v(i)?)?.into()
-        }
-        Op::LayerNormGammaGrad { eps } => {
-            kernels::layer_norm_gamma_grad(ctx, rows, cols, *eps, v(inp(0))?, v(inp(1))?, v(i)?)?
-        }
-        other => unreachable!("{} is not a normalization op", other.name()),
-    }))
 }

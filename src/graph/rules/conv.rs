@@ -1,12 +1,9 @@
 //! Convolutions and pooling over (batch, channels, height, width), and their gradients.
 
-use super::Window;
-use super::{dims1, dims4, CpuArgs, GpuArgs, GradArgs, ShapeArgs};
+use super::{dims1, dims4, CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::Result;
-use crate::gpu::kernels::{self, ConvGeom};
-use crate::gpu::Kernel;
-use crate::graph::{Dim, Graph, Op, Shape, Value};
+use crate::graph::{Dim, Graph, Op, Shape};
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -157,93 +154,6 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
         Op::AvgPool2d(win) => Value::Float(cpu::avg_pool2d(dims4(cx.get(0)?)?, *win).into_dyn()),
         Op::AvgPool2dGrad { win, h, w } => {
             Value::Float(cpu::avg_pool2d_grad(dims4(cx.get(0)?)?, *win, (*h, *w)).into_dyn())
-        }
-        other => unreachable!("{} is not a conv op", other.name()),
-    })
-}
-
-/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    let GpuArgs {
-        views,
-        graph,
-        i,
-        shapes,
-        ..
-    } = cx;
-    let views = *views;
-    let i = *i;
-    let ctx = views.ctx;
-    let node = &graph.nodes()[i];
-    let inp = |k: usize| node.inputs[k].0;
-    let v = |j: usize| views.view(j);
-    // A window over an (n, c, h, w) value: an input's, or for a gradient op the forward
-    // op's input, which is this node's output.
-    let geom = |s: &[usize], out: Option<usize>, win: Window| ConvGeom {
-        n: s[0],
-        c: s[1],
-        h: s[2],
-        w: s[3],
-        out: out.unwrap_or(s[1]),
-        win,
-    };
-    Ok(match &node.op {
-        Op::Conv2d(win) => {
-            let g = geom(&shapes[inp(0)], Some(shapes[i][1]), *win);
-            Some(kernels::conv2d(
-                ctx,
-                &g,
-                v(inp(0))?,
-                v(inp(1))?,
-                v(inp(2))?,
-                v(i)?,
-            )?)
-        }
-        Op::Conv2dGradInput { win, .. } => {
-            let g = geom(&shapes[i], Some(shapes[inp(0)][1]), *win);
-            Some(kernels::conv2d_grad_input(
-                ctx,
-                &g,
-                v(inp(0))?,
-                v(inp(1))?,
-                v(i)?,
-            )?)
-        }
-        Op::Conv2dGradWeight(win) => {
-            let g = geom(&shapes[inp(0)], Some(shapes[inp(1)][1]), *win);
-            Some(kernels::conv2d_grad_weight(
-                ctx,
-                &g,
-                v(inp(0))?,
-                v(inp(1))?,
-                v(i)?,
-            )?)
-        }
-        Op::ChannelSum => {
-            let d = &shapes[inp(0)];
-            let positions = d[2] * d[3];
-            Some(kernels::channel_sum(
-                ctx,
-                d[0],
-                d[1],
-                positions,
-                v(inp(0))?,
-                v(i)?,
-            )?)
-        }
-        Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
-            let max = matches!(node.op, Op::MaxPool2d(_));
-            let g = geom(&shapes[inp(0)], None, *win);
-            Some(kernels::pool(ctx, &g, max, v(inp(0))?, v(i)?)?.into())
-        }
-        Op::MaxPool2dGrad(win) => {
-            let g = geom(&shapes[inp(0)], None, *win);
-            Some(kernels::pool_grad(ctx, &g, true, v(inp(0))?, v(inp(1))?, v(i)?)?.into())
-        }
-        Op::AvgPool2dGrad { win, .. } => {
-            let g = geom(&shapes[i], None, *win);
-            let dy = v(inp(0))?;
-            Some(kernels::pool_grad(ctx, &g, false, dy, dy, v(i)?)?.into())
         }
         other => unreachable!("{} is not a conv op", other.name()),
     })

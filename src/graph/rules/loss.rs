@@ -3,13 +3,11 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::{dims2, CpuArgs, GpuArgs, GradArgs, ShapeArgs};
+use super::{dims2, CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::gpu::kernels;
-use crate::gpu::{GpuBuffer, Kernel};
-use crate::graph::plan::fused_with;
-use crate::graph::{Graph, Op, Shape, Value};
+use crate::graph::{Graph, Op, Shape};
+use crate::ops::MetricKind;
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
 pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
@@ -139,75 +137,11 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
     })
 }
 
-/// This family's op as prebuilt launches (see [`super::lower`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    let GpuArgs {
-        views,
-        graph,
-        i,
-        shapes,
-        scratch,
-        ..
-    } = cx;
-    let views = *views;
-    let i = *i;
-    let ctx = views.ctx;
-    let lens = views.lens;
-    let node = &graph.nodes()[i];
-    let inp = |k: usize| node.inputs[k].0;
-    let s = &shapes[i];
-    let v = |j: usize| views.view(j);
-    Ok(match &node.op {
-        Op::Softmax => Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into()),
-        Op::SoftmaxGrad => {
-            Some(kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
-        }
-        Op::SoftmaxXent { .. } | Op::Loss(_) => {
-            let g = (i + 1..graph.len()).find(|&g| fused_with(graph, i, g));
-            let grad_len = lens[inp(0)];
-            let grad_view = match g {
-                Some(g) => v(g)?,
-                None => {
-                    scratch.push(GpuBuffer::zeros(ctx, "unused loss gradient", grad_len)?);
-                    scratch.last().expect("just pushed").full()
-                }
-            };
-            let k = match &node.op {
-                Op::SoftmaxXent { smoothing } => {
-                    let ls = &shapes[inp(0)];
-                    kernels::softmax_xent(
-                        ctx,
-                        (ls[0], ls[1]),
-                        *smoothing,
-                        v(inp(0))?,
-                        v(inp(1))?,
-                        grad_view,
-                        v(i)?,
-                    )?
-                }
-                Op::Loss(kind) => kernels::pointwise_loss(
-                    ctx,
-                    *kind,
-                    grad_len,
-                    v(inp(0))?,
-                    v(inp(1))?,
-                    grad_view,
-                    v(i)?,
-                )?,
-                _ => unreachable!("matched above"),
-            };
-            Some(k)
-        }
-        Op::SoftmaxXentGrad { .. } | Op::LossGrad(_) => {
-            let fused = (0..i).any(|l| fused_with(graph, l, i));
-            if !fused {
-                return Err(Error::invalid(
-                    "plan",
-                    format!("{} without its loss node", node.op.name()),
-                ));
-            }
-            None
-        }
-        other => unreachable!("{} is not a loss op", other.name()),
-    })
+/// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
+pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
+    let pointwise = match loss {
+        Op::Loss(kind) => Some(*kind),
+        _ => None,
+    };
+    MetricKind::for_loss(pointwise, outputs_per_sample)
 }
