@@ -155,9 +155,9 @@ fn cpu_train(
             let pv: ArrayViewMut1<f32> = param.as_slice_mut().unwrap().into();
             let gv = g.as_slice().unwrap().into();
             match &opt {
-                Optimizer::Sgd(c) => cpu::sgd_step(c, pv, gv, s1.view_mut()).unwrap(),
+                Optimizer::Sgd(c) => wgtrain::optim::sgd_step(c, pv, gv, s1.view_mut()).unwrap(),
                 Optimizer::Adam(c) => {
-                    cpu::adam_step(c, t, pv, gv, s1.view_mut(), s2.view_mut()).unwrap()
+                    wgtrain::optim::adam_step(c, t, pv, gv, s1.view_mut(), s2.view_mut()).unwrap()
                 }
             }
         }

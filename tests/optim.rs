@@ -6,9 +6,8 @@ mod common;
 use common::*;
 use ndarray::{Array1, ArrayView1};
 use wgtrain::cpu;
-use wgtrain::gpu::kernels::{self, AdamParams};
 use wgtrain::gpu::run;
-use wgtrain::optim::{AdamConfig, SgdConfig};
+use wgtrain::optim::{self, AdamConfig, AdamParams, SgdConfig};
 
 /// Sizes: odd (the scalar kernels) and a multiple of 4 (the vec4 kernels).
 const SIZES: [usize; 2] = [1031, 1032];
@@ -26,13 +25,13 @@ fn check_sgd_n(cfg: SgdConfig, n: usize) {
     let (gp, gg, gv) = (upload("p", &p0), zeros("g", n), zeros("v", n));
     // Plain SGD keeps no velocity; with momentum the kernel needs one.
     let velocity = (cfg.momentum != 0.0).then(|| gv.full());
-    let l = kernels::sgd(ctx, &cfg, n, gp.full(), gg.full(), velocity).unwrap();
+    let l = optim::sgd(ctx, &cfg, n, gp.full(), gg.full(), velocity).unwrap();
     let (mut p, mut v) = (Array1::from(p0), Array1::<f32>::zeros(n));
     for t in 0..STEPS {
         let g = uniform(100 + t, n, -1.0, 1.0);
         gg.write(ctx, 0, &g).unwrap();
         l.run(ctx).unwrap();
-        cpu::sgd_step(&cfg, p.view_mut(), ArrayView1::from(&g), v.view_mut()).unwrap();
+        optim::sgd_step(&cfg, p.view_mut(), ArrayView1::from(&g), v.view_mut()).unwrap();
     }
     assert_close(
         &format!("{cfg:?}"),
@@ -73,7 +72,7 @@ fn check_adam_n(cfg: AdamConfig, n: usize) {
         zeros("m", n),
         zeros("v", n),
     );
-    let l = kernels::adam(ctx, &cfg, 1, n, gp.full(), gg.full(), gm.full(), gv.full()).unwrap();
+    let l = optim::adam(ctx, &cfg, 1, n, gp.full(), gg.full(), gm.full(), gv.full()).unwrap();
     let (mut p, mut m, mut v) = (
         Array1::from(p0),
         Array1::<f32>::zeros(n),
@@ -85,7 +84,7 @@ fn check_adam_n(cfg: AdamConfig, n: usize) {
         // The step count and bias corrections change each step without rebuilding the launch.
         l.set_params(ctx, &AdamParams::new(&cfg, n, t).unwrap());
         run(ctx, &[&l]).unwrap();
-        cpu::adam_step(
+        optim::adam_step(
             &cfg,
             t,
             p.view_mut(),
@@ -125,14 +124,13 @@ fn adam_and_adamw_track_cpu() {
 fn invalid_hyper_parameters_are_rejected() {
     let ctx = gpu();
     let b = zeros("b", 4);
-    let err =
-        kernels::sgd(ctx, &SgdConfig::new(f32::NAN), 4, b.full(), b.full(), None).unwrap_err();
+    let err = optim::sgd(ctx, &SgdConfig::new(f32::NAN), 4, b.full(), b.full(), None).unwrap_err();
     assert!(err.to_string().contains("sgd"), "{err}");
     let momentum = SgdConfig {
         momentum: 0.9,
         ..SgdConfig::new(0.1)
     };
-    let err = kernels::sgd(ctx, &momentum, 4, b.full(), b.full(), None).unwrap_err();
+    let err = optim::sgd(ctx, &momentum, 4, b.full(), b.full(), None).unwrap_err();
     assert!(err.to_string().contains("velocity"), "{err}");
     assert!(AdamConfig {
         beta1: 1.0,

@@ -12,7 +12,6 @@ mod dropout;
 mod gemm;
 mod loss;
 mod norm;
-mod optim;
 mod softmax;
 
 pub use activation::{activation_backward, activation_forward, bias_add, column_sum};
@@ -25,11 +24,10 @@ pub use conv::{
     avg_pool2d, avg_pool2d_grad, channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight,
     max_pool2d, max_pool2d_grad,
 };
-pub use dropout::{dropout, dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
+pub use dropout::dropout;
 pub use gemm::gemm;
 pub use loss::{pointwise_loss, softmax_xent};
 pub use norm::{layer_norm_backward, layer_norm_forward, layer_norm_gamma_grad};
-pub use optim::{adam_step, sgd_step};
 pub use softmax::{softmax_backward, softmax_forward};
 
 /// The float types the reference runs in.

@@ -72,8 +72,7 @@ pub struct GpuContext {
     timeout: Duration,
     lost: Arc<Mutex<Option<(String, String)>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
-    pub(crate) pipelines:
-        Mutex<HashMap<crate::gpu::kernels::PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) pipelines: Mutex<HashMap<super::PipelineKey, Arc<wgpu::ComputePipeline>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     counters: Counters,
     id: u64,
@@ -366,9 +365,9 @@ impl GpuContext {
 
     /// Every specialized pipeline this context has built so far (module, entry point,
     /// override constants), each once, sorted: what a portability check must translate.
-    pub fn pipeline_variants(&self) -> Vec<crate::gpu::PipelineVariant> {
+    pub fn pipeline_variants(&self) -> Vec<super::PipelineVariant> {
         let map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<crate::gpu::PipelineVariant> = Vec::new();
+        let mut out: Vec<super::PipelineVariant> = Vec::new();
         for key in map.keys() {
             let v = key.variant();
             if !out.contains(&v) {

@@ -6,7 +6,7 @@ use ndarray::{Array1, ArrayD, IxDyn};
 
 use super::rules::{self, metric_kind, CpuArgs, Value};
 use super::{Graph, NodeId, Op};
-use crate::cpu::{self, Scalar};
+use crate::cpu::Scalar;
 use crate::error::{Error, Result};
 use crate::ops::{ErrorSums, MetricKind, MetricTotals, Metrics};
 
@@ -413,9 +413,11 @@ impl CpuExecutor {
                 .into();
             let gv = g.as_slice().expect("gradients are contiguous").into();
             match self.optimizer.for_group(&self.graph.param_options(p)) {
-                crate::optim::Optimizer::Sgd(c) => cpu::sgd_step(&c, pv, gv, m.view_mut())?,
+                crate::optim::Optimizer::Sgd(c) => {
+                    crate::optim::sgd_step(&c, pv, gv, m.view_mut())?
+                }
                 crate::optim::Optimizer::Adam(c) => {
-                    cpu::adam_step(&c, self.step, pv, gv, m.view_mut(), v.view_mut())?
+                    crate::optim::adam_step(&c, self.step, pv, gv, m.view_mut(), v.view_mut())?
                 }
             }
         }

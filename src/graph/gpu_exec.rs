@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use super::plan::{self, Arenas, GpuPlan, Loc, Prepacked};
 use super::{Feed, Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, AdamParams};
+use crate::gpu::kernels;
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
 use crate::ops::{MetricTotals, Metrics, METRIC_WORDS};
-use crate::optim::{Optimizer, ParamOptions};
+use crate::optim::{self, Optimizer, ParamOptions};
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
 pub struct GpuExecutor {
@@ -176,11 +176,11 @@ impl GpuExecutor {
         for (k, (options, _, n)) in self.groups.iter().enumerate() {
             match self.optimizer.for_group(options) {
                 Optimizer::Sgd(c) => {
-                    let p = kernels::SgdParams::new(&c, *n)?;
+                    let p = optim::SgdParams::new(&c, *n)?;
                     self.optimizer_kernel.set_params(ctx, k, &p);
                 }
                 Optimizer::Adam(c) => {
-                    let p = AdamParams::new(&c, *n, t)?;
+                    let p = optim::AdamParams::new(&c, *n, t)?;
                     self.optimizer_kernel.set_params(ctx, k, &p);
                 }
             }
@@ -529,11 +529,11 @@ fn optimizer_kernel(
         parts.push(match (opt.for_group(options), a.state.as_slice()) {
             (Optimizer::Sgd(c), state) => {
                 let velocity = state.first().map(|v| v.view(start, n)).transpose()?;
-                kernels::sgd(ctx, &c, n, param, grad, velocity)?
+                optim::sgd(ctx, &c, n, param, grad, velocity)?
             }
             (Optimizer::Adam(c), [m, v]) => {
                 let (m, v) = (m.view(start, n)?, v.view(start, n)?);
-                kernels::adam(ctx, &c, t, n, param, grad, m, v)?.into()
+                optim::adam(ctx, &c, t, n, param, grad, m, v)?.into()
             }
             (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
         });

@@ -18,15 +18,12 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::model::Model;
+use super::model::{Model, Named};
 use crate::error::{Error, Result};
 
 const FORMAT: &str = "wgtrain-checkpoint-1";
 /// Metadata key of the class names.
 const CLASSES_KEY: &str = "wgtrain.classes";
-
-/// A named tensor: (checkpoint name, shape, values), as [`Model::weights`] returns them.
-pub type Named = (String, Vec<usize>, Vec<f32>);
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

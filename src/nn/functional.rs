@@ -27,7 +27,7 @@ mod builder;
 
 use builder::Builder;
 
-use super::{Built, Layer};
+use super::{Built, Conv2d, Dense, Layer, Residual};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, Graph, NodeId};
 
@@ -751,19 +751,6 @@ impl Functional {
         }
         out
     }
-
-    /// Compiles the model with a loss and an optimizer onto `device`; parameters are
-    /// initialized from `seed`.
-    pub fn compile(
-        self,
-        loss: super::Loss,
-        optimizer: crate::optim::Optimizer,
-        device: super::Device,
-        seed: u64,
-    ) -> Result<super::Model> {
-        let arch = self.architecture();
-        super::Model::new(self, arch, loss, optimizer, device, seed)
-    }
 }
 
 /// A convolution or dense layer (`layer`, e.g. `conv_0` or `residual_1.conv1`) and the batch
@@ -796,4 +783,40 @@ fn count(built: &Built, prefix: &str) -> usize {
                 .product::<usize>()
         })
         .sum()
+}
+
+// Calling a layer on tensors (the functional API's verbs on the layer configurations).
+
+impl Layer {
+    /// This merge layer applied to `xs`.
+    pub fn on_many(self, xs: &[&Tensor]) -> Tensor {
+        LayerRef::new(self).call_many(xs)
+    }
+
+    /// This layer, with weights of its own, applied to `x` (`Dense::new(64).on(&x)`; a
+    /// [`LayerRef`] shares weights between calls).
+    pub fn on(self, x: &Tensor) -> Tensor {
+        LayerRef::new(self).call(x)
+    }
+}
+
+impl Dense {
+    /// This layer, with weights of its own, applied to `x`.
+    pub fn on(self, x: &Tensor) -> Tensor {
+        Layer::Dense(self).on(x)
+    }
+}
+
+impl Conv2d {
+    /// This layer, with weights of its own, applied to `x`.
+    pub fn on(self, x: &Tensor) -> Tensor {
+        Layer::Conv2d(self).on(x)
+    }
+}
+
+impl Residual {
+    /// This block, with weights of its own, applied to `x`.
+    pub fn on(self, x: &Tensor) -> Tensor {
+        Layer::Residual(self).on(x)
+    }
 }

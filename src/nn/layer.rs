@@ -1,7 +1,6 @@
 //! Layer configurations (`Dense`, `Conv2d`, `Residual`, the `Layer` enum) and what
 //! models need to know of them: names, summary titles, the architecture string.
 
-use super::functional::{LayerRef, Tensor};
 use crate::graph::Init;
 use crate::ops::Activation;
 
@@ -186,35 +185,6 @@ pub enum Layer {
     Concatenate,
 }
 
-impl Layer {
-    /// This layer, with weights of its own, applied to `x` (`Dense::new(64).on(&x)`; a
-    /// [`LayerRef`] shares weights between calls).
-    pub fn on(self, x: &Tensor) -> Tensor {
-        LayerRef::new(self).call(x)
-    }
-}
-
-impl Dense {
-    /// This layer, with weights of its own, applied to `x`.
-    pub fn on(self, x: &Tensor) -> Tensor {
-        Layer::Dense(self).on(x)
-    }
-}
-
-impl Conv2d {
-    /// This layer, with weights of its own, applied to `x`.
-    pub fn on(self, x: &Tensor) -> Tensor {
-        Layer::Conv2d(self).on(x)
-    }
-}
-
-impl Residual {
-    /// This block, with weights of its own, applied to `x`.
-    pub fn on(self, x: &Tensor) -> Tensor {
-        Layer::Residual(self).on(x)
-    }
-}
-
 impl From<Dense> for Layer {
     fn from(d: Dense) -> Layer {
         Layer::Dense(d)
@@ -234,11 +204,6 @@ impl From<Residual> for Layer {
 }
 
 impl Layer {
-    /// This merge layer applied to `xs`.
-    pub fn on_many(self, xs: &[&Tensor]) -> Tensor {
-        LayerRef::new(self).call_many(xs)
-    }
-
     /// Whether the layer combines several tensors.
     pub fn is_merge(&self) -> bool {
         matches!(self, Layer::Add | Layer::Multiply | Layer::Concatenate)

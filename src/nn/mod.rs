@@ -28,12 +28,11 @@ pub use layer::{Conv2d, Dense, Layer, Residual};
 
 pub use functional::{add, concatenate, multiply, Functional, Input, LayerRef, Tensor};
 
-pub use checkpoint::Named;
 mod model;
 
 pub use crate::optim::LrSchedule;
 pub use model::{
-    Device, EarlyStopping, EpochLog, FitConfig, History, Metric, Model, Monitor, Prediction,
+    Device, EarlyStopping, EpochLog, FitConfig, History, Metric, Model, Monitor, Named, Prediction,
     Preprocess,
 };
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayBase, Data, Dimension};
 
-use super::{Built, Functional, Loss, Named};
+use super::{Built, Functional, Loss};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -112,6 +112,9 @@ pub struct Prediction {
     /// sample has no meaning.
     pub classes: Vec<u32>,
 }
+
+/// A named tensor: (checkpoint name, shape, values), as [`Model::weights`] returns them.
+pub type Named = (String, Vec<usize>, Vec<f32>);
 
 /// A [`super::Sequential`] or [`Functional`] model compiled with a loss and an optimizer
 /// onto a device.
@@ -933,5 +936,20 @@ impl Model {
             probabilities,
             classes: classes_out,
         })
+    }
+}
+
+impl Functional {
+    /// Compiles the model with a loss and an optimizer onto `device`; parameters are
+    /// initialized from `seed`.
+    pub fn compile(
+        self,
+        loss: Loss,
+        optimizer: Optimizer,
+        device: Device,
+        seed: u64,
+    ) -> Result<Model> {
+        let arch = self.architecture();
+        Model::new(self, arch, loss, optimizer, device, seed)
     }
 }

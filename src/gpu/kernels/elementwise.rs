@@ -202,7 +202,7 @@ impl StepMode {
     }
 }
 
-/// Inverted dropout of `x[..n]` into `y` (see [`crate::cpu::dropout`]); `state` holds a
+/// Inverted dropout of `x[..n]` into `y` (see [`crate::ops::dropout_keeps`]); `state` holds a
 /// [`StepMode`]. With `x` = dy it is the backward pass.
 pub fn dropout(
     ctx: &GpuContext,
@@ -232,8 +232,8 @@ pub fn dropout(
                 n: dim_u32("dropout", "n", n)?,
                 seed_lo: seed as u32,
                 seed_hi: (seed >> 32) as u32,
-                threshold: crate::cpu::dropout_threshold(rate),
-                scale: crate::cpu::dropout_scale(rate),
+                threshold: crate::ops::dropout_threshold(rate),
+                scale: crate::ops::dropout_scale(rate),
                 _pad: [0; 3],
             },
             bindings: vec![

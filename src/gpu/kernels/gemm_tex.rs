@@ -4,7 +4,7 @@
 
 use bytemuck::Zeroable;
 
-use super::gemm::{gemm_dims, gemm_path, GemmPath, GemmSpec};
+use super::gemm_spec::{gemm_dims, gemm_path, GemmPath, GemmSpec};
 use super::{check_loops, groups, need, Dims4, LOOP_LIMIT};
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;

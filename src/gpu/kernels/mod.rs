@@ -8,10 +8,10 @@ mod conv;
 mod copy;
 mod elementwise;
 mod gemm;
+mod gemm_spec;
 mod gemm_tex;
 mod loss;
 mod norm;
-mod optim;
 mod reduce;
 
 pub use batch_norm::{
@@ -25,22 +25,20 @@ pub use copy::{broadcast, concat, slice, sum_to, RowCopy};
 pub use elementwise::{
     activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, mul, StepMode,
 };
-pub use gemm::{gemm, gemm_path, GemmPath, GemmSpec};
+pub use gemm::gemm;
+pub use gemm_spec::{gemm_path, GemmPath, GemmSpec};
 pub(crate) use gemm_tex::{
     band_rows, gemm_operands_out, gemm_tex4_fits, gemm_tex_multiply, pack,
     pack_transposed_with_sums, pack_with_sums_fits, packed_texture, GemmOperand,
 };
 pub use loss::{metrics, pointwise_loss, softmax_backward, softmax_forward, softmax_xent};
 pub use norm::{layer_norm_backward, layer_norm_forward, layer_norm_gamma_grad};
-pub use optim::{adam, sgd, AdamParams, SgdParams};
 pub use reduce::{clip_by_global_norm, column_sum, mean, sum_squares};
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::View;
-
-pub(crate) use crate::gpu::launch::PipelineKey;
 
 fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()> {
     if view.len < len {
@@ -56,7 +54,7 @@ fn need(op: &'static str, what: &str, view: &View<'_>, len: usize) -> Result<()>
     Ok(())
 }
 
-fn dim_u32(op: &'static str, name: &str, v: usize) -> Result<u32> {
+pub(crate) fn dim_u32(op: &'static str, name: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(op, format!("{name} = {v} exceeds u32")))
 }
 
@@ -78,7 +76,7 @@ fn dims4(a: usize, b: usize, c: u32) -> Result<Dims4> {
     })
 }
 
-fn groups(n: usize, per_group: usize) -> Result<u32> {
+pub(crate) fn groups(n: usize, per_group: usize) -> Result<u32> {
     dim_u32("dispatch", "workgroups", n.div_ceil(per_group))
 }
 
@@ -100,7 +98,7 @@ fn check_loops(op: &'static str, what: &str, iterations: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result<()> {
+pub(crate) fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result<()> {
     for (what, v) in views {
         need(op, what, v, n)?;
     }
@@ -108,6 +106,6 @@ fn check_flat(op: &'static str, n: usize, views: &[(&str, &View<'_>)]) -> Result
 }
 
 /// Whether `n` elements of every view can be accessed as vec4s (whole, aligned groups of 4).
-fn vec4_ok(n: usize, views: &[&View<'_>]) -> bool {
+pub(crate) fn vec4_ok(n: usize, views: &[&View<'_>]) -> bool {
     n.is_multiple_of(4) && views.iter().all(|v| v.offset % 4 == 0 && v.len % 4 == 0)
 }

@@ -2,7 +2,7 @@
 //! `rgba32float` texture once per step and shared by every GEMM that reads it; inputs are
 //! written by the host straight into their texture and weights whose rows are whole 256-byte
 //! lines are copied into theirs, so neither needs a pack launch; a GEMM runs transposed when
-//! that needs fewer packs (README.md, "Why the GEMM looks the way it does on CPU adapters").
+//! that needs fewer packs (ARCHITECTURE.md, decision 6).
 
 use super::{Loc, Views};
 use crate::error::Result;

@@ -2,11 +2,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{check_flat, dim_u32, groups, vec4_ok};
+use super::{AdamConfig, SgdConfig};
 use crate::error::{Error, Result};
-use crate::gpu::launch::LaunchDesc;
-use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, Launch, View};
-use crate::optim::{AdamConfig, SgdConfig};
+use crate::gpu::kernels::{check_flat, dim_u32, groups, vec4_ok};
+use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, Launch, LaunchDesc, View};
 
 /// Uniform block of the `sgd` kernel.
 #[repr(C)]

@@ -1,8 +1,10 @@
+//! The optimizers' steps on the CPU reference, in f32 or f64.
+
 use ndarray::{ArrayView1, ArrayViewMut1, Zip};
 
-use super::Scalar;
+use super::{AdamConfig, SgdConfig};
+use crate::cpu::Scalar;
 use crate::error::{Error, Result};
-use crate::optim::{AdamConfig, SgdConfig};
 
 fn check(op: &'static str, p: usize, g: usize, s: &[usize]) -> Result<()> {
     if g != p || s.iter().any(|&l| l != p) {

@@ -1,4 +1,12 @@
-//! Optimizer hyper-parameters, shared by the CPU reference and the GPU kernels.
+//! Optimizers in one place: their hyper-parameters, learning-rate schedules and parameter
+//! options, their step on the CPU reference (`cpu.rs`) and their in-place GPU update
+//! (`gpu.rs`, `shaders/optim.wgsl`).
+
+mod cpu;
+mod gpu;
+
+pub use cpu::{adam_step, sgd_step};
+pub use gpu::{adam, sgd, AdamParams, SgdParams};
 
 use crate::error::{Error, Result};
 
