@@ -9,6 +9,12 @@
 //                AdamW instead decays first: p = p * (1 - lr * wd).
 //   bc1 = 1 - b1^t, bc2 = 1 - b2^t are computed on the host for step t (in f64).
 //   bindings: 0 params, 1 p (rw), 2 grad, 3 m (rw), 4 v (rw)
+// amsgrad (Adam's AMSGrad form, PyTorch's amsgrad=True): as adam, then
+//                v_max = max(v_max, v);  p = p - lr * (m / bc1) / (sqrt(v_max / bc2) + eps)
+//   bindings: 0 params, 1 p (rw), 2 grad, 3 m (rw), 4 v (rw), 5 v_max (rw)
+// lion (Chen et al. 2023):  c = b1 m + (1 - b1) g;  p = p (1 - lr wd) - lr sign(c);
+//                           m = b2 m + (1 - b2) g
+//   bindings: 0 params, 1 p (rw), 2 grad, 3 m (rw)
 
 struct SgdParams {
     n: u32,
@@ -31,6 +37,17 @@ struct AdamParams {
     weight_decay: f32,
     bc1: f32,
     bc2: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct LionParams {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    weight_decay: f32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -171,4 +188,112 @@ fn adam4(
     if (i + stride < n4) { adam_update(q, i + stride); }
     if (i + 2u * stride < n4) { adam_update(q, i + 2u * stride); }
     if (i + 3u * stride < n4) { adam_update(q, i + 3u * stride); }
+}
+
+// AMSGrad: Adam's moments, then the running maximum of v in the denominator.
+@group(0) @binding(5) var<storage, read_write> moment3: array<f32>;
+
+@compute @workgroup_size(WG)
+fn amsgrad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= adam_p.n) {
+        return;
+    }
+    var p = param[i];
+    var g = grad[i];
+    if (adam_p.decoupled != 0u) {
+        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
+    } else {
+        g = g + adam_p.weight_decay * p;
+    }
+    let m = adam_p.beta1 * moment1[i] + (1.0 - adam_p.beta1) * g;
+    let v = adam_p.beta2 * moment2[i] + (1.0 - adam_p.beta2) * g * g;
+    let v_max = max(moment3[i], v);
+    moment1[i] = m;
+    moment2[i] = v;
+    moment3[i] = v_max;
+    param[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v_max / adam_p.bc2) + adam_p.eps);
+}
+
+@group(0) @binding(5) var<storage, read_write> moment3_4: array<vec4<f32>>;
+
+fn amsgrad_update(q: AdamParams, i: u32) {
+    var p = param4[i];
+    var g = grad4[i];
+    if (q.decoupled != 0u) {
+        p = p * (1.0 - q.lr * q.weight_decay);
+    } else {
+        g = g + q.weight_decay * p;
+    }
+    let m = q.beta1 * moment1_4[i] + (1.0 - q.beta1) * g;
+    let v = q.beta2 * moment2_4[i] + (1.0 - q.beta2) * g * g;
+    let v_max = max(moment3_4[i], v);
+    moment1_4[i] = m;
+    moment2_4[i] = v;
+    moment3_4[i] = v_max;
+    param4[i] = p - q.lr * (m / q.bc1) / (sqrt(v_max / q.bc2) + q.eps);
+}
+
+@compute @workgroup_size(WG)
+fn amsgrad4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = adam_p;
+    let n4 = q.n / 4u;
+    let i = linear_index(wid, nwg, lid);
+    let stride = nwg.x * nwg.y * nwg.z * WG;
+    if (i < n4) { amsgrad_update(q, i); }
+    if (i + stride < n4) { amsgrad_update(q, i + stride); }
+    if (i + 2u * stride < n4) { amsgrad_update(q, i + 2u * stride); }
+    if (i + 3u * stride < n4) { amsgrad_update(q, i + 3u * stride); }
+}
+
+// Lion: the sign of an interpolation of momentum and gradient, decoupled weight decay.
+@group(0) @binding(0) var<storage, read> lion_p: LionParams;
+
+@compute @workgroup_size(WG)
+fn lion(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= lion_p.n) {
+        return;
+    }
+    let g = grad[i];
+    let m = moment1[i];
+    let c = lion_p.beta1 * m + (1.0 - lion_p.beta1) * g;
+    param[i] = param[i] * (1.0 - lion_p.lr * lion_p.weight_decay) - lion_p.lr * sign(c);
+    moment1[i] = lion_p.beta2 * m + (1.0 - lion_p.beta2) * g;
+}
+
+fn lion_update(q: LionParams, i: u32) {
+    let g = grad4[i];
+    let m = moment1_4[i];
+    let c = q.beta1 * m + (1.0 - q.beta1) * g;
+    param4[i] = param4[i] * (1.0 - q.lr * q.weight_decay) - q.lr * sign(c);
+    moment1_4[i] = q.beta2 * m + (1.0 - q.beta2) * g;
+}
+
+@compute @workgroup_size(WG)
+fn lion4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = lion_p;
+    let n4 = q.n / 4u;
+    let i = linear_index(wid, nwg, lid);
+    let stride = nwg.x * nwg.y * nwg.z * WG;
+    if (i < n4) { lion_update(q, i); }
+    if (i + stride < n4) { lion_update(q, i + stride); }
+    if (i + 2u * stride < n4) { lion_update(q, i + 2u * stride); }
+    if (i + 3u * stride < n4) { lion_update(q, i + 3u * stride); }
 }

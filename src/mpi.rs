@@ -365,12 +365,11 @@ impl MpiExecutor {
         let mut sizes = Vec::new();
         for &p in &params {
             let values = self.inner.read_param(p)?;
-            let (m, v) = self.inner.read_state(p)?;
-            sizes.push((values.len(), m.len(), v.len()));
+            let state = self.inner.read_state(p)?;
+            sizes.push((values.len(), state.len()));
             if root {
                 flat.extend_from_slice(&values);
-                flat.extend_from_slice(&m);
-                flat.extend_from_slice(&v);
+                state.iter().for_each(|s| flat.extend_from_slice(s));
             }
         }
         let mut buffer_sizes = Vec::new();
@@ -381,7 +380,11 @@ impl MpiExecutor {
                 flat.extend_from_slice(&values);
             }
         }
-        let total: usize = sizes.iter().map(|(a, b, c)| a + b + c).sum::<usize>()
+        // Every slot is as long as its parameter.
+        let total: usize = sizes
+            .iter()
+            .map(|(n, slots)| n * (1 + slots))
+            .sum::<usize>()
             + buffer_sizes.iter().sum::<usize>();
         flat.resize(total, 0.0);
         let mut steps = [self.inner.steps()];
@@ -397,10 +400,10 @@ impl MpiExecutor {
             at += n;
             &flat[at - n..at]
         };
-        for (&p, &(np, nm, nv)) in params.iter().zip(&sizes) {
-            self.inner.write_param(p, take(np))?;
-            let m = take(nm).to_vec();
-            self.inner.write_state(p, &m, take(nv))?;
+        for (&p, &(n, slots)) in params.iter().zip(&sizes) {
+            self.inner.write_param(p, take(n))?;
+            let state: Vec<Vec<f32>> = (0..slots).map(|_| take(n).to_vec()).collect();
+            self.inner.write_state(p, &state)?;
         }
         for (&b, &n) in buffers.iter().zip(&buffer_sizes) {
             self.inner.write_buffer(b, take(n))?;
@@ -634,12 +637,12 @@ impl Executor for MpiExecutor {
         self.inner.write_param(p, values)
     }
 
-    fn read_state(&self, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
         self.inner.read_state(p)
     }
 
-    fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
-        self.inner.write_state(p, m, v)
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
+        self.inner.write_state(p, state)
     }
 
     fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {

@@ -14,7 +14,7 @@ use wgtrain::graph::{
     CpuExecutor, CpuRun, Dim, Executor, Feed, GpuExecutor, GpuSession, Graph, Init, NodeId, Value,
 };
 use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+use wgtrain::optim::{AdamConfig, LionConfig, Optimizer, SgdConfig};
 
 struct Mlp {
     graph: Graph,
@@ -130,7 +130,7 @@ fn cpu_train(
     steps: u64,
 ) -> CpuRun<f32> {
     let mut run = CpuRun::<f32>::new(exec_graph, seed);
-    let mut state: HashMap<NodeId, (Array1<f32>, Array1<f32>)> = HashMap::new();
+    let mut state: HashMap<NodeId, Vec<Array1<f32>>> = HashMap::new();
     for t in 1..=steps {
         let (x, y) = batch(100 + t, 16, m.features, 10);
         let vals = run
@@ -149,24 +149,20 @@ fn cpu_train(
                 .clone();
             let param = run.params.get_mut(&p).unwrap();
             let n = param.len();
-            let (s1, s2) = state
+            let slots = state
                 .entry(p)
-                .or_insert_with(|| (Array1::zeros(n), Array1::zeros(n)));
+                .or_insert_with(|| vec![Array1::zeros(n); opt.state_slots().len()]);
+            let mut slots: Vec<_> = slots.iter_mut().map(|s| s.view_mut()).collect();
             let pv: ArrayViewMut1<f32> = param.as_slice_mut().unwrap().into();
             let gv = g.as_slice().unwrap().into();
-            match &opt {
-                Optimizer::Sgd(c) => wgtrain::optim::sgd_step(c, pv, gv, s1.view_mut()).unwrap(),
-                Optimizer::Adam(c) => {
-                    wgtrain::optim::adam_step(c, t, pv, gv, s1.view_mut(), s2.view_mut()).unwrap()
-                }
-            }
+            opt.cpu_step(t, pv, gv, &mut slots).unwrap();
         }
     }
     run
 }
 
 #[test]
-fn fifty_steps_track_cpu_with_sgd_and_adam() {
+fn fifty_steps_track_cpu_with_every_optimizer() {
     let ctx = gpu();
     for opt in [
         Optimizer::Sgd(SgdConfig {
@@ -174,6 +170,11 @@ fn fifty_steps_track_cpu_with_sgd_and_adam() {
             ..SgdConfig::new(0.05)
         }),
         Optimizer::Adam(AdamConfig::adam(1e-2)),
+        Optimizer::Adam(AdamConfig::adam(1e-2).with_amsgrad()),
+        Optimizer::Lion(LionConfig {
+            weight_decay: 0.1,
+            ..LionConfig::new(1e-3)
+        }),
     ] {
         let m = mlp(12, &[16, 8], 10, Activation::Tanh);
         let mut exec = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 3).unwrap();

@@ -20,7 +20,7 @@ pub enum Binding<'a> {
 }
 
 impl<'a> Binding<'a> {
-    fn view(&self) -> Option<&View<'a>> {
+    pub(crate) fn view(&self) -> Option<&View<'a>> {
         match self {
             Binding::Read(v) | Binding::ReadWrite(v) => Some(v),
             _ => None,

@@ -142,7 +142,8 @@ pub struct CpuExecutor {
     grads: super::Gradients,
     run: CpuRun<f32>,
     optimizer: crate::optim::Optimizer,
-    state: HashMap<NodeId, (Array1<f32>, Array1<f32>)>,
+    /// Each parameter's optimizer state, one array per slot.
+    state: HashMap<NodeId, Vec<Array1<f32>>>,
     step: u64,
     metrics: MetricTotals,
     clip: Option<f32>,
@@ -403,23 +404,20 @@ impl CpuExecutor {
                 .get_mut(&p)
                 .expect("every parameter has a value");
             let n = param.len();
-            let (m, v) = self
+            let slots = self.optimizer.state_slots().len();
+            let state = self
                 .state
                 .entry(p)
-                .or_insert_with(|| (Array1::zeros(n), Array1::zeros(n)));
+                .or_insert_with(|| vec![Array1::zeros(n); slots]);
+            let mut state: Vec<_> = state.iter_mut().map(|s| s.view_mut()).collect();
             let pv = param
                 .as_slice_mut()
                 .expect("parameters are contiguous")
                 .into();
             let gv = g.as_slice().expect("gradients are contiguous").into();
-            match self.optimizer.for_group(&self.graph.param_options(p)) {
-                crate::optim::Optimizer::Sgd(c) => {
-                    crate::optim::sgd_step(&c, pv, gv, m.view_mut())?
-                }
-                crate::optim::Optimizer::Adam(c) => {
-                    crate::optim::adam_step(&c, self.step, pv, gv, m.view_mut(), v.view_mut())?
-                }
-            }
+            self.optimizer
+                .for_group(&self.graph.param_options(p))
+                .cpu_step(self.step, pv, gv, &mut state)?;
         }
         Ok(())
     }
@@ -520,33 +518,29 @@ impl CpuExecutor {
         Ok(())
     }
 
-    /// A parameter's optimizer state: (first moment or SGD velocity, second moment).
-    pub fn state(&self, p: NodeId) -> Option<(Vec<f32>, Vec<f32>)> {
+    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
+    /// of [`crate::optim::Optimizer::state_slots`] (zeros before the first step).
+    pub fn state(&self, p: NodeId) -> Option<Vec<Vec<f32>>> {
         let n = self.run.params.get(&p)?.len();
+        let slots = self.optimizer.state_slots().len();
         Some(match self.state.get(&p) {
-            Some((m, v)) => (m.to_vec(), v.to_vec()),
-            None => (vec![0.0; n], vec![0.0; n]),
+            Some(state) => state.iter().map(|s| s.to_vec()).collect(),
+            None => vec![vec![0.0; n]; slots],
         })
     }
 
-    /// Overwrites a parameter's optimizer state.
-    pub fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+    /// Overwrites a parameter's optimizer state: one vector per slot, as `state` gives.
+    pub fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
         let n = self
             .run
             .params
             .get(&p)
             .ok_or_else(|| Error::invalid("write_state", "not a parameter"))?
             .len();
-        if m.len() != n || v.len() != n {
-            return Err(Error::shape(
-                "write_state",
-                format!("{}/{} values for {n} parameters", m.len(), v.len()),
-            ));
-        }
         self.optimizer
-            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
-        self.state
-            .insert(p, (Array1::from(m.to_vec()), Array1::from(v.to_vec())));
+            .check_state(&self.graph.node(p).name, n, state)?;
+        let arrays = state.iter().map(|s| Array1::from(s.clone())).collect();
+        self.state.insert(p, arrays);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels;
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
 use crate::ops::{MetricTotals, Metrics, METRIC_WORDS};
-use crate::optim::{self, Optimizer, ParamOptions};
+use crate::optim::{Optimizer, ParamOptions};
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
 pub struct GpuExecutor {
@@ -174,16 +174,13 @@ impl GpuExecutor {
 
     fn write_optimizer_params(&self, ctx: &GpuContext, t: u64) -> Result<()> {
         for (k, (options, _, n)) in self.groups.iter().enumerate() {
-            match self.optimizer.for_group(options) {
-                Optimizer::Sgd(c) => {
-                    let p = optim::SgdParams::new(&c, *n)?;
-                    self.optimizer_kernel.set_params(ctx, k, &p);
-                }
-                Optimizer::Adam(c) => {
-                    let p = optim::AdamParams::new(&c, *n, t)?;
-                    self.optimizer_kernel.set_params(ctx, k, &p);
-                }
-            }
+            self.optimizer.for_group(options).write_gpu_params(
+                ctx,
+                &self.optimizer_kernel,
+                k,
+                *n,
+                t,
+            )?;
         }
         Ok(())
     }
@@ -348,7 +345,7 @@ impl GpuExecutor {
             .take()
             .ok_or_else(|| no_pending("apply_gradients"))?;
         self.step += 1;
-        if matches!(self.optimizer, Optimizer::Adam(_)) {
+        if self.optimizer.params_change_per_step() {
             self.write_optimizer_params(ctx, self.step)?;
         }
         let plan = &self.plans[&pending.batch];
@@ -526,17 +523,15 @@ fn optimizer_kernel(
     for (options, start, n) in groups {
         let (start, n) = (*start, *n);
         let (param, grad) = (a.params.view(start, n)?, a.grads.view(start, n)?);
-        parts.push(match (opt.for_group(options), a.state.as_slice()) {
-            (Optimizer::Sgd(c), state) => {
-                let velocity = state.first().map(|v| v.view(start, n)).transpose()?;
-                optim::sgd(ctx, &c, n, param, grad, velocity)?
-            }
-            (Optimizer::Adam(c), [m, v]) => {
-                let (m, v) = (m.view(start, n)?, v.view(start, n)?);
-                optim::adam(ctx, &c, t, n, param, grad, m, v)?.into()
-            }
-            (Optimizer::Adam(_), _) => unreachable!("Adam declares two state slots"),
-        });
+        let state = a
+            .state
+            .iter()
+            .map(|s| s.view(start, n))
+            .collect::<Result<Vec<_>>>()?;
+        parts.push(
+            opt.for_group(options)
+                .gpu_update(ctx, t, n, param, grad, &state)?,
+        );
     }
     Ok(Kernel::sequence(parts, vec![]))
 }

@@ -74,8 +74,7 @@ impl Replicated {
         for r in rest {
             for &p in &params {
                 r.write_param(p, &first.read_param(p)?)?;
-                let (m, v) = first.read_state(p)?;
-                r.write_state(p, &m, &v)?;
+                r.write_state(p, &first.read_state(p)?)?;
             }
             for &b in &buffers {
                 r.write_buffer(b, &first.read_buffer(b)?)?;
@@ -281,14 +280,14 @@ impl Executor for Replicated {
             .try_for_each(|r| r.write_param(p, values))
     }
 
-    fn read_state(&self, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
         self.replicas[0].read_state(p)
     }
 
-    fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
         self.replicas
             .iter_mut()
-            .try_for_each(|r| r.write_state(p, m, v))
+            .try_for_each(|r| r.write_state(p, state))
     }
 
     fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {

@@ -78,12 +78,12 @@ pub trait Executor {
     /// Overwrites a parameter's values.
     fn write_param(&mut self, p: NodeId, values: &[f32]) -> Result<()>;
 
-    /// A parameter's optimizer state: (first moment or SGD velocity, second moment), zeros
-    /// for slots the optimizer does not keep.
-    fn read_state(&self, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)>;
+    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
+    /// of [`crate::optim::Optimizer::state_slots`].
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>>;
 
-    /// Overwrites a parameter's optimizer state.
-    fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()>;
+    /// Overwrites a parameter's optimizer state: one vector per slot, as `read_state` gives.
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()>;
 
     /// A buffer's values ([`Graph::buffer`]).
     fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>>;
@@ -190,12 +190,12 @@ impl Executor for GpuSession {
         self.exec.write_param(&self.ctx, p, values)
     }
 
-    fn read_state(&self, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
         self.exec.read_state(&self.ctx, p)
     }
 
-    fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
-        self.exec.write_state(&self.ctx, p, m, v)
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
+        self.exec.write_state(&self.ctx, p, state)
     }
 
     fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
@@ -280,12 +280,12 @@ impl Executor for CpuExecutor {
         CpuExecutor::write_param(self, p, values)
     }
 
-    fn read_state(&self, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
         self.state(p).ok_or_else(|| not_a_parameter("read_state"))
     }
 
-    fn write_state(&mut self, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
-        CpuExecutor::write_state(self, p, m, v)
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
+        CpuExecutor::write_state(self, p, state)
     }
 
     fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {

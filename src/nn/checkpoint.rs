@@ -64,15 +64,12 @@ impl Model {
         self.epoch = snap.epoch;
         let slots = self.optimizer.state_slots();
         for (name, p) in &params {
-            let values = get(name)?;
-            self.exec.write_param(*p, values)?;
-            // Slots the optimizer does not keep are zeros.
-            let zeros = vec![0.0; values.len()];
-            let slot = |k: usize| match slots.get(k) {
-                Some(slot) => get(&format!("{name}.{slot}")),
-                None => Ok(zeros.as_slice()),
-            };
-            self.exec.write_state(*p, slot(0)?, slot(1)?)?;
+            self.exec.write_param(*p, get(name)?)?;
+            let state = slots
+                .iter()
+                .map(|slot| get(&format!("{name}.{slot}")).map(<[f32]>::to_vec))
+                .collect::<Result<Vec<_>>>()?;
+            self.exec.write_state(*p, &state)?;
         }
         for (name, b) in &self.built.buffers.clone() {
             self.exec.write_buffer(*b, get(name)?)?;
@@ -88,9 +85,9 @@ impl Model {
         for (name, p) in &self.built.params {
             let shape: Vec<usize> =
                 self.built.graph.concrete_shapes(1)[self.built.graph.index(*p)].clone();
-            let (values, (m, v)) = (self.exec.read_param(*p)?, self.exec.read_state(*p)?);
+            let (values, state) = (self.exec.read_param(*p)?, self.exec.read_state(*p)?);
             out.push((name.clone(), shape.clone(), values));
-            for (slot, state) in self.optimizer.state_slots().iter().zip([m, v]) {
+            for (slot, state) in self.optimizer.state_slots().iter().zip(state) {
                 out.push((format!("{name}.{slot}"), shape.clone(), state));
             }
         }
@@ -324,7 +321,7 @@ impl Model {
             self.built.params.iter().find_map(|(param, _)| {
                 let slot = name.strip_prefix(param.as_str())?.strip_prefix('.')?;
                 let k = slots.iter().position(|s| *s == slot)?;
-                Some(format!("{param}.{}", ["m", "v"][k]))
+                Some(format!("{param}.{}", ["m", "v"].get(k)?))
             })
         };
         let source = |name: &str| -> String {

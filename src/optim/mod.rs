@@ -1,120 +1,34 @@
-//! Optimizers in one place: their hyper-parameters, learning-rate schedules and parameter
-//! options, their step on the CPU reference (`cpu.rs`) and their in-place GPU update
-//! (`gpu.rs`, `shaders/optim.wgsl`).
+//! Optimizers in one place (ARCHITECTURE.md, "Optimizers"): each has a file with its
+//! configuration, its step on the CPU reference and its in-place GPU update (WGSL entries in
+//! `shaders/optim.wgsl`); [`Optimizer`] is the table executors and checkpoints read: the
+//! named state slots, whether the GPU parameter block changes with the step, the CPU step
+//! and the GPU update. Learning-rate schedules and per-parameter options live here too.
 
-mod cpu;
-mod gpu;
+mod adam;
+mod lion;
+mod schedule;
+mod sgd;
 
-pub use cpu::{adam_step, sgd_step};
-pub use gpu::{adam, sgd, AdamParams, SgdParams};
+pub use adam::{adam, adam_step, AdamConfig, AdamParams};
+pub use lion::{lion, lion_step, LionConfig, LionParams};
+pub use schedule::LrSchedule;
+pub use sgd::{sgd, sgd_step, SgdConfig, SgdParams};
 
+use bytemuck::Pod;
+use ndarray::{ArrayView1, ArrayViewMut1};
+
+use crate::cpu::Scalar;
 use crate::error::{Error, Result};
-
-/// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay
-/// (PyTorch's semantics, no dampening).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SgdConfig {
-    pub lr: f32,
-    pub momentum: f32,
-    pub nesterov: bool,
-    pub weight_decay: f32,
-}
-
-impl SgdConfig {
-    /// Plain SGD with learning rate `lr`.
-    pub fn new(lr: f32) -> Self {
-        SgdConfig {
-            lr,
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-        }
-    }
-
-    /// Checks that every value is finite and in range.
-    pub fn validate(&self) -> Result<()> {
-        let ok = self.lr.is_finite()
-            && self.lr >= 0.0
-            && (0.0..1.0).contains(&self.momentum)
-            && self.weight_decay.is_finite()
-            && self.weight_decay >= 0.0
-            && !(self.nesterov && self.momentum == 0.0);
-        if !ok {
-            return Err(Error::invalid("sgd", format!("{self:?}: need finite lr >= 0, momentum in [0, 1), weight_decay >= 0, and momentum > 0 for nesterov")));
-        }
-        Ok(())
-    }
-}
-
-/// Adam, or AdamW with `decoupled` weight decay.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamConfig {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// AdamW: decay the weights directly instead of adding `weight_decay * p` to the gradient.
-    pub decoupled: bool,
-}
-
-impl AdamConfig {
-    /// Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
-    pub fn adam(lr: f32) -> Self {
-        AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled: false,
-        }
-    }
-
-    /// AdamW with decoupled weight decay.
-    pub fn adamw(lr: f32, weight_decay: f32) -> Self {
-        AdamConfig {
-            weight_decay,
-            decoupled: true,
-            ..Self::adam(lr)
-        }
-    }
-
-    /// `(1 - beta1^t, 1 - beta2^t)`, computed in f64 and rounded once.
-    pub fn bias_corrections(&self, t: u64) -> (f32, f32) {
-        let t = t.min(i32::MAX as u64) as i32;
-        (
-            (1.0 - (self.beta1 as f64).powi(t)) as f32,
-            (1.0 - (self.beta2 as f64).powi(t)) as f32,
-        )
-    }
-
-    /// Checks that every value is finite and in range.
-    pub fn validate(&self) -> Result<()> {
-        let ok = self.lr.is_finite()
-            && self.lr >= 0.0
-            && (0.0..1.0).contains(&self.beta1)
-            && (0.0..1.0).contains(&self.beta2)
-            && self.eps > 0.0
-            && self.weight_decay.is_finite()
-            && self.weight_decay >= 0.0;
-        if !ok {
-            return Err(Error::invalid(
-                "adam",
-                format!(
-                    "{self:?}: need finite lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0"
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::gpu::kernels::{check_flat, groups, vec4_ok};
+use crate::gpu::{Binding, GpuContext, Kernel, Launch, LaunchDesc, View};
 
 /// The optimizer a graph executor appends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
     Sgd(SgdConfig),
+    /// Adam, AdamW and AMSGrad ([`AdamConfig::with_amsgrad`]).
     Adam(AdamConfig),
+    Lion(LionConfig),
 }
 
 impl Optimizer {
@@ -123,6 +37,7 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(c) => c.validate(),
             Optimizer::Adam(c) => c.validate(),
+            Optimizer::Lion(c) => c.validate(),
         }
     }
 
@@ -131,50 +46,8 @@ impl Optimizer {
         match self {
             Optimizer::Sgd(c) => c.lr,
             Optimizer::Adam(c) => c.lr,
+            Optimizer::Lion(c) => c.lr,
         }
-    }
-
-    /// The per-parameter state the optimizer keeps, by name, each slot as large as the
-    /// parameters: Adam's two moments, SGD's velocity when it has momentum, nothing for plain
-    /// SGD. Executors allocate exactly these.
-    pub fn state_slots(&self) -> &'static [&'static str] {
-        match self {
-            Optimizer::Sgd(c) if c.momentum == 0.0 => &[],
-            Optimizer::Sgd(_) => &["momentum"],
-            Optimizer::Adam(_) => &["m", "v"],
-        }
-    }
-
-    /// Rejects non-zero values for a slot this optimizer does not keep (an Adam second
-    /// moment given to SGD, say): dropping them silently would change training. `slots` are
-    /// (first moment or velocity, second moment) of parameter `param`.
-    pub(crate) fn check_unkept_state(&self, param: &str, slots: [&[f32]; 2]) -> Result<()> {
-        let kept = self.state_slots().len();
-        if let Some(k) = (kept..2).find(|&k| slots[k].iter().any(|&x| x != 0.0)) {
-            return Err(Error::invalid(
-                "optimizer state",
-                format!(
-                    "`{param}` has non-zero values for optimizer slot {} but {self:?} keeps \
-                     {kept} slot(s) {:?}",
-                    k + 1,
-                    self.state_slots()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The optimizer a parameter group runs: the learning rate times `o.lr_scale`, and
-    /// `o.weight_decay` where it is set. Default options give this optimizer unchanged.
-    pub fn for_group(&self, o: &ParamOptions) -> Optimizer {
-        let mut opt = self.with_lr(self.lr() * o.lr_scale);
-        if let Some(wd) = o.weight_decay {
-            match &mut opt {
-                Optimizer::Sgd(c) => c.weight_decay = wd,
-                Optimizer::Adam(c) => c.weight_decay = wd,
-            }
-        }
-        opt
     }
 
     /// The same optimizer with another learning rate.
@@ -182,9 +55,196 @@ impl Optimizer {
         match &mut self {
             Optimizer::Sgd(c) => c.lr = lr,
             Optimizer::Adam(c) => c.lr = lr,
+            Optimizer::Lion(c) => c.lr = lr,
         }
         self
     }
+
+    /// The same optimizer with another weight decay.
+    fn with_weight_decay(mut self, wd: f32) -> Self {
+        match &mut self {
+            Optimizer::Sgd(c) => c.weight_decay = wd,
+            Optimizer::Adam(c) => c.weight_decay = wd,
+            Optimizer::Lion(c) => c.weight_decay = wd,
+        }
+        self
+    }
+
+    /// The per-parameter state the optimizer keeps, by name and in order, each slot as large
+    /// as the parameters: SGD's velocity when it has momentum (nothing for plain SGD), Adam's
+    /// two moments (and their running maximum for AMSGrad), Lion's momentum. Executors
+    /// allocate exactly these; `read_state`/`write_state` and checkpoints use this order and
+    /// these names.
+    pub fn state_slots(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd(c) => c.slots(),
+            Optimizer::Adam(c) => c.slots(),
+            Optimizer::Lion(_) => &["m"],
+        }
+    }
+
+    /// Checks state given for parameter `param` of `n` values: one vector of `n` values per
+    /// slot. A vector for a slot this optimizer does not keep (an Adam second moment given to
+    /// SGD, say) is refused: dropping it silently would change training.
+    pub(crate) fn check_state(&self, param: &str, n: usize, state: &[Vec<f32>]) -> Result<()> {
+        let slots = self.state_slots();
+        let lens: Vec<usize> = state.iter().map(Vec::len).collect();
+        if state.len() != slots.len() || lens.iter().any(|&l| l != n) {
+            return Err(Error::shape(
+                "optimizer state",
+                format!(
+                    "`{param}` ({n} values) got state of lengths {lens:?}; {self:?} keeps one \
+                     vector of {n} per slot {slots:?}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the GPU update's parameter block depends on the step number, so executors
+    /// rewrite it ([`Optimizer::write_gpu_params`]) before every step (Adam's bias
+    /// corrections).
+    pub fn params_change_per_step(&self) -> bool {
+        match self {
+            Optimizer::Sgd(_) | Optimizer::Lion(_) => false,
+            Optimizer::Adam(_) => true,
+        }
+    }
+
+    /// One step of `param` in place for step `t` (1-based) on the CPU reference; `state`
+    /// holds one array per [`Optimizer::state_slots`] entry.
+    pub fn cpu_step<T: Scalar>(
+        &self,
+        t: u64,
+        param: ArrayViewMut1<'_, T>,
+        grad: ArrayView1<'_, T>,
+        state: &mut [ArrayViewMut1<'_, T>],
+    ) -> Result<()> {
+        match self {
+            Optimizer::Sgd(c) => sgd_step(c, param, grad, state),
+            Optimizer::Adam(c) => adam_step(c, t, param, grad, state),
+            Optimizer::Lion(c) => lion_step(c, param, grad, state),
+        }
+    }
+
+    /// The in-place GPU update of `n` parameters at step `t`, one launch; `state` holds one
+    /// view per [`Optimizer::state_slots`] entry.
+    pub fn gpu_update(
+        &self,
+        ctx: &GpuContext,
+        t: u64,
+        n: usize,
+        param: View<'_>,
+        grad: View<'_>,
+        state: &[View<'_>],
+    ) -> Result<Kernel> {
+        Ok(match self {
+            Optimizer::Sgd(c) => sgd(ctx, c, n, param, grad, state)?,
+            Optimizer::Adam(c) => adam(ctx, c, t, n, param, grad, state)?.into(),
+            Optimizer::Lion(c) => lion(ctx, c, n, param, grad, state)?.into(),
+        })
+    }
+
+    /// Rewrites the parameter block of launch `k` of `kernel` (made by
+    /// [`Optimizer::gpu_update`] for `n` parameters) for step `t` and this optimizer's
+    /// current hyper-parameters.
+    pub fn write_gpu_params(
+        &self,
+        ctx: &GpuContext,
+        kernel: &Kernel,
+        k: usize,
+        n: usize,
+        t: u64,
+    ) -> Result<()> {
+        match self {
+            Optimizer::Sgd(c) => kernel.set_params(ctx, k, &SgdParams::new(c, n)?),
+            Optimizer::Adam(c) => kernel.set_params(ctx, k, &AdamParams::new(c, n, t)?),
+            Optimizer::Lion(c) => kernel.set_params(ctx, k, &LionParams::new(c, n)?),
+        }
+        Ok(())
+    }
+
+    /// The optimizer a parameter group runs: the learning rate times `o.lr_scale`, and
+    /// `o.weight_decay` where it is set. Default options give this optimizer unchanged.
+    pub fn for_group(&self, o: &ParamOptions) -> Optimizer {
+        let opt = self.with_lr(self.lr() * o.lr_scale);
+        match o.weight_decay {
+            Some(wd) => opt.with_weight_decay(wd),
+            None => opt,
+        }
+    }
+}
+
+/// Checks a CPU step's operands: gradient and every state slot as long as the parameters,
+/// one state array per slot.
+fn check_cpu<T>(
+    op: &'static str,
+    slots: &[&str],
+    param: &ArrayViewMut1<'_, T>,
+    grad: &ArrayView1<'_, T>,
+    state: &[ArrayViewMut1<'_, T>],
+) -> Result<()> {
+    let p = param.len();
+    let lens: Vec<usize> = state.iter().map(|s| s.len()).collect();
+    if grad.len() != p || state.len() != slots.len() || lens.iter().any(|&l| l != p) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{p} parameters, {} gradients, state lengths {lens:?} for slots {slots:?}",
+                grad.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a GPU update's operands: `n` elements in every view, one state view per slot.
+fn check_gpu(
+    op: &'static str,
+    slots: &[&str],
+    n: usize,
+    param: &View<'_>,
+    grad: &View<'_>,
+    state: &[View<'_>],
+) -> Result<()> {
+    if state.len() != slots.len() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{} state buffers given for the slots {slots:?}",
+                state.len()
+            ),
+        ));
+    }
+    check_flat(op, n, &[("param", param), ("grad", grad)])?;
+    for (slot, view) in slots.iter().zip(state) {
+        check_flat(op, n, &[(slot, view)])?;
+    }
+    Ok(())
+}
+
+/// One launch of `entries[0]` over `n` parameters (shaders/optim.wgsl), or of its vec4 form
+/// `entries[1]` when every view allows vec4 access: each invocation then updates 4 vec4s.
+fn flat_update<P: Pod>(
+    ctx: &GpuContext,
+    entries: [&'static str; 2],
+    n: usize,
+    params: P,
+    bindings: Vec<Binding<'_>>,
+) -> Result<Launch> {
+    let views: Vec<&View<'_>> = bindings.iter().filter_map(Binding::view).collect();
+    let wide = vec4_ok(n, &views);
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "optim",
+            entry: entries[wide as usize],
+            constants: vec![],
+            params,
+            bindings,
+            workgroups: groups(if wide { n.div_ceil(16) } else { n }, 256)?,
+        },
+    )
 }
 
 /// A parameter's own optimizer options, as PyTorch's parameter groups give them: parameters
@@ -215,81 +275,6 @@ impl ParamOptions {
             return Err(Error::invalid(
                 "parameter options",
                 format!("{self:?}: lr_scale and weight_decay must be finite and >= 0"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// How the learning rate changes with the optimizer step (Keras' `LearningRateSchedule`):
-/// the rate for step `t` (0-based, counted over the whole training, resumes included) is
-/// `lr_at(base, t)`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum LrSchedule {
-    /// The optimizer's learning rate throughout.
-    #[default]
-    Constant,
-    /// `base * gamma^floor(t / every)` (PyTorch's `StepLR`, counted in steps).
-    Step { every: u64, gamma: f32 },
-    /// Cosine decay from `base` to `base * alpha` over `decay_steps`, then `base * alpha`
-    /// (Keras' `CosineDecay`).
-    Cosine { decay_steps: u64, alpha: f32 },
-    /// A linear warm-up from `base / warmup_steps` to `base` over the first `warmup_steps`
-    /// steps, then [`LrSchedule::Cosine`] decay over the next `decay_steps` (the schedule of
-    /// fast CIFAR-10 trainers; Keras' `CosineDecay` with `warmup_steps`, warming up from
-    /// almost zero).
-    WarmupCosine {
-        warmup_steps: u64,
-        decay_steps: u64,
-        alpha: f32,
-    },
-}
-
-impl LrSchedule {
-    /// The learning rate of step `t` (0-based), computed in f64 and rounded once.
-    pub fn lr_at(&self, base: f32, t: u64) -> f32 {
-        let base = base as f64;
-        let lr = match *self {
-            LrSchedule::Constant => base,
-            LrSchedule::Step { every, gamma } => {
-                let k = (t / every.max(1)).min(i32::MAX as u64) as i32;
-                base * (gamma as f64).powi(k)
-            }
-            LrSchedule::Cosine { decay_steps, alpha } => {
-                let progress = t.min(decay_steps) as f64 / decay_steps.max(1) as f64;
-                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-                base * ((1.0 - alpha as f64) * cosine + alpha as f64)
-            }
-            LrSchedule::WarmupCosine {
-                warmup_steps,
-                decay_steps,
-                alpha,
-            } => {
-                if t < warmup_steps {
-                    base * (t + 1) as f64 / warmup_steps as f64
-                } else {
-                    let decay = LrSchedule::Cosine { decay_steps, alpha };
-                    return decay.lr_at(base as f32, t - warmup_steps);
-                }
-            }
-        };
-        lr as f32
-    }
-
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<()> {
-        let ok = match *self {
-            LrSchedule::Constant => true,
-            LrSchedule::Step { every, gamma } => every > 0 && gamma.is_finite() && gamma >= 0.0,
-            LrSchedule::Cosine { decay_steps, alpha }
-            | LrSchedule::WarmupCosine {
-                decay_steps, alpha, ..
-            } => decay_steps > 0 && (0.0..=1.0).contains(&alpha),
-        };
-        if !ok {
-            return Err(Error::invalid(
-                "lr schedule",
-                format!("{self:?}: need every > 0 and a finite gamma >= 0 (step), decay_steps > 0 and alpha in [0, 1] (cosine, warm-up cosine)"),
             ));
         }
         Ok(())

@@ -31,30 +31,23 @@ impl GpuExecutor {
         self.arenas.grads.view(off, len)?.read(ctx)
     }
 
-    /// A parameter's optimizer state: (first moment or SGD velocity, second moment), zeros
-    /// for a slot the optimizer does not keep.
-    pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
+    /// of [`crate::optim::Optimizer::state_slots`].
+    pub fn read_state(&self, ctx: &GpuContext, p: NodeId) -> Result<Vec<Vec<f32>>> {
         let (off, len) = self.param_range(p)?;
-        let slot = |k: usize| match self.arenas.state.get(k) {
-            Some(arena) => arena.view(off, len)?.read(ctx),
-            None => Ok(vec![0.0; len]),
-        };
-        Ok((slot(0)?, slot(1)?))
+        self.arenas
+            .state
+            .iter()
+            .map(|arena| arena.view(off, len)?.read(ctx))
+            .collect()
     }
 
-    /// Overwrites a parameter's optimizer state; values for a slot the optimizer does not
-    /// keep must be zeros.
-    pub fn write_state(&self, ctx: &GpuContext, p: NodeId, m: &[f32], v: &[f32]) -> Result<()> {
+    /// Overwrites a parameter's optimizer state: one vector per slot, as `read_state` gives.
+    pub fn write_state(&self, ctx: &GpuContext, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
         let (off, len) = self.param_range(p)?;
-        if m.len() != len || v.len() != len {
-            return Err(Error::shape(
-                "write_state",
-                format!("{}/{} values for {len} parameters", m.len(), v.len()),
-            ));
-        }
         self.optimizer
-            .check_unkept_state(&self.graph.node(p).name, [m, v])?;
-        for (arena, values) in self.arenas.state.iter().zip([m, v]) {
+            .check_state(&self.graph.node(p).name, len, state)?;
+        for (arena, values) in self.arenas.state.iter().zip(state) {
             arena.write(ctx, off, values)?;
         }
         Ok(())
