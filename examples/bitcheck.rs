@@ -3,10 +3,7 @@
 //! in each, then `cmp` the files (needs Fashion-MNIST from dataset-fashion-mnist).
 use std::path::Path;
 use std::sync::Arc;
-use wgtrain::data::mnist;
-use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+use wgtrain::prelude::*;
 
 fn main() {
     let out = std::env::args().nth(1).expect("out dir");

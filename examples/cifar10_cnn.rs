@@ -9,10 +9,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{cifar10, picture, Augment, Normalize};
-use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+use wgtrain::data::picture;
+use wgtrain::prelude::*;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Opt {

@@ -19,13 +19,11 @@ use std::time::Instant;
 use clap::Parser;
 use ndarray::{Array1, Array2, Array4};
 use wgtrain::cpu;
-use wgtrain::data::ArrayDataset;
 use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
-use wgtrain::nn::{Conv2d, Dense, Device, Layer, Loss, Residual, Sequential};
-use wgtrain::ops::{Activation, Window};
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::ops::Window;
+use wgtrain::prelude::*;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -6,8 +6,7 @@
 
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 fn spirals(n: usize) -> (Vec<f32>, Vec<u32>) {
     let pi = std::f32::consts::PI;

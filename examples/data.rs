@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgtrain::data::{cifar10, download, mnist, picture};
+use wgtrain::data::{download, picture};
+use wgtrain::prelude::*;
 
 #[derive(Parser)]
 #[command(about = "Download datasets and save pictures of their samples")]

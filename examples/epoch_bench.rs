@@ -14,10 +14,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use wgtrain::data::mnist;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 /// One full epoch of Fashion-MNIST through the Keras-style API, GPU and CPU executor.
 #[derive(Parser)]

@@ -16,10 +16,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use wgtrain::data::tabular::sklearn;
-use wgtrain::data::Scaling;
-use wgtrain::nn::{self, Dense, Device, FitConfig, Functional, Input, LayerRef, Loss};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::nn;
+use wgtrain::prelude::*;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Dev {

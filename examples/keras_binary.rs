@@ -15,10 +15,7 @@
 use std::path::Path;
 
 use wgtrain::data::tabular::sklearn;
-use wgtrain::data::Scaling;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Metric, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 fn main() -> wgtrain::Result<()> {
     let data = sklearn::breast_cancer(Path::new(sklearn::SKLEARN_DATA_DIR))?;

@@ -16,10 +16,7 @@ use std::path::Path;
 
 use ndarray::Array2;
 use wgtrain::data::tabular::{read_csv_matrix, sklearn, CsvOptions};
-use wgtrain::data::ArrayDataset;
-use wgtrain::nn::{Dense, Device, FitConfig, Layer, Loss, Metric, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{Optimizer, SgdConfig};
+use wgtrain::prelude::*;
 
 fn main() -> wgtrain::Result<()> {
     let file = Path::new(sklearn::SKLEARN_DATA_DIR).join("digits.csv.gz");

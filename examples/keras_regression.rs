@@ -11,10 +11,7 @@
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
-use wgtrain::data::ArrayDataset;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 fn main() -> wgtrain::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

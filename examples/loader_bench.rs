@@ -14,7 +14,8 @@ use std::sync::Arc;
 use clap::Parser;
 use std::time::Instant;
 
-use wgtrain::data::{cifar10, mnist, Augment, Dataset, Loader, LoaderConfig, Normalize};
+use wgtrain::data::{Loader, LoaderConfig};
+use wgtrain::prelude::*;
 
 fn bench(name: &str, data: Arc<Dataset>, cfg: LoaderConfig, epochs: usize) -> wgtrain::Result<()> {
     let mut times = Vec::new();

@@ -16,8 +16,7 @@ use std::time::Instant;
 use clap::{CommandFactory, Parser};
 use wgtrain::gpu::GpuContext;
 use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 fn mlp(sizes: &[usize]) -> wgtrain::Result<(Graph, NodeId, NodeId, NodeId)> {
     let mut g = Graph::new();

@@ -14,10 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{download, mnist, picture};
-use wgtrain::nn::{Conv2d, Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
+use wgtrain::data::{download, picture};
+use wgtrain::prelude::*;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Opt {
@@ -38,6 +36,9 @@ enum Arch {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Dev {
+    /// The GPU; the CPU executor when there is none, or when the only adapter is a software
+    /// rasterizer and the model is dense (`Device::auto`).
+    Auto,
     Gpu,
     Cpu,
 }
@@ -65,7 +66,7 @@ struct Cli {
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 1e-2)]
     weight_decay: f32,
-    #[arg(long, value_enum, default_value_t = Dev::Gpu)]
+    #[arg(long, value_enum, default_value_t = Dev::Auto)]
     device: Dev,
     /// Data-parallel replicas on the GPU (each its own device on the adapter), sharing every
     /// batch; 1 trains on one device.
@@ -177,8 +178,9 @@ fn run(mut cli: Cli) -> wgtrain::Result<()> {
     }
     let device = match cli.device {
         #[cfg(feature = "mpi")]
-        Dev::Gpu if job.is_some() => Device::mpi(job.as_ref().expect("checked"))?,
-        Dev::Gpu if cli.replicas > 1 => Device::gpus(cli.replicas)?,
+        Dev::Gpu | Dev::Auto if job.is_some() => Device::mpi(job.as_ref().expect("checked"))?,
+        Dev::Gpu | Dev::Auto if cli.replicas > 1 => Device::gpus(cli.replicas)?,
+        Dev::Auto => Device::auto(cli.model == Arch::Cnn)?,
         Dev::Gpu => Device::gpu()?,
         Dev::Cpu => Device::Cpu,
     };

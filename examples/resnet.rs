@@ -12,9 +12,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use wgtrain::data::{cifar10, Augment, Normalize};
-use wgtrain::nn::{Device, FitConfig, Loss, LrSchedule, Sequential};
-use wgtrain::optim::{Optimizer, SgdConfig};
+use wgtrain::prelude::*;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Dev {

@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use wgtrain::data::tabular::{read_csv, sklearn, Column, CsvOptions, Delimiter, Task};
-use wgtrain::data::{ArrayDataset, Samples, Scaling, TargetKind};
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Metric, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::data::{Samples, TargetKind};
+use wgtrain::prelude::*;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Builtin {

@@ -3,10 +3,7 @@
 //! reference).
 
 use ndarray::array;
-use wgtrain::data::ArrayDataset;
-use wgtrain::nn::{Dense, Device, FitConfig, Loss, Sequential};
-use wgtrain::ops::Activation;
-use wgtrain::optim::{AdamConfig, Optimizer};
+use wgtrain::prelude::*;
 
 fn main() -> wgtrain::Result<()> {
     let x = array![[0.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];

@@ -12,5 +12,6 @@ pub mod mpi;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod prelude;
 
 pub use error::{Error, Result};

@@ -100,6 +100,66 @@ fn summary_errors_and_prediction() {
     assert!(err.contains("784 inputs") && err.contains("has 9"), "{err}");
 }
 
+/// The README's first command picks its device: with no adapter (here: a backend this
+/// platform lacks) it trains on the CPU executor after a notice naming the driver package;
+/// on a software rasterizer a dense model trains on the CPU executor and a CNN on the
+/// rasterizer; `--device gpu` and `WGTRAIN_ADAPTER` force the adapter.
+#[test]
+fn mnist_mlp_example_chooses_its_device() {
+    let example = common::example("mnist_mlp");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(&example)
+            .args(["--data", mnist::FASHION_MNIST_SYSTEM_DIR, "--epochs", "1"])
+            .args([
+                "--limit",
+                "600",
+                "--quiet",
+                "--out",
+                dir.path().to_str().unwrap(),
+            ])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{args:?} {env:?}: {stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    // No adapter at all: a notice, then the CPU executor.
+    let (stdout, stderr) = run(&[], &[("WGPU_BACKEND", "metal")]);
+    assert!(stdout.contains("device: CPU reference"), "{stdout}");
+    assert!(
+        stderr.contains("apt-get install mesa-vulkan-drivers"),
+        "{stderr}"
+    );
+    let software = common::gpu().kind() == wgtrain::gpu::AdapterKind::Cpu;
+    let (stdout, stderr) = run(&[], &[]);
+    if software {
+        assert!(stdout.contains("device: CPU reference"), "{stdout}");
+        assert!(stderr.contains("software rasterizer"), "{stderr}");
+    } else {
+        assert!(!stdout.contains("device: CPU reference"), "{stdout}");
+    }
+    for (args, env) in [
+        (&["--model", "cnn"][..], &[][..]),
+        (&["--device", "gpu"][..], &[][..]),
+        (
+            &[][..],
+            &[("WGTRAIN_ADAPTER", common::gpu().adapter_name())][..],
+        ),
+    ] {
+        let (stdout, _) = run(args, env);
+        assert!(
+            stdout.contains(&format!("device: {}", common::gpu().adapter_name())),
+            "{args:?} {env:?}: {stdout}"
+        );
+    }
+}
+
 #[test]
 fn mnist_mlp_example_runs_end_to_end() {
     let example = common::example("mnist_mlp");
@@ -673,6 +733,14 @@ fn checkpoints_hold_the_optimizers_slots_and_earlier_files_load() {
         (Optimizer::Sgd(wgtrain::optim::SgdConfig::new(0.1)), vec![]),
         (momentum, vec!["momentum"]),
         (Optimizer::Adam(AdamConfig::adam(1e-2)), vec!["m", "v"]),
+        (
+            Optimizer::Adam(AdamConfig::adam(1e-2).with_amsgrad()),
+            vec!["m", "v", "v_max"],
+        ),
+        (
+            Optimizer::Lion(wgtrain::optim::LionConfig::new(1e-3)),
+            vec!["m"],
+        ),
     ];
     for (opt, slots) in cases {
         let mut model = compile(opt);
@@ -794,4 +862,94 @@ fn biases_can_be_excluded_from_weight_decay() {
         cpu.iter().zip(&decayed).any(|(a, b)| (a - b).abs() > 1e-4),
         "{cpu:?} vs {decayed:?}"
     );
+}
+
+/// Lion (one slot) and AMSGrad (three slots) resume bit for bit on both executors: two
+/// epochs straight equal one epoch, a checkpoint, a load into a fresh model and the second.
+#[test]
+fn lion_and_amsgrad_resume_bit_exactly_on_both_executors() {
+    let data = wgtrain::data::Dataset {
+        images: (0..256 * 16).map(|i| (i * 37 % 256) as u8).collect(),
+        labels: (0..256).map(|i| (i % 3) as u8).collect(),
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 3,
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+    };
+    let ctx =
+        std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
+    let dir = tempfile::tempdir().unwrap();
+    let optimizers = [
+        Optimizer::Lion(wgtrain::optim::LionConfig {
+            weight_decay: 0.1,
+            ..wgtrain::optim::LionConfig::new(1e-3)
+        }),
+        Optimizer::Adam(AdamConfig::adamw(1e-2, 0.01).with_amsgrad()),
+    ];
+    for opt in optimizers {
+        for device in [Device::Gpu(ctx.clone()), Device::Cpu] {
+            let what = format!(
+                "{opt:?} on {}",
+                if matches!(device, Device::Cpu) {
+                    "CPU"
+                } else {
+                    "GPU"
+                }
+            );
+            let compile = || {
+                Sequential::new(&[4, 4])
+                    .flatten()
+                    .dense(Dense::new(8).activation(Activation::Relu))
+                    .dense(Dense::new(3))
+                    .compile(Loss::SparseCategoricalCrossentropy, opt, device.clone(), 5)
+                    .unwrap()
+            };
+            let cfg = |epochs| FitConfig {
+                seed: 2,
+                ..FitConfig::new(epochs, 32)
+            };
+            let mut straight = compile();
+            straight.fit(&data, &cfg(2)).unwrap();
+            let mut first = compile();
+            first.fit(&data, &cfg(1)).unwrap();
+            let ckpt = dir.path().join("epoch1.safetensors");
+            first.save(&ckpt).unwrap();
+            let mut resumed = compile();
+            resumed.load(&ckpt).unwrap();
+            resumed
+                .fit(
+                    &data,
+                    &FitConfig {
+                        initial_epoch: 1,
+                        ..cfg(2)
+                    },
+                )
+                .unwrap();
+            let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+            straight.save(&a).unwrap();
+            resumed.save(&b).unwrap();
+            let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+            let (sa, sb) = (
+                safetensors::SafeTensors::deserialize(&a).unwrap(),
+                safetensors::SafeTensors::deserialize(&b).unwrap(),
+            );
+            let slots = opt.state_slots();
+            assert_eq!(sa.names().len(), 4 * (1 + slots.len()), "{what}");
+            for name in sa.names() {
+                assert!(
+                    sa.tensor(name).unwrap().data() == sb.tensor(name).unwrap().data(),
+                    "{what} `{name}`: resumed training must be bit-identical"
+                );
+            }
+            // The state moved: a resume that dropped it would not match, and this shows it
+            // was there to drop.
+            let last = format!("dense_1.bias.{}", slots[slots.len() - 1]);
+            let state = sa.tensor(&last).unwrap();
+            assert!(
+                state.data().iter().any(|&b| b != 0),
+                "{what}: `{last}` is all zeros"
+            );
+        }
+    }
 }

@@ -44,6 +44,49 @@ impl Device {
         Ok(Device::Gpu(Arc::new(GpuContext::new()?)))
     }
 
+    /// The device a model trains on by default (Keras picks one the same way): the best GPU
+    /// adapter; the CPU executor when no adapter can be opened, after a one-line notice naming
+    /// the driver to install; and when the best adapter is a software rasterizer (lavapipe,
+    /// llvmpipe, WARP, SwiftShader), whichever of it and the CPU executor trains this kind of
+    /// model faster: the rasterizer for `convolutional` models, the CPU executor for dense
+    /// ones (measured on lavapipe: docs/performance.md, "Choosing the default device").
+    /// `WGTRAIN_ADAPTER` or `WGTRAIN_PLAN` set, or [`Device::gpu`], force the adapter; an
+    /// adapter `WGTRAIN_ADAPTER` names that does not exist is an error, not a fallback.
+    pub fn auto(convolutional: bool) -> Result<Self> {
+        let forced = [crate::gpu::ADAPTER_ENV, crate::gpu::PLAN_ENV]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        match GpuContext::new() {
+            Ok(ctx) if forced || convolutional || ctx.kind() == crate::gpu::AdapterKind::Gpu => {
+                Ok(Device::Gpu(Arc::new(ctx)))
+            }
+            Ok(ctx) => {
+                eprintln!(
+                    "wgtrain: {} is a software rasterizer, and the CPU executor trains dense \
+                     models faster, so this one trains there (Device::gpu() or {}=... uses the \
+                     adapter)",
+                    ctx.adapter_name(),
+                    crate::gpu::ADAPTER_ENV
+                );
+                Ok(Device::Cpu)
+            }
+            Err(Error::NoAdapter { seen, .. }) if !forced => {
+                let seen = if seen.is_empty() {
+                    "none"
+                } else {
+                    seen.as_str()
+                };
+                eprintln!(
+                    "wgtrain: no GPU adapter could be opened (adapters seen: {seen}); training \
+                     on the CPU executor. Install your GPU's driver, or Mesa's software Vulkan \
+                     driver: apt-get install mesa-vulkan-drivers"
+                );
+                Ok(Device::Cpu)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `n` replicas, each on its own device opened on the best adapter (or the one
     /// `WGTRAIN_ADAPTER` names): several GPUs' worth of data parallelism, or, on one adapter,
     /// several devices sharing it.
