@@ -32,7 +32,7 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
 }
 
 /// One specialized pipeline a context has built: a WGSL module, an entry point and the
-/// override constants it was specialized with (see [`GpuContext::pipeline_variants`]).
+/// override constants it was specialized with (see [`crate::gpu::GpuContext::pipeline_variants`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineVariant {
     pub shader: &'static str,

@@ -29,7 +29,6 @@ mod replicas;
 mod rules;
 mod step;
 
-pub use crate::ops::Metrics;
 pub use autodiff::Gradients;
 pub use cpu_exec::{CpuExecutor, CpuRun};
 pub use feed::Feed;

@@ -1,6 +1,8 @@
 //! Shared helpers for the GPU tests: one context per test binary, seeded data, tolerances.
 #![allow(dead_code)]
 
+pub mod mlp;
+
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
