@@ -12,10 +12,8 @@ use super::{Built, Functional, Loss};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{
-    CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Metrics, NodeId, Replicated,
-};
-use crate::ops::PointwiseLoss;
+use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, NodeId, Replicated};
+use crate::ops::{Metrics, PointwiseLoss};
 use crate::optim::Optimizer;
 
 /// Where a model runs.
