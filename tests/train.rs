@@ -701,15 +701,7 @@ fn cifar10_cnn_example_runs_on_synthetic_files() {
 /// optimizer) still load, unless they hold state the optimizer would drop.
 #[test]
 fn checkpoints_hold_the_optimizers_slots_and_earlier_files_load() {
-    let data = wgtrain::data::Dataset {
-        images: (0..256 * 16).map(|i| (i * 37 % 256) as u8).collect(),
-        labels: (0..256).map(|i| (i % 3) as u8).collect(),
-        channels: 1,
-        height: 4,
-        width: 4,
-        num_classes: 3,
-        class_names: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let data = tiny_images();
     let momentum = Optimizer::Sgd(wgtrain::optim::SgdConfig {
         momentum: 0.9,
         ..wgtrain::optim::SgdConfig::new(0.1)
@@ -871,15 +863,7 @@ fn biases_can_be_excluded_from_weight_decay() {
 /// epochs straight equal one epoch, a checkpoint, a load into a fresh model and the second.
 #[test]
 fn lion_and_amsgrad_resume_bit_exactly_on_both_executors() {
-    let data = wgtrain::data::Dataset {
-        images: (0..256 * 16).map(|i| (i * 37 % 256) as u8).collect(),
-        labels: (0..256).map(|i| (i % 3) as u8).collect(),
-        channels: 1,
-        height: 4,
-        width: 4,
-        num_classes: 3,
-        class_names: vec!["a".into(), "b".into(), "c".into()],
-    };
+    let data = tiny_images();
     let ctx =
         std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     let dir = tempfile::tempdir().unwrap();
@@ -954,5 +938,18 @@ fn lion_and_amsgrad_resume_bit_exactly_on_both_executors() {
                 "{what}: `{last}` is all zeros"
             );
         }
+    }
+}
+
+/// 256 deterministic 4x4 images of 3 classes: enough for checkpoint and resume tests.
+fn tiny_images() -> wgtrain::data::Dataset {
+    wgtrain::data::Dataset {
+        images: (0..256 * 16).map(|i| (i * 37 % 256) as u8).collect(),
+        labels: (0..256).map(|i| (i % 3) as u8).collect(),
+        channels: 1,
+        height: 4,
+        width: 4,
+        num_classes: 3,
+        class_names: vec!["a".into(), "b".into(), "c".into()],
     }
 }

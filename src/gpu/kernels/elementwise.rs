@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{dim_u32, dims4, groups, need};
+use super::{check_flat, dim_u32, dims4, groups, need};
 use crate::error::{Error, Result};
 use crate::gpu::launch::LaunchDesc;
 use crate::gpu::{Binding, GpuContext, Launch, View};
@@ -23,6 +23,29 @@ fn activation_code(act: Activation) -> f64 {
     }
 }
 
+/// One launch of `elementwise::entry` with an invocation per element of `n` (workgroups of
+/// 256): the shape every kernel of this family shares. Callers check their views first.
+fn per_element<P: Pod>(
+    ctx: &GpuContext,
+    entry: &'static str,
+    constants: Vec<(&'static str, f64)>,
+    n: usize,
+    params: P,
+    bindings: Vec<Binding<'_>>,
+) -> Result<Launch> {
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "elementwise",
+            entry,
+            constants,
+            params,
+            bindings,
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
 /// `y = f(x)` over `n` elements.
 pub fn activation_forward(
     ctx: &GpuContext,
@@ -31,18 +54,14 @@ pub fn activation_forward(
     x: View<'_>,
     y: View<'_>,
 ) -> Result<Launch> {
-    need("activation_forward", "x", &x, n)?;
-    need("activation_forward", "y", &y, n)?;
-    Launch::new(
+    check_flat("activation_forward", n, &[("x", &x), ("y", &y)])?;
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "activation_forward",
-            constants: vec![("OP", activation_code(act))],
-            params: dims4(n, 1, 0)?,
-            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
-            workgroups: groups(n, 256)?,
-        },
+        "activation_forward",
+        vec![("OP", activation_code(act))],
+        n,
+        dims4(n, 1, 0)?,
+        vec![Binding::Read(x), Binding::ReadWrite(y)],
     )
 }
 
@@ -56,23 +75,19 @@ pub fn activation_backward(
     dy: View<'_>,
     dx: View<'_>,
 ) -> Result<Launch> {
-    for (what, v) in [("saved", &saved), ("dy", &dy), ("dx", &dx)] {
-        need("activation_backward", what, v, n)?;
-    }
-    Launch::new(
+    let views = [("saved", &saved), ("dy", &dy), ("dx", &dx)];
+    check_flat("activation_backward", n, &views)?;
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "activation_backward",
-            constants: vec![("OP", activation_code(act))],
-            params: dims4(n, 1, 0)?,
-            bindings: vec![
-                Binding::Read(saved),
-                Binding::Read(dy),
-                Binding::ReadWrite(dx),
-            ],
-            workgroups: groups(n, 256)?,
-        },
+        "activation_backward",
+        vec![("OP", activation_code(act))],
+        n,
+        dims4(n, 1, 0)?,
+        vec![
+            Binding::Read(saved),
+            Binding::Read(dy),
+            Binding::ReadWrite(dx),
+        ],
     )
 }
 
@@ -90,16 +105,13 @@ pub fn bias_add(
     need("bias_add", "bias", &bias, cols)?;
     need("bias_add", "y", &y, rows * cols)?;
     let n = rows * cols;
-    Launch::new(
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "bias_add",
-            constants: vec![],
-            params: dims4(n, cols, 0)?,
-            bindings: vec![Binding::Read(bias), Binding::ReadWrite(y)],
-            workgroups: groups(n, 256)?,
-        },
+        "bias_add",
+        vec![],
+        n,
+        dims4(n, cols, 0)?,
+        vec![Binding::Read(bias), Binding::ReadWrite(y)],
     )
 }
 
@@ -115,56 +127,46 @@ pub fn bias_add_out(
     if cols == 0 {
         return Err(Error::invalid("bias_add", "zero columns"));
     }
-    need("bias_add", "x", &x, rows * cols)?;
     need("bias_add", "bias", &bias, cols)?;
-    need("bias_add", "y", &y, rows * cols)?;
     let n = rows * cols;
-    Launch::new(
+    check_flat("bias_add", n, &[("x", &x), ("y", &y)])?;
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "bias_add_out",
-            constants: vec![],
-            params: dims4(n, cols, 0)?,
-            bindings: vec![Binding::Read(x), Binding::Read(bias), Binding::ReadWrite(y)],
-            workgroups: groups(n, 256)?,
-        },
+        "bias_add_out",
+        vec![],
+        n,
+        dims4(n, cols, 0)?,
+        vec![Binding::Read(x), Binding::Read(bias), Binding::ReadWrite(y)],
     )
 }
 
 /// `y = a + b` over `n` elements.
 pub fn add(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) -> Result<Launch> {
-    for (what, v) in [("a", &a), ("b", &b), ("y", &y)] {
-        need("add", what, v, n)?;
-    }
-    Launch::new(
-        ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "add",
-            constants: vec![],
-            params: dims4(n, 1, 0)?,
-            bindings: vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
-            workgroups: groups(n, 256)?,
-        },
-    )
+    binary(ctx, "add", n, a, b, y)
 }
 
 /// `y = a * b` over `n` elements.
 pub fn mul(ctx: &GpuContext, n: usize, a: View<'_>, b: View<'_>, y: View<'_>) -> Result<Launch> {
-    for (what, v) in [("a", &a), ("b", &b), ("y", &y)] {
-        need("mul", what, v, n)?;
-    }
-    Launch::new(
+    binary(ctx, "mul", n, a, b, y)
+}
+
+/// `y = a op b` over `n` elements, `op` the entry `add` or `mul`.
+fn binary(
+    ctx: &GpuContext,
+    entry: &'static str,
+    n: usize,
+    a: View<'_>,
+    b: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    check_flat(entry, n, &[("a", &a), ("b", &b), ("y", &y)])?;
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "mul",
-            constants: vec![],
-            params: dims4(n, 1, 0)?,
-            bindings: vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
-            workgroups: groups(n, 256)?,
-        },
+        entry,
+        vec![],
+        n,
+        dims4(n, 1, 0)?,
+        vec![Binding::Read(a), Binding::Read(b), Binding::ReadWrite(y)],
     )
 }
 
@@ -220,28 +222,25 @@ pub fn dropout(
         ));
     }
     need("dropout", "state", &state, 4)?;
-    need("dropout", "x", &x, n)?;
-    need("dropout", "y", &y, n)?;
-    Launch::new(
+    check_flat("dropout", n, &[("x", &x), ("y", &y)])?;
+    let params = DropoutParams {
+        n: dim_u32("dropout", "n", n)?,
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        threshold: crate::ops::dropout_threshold(rate),
+        scale: crate::ops::dropout_scale(rate),
+        _pad: [0; 3],
+    };
+    per_element(
         ctx,
-        LaunchDesc {
-            shader: "elementwise",
-            entry: "dropout",
-            constants: vec![],
-            params: DropoutParams {
-                n: dim_u32("dropout", "n", n)?,
-                seed_lo: seed as u32,
-                seed_hi: (seed >> 32) as u32,
-                threshold: crate::ops::dropout_threshold(rate),
-                scale: crate::ops::dropout_scale(rate),
-                _pad: [0; 3],
-            },
-            bindings: vec![
-                Binding::Read(state),
-                Binding::Read(x),
-                Binding::ReadWrite(y),
-            ],
-            workgroups: groups(n, 256)?,
-        },
+        "dropout",
+        vec![],
+        n,
+        params,
+        vec![
+            Binding::Read(state),
+            Binding::Read(x),
+            Binding::ReadWrite(y),
+        ],
     )
 }
