@@ -3,7 +3,7 @@
 
 use super::GpuArgs;
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self};
+use crate::gpu::kernels;
 use crate::gpu::{GpuBuffer, Kernel};
 use crate::graph::plan::fused_with;
 use crate::graph::Op;

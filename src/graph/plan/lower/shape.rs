@@ -3,7 +3,7 @@
 
 use super::GpuArgs;
 use crate::error::Result;
-use crate::gpu::kernels::{self};
+use crate::gpu::kernels;
 use crate::gpu::Kernel;
 use crate::graph::Op;
 
