@@ -18,12 +18,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use ndarray::{Array1, Array2, Array4};
-use wgtrain::cpu;
-use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
 use wgtrain::ops::Window;
 use wgtrain::prelude::*;
+use wgtrain::unstable::cpu;
+use wgtrain::unstable::kernels::{self, ConvGeom};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use ndarray::Array2;
-use wgtrain::gpu::kernels::{self, GemmSpec};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
+use wgtrain::unstable::kernels::{self, GemmSpec};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

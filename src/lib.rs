@@ -2,7 +2,7 @@
 //! wgpu, with an ndarray reference implementation of every op.
 
 mod atomic_file;
-pub mod cpu;
+mod cpu;
 pub mod data;
 mod error;
 pub mod gpu;
@@ -15,3 +15,17 @@ pub mod optim;
 pub mod prelude;
 
 pub use error::{Error, Result};
+
+/// Engine internals for the crate's tests and benchmarks: the CPU reference functions and
+/// the typed kernel constructors. No stability promise: a model is built with [`nn`] (or
+/// [`graph`] for a custom graph), never from these.
+pub mod unstable {
+    /// The ndarray reference of every op, in f32 or f64.
+    pub mod cpu {
+        pub use crate::cpu::*;
+    }
+    /// One typed constructor per WGSL entry, each returning a prebuilt launch.
+    pub mod kernels {
+        pub use crate::gpu::kernels::*;
+    }
+}

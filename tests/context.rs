@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use wgtrain::gpu::{grid, kernels, run, GpuBuffer, GpuContext, GpuOptions};
+use wgtrain::gpu::{grid, run, GpuBuffer, GpuContext, GpuOptions};
+use wgtrain::unstable::kernels;
 use wgtrain::Error;
 
 #[test]
@@ -205,8 +206,8 @@ fn binding_counts_are_checked_against_the_right_limits() {
 /// adapter with subgroups of 8).
 #[test]
 fn the_plan_can_be_forced_and_the_gemm_path_follows_it() {
-    use wgtrain::gpu::kernels::{GemmPath, GemmSpec};
     use wgtrain::gpu::AdapterKind;
+    use wgtrain::unstable::kernels::{GemmPath, GemmSpec};
     let forced = GpuContext::with_options(GpuOptions {
         plan: Some(AdapterKind::Gpu),
         ..Default::default()

@@ -6,10 +6,10 @@ mod common;
 
 use common::*;
 use ndarray::{Array1, Array4, ArrayView4};
-use wgtrain::cpu;
-use wgtrain::gpu::kernels::{self, ConvGeom};
 use wgtrain::gpu::Kernel;
 use wgtrain::ops::Window;
+use wgtrain::unstable::cpu;
+use wgtrain::unstable::kernels::{self, ConvGeom};
 
 fn array4(v: &[f32], shape: (usize, usize, usize, usize)) -> Array4<f64> {
     Array4::from_shape_vec(shape, v.iter().map(|&x| x as f64).collect()).unwrap()

@@ -328,7 +328,7 @@ fn dropout_backward_and_masks() {
     // with the step and the seed; evaluation is the identity.
     let ones = ArrayD::<f64>::ones(IxDyn(&[100_000]));
     for rate in [0.1f32, 0.5, 0.8] {
-        let y = wgtrain::cpu::dropout(ones.view(), rate, 3, 1, true);
+        let y = wgtrain::unstable::cpu::dropout(ones.view(), rate, 3, 1, true);
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / 1e5;
         assert!(
             (kept - (1.0 - rate as f64)).abs() < 0.01,
@@ -338,13 +338,19 @@ fn dropout_backward_and_masks() {
         assert!(y
             .iter()
             .all(|&v| v == 0.0 || (v - scale).abs() < 1e-6 * scale));
-        let other_step = wgtrain::cpu::dropout(ones.view(), rate, 3, 2, true);
-        let other_seed = wgtrain::cpu::dropout(ones.view(), rate, 4, 1, true);
+        let other_step = wgtrain::unstable::cpu::dropout(ones.view(), rate, 3, 2, true);
+        let other_seed = wgtrain::unstable::cpu::dropout(ones.view(), rate, 4, 1, true);
         assert_ne!(y, other_step);
         assert_ne!(y, other_seed);
-        assert_eq!(y, wgtrain::cpu::dropout(ones.view(), rate, 3, 1, true));
+        assert_eq!(
+            y,
+            wgtrain::unstable::cpu::dropout(ones.view(), rate, 3, 1, true)
+        );
     }
-    assert_eq!(wgtrain::cpu::dropout(ones.view(), 0.5, 3, 1, false), ones);
+    assert_eq!(
+        wgtrain::unstable::cpu::dropout(ones.view(), 0.5, 3, 1, false),
+        ones
+    );
     let mut g = Graph::new();
     let x = g.input("x", &[Dim::Batch, Dim::Fixed(2)]);
     let err = g.dropout(x, 1.0, 0).unwrap_err().to_string();

@@ -7,10 +7,10 @@ mod common;
 
 use common::*;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
-use wgtrain::cpu;
-use wgtrain::gpu::kernels::{self, GemmPath, GemmSpec};
 use wgtrain::gpu::run;
 use wgtrain::ops::{Activation, Epilogue, PointwiseLoss};
+use wgtrain::unstable::cpu;
+use wgtrain::unstable::kernels::{self, GemmPath, GemmSpec};
 
 fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {
     Array2::from_shape_vec((rows, cols), to_f64(v)).unwrap()

@@ -254,7 +254,7 @@ fn cases() -> Vec<(&'static str, fn())> {
             );
             let x = wgtrain::gpu::GpuBuffer::zeros(&a, "x", 8).unwrap();
             let y = wgtrain::gpu::GpuBuffer::zeros(&b, "y", 8).unwrap();
-            let r = wgtrain::gpu::kernels::add(&b, 8, x.full(), y.full(), y.full());
+            let r = wgtrain::unstable::kernels::add(&b, 8, x.full(), y.full(), y.full());
             expect_err(r, &["`x` was made on another GpuContext"]);
             expect_err(x.read::<f32>(&b), &["another GpuContext"]);
             expect_err(x.write(&b, 0, &[1.0f32]), &["another GpuContext"]);

@@ -2,7 +2,7 @@
 
 mod buffer;
 mod context;
-pub mod kernels;
+pub(crate) mod kernels;
 mod launch;
 mod pipeline;
 

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use ndarray::{Array1, ArrayD, IxDyn};
-use wgtrain::cpu;
 use wgtrain::graph::{Dim, Graph, Init, NodeId, Value};
 use wgtrain::ops::Activation;
+use wgtrain::unstable::cpu;
 
 use super::uniform;
 

@@ -15,7 +15,8 @@ use crate::ops::Epilogue;
 /// textures and runs three launches (pack A, pack B, multiply).
 ///
 /// ```no_run
-/// use wgtrain::gpu::{kernels::{self, GemmSpec}, GpuBuffer, GpuContext};
+/// use wgtrain::gpu::{GpuBuffer, GpuContext};
+/// use wgtrain::unstable::kernels::{self, GemmSpec};
 /// let ctx = GpuContext::new()?;
 /// let a = GpuBuffer::from_slice(&ctx, "a", &[1.0f32, 2.0, 3.0, 4.0])?; // (2, 2)
 /// let b = GpuBuffer::from_slice(&ctx, "b", &[1.0f32, 0.0, 0.0, 1.0])?; // identity
