@@ -55,6 +55,43 @@ struct LionParams {
 
 const WG: u32 = 256u;
 
+// Adam's first half for one element (the scalar kernels) or one vec4 (the vec4 kernels): the
+// weight decay (decoupled, or added to the gradient), then the two moments. adam and amsgrad
+// differ only in the denominator they take from these.
+struct Moments {
+    p: f32,
+    m: f32,
+    v: f32,
+}
+
+fn adam_moments(q: AdamParams, p0: f32, g0: f32, m0: f32, v0: f32) -> Moments {
+    var p = p0;
+    var g = g0;
+    if (q.decoupled != 0u) {
+        p = p * (1.0 - q.lr * q.weight_decay);
+    } else {
+        g = g + q.weight_decay * p;
+    }
+    return Moments(p, q.beta1 * m0 + (1.0 - q.beta1) * g, q.beta2 * v0 + (1.0 - q.beta2) * g * g);
+}
+
+struct Moments4 {
+    p: vec4<f32>,
+    m: vec4<f32>,
+    v: vec4<f32>,
+}
+
+fn adam_moments4(q: AdamParams, p0: vec4<f32>, g0: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>) -> Moments4 {
+    var p = p0;
+    var g = g0;
+    if (q.decoupled != 0u) {
+        p = p * (1.0 - q.lr * q.weight_decay);
+    } else {
+        g = g + q.weight_decay * p;
+    }
+    return Moments4(p, q.beta1 * m0 + (1.0 - q.beta1) * g, q.beta2 * v0 + (1.0 - q.beta2) * g * g);
+}
+
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + nwg.x * (wid.y + nwg.y * wid.z)) * WG + lid;
 }
@@ -102,18 +139,10 @@ fn adam(
     if (i >= adam_p.n) {
         return;
     }
-    var p = param[i];
-    var g = grad[i];
-    if (adam_p.decoupled != 0u) {
-        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
-    } else {
-        g = g + adam_p.weight_decay * p;
-    }
-    let m = adam_p.beta1 * moment1[i] + (1.0 - adam_p.beta1) * g;
-    let v = adam_p.beta2 * moment2[i] + (1.0 - adam_p.beta2) * g * g;
-    moment1[i] = m;
-    moment2[i] = v;
-    param[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v / adam_p.bc2) + adam_p.eps);
+    let r = adam_moments(adam_p, param[i], grad[i], moment1[i], moment2[i]);
+    moment1[i] = r.m;
+    moment2[i] = r.v;
+    param[i] = r.p - adam_p.lr * (r.m / adam_p.bc1) / (sqrt(r.v / adam_p.bc2) + adam_p.eps);
 }
 
 // sgd4 / adam4: the same updates on vec4s, for n divisible by 4 (the executors' arenas are).
@@ -160,18 +189,10 @@ fn sgd4(
 }
 
 fn adam_update(q: AdamParams, i: u32) {
-    var p = param4[i];
-    var g = grad4[i];
-    if (q.decoupled != 0u) {
-        p = p * (1.0 - q.lr * q.weight_decay);
-    } else {
-        g = g + q.weight_decay * p;
-    }
-    let m = q.beta1 * moment1_4[i] + (1.0 - q.beta1) * g;
-    let v = q.beta2 * moment2_4[i] + (1.0 - q.beta2) * g * g;
-    moment1_4[i] = m;
-    moment2_4[i] = v;
-    param4[i] = p - q.lr * (m / q.bc1) / (sqrt(v / q.bc2) + q.eps);
+    let r = adam_moments4(q, param4[i], grad4[i], moment1_4[i], moment2_4[i]);
+    moment1_4[i] = r.m;
+    moment2_4[i] = r.v;
+    param4[i] = r.p - q.lr * (r.m / q.bc1) / (sqrt(r.v / q.bc2) + q.eps);
 }
 
 @compute @workgroup_size(WG)
@@ -203,39 +224,23 @@ fn amsgrad(
     if (i >= adam_p.n) {
         return;
     }
-    var p = param[i];
-    var g = grad[i];
-    if (adam_p.decoupled != 0u) {
-        p = p * (1.0 - adam_p.lr * adam_p.weight_decay);
-    } else {
-        g = g + adam_p.weight_decay * p;
-    }
-    let m = adam_p.beta1 * moment1[i] + (1.0 - adam_p.beta1) * g;
-    let v = adam_p.beta2 * moment2[i] + (1.0 - adam_p.beta2) * g * g;
-    let v_max = max(moment3[i], v);
-    moment1[i] = m;
-    moment2[i] = v;
+    let r = adam_moments(adam_p, param[i], grad[i], moment1[i], moment2[i]);
+    let v_max = max(moment3[i], r.v);
+    moment1[i] = r.m;
+    moment2[i] = r.v;
     moment3[i] = v_max;
-    param[i] = p - adam_p.lr * (m / adam_p.bc1) / (sqrt(v_max / adam_p.bc2) + adam_p.eps);
+    param[i] = r.p - adam_p.lr * (r.m / adam_p.bc1) / (sqrt(v_max / adam_p.bc2) + adam_p.eps);
 }
 
 @group(0) @binding(5) var<storage, read_write> moment3_4: array<vec4<f32>>;
 
 fn amsgrad_update(q: AdamParams, i: u32) {
-    var p = param4[i];
-    var g = grad4[i];
-    if (q.decoupled != 0u) {
-        p = p * (1.0 - q.lr * q.weight_decay);
-    } else {
-        g = g + q.weight_decay * p;
-    }
-    let m = q.beta1 * moment1_4[i] + (1.0 - q.beta1) * g;
-    let v = q.beta2 * moment2_4[i] + (1.0 - q.beta2) * g * g;
-    let v_max = max(moment3_4[i], v);
-    moment1_4[i] = m;
-    moment2_4[i] = v;
+    let r = adam_moments4(q, param4[i], grad4[i], moment1_4[i], moment2_4[i]);
+    let v_max = max(moment3_4[i], r.v);
+    moment1_4[i] = r.m;
+    moment2_4[i] = r.v;
     moment3_4[i] = v_max;
-    param4[i] = p - q.lr * (m / q.bc1) / (sqrt(v_max / q.bc2) + q.eps);
+    param4[i] = r.p - q.lr * (r.m / q.bc1) / (sqrt(v_max / q.bc2) + q.eps);
 }
 
 @compute @workgroup_size(WG)
