@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ndarray::{Array1, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-use wgtrain::graph::{CpuRun, Dim, Gradients, Graph, Init, NodeId, Op, Value};
+use wgtrain::graph::{CpuRun, Dim, ElementwiseOp, Gradients, Graph, Init, NodeId, Op, Value};
 use wgtrain::ops::{Activation, PointwiseLoss};
 
 const B: usize = 3;
@@ -210,7 +210,7 @@ fn reshape_and_shared_parameters() {
     let grads = gradcheck(&mut g, loss, feeds(vec![(x, xv), (t, tv3)]));
     // The summed gradient is one node: an `add` of the two uses' weight gradients.
     let d_shared = grads.of(shared).expect("the shared weight has a gradient");
-    assert_eq!(g.node(d_shared).op, Op::Add);
+    assert_eq!(g.node(d_shared).op, Op::Elementwise(ElementwiseOp::Add));
 }
 
 #[test]

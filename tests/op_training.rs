@@ -6,7 +6,7 @@ mod common;
 
 use common::mlp::*;
 use common::*;
-use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
+use wgtrain::graph::{CpuExecutor, Dim, ElementwiseOp, Feed, GpuExecutor, Graph, Init, NodeId};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -178,7 +178,7 @@ fn a_value_with_two_consumers_trains_like_the_cpu() {
             .graph()
             .nodes()
             .iter()
-            .any(|n| n.op == wgtrain::graph::Op::Add),
+            .any(|n| n.op == wgtrain::graph::Op::Elementwise(ElementwiseOp::Add)),
         "the backward pass sums z's two gradients"
     );
     for t in 1..=10u64 {

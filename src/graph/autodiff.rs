@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::{Graph, NodeId, Op};
 use crate::error::{Error, Result};
+use crate::graph::{LossOp, ShapeOp};
 
 /// The gradient node of each differentiated node (parameters included).
 #[derive(Debug, Clone, Default)]
@@ -30,7 +31,12 @@ impl Graph {
             ));
         }
         let root = self.node(loss).clone();
-        if !root.shape.is_empty() || !matches!(root.op, Op::SoftmaxXent { .. } | Op::Loss(_)) {
+        if !root.shape.is_empty()
+            || !matches!(
+                root.op,
+                Op::Loss(LossOp::SoftmaxXent { .. }) | Op::Loss(LossOp::Loss(_))
+            )
+        {
             return Err(Error::invalid(
                 "backward",
                 format!(
@@ -45,7 +51,8 @@ impl Graph {
         let mut needs = vec![false; loss.0 + 1];
         for i in 0..=loss.0 {
             let n = &self.nodes[i];
-            needs[i] = matches!(n.op, Op::Param(_)) || n.inputs.iter().any(|j| needs[j.0]);
+            needs[i] =
+                matches!(n.op, Op::Shape(ShapeOp::Param(_))) || n.inputs.iter().any(|j| needs[j.0]);
         }
         let mut contributions: Vec<Vec<NodeId>> = vec![Vec::new(); loss.0 + 1];
         let mut grads = Gradients::default();

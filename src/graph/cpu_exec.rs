@@ -8,6 +8,7 @@ use super::rules::{self, metric_kind, CpuArgs, Value};
 use super::{Graph, NodeId, Op};
 use crate::cpu::Scalar;
 use crate::error::{Error, Result};
+use crate::graph::ShapeOp;
 use crate::ops::{ErrorSums, MetricKind, MetricTotals, Metrics};
 
 /// Parameter and buffer values, and the evaluation of a graph on the CPU.
@@ -84,7 +85,7 @@ impl<T: Scalar> CpuRun<T> {
         for i in 0..=last.0 {
             let node = &graph.nodes()[i];
             let value = match &node.op {
-                Op::Input | Op::Labels => {
+                Op::Shape(ShapeOp::Input) | Op::Shape(ShapeOp::Labels) => {
                     let v = feeds.get(&graph.id_at(i)).ok_or_else(|| {
                         Error::invalid(
                             "cpu graph",
@@ -106,8 +107,10 @@ impl<T: Scalar> CpuRun<T> {
                     }
                     v.clone()
                 }
-                Op::Param(_) => Value::Float(self.params[&graph.id_at(i)].clone()),
-                Op::Buffer(_) => Value::Float(self.buffers[&graph.id_at(i)].clone()),
+                Op::Shape(ShapeOp::Param(_)) => Value::Float(self.params[&graph.id_at(i)].clone()),
+                Op::Shape(ShapeOp::Buffer(_)) => {
+                    Value::Float(self.buffers[&graph.id_at(i)].clone())
+                }
                 _ => rules::eval_cpu(&CpuArgs {
                     node,
                     shape: &shapes[i],
@@ -197,10 +200,10 @@ impl CpuExecutor {
             let node = self.graph.node(id);
             let len: usize = shapes[i].iter().product();
             let value = match (feed, &node.op) {
-                (super::Feed::F32(d), Op::Input) if d.len() == len => Value::Float(
+                (super::Feed::F32(d), Op::Shape(ShapeOp::Input)) if d.len() == len => Value::Float(
                     ArrayD::from_shape_vec(IxDyn(&shapes[i]), d.to_vec()).expect("length checked"),
                 ),
-                (super::Feed::U32(d), Op::Labels) if d.len() == len => {
+                (super::Feed::U32(d), Op::Shape(ShapeOp::Labels)) if d.len() == len => {
                     Value::Labels(Array1::from(d.to_vec()))
                 }
                 _ => {

@@ -16,6 +16,7 @@ use super::{Feed, Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::kernels;
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
+use crate::graph::ShapeOp;
 use crate::ops::{MetricTotals, Metrics, METRIC_WORDS};
 use crate::optim::{Optimizer, ParamOptions};
 
@@ -220,8 +221,8 @@ impl GpuExecutor {
             };
             let (len, name) = (plan.lens[i], &self.graph.node(id).name);
             let got = match (feed, &self.graph.node(id).op) {
-                (Feed::F32(d), Op::Input) => d.len(),
-                (Feed::U32(d), Op::Labels) => d.len(),
+                (Feed::F32(d), Op::Shape(ShapeOp::Input)) => d.len(),
+                (Feed::U32(d), Op::Shape(ShapeOp::Labels)) => d.len(),
                 _ => {
                     return Err(Error::invalid(
                         "step",

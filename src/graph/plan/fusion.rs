@@ -8,7 +8,7 @@
 //! inputs), and `pinned` values (read after the last node, or living in the gradient arena)
 //! are never absorbed.
 
-use crate::graph::{Node, Op};
+use crate::graph::{DenseOp, ElementwiseOp, Node, Op};
 use crate::ops::{Activation, Epilogue};
 
 /// A GEMM that computes a fused node: the matmul it starts from, the node in the epilogue's
@@ -80,18 +80,20 @@ pub(super) fn fuse(g: &Graph<'_>, last_use: &mut [usize]) -> Fusion {
 /// (+ ReLU) epilogue writing the last node.
 fn bias_epilogue(g: &Graph<'_>, _: &Fusion, i: usize) -> Option<Match> {
     let nodes = g.nodes;
-    if !matches!(nodes[i].op, Op::MatMul { .. }) || g.pinned[i] {
+    if !matches!(nodes[i].op, Op::Dense(DenseOp::MatMul { .. })) || g.pinned[i] {
         return None;
     }
     let &[j] = g.readers[i].as_slice() else {
         return None;
     };
-    if !matches!(nodes[j].op, Op::BiasAdd) || nodes[j].inputs[0].0 != i {
+    if !matches!(nodes[j].op, Op::Dense(DenseOp::BiasAdd)) || nodes[j].inputs[0].0 != i {
         return None;
     }
     let bias = nodes[j].inputs[1].0;
     if let &[k] = g.readers[j].as_slice() {
-        if nodes[k].op == Op::Activation(Activation::Relu) && !g.pinned[j] {
+        if nodes[k].op == Op::Elementwise(ElementwiseOp::Activation(Activation::Relu))
+            && !g.pinned[j]
+        {
             return Some(Match {
                 target: k,
                 fused: Fused {
@@ -118,11 +120,11 @@ fn bias_epilogue(g: &Graph<'_>, _: &Fusion, i: usize) -> Option<Match> {
 /// the gradient's mask, with the ReLU output in the bias slot.
 fn relu_grad_epilogue(g: &Graph<'_>, fusion: &Fusion, i: usize) -> Option<Match> {
     let nodes = g.nodes;
-    if nodes[i].op != Op::ActivationGrad(Activation::Relu) {
+    if nodes[i].op != Op::Elementwise(ElementwiseOp::ActivationGrad(Activation::Relu)) {
         return None;
     }
     let (y, dy) = (nodes[i].inputs[0].0, nodes[i].inputs[1].0);
-    if !matches!(nodes[dy].op, Op::MatMul { .. })
+    if !matches!(nodes[dy].op, Op::Dense(DenseOp::MatMul { .. }))
         || g.pinned[dy]
         || fusion.skip[dy]
         || g.readers[dy].as_slice() != [i]
@@ -185,7 +187,10 @@ mod tests {
         let (g, f, last) = mlp();
         let nodes = g.nodes();
         // matmul 6, bias_add 7, relu 8: one GEMM writing the ReLU.
-        assert_eq!(nodes[8].op, Op::Activation(Activation::Relu));
+        assert_eq!(
+            nodes[8].op,
+            Op::Elementwise(ElementwiseOp::Activation(Activation::Relu))
+        );
         assert_eq!(
             f.fused[8],
             Some(Fused {
@@ -207,12 +212,15 @@ mod tests {
         let nodes = g.nodes();
         let relu_grad = nodes
             .iter()
-            .position(|n| n.op == Op::ActivationGrad(Activation::Relu))
+            .position(|n| n.op == Op::Elementwise(ElementwiseOp::ActivationGrad(Activation::Relu)))
             .expect("the backward pass has a ReLU gradient");
         let fused = f.fused[relu_grad].expect("fused with dY W2^T");
         assert_eq!(fused.epilogue, Epilogue::ReluGrad);
         assert_eq!(fused.bias, 8, "the ReLU's output fills the bias slot");
-        assert!(matches!(nodes[fused.matmul].op, Op::MatMul { .. }));
+        assert!(matches!(
+            nodes[fused.matmul].op,
+            Op::Dense(DenseOp::MatMul { .. })
+        ));
         assert!(f.skip[fused.matmul]);
     }
 

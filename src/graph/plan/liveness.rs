@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{Node, Op};
+use crate::graph::{Node, Op, ShapeOp};
 
 /// Every node's readers, in node order.
 pub(super) fn readers(nodes: &[Node]) -> Vec<Vec<usize>> {
@@ -28,7 +28,7 @@ pub(super) fn last_uses(nodes: &[Node], read_at_end: &[usize]) -> Vec<usize> {
         last_use[i] = n;
     }
     for i in (0..n).rev() {
-        let end = if matches!(nodes[i].op, Op::Reshape(_)) {
+        let end = if matches!(nodes[i].op, Op::Shape(ShapeOp::Reshape(_))) {
             last_use[i].max(i)
         } else {
             i
@@ -129,13 +129,15 @@ pub(super) fn place(nodes: &[Node], p: &PlaceInput<'_>) -> (Vec<Option<Loc>>, Sl
             continue; // a fused loss gradient (placed with its loss), or folded into a GEMM
         }
         locs[i] = Some(match &nodes[i].op {
-            Op::Input | Op::Labels => {
+            Op::Shape(ShapeOp::Input) | Op::Shape(ShapeOp::Labels) => {
                 inputs += 1;
                 Loc::Input(inputs - 1)
             }
-            Op::Param(_) => Loc::Param(p.param_offsets[&i]),
-            Op::Buffer(_) => Loc::Buffer(p.buffer_offsets[&i]),
-            Op::Reshape(_) => locs[nodes[i].inputs[0].0].expect("inputs come first"),
+            Op::Shape(ShapeOp::Param(_)) => Loc::Param(p.param_offsets[&i]),
+            Op::Shape(ShapeOp::Buffer(_)) => Loc::Buffer(p.buffer_offsets[&i]),
+            Op::Shape(ShapeOp::Reshape(_)) => {
+                locs[nodes[i].inputs[0].0].expect("inputs come first")
+            }
             _ => slot_or_arena(i, &mut slots, &mut owner),
         });
         // The fused gradient is written by the loss's launch: place it now.

@@ -24,6 +24,7 @@ pub(crate) use prepack::Prepacked;
 use super::{Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBuffer, GpuContext, Kernel, View};
+use crate::graph::{LossOp, ShapeOp};
 
 /// One batch size's launches and buffers.
 pub(crate) struct GpuPlan {
@@ -77,7 +78,10 @@ pub(crate) fn fused_with(graph: &Graph, loss: usize, node: usize) -> bool {
     l.inputs == n.inputs
         && matches!(
             (&l.op, &n.op),
-            (Op::SoftmaxXent { .. }, Op::SoftmaxXentGrad { .. }) | (Op::Loss(_), Op::LossGrad(_))
+            (
+                Op::Loss(LossOp::SoftmaxXent { .. }),
+                Op::Loss(LossOp::SoftmaxXentGrad { .. })
+            ) | (Op::Loss(LossOp::Loss(_)), Op::Loss(LossOp::LossGrad(_)))
         )
 }
 
@@ -119,7 +123,11 @@ pub(crate) fn build(
         let off = arenas.offsets[&p];
         let fresh = !matches!(
             nodes[gi].op,
-            Op::Reshape(_) | Op::Param(_) | Op::Buffer(_) | Op::Input | Op::Labels
+            Op::Shape(ShapeOp::Reshape(_))
+                | Op::Shape(ShapeOp::Param(_))
+                | Op::Shape(ShapeOp::Buffer(_))
+                | Op::Shape(ShapeOp::Input)
+                | Op::Shape(ShapeOp::Labels)
         );
         if fresh && !arena_grad.contains_key(&gi) {
             arena_grad.insert(gi, off);
@@ -158,7 +166,12 @@ pub(crate) fn build(
         .map(|(b, &off)| (graph.index(*b), off))
         .collect();
     let fused_grad = |i: usize| {
-        if i == loss_i || matches!(nodes[i].op, Op::SoftmaxXent { .. } | Op::Loss(_)) {
+        if i == loss_i
+            || matches!(
+                nodes[i].op,
+                Op::Loss(LossOp::SoftmaxXent { .. }) | Op::Loss(LossOp::Loss(_))
+            )
+        {
             (i + 1..n).find(|&g| fused_with(graph, i, g))
         } else {
             None
@@ -177,7 +190,12 @@ pub(crate) fn build(
         },
     );
     let inputs = (0..n)
-        .filter(|&i| matches!(nodes[i].op, Op::Input | Op::Labels))
+        .filter(|&i| {
+            matches!(
+                nodes[i].op,
+                Op::Shape(ShapeOp::Input) | Op::Shape(ShapeOp::Labels)
+            )
+        })
         .map(|i| GpuBuffer::zeros(ctx, &nodes[i].name, lens[i].max(1)))
         .collect::<Result<Vec<_>>>()?;
     let slots = slot_sizes

@@ -4,12 +4,35 @@ use super::{dims1, dims4, CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::Result;
 use crate::graph::{Dim, Graph, Op, Shape};
+use crate::ops::Window;
+
+/// Convolutions and pooling over (batch, channels, height, width).
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum ConvOp {
+    /// 2-D convolution of (x (batch, c, h, w), weight (out, c, kh, kw), bias (out)).
+    Conv2d(Window),
+    /// dx of a convolution from (dy, weight), for an input of (h, w).
+    Conv2dGradInput { win: Window, h: usize, w: usize },
+    /// d weight of a convolution from (x, dy).
+    Conv2dGradWeight(Window),
+    /// Per-channel sum over batch and positions of (batch, c, h, w): the conv bias gradient.
+    ChannelSum,
+    /// Max pooling of (batch, c, h, w) (no padding).
+    MaxPool2d(Window),
+    /// dx of max pooling from (x, dy).
+    MaxPool2dGrad(Window),
+    /// Average pooling of (batch, c, h, w) (no padding).
+    AvgPool2d(Window),
+    /// dx of average pooling from (dy), for an input of (h, w).
+    AvgPool2dGrad { win: Window, h: usize, w: usize },
+}
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
-pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
-    let (op, s) = (a.op, a.s);
+pub(super) fn infer(op: &ConvOp, a: &ShapeArgs<'_>) -> Result<Shape> {
+    let s = a.s;
     Ok(match op {
-        Op::Conv2d(win) => {
+        ConvOp::Conv2d(win) => {
             a.want(3)?;
             let (c, h, w) = a.image(0)?;
             let [Dim::Fixed(oc), Dim::Fixed(c2), Dim::Fixed(kh), Dim::Fixed(kw)] = s[1].as_slice()
@@ -28,7 +51,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             let (oh, ow) = a.fit(win, h, w)?;
             vec![Dim::Batch, Dim::Fixed(*oc), Dim::Fixed(oh), Dim::Fixed(ow)]
         }
-        Op::Conv2dGradInput { win, h, w } => {
+        ConvOp::Conv2dGradInput { win, h, w } => {
             a.want(2)?;
             let (oc, oh, ow) = a.image(0)?;
             let [Dim::Fixed(oc2), Dim::Fixed(c), ..] = s[1].as_slice() else {
@@ -39,7 +62,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             vec![Dim::Batch, Dim::Fixed(*c), Dim::Fixed(*h), Dim::Fixed(*w)]
         }
-        Op::Conv2dGradWeight(win) => {
+        ConvOp::Conv2dGradWeight(win) => {
             a.want(2)?;
             let (c, h, w) = a.image(0)?;
             let (oc, oh, ow) = a.image(1)?;
@@ -48,18 +71,18 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             [oc, c, win.kh, win.kw].map(Dim::Fixed).to_vec()
         }
-        Op::ChannelSum => {
+        ConvOp::ChannelSum => {
             a.want(1)?;
             let (c, _, _) = a.image(0)?;
             vec![Dim::Fixed(c)]
         }
-        Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
+        ConvOp::MaxPool2d(win) | ConvOp::AvgPool2d(win) => {
             a.want(1)?;
             let (c, h, w) = a.image(0)?;
             let (oh, ow) = a.fit(win, h, w)?;
             vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(oh), Dim::Fixed(ow)]
         }
-        Op::MaxPool2dGrad(win) => {
+        ConvOp::MaxPool2dGrad(win) => {
             a.want(2)?;
             let (c, h, w) = a.image(0)?;
             let (c2, oh, ow) = a.image(1)?;
@@ -68,7 +91,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::AvgPool2dGrad { win, h, w } => {
+        ConvOp::AvgPool2dGrad { win, h, w } => {
             a.want(1)?;
             let (c, oh, ow) = a.image(0)?;
             if a.fit(win, *h, *w)? != (oh, ow) {
@@ -76,15 +99,14 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             vec![Dim::Batch, Dim::Fixed(c), Dim::Fixed(*h), Dim::Fixed(*w)]
         }
-        other => unreachable!("{} is not a conv op", other.name()),
     })
 }
 
 /// Appends the nodes computing this family's op's input gradients (see
 /// [`super::backward`]).
-pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match &cx.node.op {
-        Op::Conv2d(win) => {
+pub(super) fn backward(op: &ConvOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match op {
+        ConvOp::Conv2d(win) => {
             let (dy, x, w) = (cx.dy()?, cx.node.inputs[0], cx.node.inputs[1]);
             if cx.needs(0) {
                 let (h, wd) = match g.node(x).shape.as_slice() {
@@ -92,45 +114,50 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                     _ => unreachable!("conv2d inputs were checked"),
                 };
                 let win = *win;
-                let dx = g.add_op(Op::Conv2dGradInput { win, h, w: wd }, &[dy, w])?;
+                let dx = g.add_op(
+                    Op::Conv(ConvOp::Conv2dGradInput { win, h, w: wd }),
+                    &[dy, w],
+                )?;
                 cx.give(0, dx);
             }
             if cx.needs(1) {
-                let dw = g.add_op(Op::Conv2dGradWeight(*win), &[x, dy])?;
+                let dw = g.add_op(Op::Conv(ConvOp::Conv2dGradWeight(*win)), &[x, dy])?;
                 cx.give(1, dw);
             }
             if cx.needs(2) {
-                let db = g.add_op(Op::ChannelSum, &[dy])?;
+                let db = g.add_op(Op::Conv(ConvOp::ChannelSum), &[dy])?;
                 cx.give(2, db);
             }
         }
-        Op::MaxPool2d(win) => {
-            let dx = g.add_op(Op::MaxPool2dGrad(*win), &[cx.node.inputs[0], cx.dy()?])?;
+        ConvOp::MaxPool2d(win) => {
+            let dx = g.add_op(
+                Op::Conv(ConvOp::MaxPool2dGrad(*win)),
+                &[cx.node.inputs[0], cx.dy()?],
+            )?;
             cx.give(0, dx);
         }
-        Op::AvgPool2d(win) => {
+        ConvOp::AvgPool2d(win) => {
             let (h, w) = match g.node(cx.node.inputs[0]).shape.as_slice() {
                 [_, _, Dim::Fixed(h), Dim::Fixed(w)] => (*h, *w),
                 _ => unreachable!("pooling inputs were checked"),
             };
             let win = *win;
-            let dx = g.add_op(Op::AvgPool2dGrad { win, h, w }, &[cx.dy()?])?;
+            let dx = g.add_op(Op::Conv(ConvOp::AvgPool2dGrad { win, h, w }), &[cx.dy()?])?;
             cx.give(0, dx);
         }
-        Op::Conv2dGradInput { .. }
-        | Op::Conv2dGradWeight(_)
-        | Op::ChannelSum
-        | Op::MaxPool2dGrad(_)
-        | Op::AvgPool2dGrad { .. } => return Err(cx.second_order()),
-        other => unreachable!("{} is not a conv op", other.name()),
+        ConvOp::Conv2dGradInput { .. }
+        | ConvOp::Conv2dGradWeight(_)
+        | ConvOp::ChannelSum
+        | ConvOp::MaxPool2dGrad(_)
+        | ConvOp::AvgPool2dGrad { .. } => return Err(cx.second_order()),
     }
     Ok(())
 }
 
 /// This family's op on the CPU reference (see [`super::eval_cpu`]).
-pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    Ok(match &cx.node.op {
-        Op::Conv2d(win) => Value::Float(
+pub(super) fn eval_cpu<T: Scalar>(op: &ConvOp, cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match op {
+        ConvOp::Conv2d(win) => Value::Float(
             cpu::conv2d(
                 dims4(cx.get(0)?)?,
                 dims4(cx.get(1)?)?,
@@ -139,22 +166,25 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             )
             .into_dyn(),
         ),
-        Op::Conv2dGradInput { win, h, w } => Value::Float(
+        ConvOp::Conv2dGradInput { win, h, w } => Value::Float(
             cpu::conv2d_grad_input(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win, (*h, *w))
                 .into_dyn(),
         ),
-        Op::Conv2dGradWeight(win) => Value::Float(
+        ConvOp::Conv2dGradWeight(win) => Value::Float(
             cpu::conv2d_grad_weight(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win).into_dyn(),
         ),
-        Op::ChannelSum => Value::Float(cpu::channel_sum(dims4(cx.get(0)?)?).into_dyn()),
-        Op::MaxPool2d(win) => Value::Float(cpu::max_pool2d(dims4(cx.get(0)?)?, *win).into_dyn()),
-        Op::MaxPool2dGrad(win) => Value::Float(
+        ConvOp::ChannelSum => Value::Float(cpu::channel_sum(dims4(cx.get(0)?)?).into_dyn()),
+        ConvOp::MaxPool2d(win) => {
+            Value::Float(cpu::max_pool2d(dims4(cx.get(0)?)?, *win).into_dyn())
+        }
+        ConvOp::MaxPool2dGrad(win) => Value::Float(
             cpu::max_pool2d_grad(dims4(cx.get(0)?)?, dims4(cx.get(1)?)?, *win).into_dyn(),
         ),
-        Op::AvgPool2d(win) => Value::Float(cpu::avg_pool2d(dims4(cx.get(0)?)?, *win).into_dyn()),
-        Op::AvgPool2dGrad { win, h, w } => {
+        ConvOp::AvgPool2d(win) => {
+            Value::Float(cpu::avg_pool2d(dims4(cx.get(0)?)?, *win).into_dyn())
+        }
+        ConvOp::AvgPool2dGrad { win, h, w } => {
             Value::Float(cpu::avg_pool2d_grad(dims4(cx.get(0)?)?, *win, (*h, *w)).into_dyn())
         }
-        other => unreachable!("{} is not a conv op", other.name()),
     })
 }

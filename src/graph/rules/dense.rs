@@ -8,11 +8,24 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, Shape};
 use crate::ops::Epilogue;
 
+/// Matrix products, bias addition and column sums.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum DenseOp {
+    /// `op(a) op(b)` of two matrices.
+    #[strum(serialize = "matmul")]
+    MatMul { trans_a: bool, trans_b: bool },
+    /// `x + bias` broadcast over rows.
+    BiasAdd,
+    /// Sum over rows: the bias gradient.
+    ColumnSum,
+}
+
 /// The output shape of one of this family's ops (see [`super::infer`]).
-pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
-    let (op, s) = (a.op, a.s);
+pub(super) fn infer(op: &DenseOp, a: &ShapeArgs<'_>) -> Result<Shape> {
+    let s = a.s;
     Ok(match op {
-        Op::MatMul { trans_a, trans_b } => {
+        DenseOp::MatMul { trans_a, trans_b } => {
             a.want(2)?;
             let (a0, a1) = a.matrix(0)?;
             let (b0, b1) = a.matrix(1)?;
@@ -23,7 +36,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             vec![m, n]
         }
-        Op::BiasAdd => {
+        DenseOp::BiasAdd => {
             a.want(2)?;
             let (_, cols) = a.matrix(0)?;
             if s[1].as_slice() != [cols] {
@@ -31,20 +44,19 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::ColumnSum => {
+        DenseOp::ColumnSum => {
             a.want(1)?;
             let (_, cols) = a.matrix(0)?;
             vec![cols]
         }
-        other => unreachable!("{} is not a dense op", other.name()),
     })
 }
 
 /// Appends the nodes computing this family's op's input gradients (see
 /// [`super::backward`]).
-pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match &cx.node.op {
-        Op::MatMul { trans_a, trans_b } => {
+pub(super) fn backward(op: &DenseOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match op {
+        DenseOp::MatMul { trans_a, trans_b } => {
             let (dc, a, b) = (cx.dy()?, cx.node.inputs[0], cx.node.inputs[1]);
             let (ta, tb) = (*trans_a, *trans_b);
             if cx.needs(0) {
@@ -65,26 +77,25 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                 cx.give(1, db);
             }
         }
-        Op::BiasAdd => {
+        DenseOp::BiasAdd => {
             let dy = cx.dy()?;
             if cx.needs(0) {
                 cx.give(0, dy);
             }
             if cx.needs(1) {
-                let db = g.add_op(Op::ColumnSum, &[dy])?;
+                let db = g.add_op(Op::Dense(DenseOp::ColumnSum), &[dy])?;
                 cx.give(1, db);
             }
         }
-        Op::ColumnSum => return Err(cx.second_order()),
-        other => unreachable!("{} is not a dense op", other.name()),
+        DenseOp::ColumnSum => return Err(cx.second_order()),
     }
     Ok(())
 }
 
 /// This family's op on the CPU reference (see [`super::eval_cpu`]).
-pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    Ok(match &cx.node.op {
-        Op::MatMul { trans_a, trans_b } => {
+pub(super) fn eval_cpu<T: Scalar>(op: &DenseOp, cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match op {
+        DenseOp::MatMul { trans_a, trans_b } => {
             let (a, b) = (cx.get(0)?, cx.get(1)?);
             let s = cx.shape;
             let mut c = ndarray::Array2::zeros((s[0], s[1]));
@@ -101,7 +112,7 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             )?;
             Value::Float(c.into_dyn())
         }
-        Op::BiasAdd => {
+        DenseOp::BiasAdd => {
             let mut y = dims2(cx.get(0)?, "bias_add")?.to_owned();
             let b = cx
                 .get(1)?
@@ -111,7 +122,8 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
             cpu::bias_add(&mut y, b)?;
             Value::Float(y.into_dyn())
         }
-        Op::ColumnSum => Value::Float(cpu::column_sum(dims2(cx.get(0)?, "column_sum")?).into_dyn()),
-        other => unreachable!("{} is not a dense op", other.name()),
+        DenseOp::ColumnSum => {
+            Value::Float(cpu::column_sum(dims2(cx.get(0)?, "column_sum")?).into_dyn())
+        }
     })
 }

@@ -8,60 +8,81 @@ use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Op, Shape};
 use crate::ops::MetricKind;
+use crate::ops::PointwiseLoss;
+
+/// Softmax and the losses.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum LossOp {
+    /// Row softmax.
+    Softmax,
+    /// dx from (y, dy).
+    SoftmaxGrad,
+    /// Mean softmax cross-entropy of (logits, labels): a scalar.
+    SoftmaxXent {
+        /// Label smoothing: the target is `(1 - smoothing) * onehot + smoothing / classes`.
+        smoothing: f32,
+    },
+    /// d mean / d logits from (logits, labels).
+    SoftmaxXentGrad { smoothing: f32 },
+    /// Mean pointwise loss of (prediction, target): a scalar.
+    Loss(PointwiseLoss),
+    /// d mean / d prediction from (prediction, target).
+    LossGrad(PointwiseLoss),
+}
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
-pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
-    let (op, s) = (a.op, a.s);
+pub(super) fn infer(op: &LossOp, a: &ShapeArgs<'_>) -> Result<Shape> {
+    let s = a.s;
     Ok(match op {
-        Op::Softmax => {
+        LossOp::Softmax => {
             a.want(1)?;
             a.matrix(0)?;
             s[0].clone()
         }
-        Op::SoftmaxGrad => {
+        LossOp::SoftmaxGrad => {
             a.want(2)?;
             if s[0] != s[1] {
                 return Err(a.mismatch("shapes must be equal"));
             }
             s[0].clone()
         }
-        Op::SoftmaxXent { .. } | Op::SoftmaxXentGrad { .. } => {
+        LossOp::SoftmaxXent { .. } | LossOp::SoftmaxXentGrad { .. } => {
             a.want(2)?;
             let (rows, _) = a.matrix(0)?;
             if s[1].as_slice() != [rows] {
                 return Err(a.mismatch(&format!("labels must have shape ({rows})")));
             }
-            if matches!(op, Op::SoftmaxXent { .. }) {
+            if matches!(op, LossOp::SoftmaxXent { .. }) {
                 vec![]
             } else {
                 s[0].clone()
             }
         }
-        Op::Loss(_) | Op::LossGrad(_) => {
+        LossOp::Loss(_) | LossOp::LossGrad(_) => {
             a.want(2)?;
             a.matrix(0)?;
             if s[0] != s[1] {
                 return Err(a.mismatch("prediction and target shapes must be equal"));
             }
-            if matches!(op, Op::Loss(_)) {
+            if matches!(op, LossOp::Loss(_)) {
                 vec![]
             } else {
                 s[0].clone()
             }
         }
-        other => unreachable!("{} is not a loss op", other.name()),
     })
 }
 
 /// Appends the nodes computing this family's op's input gradients (see
 /// [`super::backward`]).
-pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match &cx.node.op {
-        Op::Softmax => {
-            let dx = g.add_op(Op::SoftmaxGrad, &[cx.id, cx.dy()?])?;
+pub(super) fn backward(op: &LossOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match op {
+        LossOp::Softmax => {
+            let dx = g.add_op(Op::Loss(LossOp::SoftmaxGrad), &[cx.id, cx.dy()?])?;
             cx.give(0, dx);
         }
-        Op::SoftmaxXent { .. } | Op::Loss(_) if cx.dy.is_some() => {
+        LossOp::SoftmaxXent { .. } | LossOp::Loss(_) if cx.dy.is_some() => {
             return Err(Error::invalid(
                 "backward",
                 format!(
@@ -70,77 +91,82 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                 ),
             ))
         }
-        Op::SoftmaxXent { smoothing } => {
+        LossOp::SoftmaxXent { smoothing } => {
             if cx.needs(1) {
                 return Err(Error::invalid(
                     "backward",
                     "labels cannot be differentiated",
                 ));
             }
-            let op = Op::SoftmaxXentGrad {
+            let op = Op::Loss(LossOp::SoftmaxXentGrad {
                 smoothing: *smoothing,
-            };
+            });
             let d = g.add_op(op, &[cx.node.inputs[0], cx.node.inputs[1]])?;
             cx.give(0, d);
         }
-        Op::Loss(kind) => {
+        LossOp::Loss(kind) => {
             if cx.needs(1) {
                 return Err(Error::invalid(
                     "backward",
                     "loss targets cannot be differentiated",
                 ));
             }
-            let d = g.add_op(Op::LossGrad(*kind), &[cx.node.inputs[0], cx.node.inputs[1]])?;
+            let d = g.add_op(
+                Op::Loss(LossOp::LossGrad(*kind)),
+                &[cx.node.inputs[0], cx.node.inputs[1]],
+            )?;
             cx.give(0, d);
         }
-        Op::SoftmaxGrad | Op::SoftmaxXentGrad { .. } | Op::LossGrad(_) => {
+        LossOp::SoftmaxGrad | LossOp::SoftmaxXentGrad { .. } | LossOp::LossGrad(_) => {
             return Err(cx.second_order())
         }
-        other => unreachable!("{} is not a loss op", other.name()),
     }
     Ok(())
 }
 
 /// This family's op on the CPU reference (see [`super::eval_cpu`]).
-pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    Ok(match &cx.node.op {
-        Op::Softmax => Value::Float(cpu::softmax_forward(dims2(cx.get(0)?, "softmax")?).into_dyn()),
-        Op::SoftmaxGrad => Value::Float(
+pub(super) fn eval_cpu<T: Scalar>(op: &LossOp, cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match op {
+        LossOp::Softmax => {
+            Value::Float(cpu::softmax_forward(dims2(cx.get(0)?, "softmax")?).into_dyn())
+        }
+        LossOp::SoftmaxGrad => Value::Float(
             cpu::softmax_backward(dims2(cx.get(0)?, "softmax")?, dims2(cx.get(1)?, "softmax")?)?
                 .into_dyn(),
         ),
-        Op::SoftmaxXent { smoothing } | Op::SoftmaxXentGrad { smoothing } => {
+        LossOp::SoftmaxXent { smoothing } | LossOp::SoftmaxXentGrad { smoothing } => {
             let (loss, grad) = cpu::softmax_xent(
                 dims2(cx.get(0)?, "softmax_xent")?,
                 cx.labels(1)?.view(),
                 T::of(*smoothing as f64),
             )?;
-            Value::Float(if matches!(cx.node.op, Op::SoftmaxXent { .. }) {
-                ArrayD::from_elem(IxDyn(&[]), loss)
-            } else {
-                grad.into_dyn()
-            })
+            Value::Float(
+                if matches!(cx.node.op, Op::Loss(LossOp::SoftmaxXent { .. })) {
+                    ArrayD::from_elem(IxDyn(&[]), loss)
+                } else {
+                    grad.into_dyn()
+                },
+            )
         }
-        Op::Loss(kind) | Op::LossGrad(kind) => {
+        LossOp::Loss(kind) | LossOp::LossGrad(kind) => {
             let (loss, grad) = cpu::pointwise_loss(
                 *kind,
                 dims2(cx.get(0)?, "loss")?,
                 dims2(cx.get(1)?, "loss")?,
             )?;
-            Value::Float(if matches!(cx.node.op, Op::Loss(_)) {
+            Value::Float(if matches!(cx.node.op, Op::Loss(LossOp::Loss(_))) {
                 ArrayD::from_elem(IxDyn(&[]), loss)
             } else {
                 grad.into_dyn()
             })
         }
-        other => unreachable!("{} is not a loss op", other.name()),
     })
 }
 
 /// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
 pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
     let pointwise = match loss {
-        Op::Loss(kind) => Some(*kind),
+        Op::Loss(LossOp::Loss(kind)) => Some(*kind),
         _ => None,
     };
     MetricKind::for_loss(pointwise, outputs_per_sample)

@@ -1,7 +1,8 @@
 //! What each op means, by family: its shape rule, its gradient rule and its CPU arm
-//! (ARCHITECTURE.md, "How to add an op"). `Op::family` routes every op to its family file.
-//! Nothing here knows the GPU or the plan: an op's lowering to launches lives in
-//! `graph::plan::lower`, one file per family.
+//! (ARCHITECTURE.md, "How to add an op"). Each family file holds its op enum and matches it
+//! exhaustively; `Op`'s family variant routes every op to its file. Nothing here knows the
+//! GPU or the plan: an op's lowering to launches lives in `graph::plan::lower`, one file per
+//! family.
 
 mod conv;
 mod dense;
@@ -10,7 +11,12 @@ mod loss;
 mod norm;
 mod shape;
 
-pub use loss::metric_kind;
+pub use conv::ConvOp;
+pub use dense::DenseOp;
+pub use elementwise::ElementwiseOp;
+pub use loss::{metric_kind, LossOp};
+pub use norm::NormOp;
+pub use shape::ShapeOp;
 
 use ndarray::{Array1, ArrayD, Ix1, Ix2};
 
@@ -36,67 +42,14 @@ impl<T: Scalar> Value<T> {
     }
 }
 
-/// The op families; each has a file in `ops/` with its ops' shape rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    /// Inputs, labels, parameters and reshapes.
-    Shape,
-    /// Matrix products, bias addition, column sums.
-    Dense,
-    /// Activations, sums, dropout.
-    Elementwise,
-    /// Softmax and the losses.
-    Loss,
-    /// Convolutions and pooling.
-    Conv,
-    /// Normalization layers.
-    Norm,
-}
-
 impl Op {
     /// Whether the op reads the train/eval flag and step (`GpuArgs::arenas.mode` on the GPU,
     /// `CpuArgs::training_step` on the CPU), so executors write it before each submission.
     pub(crate) fn reads_mode(&self) -> bool {
-        matches!(self, Op::Dropout { .. } | Op::BatchNorm { .. })
-    }
-
-    /// The family whose file holds this op's rules.
-    pub(crate) fn family(&self) -> Family {
-        match self {
-            Op::Input
-            | Op::Labels
-            | Op::Param(_)
-            | Op::Buffer(_)
-            | Op::Reshape(_)
-            | Op::Concat
-            | Op::Slice { .. }
-            | Op::Broadcast(_)
-            | Op::SumTo(_) => Family::Shape,
-            Op::MatMul { .. } | Op::BiasAdd | Op::ColumnSum => Family::Dense,
-            Op::Activation(_) | Op::ActivationGrad(_) | Op::Add | Op::Mul | Op::Dropout { .. } => {
-                Family::Elementwise
-            }
-            Op::Softmax
-            | Op::SoftmaxGrad
-            | Op::SoftmaxXent { .. }
-            | Op::SoftmaxXentGrad { .. }
-            | Op::Loss(_)
-            | Op::LossGrad(_) => Family::Loss,
-            Op::Conv2d(_)
-            | Op::Conv2dGradInput { .. }
-            | Op::Conv2dGradWeight(_)
-            | Op::ChannelSum
-            | Op::MaxPool2d(_)
-            | Op::MaxPool2dGrad(_)
-            | Op::AvgPool2d(_)
-            | Op::AvgPool2dGrad { .. } => Family::Conv,
-            Op::LayerNorm { .. }
-            | Op::LayerNormGrad { .. }
-            | Op::LayerNormGammaGrad { .. }
-            | Op::BatchNorm { .. }
-            | Op::BatchNormGrad { .. }
-            | Op::BatchNormGammaGrad { .. } => Family::Norm,
-        }
+        matches!(
+            self,
+            Op::Elementwise(ElementwiseOp::Dropout { .. }) | Op::Norm(NormOp::BatchNorm { .. })
+        )
     }
 }
 
@@ -157,13 +110,13 @@ impl ShapeArgs<'_> {
 /// Shape inference: an op's output shape from its input shapes, by its family's rule.
 pub(crate) fn infer(op: &Op, s: &[&Shape]) -> Result<Shape> {
     let a = ShapeArgs { op, s };
-    match op.family() {
-        Family::Shape => shape::infer(&a),
-        Family::Dense => dense::infer(&a),
-        Family::Elementwise => elementwise::infer(&a),
-        Family::Loss => loss::infer(&a),
-        Family::Conv => conv::infer(&a),
-        Family::Norm => norm::infer(&a),
+    match op {
+        Op::Shape(op) => shape::infer(op, &a),
+        Op::Dense(op) => dense::infer(op, &a),
+        Op::Elementwise(op) => elementwise::infer(op, &a),
+        Op::Loss(op) => loss::infer(op, &a),
+        Op::Conv(op) => conv::infer(op, &a),
+        Op::Norm(op) => norm::infer(op, &a),
     }
 }
 
@@ -211,13 +164,13 @@ impl GradArgs<'_> {
 /// Appends the nodes computing `cx.node`'s input gradients, by its family's rule
 /// (ARCHITECTURE.md, "Gradients").
 pub(crate) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match cx.node.op.family() {
-        Family::Shape => shape::backward(g, cx),
-        Family::Dense => dense::backward(g, cx),
-        Family::Elementwise => elementwise::backward(g, cx),
-        Family::Loss => loss::backward(g, cx),
-        Family::Conv => conv::backward(g, cx),
-        Family::Norm => norm::backward(g, cx),
+    match &cx.node.op {
+        Op::Shape(op) => shape::backward(op, g, cx),
+        Op::Dense(op) => dense::backward(op, g, cx),
+        Op::Elementwise(op) => elementwise::backward(op, g, cx),
+        Op::Loss(op) => loss::backward(op, g, cx),
+        Op::Conv(op) => conv::backward(op, g, cx),
+        Op::Norm(op) => norm::backward(op, g, cx),
     }
 }
 
@@ -269,13 +222,13 @@ impl<T: Scalar> CpuArgs<'_, T> {
 /// Evaluates a computed node (not an input or parameter) on the CPU reference, by its
 /// family's arm.
 pub(crate) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    match cx.node.op.family() {
-        Family::Shape => shape::eval_cpu(cx),
-        Family::Dense => dense::eval_cpu(cx),
-        Family::Elementwise => elementwise::eval_cpu(cx),
-        Family::Loss => loss::eval_cpu(cx),
-        Family::Conv => conv::eval_cpu(cx),
-        Family::Norm => norm::eval_cpu(cx),
+    match &cx.node.op {
+        Op::Shape(op) => shape::eval_cpu(op, cx),
+        Op::Dense(op) => dense::eval_cpu(op, cx),
+        Op::Elementwise(op) => elementwise::eval_cpu(op, cx),
+        Op::Loss(op) => loss::eval_cpu(op, cx),
+        Op::Conv(op) => conv::eval_cpu(op, cx),
+        Op::Norm(op) => norm::eval_cpu(op, cx),
     }
 }
 

@@ -8,11 +8,33 @@ use ndarray::{Axis, Ix1};
 use super::{dims2, CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph, Op, Shape};
+use crate::graph::{ConvOp, DenseOp, Dim, Graph, Op, Shape};
+
+/// Layer and batch normalization.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum NormOp {
+    /// Layer normalization of (rows, features) over the features, from (x, gamma, beta):
+    /// `(x - mean) / sqrt(var + eps) * gamma + beta` per row (population variance).
+    LayerNorm { eps: f32 },
+    /// dx of layer normalization from (x, gamma, dy).
+    LayerNormGrad { eps: f32 },
+    /// d gamma of layer normalization from (x, dy): the column sums of dy * xhat.
+    LayerNormGammaGrad { eps: f32 },
+    /// Batch normalization of (batch, channels) or (batch, channels, h, w) over all but the
+    /// channel axis, from (x, gamma, beta, running_mean, running_var): training uses the
+    /// batch's statistics and moves the running ones (buffers) by `momentum`; evaluation
+    /// uses the running ones (`crate::cpu::batch_norm_forward` states the convention).
+    BatchNorm { eps: f32, momentum: f32 },
+    /// dx of batch normalization (training) from (x, gamma, dy).
+    BatchNormGrad { eps: f32 },
+    /// d gamma of batch normalization from (x, dy): per channel, the sum of dy * xhat.
+    BatchNormGammaGrad { eps: f32 },
+}
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
-pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
-    let (op, s) = (a.op, a.s);
+pub(super) fn infer(op: &NormOp, a: &ShapeArgs<'_>) -> Result<Shape> {
+    let s = a.s;
     let features = |a: &ShapeArgs<'_>| -> Result<Dim> {
         let (_, cols) = a
             .matrix(0)
@@ -20,7 +42,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
         Ok(cols)
     };
     Ok(match op {
-        Op::LayerNorm { .. } => {
+        NormOp::LayerNorm { .. } => {
             a.want(3)?;
             let cols = features(a)?;
             for (k, what) in [(1, "gamma"), (2, "beta")] {
@@ -30,7 +52,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::LayerNormGrad { .. } => {
+        NormOp::LayerNormGrad { .. } => {
             a.want(3)?;
             let cols = features(a)?;
             if s[1].as_slice() != [cols] || s[2] != s[0] {
@@ -38,7 +60,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::LayerNormGammaGrad { .. } => {
+        NormOp::LayerNormGammaGrad { .. } => {
             a.want(2)?;
             let cols = features(a)?;
             if s[1] != s[0] {
@@ -46,7 +68,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             vec![cols]
         }
-        Op::BatchNorm { .. } => {
+        NormOp::BatchNorm { .. } => {
             a.want(5)?;
             let c = channels(a)?;
             for (k, what) in [
@@ -63,7 +85,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::BatchNormGrad { .. } => {
+        NormOp::BatchNormGrad { .. } => {
             a.want(3)?;
             let c = channels(a)?;
             if s[1].as_slice() != [Dim::Fixed(c)] || s[2] != s[0] {
@@ -71,7 +93,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             s[0].clone()
         }
-        Op::BatchNormGammaGrad { .. } => {
+        NormOp::BatchNormGammaGrad { .. } => {
             a.want(2)?;
             let c = channels(a)?;
             if s[1] != s[0] {
@@ -79,7 +101,6 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             vec![Dim::Fixed(c)]
         }
-        other => unreachable!("{} is not a normalization op", other.name()),
     })
 }
 
@@ -97,53 +118,52 @@ fn channels(a: &ShapeArgs<'_>) -> Result<usize> {
 
 /// Appends the nodes computing this family's op's input gradients (see
 /// [`super::backward`]).
-pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match &cx.node.op {
-        Op::LayerNorm { eps } => {
+pub(super) fn backward(op: &NormOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match op {
+        NormOp::LayerNorm { eps } => {
             let eps = *eps;
             let dy = cx.dy()?;
             let (x, gamma) = (cx.node.inputs[0], cx.node.inputs[1]);
             if cx.needs(0) {
-                let dx = g.add_op(Op::LayerNormGrad { eps }, &[x, gamma, dy])?;
+                let dx = g.add_op(Op::Norm(NormOp::LayerNormGrad { eps }), &[x, gamma, dy])?;
                 cx.give(0, dx);
             }
             if cx.needs(1) {
-                let dg = g.add_op(Op::LayerNormGammaGrad { eps }, &[x, dy])?;
+                let dg = g.add_op(Op::Norm(NormOp::LayerNormGammaGrad { eps }), &[x, dy])?;
                 cx.give(1, dg);
             }
             if cx.needs(2) {
-                let db = g.add_op(Op::ColumnSum, &[dy])?;
+                let db = g.add_op(Op::Dense(DenseOp::ColumnSum), &[dy])?;
                 cx.give(2, db);
             }
         }
-        Op::BatchNorm { eps, .. } => {
+        NormOp::BatchNorm { eps, .. } => {
             let eps = *eps;
             let dy = cx.dy()?;
             let (x, gamma) = (cx.node.inputs[0], cx.node.inputs[1]);
             if cx.needs(0) {
-                let dx = g.add_op(Op::BatchNormGrad { eps }, &[x, gamma, dy])?;
+                let dx = g.add_op(Op::Norm(NormOp::BatchNormGrad { eps }), &[x, gamma, dy])?;
                 cx.give(0, dx);
             }
             if cx.needs(1) {
-                let dg = g.add_op(Op::BatchNormGammaGrad { eps }, &[x, dy])?;
+                let dg = g.add_op(Op::Norm(NormOp::BatchNormGammaGrad { eps }), &[x, dy])?;
                 cx.give(1, dg);
             }
             if cx.needs(2) {
                 // d beta: dy summed over everything but the channel axis.
                 let sum = match g.node(dy).shape.len() {
-                    2 => Op::ColumnSum,
-                    _ => Op::ChannelSum,
+                    2 => Op::Dense(DenseOp::ColumnSum),
+                    _ => Op::Conv(ConvOp::ChannelSum),
                 };
                 let db = g.add_op(sum, &[dy])?;
                 cx.give(2, db);
             }
             // The running statistics are buffers: no gradient reaches them.
         }
-        Op::LayerNormGrad { .. }
-        | Op::LayerNormGammaGrad { .. }
-        | Op::BatchNormGrad { .. }
-        | Op::BatchNormGammaGrad { .. } => return Err(cx.second_order()),
-        other => unreachable!("{} is not a normalization op", other.name()),
+        NormOp::LayerNormGrad { .. }
+        | NormOp::LayerNormGammaGrad { .. }
+        | NormOp::BatchNormGrad { .. }
+        | NormOp::BatchNormGammaGrad { .. } => return Err(cx.second_order()),
     }
     Ok(())
 }
@@ -156,25 +176,25 @@ fn vector<'a, T: Scalar>(cx: &'a CpuArgs<'_, T>, k: usize) -> Result<ndarray::Ar
 }
 
 /// This family's op on the CPU reference (see [`super::eval_cpu`]).
-pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    Ok(match &cx.node.op {
-        Op::LayerNorm { eps } => {
+pub(super) fn eval_cpu<T: Scalar>(op: &NormOp, cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match op {
+        NormOp::LayerNorm { eps } => {
             let x = dims2(cx.get(0)?, "layer_norm")?;
             let y = cpu::layer_norm_forward(x, vector(cx, 1)?, vector(cx, 2)?, T::of(*eps as f64))?;
             Value::Float(y.into_dyn())
         }
-        Op::LayerNormGrad { eps } => {
+        NormOp::LayerNormGrad { eps } => {
             let x = dims2(cx.get(0)?, "layer_norm_grad")?;
             let dy = dims2(cx.get(2)?, "layer_norm_grad")?;
             let dx = cpu::layer_norm_backward(x, vector(cx, 1)?, dy, T::of(*eps as f64))?;
             Value::Float(dx.into_dyn())
         }
-        Op::LayerNormGammaGrad { eps } => {
+        NormOp::LayerNormGammaGrad { eps } => {
             let x = dims2(cx.get(0)?, "layer_norm_gamma_grad")?;
             let dy = dims2(cx.get(1)?, "layer_norm_gamma_grad")?;
             Value::Float(cpu::layer_norm_gamma_grad(x, dy, T::of(*eps as f64))?.into_dyn())
         }
-        Op::BatchNorm { eps, momentum } => {
+        NormOp::BatchNorm { eps, momentum } => {
             let x = channels3(cx.get(0)?)?;
             let (eps, momentum) = (T::of(*eps as f64), T::of(*momentum as f64));
             let (gamma, beta) = (vector(cx, 1)?, vector(cx, 2)?);
@@ -200,7 +220,7 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
                     .into_dyn(),
             )
         }
-        Op::BatchNormGrad { eps } => {
+        NormOp::BatchNormGrad { eps } => {
             let (x, dy) = (channels3(cx.get(0)?)?, channels3(cx.get(2)?)?);
             let dx =
                 cpu::batch_norm_backward(x.view(), vector(cx, 1)?, dy.view(), T::of(*eps as f64))?;
@@ -210,13 +230,12 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
                     .into_dyn(),
             )
         }
-        Op::BatchNormGammaGrad { eps } => {
+        NormOp::BatchNormGammaGrad { eps } => {
             let (x, dy) = (channels3(cx.get(0)?)?, channels3(cx.get(1)?)?);
             Value::Float(
                 cpu::batch_norm_gamma_grad(x.view(), dy.view(), T::of(*eps as f64))?.into_dyn(),
             )
         }
-        other => unreachable!("{} is not a normalization op", other.name()),
     })
 }
 

@@ -6,16 +6,44 @@ use ndarray::IxDyn;
 use super::{CpuArgs, GradArgs, ShapeArgs, Value};
 use crate::cpu::{self, Scalar};
 use crate::error::{Error, Result};
-use crate::graph::{show, Dim, Graph, Op, Shape};
+use crate::graph::{show, Dim, Graph, Init, Op, Shape};
+
+/// Inputs, labels, parameters, buffers and the ops that only move values: reshapes,
+/// concatenation, slices, broadcasts.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum ShapeOp {
+    /// Batch features, f32.
+    Input,
+    /// Integer class labels, one per batch row.
+    Labels,
+    /// A trainable parameter.
+    Param(Init),
+    /// Non-trainable state an op can read (running statistics, constants): kept across steps
+    /// and written by the executor's `write_buffer`, never by the optimizer.
+    Buffer(Init),
+    /// The inputs side by side along axis 1 (features, or channels of images); every other
+    /// axis must agree.
+    Concat,
+    /// `len` entries of axis 1 from `start` (a concatenation's gradient).
+    Slice { start: usize, len: usize },
+    /// The input repeated along its axes of size 1 to this shape (of the same rank).
+    Broadcast(Shape),
+    /// The input summed over the axes where this shape (of the same rank) has size 1: a
+    /// broadcast's gradient.
+    SumTo(Shape),
+    /// Same data, another shape of equal size.
+    Reshape(Shape),
+}
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
-pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
-    let (op, s) = (a.op, a.s);
+pub(super) fn infer(op: &ShapeOp, a: &ShapeArgs<'_>) -> Result<Shape> {
+    let s = a.s;
     Ok(match op {
-        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) => {
+        ShapeOp::Input | ShapeOp::Labels | ShapeOp::Param(_) | ShapeOp::Buffer(_) => {
             return Err(a.mismatch("leaves are made with input(), labels(), param() and buffer()"))
         }
-        Op::Reshape(to) => {
+        ShapeOp::Reshape(to) => {
             a.want(1)?;
             let size = |sh: &Shape| -> (usize, usize) {
                 sh.iter().fold((0, 1), |(b, f), d| match d {
@@ -32,7 +60,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             to.clone()
         }
-        Op::Concat => {
+        ShapeOp::Concat => {
             if s.len() < 2 {
                 return Err(a.mismatch("concatenates at least 2 inputs"));
             }
@@ -58,7 +86,7 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             out[1] = Dim::Fixed(along);
             out
         }
-        Op::Slice { start, len } => {
+        ShapeOp::Slice { start, len } => {
             a.want(1)?;
             match s[0].get(1) {
                 Some(Dim::Fixed(n)) if s[0][0] == Dim::Batch && start + len <= *n && *len > 0 => {
@@ -74,12 +102,12 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
                 }
             }
         }
-        Op::Broadcast(to) | Op::SumTo(to) => {
+        ShapeOp::Broadcast(to) | ShapeOp::SumTo(to) => {
             a.want(1)?;
             let from = s[0];
             // Broadcast: each axis of the input is the target's or 1; SumTo: the reverse.
             let (small, big) = match op {
-                Op::Broadcast(_) => (from, to),
+                ShapeOp::Broadcast(_) => (from, to),
                 _ => (to, from),
             };
             let fits = small.len() == big.len()
@@ -96,21 +124,20 @@ pub(super) fn infer(a: &ShapeArgs<'_>) -> Result<Shape> {
             }
             to.clone()
         }
-        other => unreachable!("{} is not a shape op", other.name()),
     })
 }
 
 /// Appends the nodes computing this family's op's input gradients (see
 /// [`super::backward`]).
-pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
-    match &cx.node.op {
-        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) => {}
-        Op::Reshape(_) => {
+pub(super) fn backward(op: &ShapeOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
+    match op {
+        ShapeOp::Input | ShapeOp::Labels | ShapeOp::Param(_) | ShapeOp::Buffer(_) => {}
+        ShapeOp::Reshape(_) => {
             let back = g.node(cx.node.inputs[0]).shape.clone();
-            let dx = g.add_op(Op::Reshape(back), &[cx.dy()?])?;
+            let dx = g.add_op(Op::Shape(ShapeOp::Reshape(back)), &[cx.dy()?])?;
             cx.give(0, dx);
         }
-        Op::Concat => {
+        ShapeOp::Concat => {
             let dy = cx.dy()?;
             let mut start = 0;
             for k in 0..cx.node.inputs.len() {
@@ -119,28 +146,33 @@ pub(super) fn backward(g: &mut Graph, cx: &mut GradArgs<'_>) -> Result<()> {
                     Dim::Batch => unreachable!("checked by the shape rule"),
                 };
                 if cx.needs(k) {
-                    let dx = g.add_op(Op::Slice { start, len }, &[dy])?;
+                    let dx = g.add_op(Op::Shape(ShapeOp::Slice { start, len }), &[dy])?;
                     cx.give(k, dx);
                 }
                 start += len;
             }
         }
-        Op::Slice { .. } => return Err(cx.second_order()),
-        Op::Broadcast(_) => {
+        ShapeOp::Slice { .. } => return Err(cx.second_order()),
+        ShapeOp::Broadcast(_) => {
             let back = g.node(cx.node.inputs[0]).shape.clone();
-            let dx = g.add_op(Op::SumTo(back), &[cx.dy()?])?;
+            let dx = g.add_op(Op::Shape(ShapeOp::SumTo(back)), &[cx.dy()?])?;
             cx.give(0, dx);
         }
-        Op::SumTo(_) => return Err(cx.second_order()),
-        other => unreachable!("{} is not a shape op", other.name()),
+        ShapeOp::SumTo(_) => return Err(cx.second_order()),
     }
     Ok(())
 }
 
 /// This family's op on the CPU reference (see [`super::eval_cpu`]).
-pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
-    Ok(match &cx.node.op {
-        Op::Reshape(_) => {
+pub(super) fn eval_cpu<T: Scalar>(op: &ShapeOp, cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
+    Ok(match op {
+        ShapeOp::Input | ShapeOp::Labels | ShapeOp::Param(_) | ShapeOp::Buffer(_) => {
+            return Err(Error::invalid(
+                "cpu graph",
+                "a leaf takes its value from a feed, a parameter or a buffer, not from its inputs",
+            ))
+        }
+        ShapeOp::Reshape(_) => {
             let x = cx.get(0)?;
             Value::Float(
                 x.to_shape(IxDyn(cx.shape))
@@ -148,17 +180,16 @@ pub(super) fn eval_cpu<T: Scalar>(cx: &CpuArgs<'_, T>) -> Result<Value<T>> {
                     .to_owned(),
             )
         }
-        Op::Concat => {
+        ShapeOp::Concat => {
             let xs = (0..cx.node.inputs.len())
                 .map(|k| cx.get(k).map(|x| x.view()))
                 .collect::<Result<Vec<_>>>()?;
             Value::Float(cpu::concat_channels(&xs))
         }
-        Op::Slice { start, len } => {
+        ShapeOp::Slice { start, len } => {
             Value::Float(cpu::slice_channels(cx.get(0)?.view(), *start, *len))
         }
-        Op::Broadcast(_) => Value::Float(cpu::broadcast(cx.get(0)?.view(), cx.shape)),
-        Op::SumTo(_) => Value::Float(cpu::sum_to(cx.get(0)?.view(), cx.shape)),
-        other => unreachable!("{} is not a shape op", other.name()),
+        ShapeOp::Broadcast(_) => Value::Float(cpu::broadcast(cx.get(0)?.view(), cx.shape)),
+        ShapeOp::SumTo(_) => Value::Float(cpu::sum_to(cx.get(0)?.view(), cx.shape)),
     })
 }

@@ -5,11 +5,11 @@ use super::GpuArgs;
 use crate::error::Result;
 use crate::gpu::kernels::{self, ConvGeom};
 use crate::gpu::Kernel;
-use crate::graph::Op;
+use crate::graph::{ConvOp, Op};
 use crate::ops::Window;
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &ConvOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let GpuArgs {
         views,
         graph,
@@ -33,8 +33,8 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         out: out.unwrap_or(s[1]),
         win,
     };
-    Ok(match &node.op {
-        Op::Conv2d(win) => {
+    Ok(match op {
+        ConvOp::Conv2d(win) => {
             let g = geom(&shapes[inp(0)], Some(shapes[i][1]), *win);
             Some(kernels::conv2d(
                 ctx,
@@ -45,7 +45,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 v(i)?,
             )?)
         }
-        Op::Conv2dGradInput { win, .. } => {
+        ConvOp::Conv2dGradInput { win, .. } => {
             let g = geom(&shapes[i], Some(shapes[inp(0)][1]), *win);
             Some(kernels::conv2d_grad_input(
                 ctx,
@@ -55,7 +55,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 v(i)?,
             )?)
         }
-        Op::Conv2dGradWeight(win) => {
+        ConvOp::Conv2dGradWeight(win) => {
             let g = geom(&shapes[inp(0)], Some(shapes[inp(1)][1]), *win);
             Some(kernels::conv2d_grad_weight(
                 ctx,
@@ -65,7 +65,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 v(i)?,
             )?)
         }
-        Op::ChannelSum => {
+        ConvOp::ChannelSum => {
             let d = &shapes[inp(0)];
             let positions = d[2] * d[3];
             Some(kernels::channel_sum(
@@ -77,20 +77,19 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 v(i)?,
             )?)
         }
-        Op::MaxPool2d(win) | Op::AvgPool2d(win) => {
-            let max = matches!(node.op, Op::MaxPool2d(_));
+        ConvOp::MaxPool2d(win) | ConvOp::AvgPool2d(win) => {
+            let max = matches!(node.op, Op::Conv(ConvOp::MaxPool2d(_)));
             let g = geom(&shapes[inp(0)], None, *win);
             Some(kernels::pool(ctx, &g, max, v(inp(0))?, v(i)?)?.into())
         }
-        Op::MaxPool2dGrad(win) => {
+        ConvOp::MaxPool2dGrad(win) => {
             let g = geom(&shapes[inp(0)], None, *win);
             Some(kernels::pool_grad(ctx, &g, true, v(inp(0))?, v(inp(1))?, v(i)?)?.into())
         }
-        Op::AvgPool2dGrad { win, .. } => {
+        ConvOp::AvgPool2dGrad { win, .. } => {
             let g = geom(&shapes[i], None, *win);
             let dy = v(inp(0))?;
             Some(kernels::pool_grad(ctx, &g, false, dy, dy, v(i)?)?.into())
         }
-        other => unreachable!("{} is not a conv op", other.name()),
     })
 }

@@ -5,10 +5,10 @@ use super::GpuArgs;
 use crate::error::Result;
 use crate::gpu::kernels::{self, GemmSpec};
 use crate::gpu::Kernel;
-use crate::graph::Op;
+use crate::graph::{DenseOp, Op};
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &DenseOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let GpuArgs {
         views,
         graph,
@@ -26,8 +26,8 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let inp = |k: usize| node.inputs[k].0;
     let s = &shapes[i];
     let v = |j: usize| views.view(j);
-    Ok(match &node.op {
-        Op::MatMul { trans_a, trans_b } => {
+    Ok(match op {
+        DenseOp::MatMul { trans_a, trans_b } => {
             let a = &shapes[inp(0)];
             let k = if *trans_a { a[0] } else { a[1] };
             let spec = GemmSpec::new(s[0], s[1], k)
@@ -35,16 +35,16 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 .trans_b(*trans_b);
             Some(pre.gemm(&views, &spec, (inp(0), inp(1)), None, v(i)?, None)?)
         }
-        Op::BiasAdd => {
+        DenseOp::BiasAdd => {
             Some(kernels::bias_add_out(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
         }
-        Op::ColumnSum => {
+        DenseOp::ColumnSum => {
             let (x, d) = (inp(0), &shapes[inp(0)]);
             // A layer's output gradient that GEMMs read transposed is packed in the same
             // pass that sums it (see `pack_transposed_with_sums`).
             let gemm_reads = readers[x]
                 .iter()
-                .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
+                .any(|&j| matches!(nodes[j].op, Op::Dense(DenseOp::MatMul { .. })));
             let cached = pre.packed(x, true, d[0]).is_some();
             let vx = v(x)?;
             Some(
@@ -62,6 +62,5 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 },
             )
         }
-        other => unreachable!("{} is not a dense op", other.name()),
     })
 }

@@ -5,10 +5,10 @@ use super::GpuArgs;
 use crate::error::Result;
 use crate::gpu::kernels;
 use crate::gpu::Kernel;
-use crate::graph::Op;
+use crate::graph::ElementwiseOp;
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &ElementwiseOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let GpuArgs {
         views,
         graph,
@@ -23,14 +23,14 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let node = &graph.nodes()[i];
     let inp = |k: usize| node.inputs[k].0;
     let v = |j: usize| views.view(j);
-    Ok(match &node.op {
-        Op::Activation(a) => {
+    Ok(match op {
+        ElementwiseOp::Activation(a) => {
             Some(kernels::activation_forward(ctx, *a, lens[i], v(inp(0))?, v(i)?)?.into())
         }
-        Op::ActivationGrad(a) => Some(
+        ElementwiseOp::ActivationGrad(a) => Some(
             kernels::activation_backward(ctx, *a, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into(),
         ),
-        Op::Dropout { rate, seed } => Some(
+        ElementwiseOp::Dropout { rate, seed } => Some(
             kernels::dropout(
                 ctx,
                 lens[i],
@@ -42,8 +42,11 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             )?
             .into(),
         ),
-        Op::Add => Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
-        Op::Mul => Some(kernels::mul(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into()),
-        other => unreachable!("{} is not an elementwise op", other.name()),
+        ElementwiseOp::Add => {
+            Some(kernels::add(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
+        }
+        ElementwiseOp::Mul => {
+            Some(kernels::mul(ctx, lens[i], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
+        }
     })
 }

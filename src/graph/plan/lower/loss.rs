@@ -6,10 +6,10 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels;
 use crate::gpu::{GpuBuffer, Kernel};
 use crate::graph::plan::fused_with;
-use crate::graph::Op;
+use crate::graph::LossOp;
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &LossOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let GpuArgs {
         views,
         graph,
@@ -26,12 +26,14 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let inp = |k: usize| node.inputs[k].0;
     let s = &shapes[i];
     let v = |j: usize| views.view(j);
-    Ok(match &node.op {
-        Op::Softmax => Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into()),
-        Op::SoftmaxGrad => {
+    Ok(match op {
+        LossOp::Softmax => {
+            Some(kernels::softmax_forward(ctx, s[0], s[1], v(inp(0))?, v(i)?)?.into())
+        }
+        LossOp::SoftmaxGrad => {
             Some(kernels::softmax_backward(ctx, s[0], s[1], v(inp(0))?, v(inp(1))?, v(i)?)?.into())
         }
-        Op::SoftmaxXent { .. } | Op::Loss(_) => {
+        LossOp::SoftmaxXent { .. } | LossOp::Loss(_) => {
             let g = (i + 1..graph.len()).find(|&g| fused_with(graph, i, g));
             let grad_len = lens[inp(0)];
             let grad_view = match g {
@@ -41,8 +43,8 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                     scratch.last().expect("just pushed").full()
                 }
             };
-            let k = match &node.op {
-                Op::SoftmaxXent { smoothing } => {
+            let k = match op {
+                LossOp::SoftmaxXent { smoothing } => {
                     let ls = &shapes[inp(0)];
                     kernels::softmax_xent(
                         ctx,
@@ -54,7 +56,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                         v(i)?,
                     )?
                 }
-                Op::Loss(kind) => kernels::pointwise_loss(
+                LossOp::Loss(kind) => kernels::pointwise_loss(
                     ctx,
                     *kind,
                     grad_len,
@@ -67,7 +69,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             };
             Some(k)
         }
-        Op::SoftmaxXentGrad { .. } | Op::LossGrad(_) => {
+        LossOp::SoftmaxXentGrad { .. } | LossOp::LossGrad(_) => {
             let fused = (0..i).any(|l| fused_with(graph, l, i));
             if !fused {
                 return Err(Error::invalid(
@@ -77,6 +79,5 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             }
             None
         }
-        other => unreachable!("{} is not a loss op", other.name()),
     })
 }

@@ -13,8 +13,8 @@ use super::{Arenas, Prepacked, Views};
 use crate::error::Result;
 use crate::gpu::kernels::{self, GemmSpec};
 use crate::gpu::{GpuBuffer, Kernel};
-use crate::graph::rules::{metric_kind, Family};
-use crate::graph::{Graph, Op};
+use crate::graph::rules::metric_kind;
+use crate::graph::{DenseOp, Graph, Op};
 use crate::ops::Activation;
 
 /// A plan's launches.
@@ -74,7 +74,7 @@ pub(super) fn lower(
         }) = fusion.fused[i]
         {
             let (a, b) = (nodes[mm].inputs[0].0, nodes[mm].inputs[1].0);
-            let Op::MatMul { trans_a, trans_b } = nodes[mm].op else {
+            let Op::Dense(DenseOp::MatMul { trans_a, trans_b }) = nodes[mm].op else {
                 unreachable!("fusion starts at a matmul")
             };
             let k = if trans_a { shapes[a][0] } else { shapes[a][1] };
@@ -85,7 +85,7 @@ pub(super) fn lower(
             // A layer's output that a GEMM reads next leaves this one packed.
             let gemm_reads = readers[i]
                 .iter()
-                .any(|&j| matches!(nodes[j].op, Op::MatMul { .. }));
+                .any(|&j| matches!(nodes[j].op, Op::Dense(DenseOp::MatMul { .. })));
             kernels.push(pre.gemm(
                 views,
                 &spec,
@@ -160,12 +160,13 @@ struct GpuArgs<'a> {
 /// Lowers a node that no fusion rule absorbed to prebuilt launches, by its family's arm
 /// (None for a view such as a reshape).
 fn lower_node(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
-    match cx.graph.nodes()[cx.i].op.family() {
-        Family::Shape => shape::lower(cx),
-        Family::Dense => dense::lower(cx),
-        Family::Elementwise => elementwise::lower(cx),
-        Family::Loss => loss::lower(cx),
-        Family::Conv => conv::lower(cx),
-        Family::Norm => norm::lower(cx),
+    let graph = cx.graph;
+    match &graph.nodes()[cx.i].op {
+        Op::Shape(op) => shape::lower(op, cx),
+        Op::Dense(op) => dense::lower(op, cx),
+        Op::Elementwise(op) => elementwise::lower(op, cx),
+        Op::Loss(op) => loss::lower(op, cx),
+        Op::Conv(op) => conv::lower(op, cx),
+        Op::Norm(op) => norm::lower(op, cx),
     }
 }

@@ -5,10 +5,10 @@ use super::GpuArgs;
 use crate::error::Result;
 use crate::gpu::kernels;
 use crate::gpu::Kernel;
-use crate::graph::Op;
+use crate::graph::NormOp;
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]).
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &NormOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let (views, graph, i, shapes) = (&cx.views, cx.graph, cx.i, cx.shapes);
     let ctx = views.ctx;
     let node = &graph.nodes()[i];
@@ -20,8 +20,8 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         channels: cols,
         positions: shapes[inp(0)][2..].iter().product(),
     };
-    Ok(Some(match &node.op {
-        Op::BatchNorm { eps, momentum } => kernels::batch_norm_forward(
+    Ok(Some(match op {
+        NormOp::BatchNorm { eps, momentum } => kernels::batch_norm_forward(
             ctx,
             bn_shape(),
             (*eps, *momentum),
@@ -32,7 +32,7 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             v(i)?,
         )?
         .into(),
-        Op::BatchNormGrad { eps } => kernels::batch_norm_backward(
+        NormOp::BatchNormGrad { eps } => kernels::batch_norm_backward(
             ctx,
             bn_shape(),
             *eps,
@@ -42,22 +42,21 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
             v(i)?,
         )?
         .into(),
-        Op::BatchNormGammaGrad { eps } => {
+        NormOp::BatchNormGammaGrad { eps } => {
             kernels::batch_norm_gamma_grad(ctx, bn_shape(), *eps, v(inp(0))?, v(inp(1))?, v(i)?)?
                 .into()
         }
-        Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => {
-            let build = match node.op {
-                Op::LayerNorm { .. } => kernels::layer_norm_forward,
+        NormOp::LayerNorm { eps } | NormOp::LayerNormGrad { eps } => {
+            let build = match op {
+                NormOp::LayerNorm { .. } => kernels::layer_norm_forward,
                 _ => kernels::layer_norm_backward,
             };
             // (x, gamma, beta) or (x, gamma, dy).
             let (a, b, c) = (v(inp(0))?, v(inp(1))?, v(inp(2))?);
             build(ctx, rows, cols, *eps, a, b, c, v(i)?)?.into()
         }
-        Op::LayerNormGammaGrad { eps } => {
+        NormOp::LayerNormGammaGrad { eps } => {
             kernels::layer_norm_gamma_grad(ctx, rows, cols, *eps, v(inp(0))?, v(inp(1))?, v(i)?)?
         }
-        other => unreachable!("{} is not a normalization op", other.name()),
     }))
 }

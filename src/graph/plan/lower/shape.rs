@@ -5,10 +5,10 @@ use super::GpuArgs;
 use crate::error::Result;
 use crate::gpu::kernels;
 use crate::gpu::Kernel;
-use crate::graph::Op;
+use crate::graph::ShapeOp;
 
 /// This family's op as prebuilt launches (see [`super::lower_node`]); None for a view.
-pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
+pub(super) fn lower(op: &ShapeOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
     let (views, i) = (cx.views, cx.i);
     let node = &cx.graph.nodes()[i];
     // (rows, values per row) of node j's concrete shape.
@@ -16,9 +16,13 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
         let s = &cx.shapes[j];
         (s[0], s[1..].iter().product::<usize>())
     };
-    Ok(match &node.op {
-        Op::Input | Op::Labels | Op::Param(_) | Op::Buffer(_) | Op::Reshape(_) => None,
-        Op::Concat => {
+    Ok(match op {
+        ShapeOp::Input
+        | ShapeOp::Labels
+        | ShapeOp::Param(_)
+        | ShapeOp::Buffer(_)
+        | ShapeOp::Reshape(_) => None,
+        ShapeOp::Concat => {
             let inputs = node
                 .inputs
                 .iter()
@@ -31,16 +35,16 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 views.view(i)?,
             )?)
         }
-        Op::Broadcast(_) | Op::SumTo(_) => {
+        ShapeOp::Broadcast(_) | ShapeOp::SumTo(_) => {
             let x = node.inputs[0].0;
             let (from, to) = (&cx.shapes[x], &cx.shapes[i]);
             let (vx, vy) = (views.view(x)?, views.view(i)?);
-            Some(match node.op {
-                Op::Broadcast(_) => kernels::broadcast(views.ctx, from, to, vx, vy)?.into(),
+            Some(match op {
+                ShapeOp::Broadcast(_) => kernels::broadcast(views.ctx, from, to, vx, vy)?.into(),
                 _ => kernels::sum_to(views.ctx, from, to, vx, vy)?.into(),
             })
         }
-        Op::Slice { start, .. } => {
+        ShapeOp::Slice { start, .. } => {
             let x = node.inputs[0].0;
             // For images a channel is a plane of values: scale axis-1 positions by its size.
             let plane: usize = cx.shapes[x][2..].iter().product();
@@ -56,6 +60,5 @@ pub(super) fn lower(cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>> {
                 .into(),
             )
         }
-        other => unreachable!("{} is not a shape op", other.name()),
     })
 }
