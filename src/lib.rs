@@ -27,5 +27,12 @@ pub mod unstable {
     /// One typed constructor per WGSL entry, each returning a prebuilt launch.
     pub mod kernels {
         pub use crate::gpu::kernels::*;
+        pub use crate::ops::vocab::Epilogue;
+    }
+    /// How metrics accumulate: the running totals an [`crate::graph::Executor`] reports,
+    /// and how accuracy is counted for a loss.
+    pub mod metrics {
+        pub use crate::ops::metrics::{ErrorSums, MetricTotals, METRIC_WORDS};
+        pub use crate::ops::vocab::MetricKind;
     }
 }

@@ -8,8 +8,9 @@ mod common;
 use common::*;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use wgtrain::gpu::run;
-use wgtrain::ops::{Activation, Epilogue, PointwiseLoss};
+use wgtrain::ops::{Activation, PointwiseLoss};
 use wgtrain::unstable::cpu;
+use wgtrain::unstable::kernels::Epilogue;
 use wgtrain::unstable::kernels::{self, GemmPath, GemmSpec};
 
 fn arr2(rows: usize, cols: usize, v: &[f32]) -> Array2<f64> {

@@ -35,7 +35,7 @@ pub use feed::Feed;
 pub use gpu_exec::{GpuExecutor, MemoryReport};
 pub use init::Init;
 pub use replicas::Replicated;
-pub use rules::{metric_kind, ConvOp, DenseOp, ElementwiseOp, LossOp, NormOp, ShapeOp, Value};
+pub use rules::{ConvOp, DenseOp, ElementwiseOp, LossOp, NormOp, ShapeOp, Value};
 pub use step::{Executor, GpuSession};
 
 use std::collections::HashMap;

@@ -5,9 +5,14 @@
 //! runs on a GPU in the plan's lowering.
 
 mod dropout;
-mod metrics;
-mod vocab;
+pub(crate) mod metrics;
+pub(crate) mod vocab;
 
-pub use dropout::{dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
-pub use metrics::{ErrorMetrics, ErrorSums, MetricTotals, Metrics, METRIC_WORDS};
-pub use vocab::{Activation, Epilogue, MetricKind, PointwiseLoss, Window, LEAKY_RELU_SLOPE};
+pub use metrics::{ErrorMetrics, Metrics};
+pub use vocab::{Activation, PointwiseLoss, Window, LEAKY_RELU_SLOPE};
+
+// Shared inside the crate, and with tests and benchmarks through `wgtrain::unstable`: how
+// metrics accumulate, GEMM epilogues, dropout's mask.
+pub(crate) use dropout::{dropout_keeps, dropout_key, dropout_scale, dropout_threshold};
+pub(crate) use metrics::{ErrorSums, MetricTotals, METRIC_WORDS};
+pub(crate) use vocab::{Epilogue, MetricKind};

@@ -204,7 +204,7 @@ impl StepMode {
     }
 }
 
-/// Inverted dropout of `x[..n]` into `y` (see [`crate::ops::dropout_keeps`]); `state` holds a
+/// Inverted dropout of `x[..n]` into `y` (the mask of `ops::dropout_keeps`); `state` holds a
 /// [`StepMode`]. With `x` = dy it is the backward pass.
 pub fn dropout(
     ctx: &GpuContext,

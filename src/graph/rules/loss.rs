@@ -164,7 +164,7 @@ pub(super) fn eval_cpu<T: Scalar>(op: &LossOp, cx: &CpuArgs<'_, T>) -> Result<Va
 }
 
 /// How accuracy is counted for a loss node (see [`MetricKind::for_loss`]).
-pub fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
+pub(crate) fn metric_kind(loss: &Op, outputs_per_sample: usize) -> MetricKind {
     let pointwise = match loss {
         Op::Loss(LossOp::Loss(kind)) => Some(*kind),
         _ => None,

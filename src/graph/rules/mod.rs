@@ -14,7 +14,8 @@ mod shape;
 pub use conv::ConvOp;
 pub use dense::DenseOp;
 pub use elementwise::ElementwiseOp;
-pub use loss::{metric_kind, LossOp};
+pub(crate) use loss::metric_kind;
+pub use loss::LossOp;
 pub use norm::NormOp;
 pub use shape::ShapeOp;
 
