@@ -19,7 +19,7 @@ use std::time::Instant;
 use clap::Parser;
 use ndarray::{Array1, Array2, Array4};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
-use wgtrain::graph::{CpuExecutor, Feed, GpuExecutor};
+use wgtrain::graph::{CpuExecutor, Executor, Feed, GpuExecutor};
 use wgtrain::ops::Window;
 use wgtrain::prelude::*;
 use wgtrain::unstable::cpu;
@@ -144,7 +144,7 @@ fn conv_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
     Ok(())
 }
 
-fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
+fn train_part(ctx: &std::sync::Arc<GpuContext>, reps: usize) -> wgtrain::Result<()> {
     let relu = Activation::Relu;
     let fashion = Sequential::new(&[1, 28, 28])
         .conv2d(Conv2d::new(16, 3).activation(relu))
@@ -196,7 +196,7 @@ fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
         let ys: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
         let feeds = [(built.input, Feed::F32(&xs)), (y, Feed::U32(&ys))];
         let mut gpu = GpuExecutor::new(ctx, g.clone(), loss, opt, 0)?;
-        gpu.step(ctx, batch, &feeds)?;
+        gpu.step(batch, &feeds)?;
         ctx.synchronize()?;
         let steps = 5;
         let gpu_s = median(
@@ -204,7 +204,7 @@ fn train_part(ctx: &GpuContext, reps: usize) -> wgtrain::Result<()> {
                 .map(|_| {
                     let t = Instant::now();
                     for _ in 0..steps {
-                        gpu.step(ctx, batch, &feeds).expect("gpu step");
+                        gpu.step(batch, &feeds).expect("gpu step");
                     }
                     ctx.synchronize().expect("sync");
                     t.elapsed().as_secs_f64() / steps as f64
@@ -280,7 +280,7 @@ fn bn_inference_part(rounds: usize) -> wgtrain::Result<()> {
 fn main() -> wgtrain::Result<()> {
     let cli = Cli::parse();
     let reps = cli.reps as usize;
-    let ctx = GpuContext::new()?;
+    let ctx = std::sync::Arc::new(GpuContext::new()?);
     println!("adapter: {}", ctx.adapter_name());
     if let Some(rounds) = cli.bn_inference {
         return bn_inference_part(rounds as usize);

@@ -4,8 +4,10 @@
 //! `cargo run --release --example custom_graph [-- --cpu]`
 //! Learns the two-spirals problem (a classic test of a network's ability to bend space).
 
+use std::sync::Arc;
+
 use wgtrain::gpu::GpuContext;
-use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init};
+use wgtrain::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, Graph, Init};
 use wgtrain::prelude::*;
 
 fn spirals(n: usize) -> (Vec<f32>, Vec<u32>) {
@@ -41,27 +43,21 @@ fn main() -> wgtrain::Result<()> {
     let (points, classes) = spirals(256);
     let feeds = [(x, Feed::F32(&points)), (labels, Feed::U32(&classes))];
     let optimizer = Optimizer::Adam(AdamConfig::adam(0.02));
-    let metrics = if std::env::args().any(|a| a == "--cpu") {
+    // Both executors keep one training-step contract (`Executor`).
+    let mut exec: Box<dyn Executor> = if std::env::args().any(|a| a == "--cpu") {
         println!("device: CPU reference");
-        let mut exec = CpuExecutor::new(g, loss, optimizer, 1)?;
-        for _ in 0..600 {
-            exec.step(256, &feeds)?;
-        }
-        exec.reset_metrics();
-        exec.evaluate_batch(256, &feeds)?;
-        exec.metrics()
+        Box::new(CpuExecutor::new(g, loss, optimizer, 1)?)
     } else {
-        let ctx = GpuContext::new()?;
+        let ctx = Arc::new(GpuContext::new()?);
         println!("device: {}", ctx.adapter_name());
-        let mut exec = GpuExecutor::new(&ctx, g, loss, optimizer, 1)?;
-        for _ in 0..600 {
-            exec.step(&ctx, 256, &feeds)?; // one submission per step, nothing read back
-        }
-        println!("memory: {:?}", exec.memory());
-        exec.reset_metrics(&ctx)?;
-        exec.evaluate_batch(&ctx, 256, &feeds)?;
-        exec.metrics(&ctx)?
+        Box::new(GpuExecutor::new(&ctx, g, loss, optimizer, 1)?)
     };
+    for _ in 0..600 {
+        exec.step(256, &feeds)?; // on a GPU: one submission per step, nothing read back
+    }
+    exec.reset_metrics()?;
+    exec.evaluate_batch(256, &feeds)?;
+    let metrics = exec.metrics()?;
     println!(
         "after 600 steps: loss {:.4}, accuracy {:.1}% on {} points",
         metrics.mean_loss,

@@ -14,8 +14,10 @@
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
+use std::sync::Arc;
+
 use wgtrain::gpu::GpuContext;
-use wgtrain::graph::{CpuExecutor, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
+use wgtrain::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, Graph, Init, NodeId};
 use wgtrain::prelude::*;
 
 fn mlp(sizes: &[usize]) -> wgtrain::Result<(Graph, NodeId, NodeId, NodeId)> {
@@ -46,7 +48,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn profile(
-    ctx: &GpuContext,
+    ctx: &Arc<GpuContext>,
     sizes: &[usize],
     batch: usize,
     reps: usize,
@@ -57,13 +59,13 @@ fn profile(
     let ys: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
     let opt = Optimizer::Adam(AdamConfig::adam(1e-3));
     let mut gpu = GpuExecutor::new(ctx, g, loss, opt, 0)?;
-    gpu.step(ctx, batch, &[(x, Feed::F32(&xs)), (y, Feed::U32(&ys))])?;
+    gpu.step(batch, &[(x, Feed::F32(&xs)), (y, Feed::U32(&ys))])?;
     let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
     let whole = median(
         (0..reps)
             .map(|_| {
                 let start = Instant::now();
-                gpu.step(ctx, batch, &feeds)?;
+                gpu.step(batch, &feeds)?;
                 ctx.synchronize()?;
                 Ok(start.elapsed().as_secs_f64())
             })
@@ -73,7 +75,7 @@ fn profile(
         println!("whole step, one submission: {:.3} ms", whole * 1e3);
         return Ok(());
     }
-    let rows = gpu.profile(ctx, batch, reps)?;
+    let rows = gpu.profile(batch, reps)?;
     let base = rows[0].2;
     let mut total = 0.0;
     println!("{:<34} {:>16} {:>10}", "launch", "grid", "ms");
@@ -122,7 +124,7 @@ fn main() -> wgtrain::Result<()> {
                 .exit();
         }
     }
-    let ctx = GpuContext::new()?;
+    let ctx = Arc::new(GpuContext::new()?);
     println!("adapter: {}", ctx.adapter_name());
     if let Some(sizes) = &cli.profile {
         return profile(&ctx, sizes, cli.batch, reps.max(5), cli.steps_only);
@@ -143,7 +145,7 @@ fn main() -> wgtrain::Result<()> {
 
             let mut gpu = GpuExecutor::new(&ctx, g.clone(), loss, opt, 0)?;
             for _ in 0..5 {
-                gpu.step(&ctx, batch, &feeds)?;
+                gpu.step(batch, &feeds)?;
             }
             ctx.synchronize()?;
             let (mut walls, mut hosts) = (Vec::new(), Vec::new());
@@ -152,7 +154,7 @@ fn main() -> wgtrain::Result<()> {
                 let mut host = 0.0;
                 let start = Instant::now();
                 for _ in 0..steps {
-                    gpu.step(&ctx, batch, &feeds)?;
+                    gpu.step(batch, &feeds)?;
                     host += gpu.last_step_host_time().as_secs_f64();
                 }
                 ctx.synchronize()?;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use common::mlp::*;
 use common::*;
 use ndarray::{Array1, ArrayViewMut1};
-use wgtrain::graph::{CpuRun, Dim, Feed, GpuExecutor, Graph, Init, NodeId};
+use wgtrain::graph::{CpuRun, Dim, Executor, Feed, GpuExecutor, Graph, Init, NodeId};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, LionConfig, Optimizer, SgdConfig};
 
@@ -38,7 +38,7 @@ fn step_zero_matches_cpu(hidden: &[usize], rows: usize) {
         5,
     )
     .unwrap();
-    exec.step(ctx, rows, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+    exec.step(rows, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
         .unwrap();
 
     let g = exec.graph();
@@ -47,7 +47,7 @@ fn step_zero_matches_cpu(hidden: &[usize], rows: usize) {
         .eval(g, &cpu_feeds(&m, &x, &y), g.last().unwrap())
         .unwrap();
     let loss_cpu = CpuRun::scalar(&vals, m.loss).unwrap();
-    let loss_gpu = exec.read_node(ctx, rows, m.loss).unwrap()[0] as f64;
+    let loss_gpu = exec.read_node(rows, m.loss).unwrap()[0] as f64;
     assert!(
         (loss_gpu - loss_cpu).abs() < 1e-4 * loss_cpu.abs() + 1e-5,
         "loss {loss_gpu} vs {loss_cpu}"
@@ -55,7 +55,7 @@ fn step_zero_matches_cpu(hidden: &[usize], rows: usize) {
     for p in g.params() {
         let gi = g.index(exec.gradients().of(p).unwrap());
         let want = vals[gi].as_ref().unwrap().float().unwrap();
-        let got = exec.read_grad(ctx, p).unwrap();
+        let got = exec.read_grad(p).unwrap();
         assert_close(&g.node(p).name, &got, want.as_slice().unwrap(), 1e-4, 1e-3);
     }
 }
@@ -119,7 +119,7 @@ fn fifty_steps_track_cpu_with_every_optimizer() {
         let mut exec = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 3).unwrap();
         for t in 1..=50u64 {
             let (x, y) = batch(100 + t, 16, 12, 10);
-            exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+            exec.step(16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
                 .unwrap();
         }
         let cpu = cpu_train(&m, exec.graph(), exec.gradients(), opt, 3, 50);
@@ -127,7 +127,7 @@ fn fifty_steps_track_cpu_with_every_optimizer() {
             let want = to_f64(cpu.params[&p].as_slice().unwrap());
             assert_close(
                 &format!("{opt:?} {}", exec.graph().node(p).name),
-                &exec.read_param(ctx, p).unwrap(),
+                &exec.read_param(p).unwrap(),
                 &want,
                 1e-4,
                 1e-3,
@@ -164,13 +164,13 @@ fn two_spirals_are_learned() {
     .unwrap();
     let (x, y) = spirals(256);
     for _ in 0..600 {
-        exec.step(ctx, 256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+        exec.step(256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
             .unwrap();
     }
-    exec.reset_metrics(ctx).unwrap();
-    exec.evaluate_batch(ctx, 256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+    exec.reset_metrics().unwrap();
+    exec.evaluate_batch(256, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
         .unwrap();
-    let metrics = exec.metrics(ctx).unwrap();
+    let metrics = exec.metrics().unwrap();
     assert_eq!(metrics.samples, 256);
     assert!(metrics.accuracy >= 0.97, "{metrics:?}");
 }
@@ -190,20 +190,21 @@ fn runs_are_bit_identical_and_steps_allocate_nothing() {
         .unwrap();
         for t in 1..=steps {
             let (x, y) = batch(t, 16, 12, 10);
-            exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+            exec.step(16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
                 .unwrap();
         }
         m.graph
             .params()
             .iter()
-            .flat_map(|&p| exec.read_param(ctx, p).unwrap())
+            .flat_map(|&p| exec.read_param(p).unwrap())
             .map(f32::to_bits)
             .collect::<Vec<_>>()
     };
     assert_eq!(run(20), run(20));
 
     // A private context: the shared one counts other tests' buffers too.
-    let own = wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter");
+    let own =
+        std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("GPU tests need an adapter"));
     let ctx = &own;
     let m = mlp(784, &[128], 10, Activation::Relu);
     let mut exec = GpuExecutor::new(
@@ -216,10 +217,10 @@ fn runs_are_bit_identical_and_steps_allocate_nothing() {
     .unwrap();
     let (x, y) = batch(1, 128, 784, 10);
     let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
-    exec.step(ctx, 128, &feeds).unwrap();
+    exec.step(128, &feeds).unwrap();
     let (buffers, submissions) = (ctx.counters().buffers(), ctx.counters().submissions());
     for _ in 0..1000 {
-        exec.step(ctx, 128, &feeds).unwrap();
+        exec.step(128, &feeds).unwrap();
     }
     ctx.synchronize().unwrap();
     assert_eq!(
@@ -242,7 +243,7 @@ fn runs_are_bit_identical_and_steps_allocate_nothing() {
         0,
     )
     .unwrap();
-    exec.prepare(ctx, 32).unwrap();
+    exec.prepare(32).unwrap();
     let mem = exec.memory();
     assert!(mem.activations < mem.activations_without_reuse, "{mem:?}");
 }
@@ -260,22 +261,22 @@ fn partial_batches_share_parameters_and_bad_feeds_are_errors() {
     )
     .unwrap();
     let (x, y) = batch(1, 16, 12, 10);
-    exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+    exec.step(16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
         .unwrap();
     let w = m.graph.params()[0];
-    let before = exec.read_param(ctx, w).unwrap();
+    let before = exec.read_param(w).unwrap();
     let (x5, y5) = batch(2, 5, 12, 10);
-    exec.step(ctx, 5, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y5))])
+    exec.step(5, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y5))])
         .unwrap();
     assert_ne!(
-        exec.read_param(ctx, w).unwrap(),
+        exec.read_param(w).unwrap(),
         before,
         "the partial batch updates the same weights"
     );
     assert_eq!(exec.steps(), 2);
 
     let err = exec
-        .step(ctx, 16, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y))])
+        .step(16, &[(m.x, Feed::F32(&x5)), (m.y, Feed::U32(&y))])
         .unwrap_err()
         .to_string();
     assert!(
@@ -283,20 +284,16 @@ fn partial_batches_share_parameters_and_bad_feeds_are_errors() {
         "{err}"
     );
     let err = exec
-        .step(ctx, 16, &[(m.x, Feed::U32(&y)), (m.y, Feed::U32(&y))])
+        .step(16, &[(m.x, Feed::U32(&y)), (m.y, Feed::U32(&y))])
         .unwrap_err()
         .to_string();
     assert!(err.contains("wrong element type"), "{err}");
-    assert!(exec.set_lr(ctx, f32::NAN).is_err());
-    exec.set_lr(ctx, 0.0).unwrap();
-    let frozen = exec.read_param(ctx, w).unwrap();
-    exec.step(ctx, 16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
+    assert!(exec.set_lr(f32::NAN).is_err());
+    exec.set_lr(0.0).unwrap();
+    let frozen = exec.read_param(w).unwrap();
+    exec.step(16, &[(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))])
         .unwrap();
-    assert_eq!(
-        exec.read_param(ctx, w).unwrap(),
-        frozen,
-        "lr 0 changes nothing"
-    );
+    assert_eq!(exec.read_param(w).unwrap(), frozen, "lr 0 changes nothing");
 }
 
 #[test]
@@ -314,14 +311,14 @@ fn cpu_and_gpu_executors_agree() {
     for t in 1..=20u64 {
         let (x, y) = batch(t, 16, 12, 10);
         let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
-        g.step(ctx, 16, &feeds).unwrap();
+        g.step(16, &feeds).unwrap();
         c.step(16, &feeds).unwrap();
     }
     for p in m.graph.params() {
         let want = to_f64(c.param(p).unwrap().as_slice().unwrap());
-        assert_close("param", &g.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+        assert_close("param", &g.read_param(p).unwrap(), &want, 1e-4, 1e-3);
     }
-    let (gm, cm) = (g.metrics(ctx).unwrap(), c.metrics());
+    let (gm, cm) = (g.metrics().unwrap(), c.metrics().unwrap());
     assert_eq!((gm.samples, gm.steps), (cm.samples, cm.steps));
     assert!(
         (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
@@ -345,11 +342,11 @@ fn mean_loss_weighs_partial_batches_by_their_samples() {
     let (x8, y8) = batch(5, 8, 6, 4);
     let (x2, y2) = batch(6, 2, 6, 4);
     let one = |gpu_exec: &mut GpuExecutor, rows: usize, x: &[f32], y: &[u32]| {
-        gpu_exec.reset_metrics(ctx).unwrap();
+        gpu_exec.reset_metrics().unwrap();
         gpu_exec
-            .evaluate_batch(ctx, rows, &[(m.x, Feed::F32(x)), (m.y, Feed::U32(y))])
+            .evaluate_batch(rows, &[(m.x, Feed::F32(x)), (m.y, Feed::U32(y))])
             .unwrap();
-        gpu_exec.metrics(ctx).unwrap().mean_loss as f64
+        gpu_exec.metrics().unwrap().mean_loss as f64
     };
     let (l8, l2) = (
         one(&mut gpu_exec, 8, &x8, &y8),
@@ -360,15 +357,15 @@ fn mean_loss_weighs_partial_batches_by_their_samples() {
         "the two batches need different losses"
     );
     let want = (8.0 * l8 + 2.0 * l2) / 10.0;
-    gpu_exec.reset_metrics(ctx).unwrap();
+    gpu_exec.reset_metrics().unwrap();
     for (rows, x, y) in [(8, &x8, &y8), (2, &x2, &y2)] {
         let feeds = [(m.x, Feed::F32(x)), (m.y, Feed::U32(y))];
-        gpu_exec.evaluate_batch(ctx, rows, &feeds).unwrap();
+        gpu_exec.evaluate_batch(rows, &feeds).unwrap();
         cpu_exec.evaluate_batch(rows, &feeds).unwrap();
     }
     for (who, got) in [
-        ("gpu", gpu_exec.metrics(ctx).unwrap()),
-        ("cpu", cpu_exec.metrics()),
+        ("gpu", gpu_exec.metrics().unwrap()),
+        ("cpu", cpu_exec.metrics().unwrap()),
     ] {
         assert!(
             (got.mean_loss as f64 - want).abs() <= 1e-5 * want.abs(),
@@ -402,10 +399,10 @@ fn gpu_metric_counts_are_exact_past_two_to_the_24() {
     let (xs, ts) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     let steps = 17; // 17 * (2^20 + 1) = 17,825,809: odd and above 2^24
     for _ in 0..steps {
-        exec.evaluate_batch(ctx, rows, &[(x, Feed::F32(&xs)), (t, Feed::F32(&ts))])
+        exec.evaluate_batch(rows, &[(x, Feed::F32(&xs)), (t, Feed::F32(&ts))])
             .unwrap();
     }
-    let got = exec.metrics(ctx).unwrap();
+    let got = exec.metrics().unwrap();
     assert_eq!(got.samples, steps as u64 * rows as u64);
     assert_eq!(got.steps, steps as u64);
     assert_eq!(got.accuracy, 1.0);
@@ -440,7 +437,9 @@ fn small_cnn() -> (Graph, NodeId) {
 /// momentum, two for Adam.
 #[test]
 fn memory_report_matches_the_bytes_allocated() {
-    let ctx = wgtrain::gpu::GpuContext::new().expect("a GPU adapter (lavapipe on CI)");
+    let ctx = std::sync::Arc::new(
+        wgtrain::gpu::GpuContext::new().expect("a GPU adapter (lavapipe on CI)"),
+    );
     let momentum = SgdConfig {
         momentum: 0.9,
         ..SgdConfig::new(0.01)
@@ -459,9 +458,9 @@ fn memory_report_matches_the_bytes_allocated() {
         for (opt, slots) in optimizers {
             let before = ctx.counters().bytes();
             let mut exec = GpuExecutor::new(&ctx, graph.clone(), *loss, opt, 0).unwrap();
-            exec.prepare(&ctx, 32).unwrap();
-            exec.prepare(&ctx, 7).unwrap();
-            exec.set_clip_global_norm(&ctx, Some(1.0)).unwrap();
+            exec.prepare(32).unwrap();
+            exec.prepare(7).unwrap();
+            exec.set_clip_global_norm(Some(1.0)).unwrap();
             let mem = exec.memory();
             let allocated = ctx.counters().bytes() - before;
             assert_eq!(mem.total(), allocated, "{name} {opt:?}: {mem:?}");

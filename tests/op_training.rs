@@ -6,7 +6,9 @@ mod common;
 
 use common::mlp::*;
 use common::*;
-use wgtrain::graph::{CpuExecutor, Dim, ElementwiseOp, Feed, GpuExecutor, Graph, Init, NodeId};
+use wgtrain::graph::{
+    CpuExecutor, Dim, ElementwiseOp, Executor, Feed, GpuExecutor, Graph, Init, NodeId,
+};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -35,21 +37,21 @@ fn dropout_clipping_and_binary_loss_agree_on_cpu_and_gpu() {
     let mut ge = GpuExecutor::new(ctx, g.clone(), loss, opt, 5).unwrap();
     let mut ce = CpuExecutor::new(g.clone(), loss, opt, 5).unwrap();
     // A small limit, so clipping scales every step.
-    ge.set_clip_global_norm(ctx, Some(0.05)).unwrap();
+    ge.set_clip_global_norm(Some(0.05)).unwrap();
     ce.set_clip_global_norm(Some(0.05)).unwrap();
     assert!(ce.set_clip_global_norm(Some(-1.0)).is_err());
     for step in 1..=15u64 {
         let (xs, labels) = batch(step, 16, 12, 2);
         let ts: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
         let feeds = [(x, Feed::F32(&xs)), (t, Feed::F32(&ts))];
-        ge.step(ctx, 16, &feeds).unwrap();
+        ge.step(16, &feeds).unwrap();
         ce.step(16, &feeds).unwrap();
     }
     for p in g.params() {
         let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
-        assert_close("param", &ge.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+        assert_close("param", &ge.read_param(p).unwrap(), &want, 1e-4, 1e-3);
     }
-    let (gm, cm) = (ge.metrics(ctx).unwrap(), ce.metrics());
+    let (gm, cm) = (ge.metrics().unwrap(), ce.metrics().unwrap());
     // Binary accuracy counts one prediction per sample.
     assert_eq!((gm.samples, gm.steps), (16 * 15, 15));
     assert_eq!((cm.samples, cm.steps), (16 * 15, 15));
@@ -69,15 +71,15 @@ fn dropout_clipping_and_binary_loss_agree_on_cpu_and_gpu() {
     let feeds = [(x, Feed::F32(&xs)), (t, Feed::F32(&ts))];
     let mut losses = Vec::new();
     for _ in 0..2 {
-        ge.reset_metrics(ctx).unwrap();
-        ge.evaluate_batch(ctx, 16, &feeds).unwrap();
-        losses.push(ge.metrics(ctx).unwrap().mean_loss);
+        ge.reset_metrics().unwrap();
+        ge.evaluate_batch(16, &feeds).unwrap();
+        losses.push(ge.metrics().unwrap().mean_loss);
     }
-    ce.reset_metrics();
+    ce.reset_metrics().unwrap();
     ce.evaluate_batch(16, &feeds).unwrap();
     assert_eq!(losses[0], losses[1]);
     assert!(
-        (losses[0] - ce.metrics().mean_loss).abs() < 1e-4,
+        (losses[0] - ce.metrics().unwrap().mean_loss).abs() < 1e-4,
         "{losses:?}"
     );
 }
@@ -133,20 +135,20 @@ fn train_alike_for_8_steps(
     for step in 1..=8u64 {
         let (xs, ys) = batch(step, 6, features, 5);
         let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
-        ge.step(ctx, 6, &feeds).unwrap();
+        ge.step(6, &feeds).unwrap();
         ce.step(6, &feeds).unwrap();
     }
     for p in g.params() {
         let want = to_f64(ce.param(p).unwrap().as_slice().unwrap());
         assert_close(
             &g.node(p).name,
-            &ge.read_param(ctx, p).unwrap(),
+            &ge.read_param(p).unwrap(),
             &want,
             1e-4,
             1e-3,
         );
     }
-    (ge.metrics(ctx).unwrap(), ce.metrics())
+    (ge.metrics().unwrap(), ce.metrics().unwrap())
 }
 
 /// A value read by two consumers (a residual connection around a bias-add and tanh) on the
@@ -184,19 +186,13 @@ fn a_value_with_two_consumers_trains_like_the_cpu() {
     for t in 1..=10u64 {
         let (xs, ys) = batch(t, 12, 8, 5);
         let feeds = [(x, Feed::F32(&xs)), (y, Feed::U32(&ys))];
-        gpu_exec.step(ctx, 12, &feeds).unwrap();
+        gpu_exec.step(12, &feeds).unwrap();
         cpu_exec.step(12, &feeds).unwrap();
     }
     for p in g.params() {
         let want = to_f64(cpu_exec.param(p).unwrap().as_slice().unwrap());
         let name = &g.node(p).name;
-        assert_close(
-            name,
-            &gpu_exec.read_param(ctx, p).unwrap(),
-            &want,
-            1e-4,
-            1e-3,
-        );
+        assert_close(name, &gpu_exec.read_param(p).unwrap(), &want, 1e-4, 1e-3);
     }
 }
 
@@ -212,12 +208,12 @@ fn gelu_mlp_tracks_cpu() {
     for t in 1..=10u64 {
         let (x, y) = batch(t, 16, 12, 5);
         let feeds = [(m.x, Feed::F32(&x)), (m.y, Feed::U32(&y))];
-        g.step(ctx, 16, &feeds).unwrap();
+        g.step(16, &feeds).unwrap();
         c.step(16, &feeds).unwrap();
     }
     for p in m.graph.params() {
         let want = to_f64(c.param(p).unwrap().as_slice().unwrap());
-        assert_close("param", &g.read_param(ctx, p).unwrap(), &want, 1e-4, 1e-3);
+        assert_close("param", &g.read_param(p).unwrap(), &want, 1e-4, 1e-3);
     }
 }
 

@@ -224,8 +224,8 @@ fn cases() -> Vec<(&'static str, fn())> {
             expect_err(r.map(|_| ()), &["Conv2d", "at least 1"]);
         }),
         ("graph: a zero-sized parameter on the GPU", || {
-            use wgtrain::graph::{Dim, Feed, GpuExecutor, Graph, Init};
-            let ctx = wgtrain::gpu::GpuContext::new().expect("a GPU adapter");
+            use wgtrain::graph::{Dim, Executor, Feed, GpuExecutor, Graph, Init};
+            let ctx = std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("a GPU adapter"));
             let mut g = Graph::new();
             let x = g.input("x", &[Dim::Batch, Dim::Fixed(4)]);
             let y = g.labels("y");
@@ -234,11 +234,7 @@ fn cases() -> Vec<(&'static str, fn())> {
             let loss = g.softmax_xent(z, y).unwrap();
             let sgd = Optimizer::Sgd(wgtrain::optim::SgdConfig::new(0.1));
             let mut e = GpuExecutor::new(&ctx, g, loss, sgd, 0).unwrap();
-            let r = e.step(
-                &ctx,
-                2,
-                &[(x, Feed::F32(&[0.0; 8])), (y, Feed::U32(&[0, 0]))],
-            );
+            let r = e.step(2, &[(x, Feed::F32(&[0.0; 8])), (y, Feed::U32(&[0, 0]))]);
             expect_err(r, &["no dimension may be 0"]);
         }),
         // Prediction sizes, computed without overflow.

@@ -6,7 +6,7 @@ mod common;
 
 use common::mlp::*;
 use common::*;
-use wgtrain::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, Graph, Init};
+use wgtrain::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, Graph, Init};
 use wgtrain::ops::Activation;
 use wgtrain::optim::{AdamConfig, Optimizer, SgdConfig};
 
@@ -24,15 +24,15 @@ fn clipping_scales_to_the_global_norm() {
         let params = m.graph.params();
         let (before, after): (Vec<f32>, Vec<f32>) = if on_gpu {
             let mut e = GpuExecutor::new(ctx, m.graph.clone(), m.loss, opt, 1).unwrap();
-            e.set_clip_global_norm(ctx, clip).unwrap();
+            e.set_clip_global_norm(clip).unwrap();
             let read = |e: &GpuExecutor| -> Vec<f32> {
                 params
                     .iter()
-                    .flat_map(|&p| e.read_param(ctx, p).unwrap())
+                    .flat_map(|&p| e.read_param(p).unwrap())
                     .collect()
             };
             let before = read(&e);
-            e.step(ctx, 8, &feeds).unwrap();
+            e.step(8, &feeds).unwrap();
             (before, read(&e))
         } else {
             let mut e = CpuExecutor::new(m.graph.clone(), m.loss, opt, 1).unwrap();
@@ -69,13 +69,7 @@ fn executors(m: &Mlp, opt: Optimizer, seed: u64) -> Vec<(&'static str, Box<dyn E
     let ctx = std::sync::Arc::new(wgtrain::gpu::GpuContext::new().expect("a GPU adapter"));
     let gpu_exec = GpuExecutor::new(&ctx, m.graph.clone(), m.loss, opt, seed).unwrap();
     vec![
-        (
-            "gpu",
-            Box::new(GpuSession {
-                ctx,
-                exec: gpu_exec,
-            }),
-        ),
+        ("gpu", Box::new(gpu_exec)),
         (
             "cpu",
             Box::new(CpuExecutor::new(m.graph.clone(), m.loss, opt, seed).unwrap()),

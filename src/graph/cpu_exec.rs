@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use ndarray::{Array1, ArrayD, IxDyn};
 
 use super::rules::{self, metric_kind, CpuArgs, Value};
-use super::{Graph, NodeId, Op};
+use super::{Executor, Feed, Graph, NodeId, Op};
 use crate::cpu::Scalar;
 use crate::error::{Error, Result};
 use crate::graph::ShapeOp;
-use crate::ops::{ErrorSums, MetricKind, MetricTotals, Metrics};
+use crate::ops::{ErrorSums, MetricKind, MetricTotals};
 
 /// Parameter and buffer values, and the evaluation of a graph on the CPU.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ impl CpuExecutor {
     fn feeds(
         &self,
         batch: usize,
-        feeds: &[(NodeId, super::Feed<'_>)],
+        feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<HashMap<NodeId, Value<f32>>> {
         let shapes = self.graph.concrete_shapes(batch);
         let mut out = HashMap::new();
@@ -283,8 +283,45 @@ impl CpuExecutor {
         }
     }
 
+    fn pending(&mut self, op: &'static str) -> Result<&mut Vec<Option<Value<f32>>>> {
+        self.pending.as_mut().ok_or_else(|| {
+            Error::invalid(op, "no gradients are pending; call compute_gradients first")
+        })
+    }
+
+    /// (parameter, its gradient node's index), in parameter order.
+    fn gradient_nodes(&self) -> Vec<(NodeId, usize)> {
+        self.graph
+            .params()
+            .into_iter()
+            .filter_map(|p| Some((p, self.grads.of(p)?.0)))
+            .collect()
+    }
+
+    /// A parameter's values.
+    pub fn param(&self, p: NodeId) -> Option<&ArrayD<f32>> {
+        self.run.params.get(&p)
+    }
+
+    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
+    /// of [`crate::optim::Optimizer::state_slots`] (zeros before the first step).
+    pub fn state(&self, p: NodeId) -> Option<Vec<Vec<f32>>> {
+        let n = self.run.params.get(&p)?.len();
+        let slots = self.optimizer.state_slots().len();
+        Some(match self.state.get(&p) {
+            Some(state) => state.iter().map(|s| s.to_vec()).collect(),
+            None => vec![vec![0.0; n]; slots],
+        })
+    }
+}
+
+fn not_a_parameter(op: &'static str) -> Error {
+    Error::invalid(op, "the node is not a parameter of this graph")
+}
+
+impl Executor for CpuExecutor {
     /// One training step: [`Self::compute_gradients`], then [`Self::apply_gradients`].
-    pub fn step(&mut self, batch: usize, feeds: &[(NodeId, super::Feed<'_>)]) -> Result<()> {
+    fn step(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
         self.compute_gradients(batch, feeds)?;
         self.apply_gradients()
     }
@@ -292,11 +329,7 @@ impl CpuExecutor {
     /// The first half of a step (ARCHITECTURE.md, "The training step"): forward pass,
     /// metrics and backward pass; the gradients wait at the seam for
     /// [`Self::apply_gradients`].
-    pub fn compute_gradients(
-        &mut self,
-        batch: usize,
-        feeds: &[(NodeId, super::Feed<'_>)],
-    ) -> Result<()> {
+    fn compute_gradients(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
         if self.pending.is_some() {
             return Err(Error::invalid(
                 "compute_gradients",
@@ -316,23 +349,8 @@ impl CpuExecutor {
         Ok(())
     }
 
-    fn pending(&mut self, op: &'static str) -> Result<&mut Vec<Option<Value<f32>>>> {
-        self.pending.as_mut().ok_or_else(|| {
-            Error::invalid(op, "no gradients are pending; call compute_gradients first")
-        })
-    }
-
-    /// (parameter, its gradient node's index), in parameter order.
-    fn gradient_nodes(&self) -> Vec<(NodeId, usize)> {
-        self.graph
-            .params()
-            .into_iter()
-            .filter_map(|p| Some((p, self.grads.of(p)?.0)))
-            .collect()
-    }
-
     /// The seam: the pending gradients, flat in [`Graph::param_layout`]'s layout.
-    pub fn read_gradients(&mut self) -> Result<Vec<f32>> {
+    fn read_gradients(&mut self) -> Result<Vec<f32>> {
         let (layout, len) = self.graph.param_layout();
         let nodes = self.gradient_nodes();
         let vals = self.pending("read_gradients")?;
@@ -350,7 +368,7 @@ impl CpuExecutor {
     }
 
     /// The seam: replaces the pending gradients, flat in [`Graph::param_layout`]'s layout.
-    pub fn write_gradients(&mut self, grads: &[f32]) -> Result<()> {
+    fn write_gradients(&mut self, grads: &[f32]) -> Result<()> {
         let (layout, len) = self.graph.param_layout();
         let what = "a gradient layout";
         super::check_host_values("write_gradients", what, "gradient", len, grads)?;
@@ -370,7 +388,7 @@ impl CpuExecutor {
 
     /// The second half of a step: clipping (when set) and the optimizer update from the
     /// pending gradients; counts the step.
-    pub fn apply_gradients(&mut self) -> Result<()> {
+    fn apply_gradients(&mut self) -> Result<()> {
         self.pending("apply_gradients")?;
         let nodes = self.gradient_nodes();
         let mut vals = self.pending.take().expect("checked above");
@@ -427,7 +445,7 @@ impl CpuExecutor {
 
     /// Clips the gradients of every step to a global L2 norm of at most `max_norm`
     /// (`None`: no clipping).
-    pub fn set_clip_global_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
+    fn set_clip_global_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
         if let Some(c) = max_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(Error::invalid(
                 "clip_global_norm",
@@ -439,11 +457,7 @@ impl CpuExecutor {
     }
 
     /// Forward pass and metrics only.
-    pub fn evaluate_batch(
-        &mut self,
-        batch: usize,
-        feeds: &[(NodeId, super::Feed<'_>)],
-    ) -> Result<()> {
+    fn evaluate_batch(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
         let feeds = self.feeds(batch, feeds)?;
         let vals = self.run.eval(&self.graph, &feeds, self.loss)?;
         self.accumulate(&vals);
@@ -451,10 +465,10 @@ impl CpuExecutor {
     }
 
     /// The values of `node` for a batch (forward only; no metrics, no update).
-    pub fn forward(
-        &self,
+    fn forward(
+        &mut self,
         batch: usize,
-        feeds: &[(NodeId, super::Feed<'_>)],
+        feeds: &[(NodeId, Feed<'_>)],
         node: NodeId,
     ) -> Result<Vec<f32>> {
         let feeds = self.feeds(batch, feeds)?;
@@ -467,42 +481,33 @@ impl CpuExecutor {
     }
 
     /// The differentiated graph (forward nodes, then gradient nodes).
-    pub fn graph(&self) -> &Graph {
+    fn graph(&self) -> &Graph {
         &self.graph
     }
 
-    /// Metrics since the last reset.
-    pub fn metrics(&self) -> Metrics {
-        self.metrics.metrics()
-    }
-
-    /// The running totals behind [`CpuExecutor::metrics`].
-    pub fn metric_totals(&self) -> MetricTotals {
-        self.metrics
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        Ok(self.metrics)
     }
 
     /// Zeroes the metrics.
-    pub fn reset_metrics(&mut self) {
+    fn reset_metrics(&mut self) -> Result<()> {
         self.metrics = MetricTotals::default();
-    }
-
-    /// A parameter's values.
-    pub fn param(&self, p: NodeId) -> Option<&ArrayD<f32>> {
-        self.run.params.get(&p)
+        Ok(())
     }
 
     /// Optimizer steps taken.
-    pub fn steps(&self) -> u64 {
+    fn steps(&self) -> u64 {
         self.step
     }
 
     /// Sets the optimizer step count (when resuming).
-    pub fn set_steps(&mut self, steps: u64) {
+    fn set_steps(&mut self, steps: u64) -> Result<()> {
         self.step = steps;
+        Ok(())
     }
 
     /// Overwrites a parameter's values.
-    pub fn write_param(&mut self, p: NodeId, values: &[f32]) -> Result<()> {
+    fn write_param(&mut self, p: NodeId, values: &[f32]) -> Result<()> {
         let param = self
             .run
             .params
@@ -521,19 +526,8 @@ impl CpuExecutor {
         Ok(())
     }
 
-    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
-    /// of [`crate::optim::Optimizer::state_slots`] (zeros before the first step).
-    pub fn state(&self, p: NodeId) -> Option<Vec<Vec<f32>>> {
-        let n = self.run.params.get(&p)?.len();
-        let slots = self.optimizer.state_slots().len();
-        Some(match self.state.get(&p) {
-            Some(state) => state.iter().map(|s| s.to_vec()).collect(),
-            None => vec![vec![0.0; n]; slots],
-        })
-    }
-
     /// Overwrites a parameter's optimizer state: one vector per slot, as `state` gives.
-    pub fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
         let n = self
             .run
             .params
@@ -548,7 +542,7 @@ impl CpuExecutor {
     }
 
     /// A buffer's values.
-    pub fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
+    fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
         let values = self.run.buffers.get(&b).ok_or_else(|| {
             Error::invalid("read_buffer", "the node is not a buffer of this graph")
         })?;
@@ -556,7 +550,7 @@ impl CpuExecutor {
     }
 
     /// Overwrites a buffer's values.
-    pub fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
+    fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
         let buffer = self.run.buffers.get_mut(&b).ok_or_else(|| {
             Error::invalid("write_buffer", "the node is not a buffer of this graph")
         })?;
@@ -569,10 +563,19 @@ impl CpuExecutor {
     }
 
     /// Changes the learning rate.
-    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
         let o = self.optimizer.with_lr(lr);
         o.validate()?;
         self.optimizer = o;
         Ok(())
+    }
+
+    fn read_param(&self, p: NodeId) -> Result<Vec<f32>> {
+        let values = self.param(p).ok_or_else(|| not_a_parameter("read_param"))?;
+        Ok(values.iter().copied().collect())
+    }
+
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
+        self.state(p).ok_or_else(|| not_a_parameter("read_state"))
     }
 }

@@ -10,18 +10,20 @@ mod profile;
 pub use memory::MemoryReport;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::plan::{self, Arenas, GpuPlan, Loc, Prepacked};
-use super::{Feed, Gradients, Graph, NodeId, Op};
+use super::{Executor, Feed, Gradients, Graph, NodeId, Op};
 use crate::error::{Error, Result};
 use crate::gpu::kernels;
 use crate::gpu::{encode_kernel_iter, GpuBuffer, GpuContext, Kernel};
 use crate::graph::ShapeOp;
-use crate::ops::{MetricTotals, Metrics, METRIC_WORDS};
+use crate::ops::{MetricTotals, METRIC_WORDS};
 use crate::optim::{Optimizer, ParamOptions};
 
 /// A graph with a loss, differentiated, running on the GPU with an in-shader optimizer.
 pub struct GpuExecutor {
+    ctx: Arc<GpuContext>,
     graph: Graph,
     loss: NodeId,
     grads: Gradients,
@@ -59,7 +61,7 @@ impl GpuExecutor {
     /// Differentiates `graph` from `loss`, initializes the parameters from `seed` (the same
     /// values [`super::CpuRun::new`] draws) and prepares `optimizer`.
     pub fn new(
-        ctx: &GpuContext,
+        ctx: &Arc<GpuContext>,
         mut graph: Graph,
         loss: NodeId,
         optimizer: Optimizer,
@@ -100,6 +102,7 @@ impl GpuExecutor {
         let groups = graph.param_group_ranges();
         let optimizer_kernel = optimizer_kernel(ctx, &optimizer, &arenas, &groups, 1)?;
         Ok(GpuExecutor {
+            ctx: Arc::clone(ctx),
             graph,
             loss,
             grads,
@@ -123,54 +126,9 @@ impl GpuExecutor {
         self.last_host
     }
 
-    /// The differentiated graph (forward nodes, then gradient nodes).
-    pub fn graph(&self) -> &Graph {
-        &self.graph
-    }
-
     /// The gradient node of each parameter.
     pub fn gradients(&self) -> &Gradients {
         &self.grads
-    }
-
-    /// Optimizer steps taken.
-    pub fn steps(&self) -> u64 {
-        self.step
-    }
-
-    /// Changes the learning rate for the next steps; nothing is rebuilt.
-    pub fn set_lr(&mut self, ctx: &GpuContext, lr: f32) -> Result<()> {
-        let optimizer = self.optimizer.with_lr(lr);
-        optimizer.validate()?;
-        self.optimizer = optimizer;
-        self.write_optimizer_params(ctx, self.step.max(1))
-    }
-
-    /// Clips the gradients of every step to a global L2 norm of at most `max_norm`
-    /// (`None`: no clipping), as TensorFlow's `clip_by_global_norm` does.
-    pub fn set_clip_global_norm(&mut self, ctx: &GpuContext, max_norm: Option<f32>) -> Result<()> {
-        if self.clip.as_ref().map(|c| c.0) == max_norm {
-            return Ok(());
-        }
-        self.clip = match max_norm {
-            None => None,
-            Some(clip) => {
-                let sumsq = GpuBuffer::zeros(ctx, "squared gradient norm", 1)?;
-                let n = self.arena_len;
-                let launches = vec![
-                    kernels::sum_squares(ctx, n, self.arenas.grads.full(), sumsq.full())?,
-                    kernels::clip_by_global_norm(
-                        ctx,
-                        n,
-                        clip,
-                        sumsq.full(),
-                        self.arenas.grads.full(),
-                    )?,
-                ];
-                Some((clip, Kernel::new(launches, vec![sumsq], vec![])))
-            }
-        };
-        Ok(())
     }
 
     fn write_optimizer_params(&self, ctx: &GpuContext, t: u64) -> Result<()> {
@@ -187,7 +145,9 @@ impl GpuExecutor {
     }
 
     /// Compiles the plan for `batch` now (otherwise the first step of that size does).
-    pub fn prepare(&mut self, ctx: &GpuContext, batch: usize) -> Result<()> {
+    pub fn prepare(&mut self, batch: usize) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
         if !self.plans.contains_key(&batch) {
             let plan = plan::build(
                 ctx,
@@ -208,7 +168,7 @@ impl GpuExecutor {
         batch: usize,
         feeds: &[(NodeId, Feed<'_>)],
     ) -> Result<()> {
-        self.prepare(ctx, batch)?;
+        self.prepare(batch)?;
         let plan = &self.plans[&batch];
         for &(id, feed) in feeds {
             let i = self.graph.index(id);
@@ -264,68 +224,6 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// One training step on a batch: [`Self::compute_gradients`], then
-    /// [`Self::apply_gradients`]: forward, backward, metrics, clipping and the optimizer in
-    /// one submission.
-    pub fn step(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        feeds: &[(NodeId, Feed<'_>)],
-    ) -> Result<()> {
-        self.compute_gradients(ctx, batch, feeds)?;
-        self.apply_gradients(ctx)
-    }
-
-    /// The first half of a step (ARCHITECTURE.md, "The training step"): writes the batch and
-    /// records its forward pass, metrics and backward pass. They run with
-    /// [`Self::apply_gradients`] in one submission, or at once when the seam
-    /// ([`Self::read_gradients`], [`Self::write_gradients`]) needs the gradients.
-    pub fn compute_gradients(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        feeds: &[(NodeId, Feed<'_>)],
-    ) -> Result<()> {
-        self.check_no_pending("compute_gradients")?;
-        self.prepare(ctx, batch)?;
-        let start = std::time::Instant::now();
-        self.write_feeds(ctx, batch, feeds)?;
-        // Masks are drawn for the step this batch will be (1-based).
-        self.write_mode(ctx, self.step + 1, true)?;
-        self.pending = Some(Pending {
-            batch,
-            start,
-            submitted: false,
-        });
-        Ok(())
-    }
-
-    /// The seam: the pending batch's gradients, flat in [`Graph::param_layout`]'s layout
-    /// (blocks until they are computed).
-    pub fn read_gradients(&mut self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        self.run_pending(ctx, "read_gradients")?;
-        self.arenas.grads.read(ctx)
-    }
-
-    /// The seam: replaces the pending batch's gradients (a sum over devices, an accumulated
-    /// total), flat in [`Graph::param_layout`]'s layout.
-    pub fn write_gradients(&mut self, ctx: &GpuContext, grads: &[f32]) -> Result<()> {
-        let (what, len) = ("a gradient layout", self.arena_len);
-        super::check_host_values("write_gradients", what, "gradient", len, grads)?;
-        self.run_pending(ctx, "write_gradients")?;
-        self.arenas.grads.write(ctx, 0, grads)
-    }
-
-    /// Submits the pending batch's forward and backward launches, if not done yet, and
-    /// waits for the GPU to finish them (a read-back after this measures only the copy).
-    pub fn finish(&mut self, ctx: &GpuContext) -> Result<()> {
-        if self.pending.is_some() {
-            self.run_pending(ctx, "finish")?;
-        }
-        ctx.wait("finish")
-    }
-
     /// Submits the pending batch's forward and backward launches, if not done yet.
     fn run_pending(&mut self, ctx: &GpuContext, op: &'static str) -> Result<()> {
         let pending = self.pending.as_mut().ok_or_else(|| no_pending(op))?;
@@ -338,32 +236,6 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// The second half of a step: clipping (when set) and the optimizer update from the
-    /// pending batch's gradients; counts the step.
-    pub fn apply_gradients(&mut self, ctx: &GpuContext) -> Result<()> {
-        let pending = self
-            .pending
-            .take()
-            .ok_or_else(|| no_pending("apply_gradients"))?;
-        self.step += 1;
-        if self.optimizer.params_change_per_step() {
-            self.write_optimizer_params(ctx, self.step)?;
-        }
-        let plan = &self.plans[&pending.batch];
-        let clip = self.clip.as_ref().map(|c| &c.1);
-        let (copies, forward_backward) = if pending.submitted {
-            (None, [].iter())
-        } else {
-            (
-                Some((&self.arenas.params, &plan.prepacked)),
-                plan.kernels.iter(),
-            )
-        };
-        let kernels = forward_backward.chain(clip).chain([&self.optimizer_kernel]);
-        self.last_host = submit(ctx, "training step", pending.start, copies, kernels)?;
-        Ok(())
-    }
-
     fn check_no_pending(&self, op: &'static str) -> Result<()> {
         match self.pending {
             Some(_) => Err(Error::invalid(
@@ -373,35 +245,6 @@ impl GpuExecutor {
             )),
             None => Ok(()),
         }
-    }
-
-    /// Forward pass and metrics only (evaluation), one submission.
-    pub fn evaluate_batch(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        feeds: &[(NodeId, Feed<'_>)],
-    ) -> Result<()> {
-        self.run_forward(
-            ctx,
-            batch,
-            feeds,
-            ("evaluate_batch", "evaluation step"),
-            true,
-        )
-    }
-
-    /// The values of `node` for a batch: the forward pass without the metrics launch (nothing
-    /// is counted or updated; dropout is the identity).
-    pub fn forward(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        feeds: &[(NodeId, Feed<'_>)],
-        node: NodeId,
-    ) -> Result<Vec<f32>> {
-        self.run_forward(ctx, batch, feeds, ("forward", "forward pass"), false)?;
-        self.read_node(ctx, batch, node)
     }
 
     /// Writes `feeds` and submits the forward pass in evaluation mode, with the metrics
@@ -435,30 +278,6 @@ impl GpuExecutor {
                 .write::<u32>(ctx, 0, bytemuck::cast_slice(&[state]))?;
         }
         Ok(())
-    }
-
-    /// Reads the metrics accumulated since the last reset (blocks until the GPU is done).
-    pub fn metrics(&self, ctx: &GpuContext) -> Result<Metrics> {
-        Ok(self.metric_totals(ctx)?.metrics())
-    }
-
-    /// The running totals behind [`GpuExecutor::metrics`] (blocks until the GPU is done).
-    pub fn metric_totals(&self, ctx: &GpuContext) -> Result<MetricTotals> {
-        let words: [u32; METRIC_WORDS] = self.arenas.metrics.read::<u32>(ctx)?[..]
-            .try_into()
-            .expect("the metrics buffer holds METRIC_WORDS words");
-        Ok(MetricTotals::from_words(&words))
-    }
-
-    /// Zeroes the accumulated metrics.
-    pub fn reset_metrics(&self, ctx: &GpuContext) -> Result<()> {
-        self.arenas.metrics.write(ctx, 0, &[0u32; METRIC_WORDS])
-    }
-
-    /// Sets the optimizer step count (when resuming); Adam's bias correction follows it.
-    pub fn set_steps(&mut self, ctx: &GpuContext, steps: u64) -> Result<()> {
-        self.step = steps;
-        self.write_optimizer_params(ctx, steps.max(1))
     }
 }
 
@@ -535,4 +354,260 @@ fn optimizer_kernel(
         );
     }
     Ok(Kernel::sequence(parts, vec![]))
+}
+
+impl Executor for GpuExecutor {
+    /// The differentiated graph (forward nodes, then gradient nodes).
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Optimizer steps taken.
+    fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Changes the learning rate for the next steps; nothing is rebuilt.
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let optimizer = self.optimizer.with_lr(lr);
+        optimizer.validate()?;
+        self.optimizer = optimizer;
+        self.write_optimizer_params(ctx, self.step.max(1))
+    }
+
+    /// Clips the gradients of every step to a global L2 norm of at most `max_norm`
+    /// (`None`: no clipping), as TensorFlow's `clip_by_global_norm` does.
+    fn set_clip_global_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        if self.clip.as_ref().map(|c| c.0) == max_norm {
+            return Ok(());
+        }
+        self.clip = match max_norm {
+            None => None,
+            Some(clip) => {
+                let sumsq = GpuBuffer::zeros(ctx, "squared gradient norm", 1)?;
+                let n = self.arena_len;
+                let launches = vec![
+                    kernels::sum_squares(ctx, n, self.arenas.grads.full(), sumsq.full())?,
+                    kernels::clip_by_global_norm(
+                        ctx,
+                        n,
+                        clip,
+                        sumsq.full(),
+                        self.arenas.grads.full(),
+                    )?,
+                ];
+                Some((clip, Kernel::new(launches, vec![sumsq], vec![])))
+            }
+        };
+        Ok(())
+    }
+
+    /// One training step on a batch: [`Self::compute_gradients`], then
+    /// [`Self::apply_gradients`]: forward, backward, metrics, clipping and the optimizer in
+    /// one submission.
+    fn step(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
+        self.compute_gradients(batch, feeds)?;
+        self.apply_gradients()
+    }
+
+    /// The first half of a step (ARCHITECTURE.md, "The training step"): writes the batch and
+    /// records its forward pass, metrics and backward pass. They run with
+    /// [`Self::apply_gradients`] in one submission, or at once when the seam
+    /// ([`Self::read_gradients`], [`Self::write_gradients`]) needs the gradients.
+    fn compute_gradients(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.check_no_pending("compute_gradients")?;
+        self.prepare(batch)?;
+        let start = std::time::Instant::now();
+        self.write_feeds(ctx, batch, feeds)?;
+        // Masks are drawn for the step this batch will be (1-based).
+        self.write_mode(ctx, self.step + 1, true)?;
+        self.pending = Some(Pending {
+            batch,
+            start,
+            submitted: false,
+        });
+        Ok(())
+    }
+
+    /// The seam: the pending batch's gradients, flat in [`Graph::param_layout`]'s layout
+    /// (blocks until they are computed).
+    fn read_gradients(&mut self) -> Result<Vec<f32>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.run_pending(ctx, "read_gradients")?;
+        self.arenas.grads.read(ctx)
+    }
+
+    /// The seam: replaces the pending batch's gradients (a sum over devices, an accumulated
+    /// total), flat in [`Graph::param_layout`]'s layout.
+    fn write_gradients(&mut self, grads: &[f32]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (what, len) = ("a gradient layout", self.arena_len);
+        super::check_host_values("write_gradients", what, "gradient", len, grads)?;
+        self.run_pending(ctx, "write_gradients")?;
+        self.arenas.grads.write(ctx, 0, grads)
+    }
+
+    /// Submits the pending batch's forward and backward launches, if not done yet, and
+    /// waits for the GPU to finish them (a read-back after this measures only the copy).
+    fn finish(&mut self) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        if self.pending.is_some() {
+            self.run_pending(ctx, "finish")?;
+        }
+        ctx.wait("finish")
+    }
+
+    /// The second half of a step: clipping (when set) and the optimizer update from the
+    /// pending batch's gradients; counts the step.
+    fn apply_gradients(&mut self) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| no_pending("apply_gradients"))?;
+        self.step += 1;
+        if self.optimizer.params_change_per_step() {
+            self.write_optimizer_params(ctx, self.step)?;
+        }
+        let plan = &self.plans[&pending.batch];
+        let clip = self.clip.as_ref().map(|c| &c.1);
+        let (copies, forward_backward) = if pending.submitted {
+            (None, [].iter())
+        } else {
+            (
+                Some((&self.arenas.params, &plan.prepacked)),
+                plan.kernels.iter(),
+            )
+        };
+        let kernels = forward_backward.chain(clip).chain([&self.optimizer_kernel]);
+        self.last_host = submit(ctx, "training step", pending.start, copies, kernels)?;
+        Ok(())
+    }
+
+    /// Forward pass and metrics only (evaluation), one submission.
+    fn evaluate_batch(&mut self, batch: usize, feeds: &[(NodeId, Feed<'_>)]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.run_forward(
+            ctx,
+            batch,
+            feeds,
+            ("evaluate_batch", "evaluation step"),
+            true,
+        )
+    }
+
+    /// The values of `node` for a batch: the forward pass without the metrics launch (nothing
+    /// is counted or updated; dropout is the identity).
+    fn forward(
+        &mut self,
+        batch: usize,
+        feeds: &[(NodeId, Feed<'_>)],
+        node: NodeId,
+    ) -> Result<Vec<f32>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.run_forward(ctx, batch, feeds, ("forward", "forward pass"), false)?;
+        self.read_node(batch, node)
+    }
+
+    /// The running totals (blocks until the GPU is done).
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let words: [u32; METRIC_WORDS] = self.arenas.metrics.read::<u32>(ctx)?[..]
+            .try_into()
+            .expect("the metrics buffer holds METRIC_WORDS words");
+        Ok(MetricTotals::from_words(&words))
+    }
+
+    /// Zeroes the accumulated metrics.
+    fn reset_metrics(&mut self) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.arenas.metrics.write(ctx, 0, &[0u32; METRIC_WORDS])
+    }
+
+    /// Sets the optimizer step count (when resuming); Adam's bias correction follows it.
+    fn set_steps(&mut self, steps: u64) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.step = steps;
+        self.write_optimizer_params(ctx, steps.max(1))
+    }
+
+    /// A parameter's current values.
+    fn read_param(&self, p: NodeId) -> Result<Vec<f32>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.param_range(p)?;
+        self.arenas.params.view(off, len)?.read(ctx)
+    }
+
+    /// A parameter's optimizer state: one vector per slot the optimizer keeps, in the order
+    /// of [`crate::optim::Optimizer::state_slots`].
+    fn read_state(&self, p: NodeId) -> Result<Vec<Vec<f32>>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.param_range(p)?;
+        self.arenas
+            .state
+            .iter()
+            .map(|arena| arena.view(off, len)?.read(ctx))
+            .collect()
+    }
+
+    /// Overwrites a parameter's optimizer state: one vector per slot, as `read_state` gives.
+    fn write_state(&mut self, p: NodeId, state: &[Vec<f32>]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.param_range(p)?;
+        self.optimizer
+            .check_state(&self.graph.node(p).name, len, state)?;
+        for (arena, values) in self.arenas.state.iter().zip(state) {
+            arena.write(ctx, off, values)?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites a parameter's values.
+    fn write_param(&mut self, p: NodeId, values: &[f32]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.param_range(p)?;
+        if values.len() != len {
+            return Err(Error::shape(
+                "write_param",
+                format!("{} values for {len} parameters", values.len()),
+            ));
+        }
+        self.arenas.params.write(ctx, off, values)
+    }
+
+    /// A buffer's values ([`crate::graph::Graph::buffer`]).
+    fn read_buffer(&self, b: NodeId) -> Result<Vec<f32>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.buffer_range(b, "read_buffer")?;
+        self.arenas.buffers.view(off, len)?.read(ctx)
+    }
+
+    /// Overwrites a buffer's values (every value finite); later steps read the new values.
+    fn write_buffer(&mut self, b: NodeId, values: &[f32]) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        let (off, len) = self.buffer_range(b, "write_buffer")?;
+        crate::graph::check_host_values("write_buffer", "a buffer", "buffer", len, values)?;
+        self.arenas.buffers.write(ctx, off, values)
+    }
 }

@@ -36,7 +36,7 @@ pub use gpu_exec::{GpuExecutor, MemoryReport};
 pub use init::Init;
 pub use replicas::Replicated;
 pub use rules::{ConvOp, DenseOp, ElementwiseOp, LossOp, NormOp, ShapeOp, Value};
-pub use step::{Executor, GpuSession};
+pub use step::Executor;
 
 use std::collections::HashMap;
 

@@ -12,7 +12,7 @@ use super::{Built, Functional, Loss};
 use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, GpuSession, NodeId, Replicated};
+use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, NodeId, Replicated};
 use crate::ops::{Metrics, PointwiseLoss};
 use crate::optim::Optimizer;
 
@@ -301,10 +301,7 @@ impl Model {
         };
         let features = input_widths.iter().sum();
         let exec: Box<dyn Executor> = match &device {
-            Device::Gpu(ctx) => Box::new(GpuSession {
-                ctx: ctx.clone(),
-                exec: GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?,
-            }),
+            Device::Gpu(ctx) => Box::new(GpuExecutor::new(ctx, graph, loss_node, optimizer, seed)?),
             Device::Cpu => Box::new(CpuExecutor::new(graph, loss_node, optimizer, seed)?),
             Device::Replicas(ctxs) => {
                 if ctxs.is_empty() {
@@ -316,20 +313,20 @@ impl Model {
                 let replicas = ctxs
                     .iter()
                     .map(|ctx| -> Result<Box<dyn Executor + Send>> {
-                        Ok(Box::new(GpuSession {
-                            ctx: ctx.clone(),
-                            exec: GpuExecutor::new(ctx, graph.clone(), loss_node, optimizer, seed)?,
-                        }))
+                        Ok(Box::new(GpuExecutor::new(
+                            ctx,
+                            graph.clone(),
+                            loss_node,
+                            optimizer,
+                            seed,
+                        )?))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Box::new(Replicated::new(replicas)?)
             }
             #[cfg(feature = "mpi")]
             Device::Mpi { mpi, gpu } => {
-                let local = Box::new(GpuSession {
-                    ctx: gpu.clone(),
-                    exec: GpuExecutor::new(gpu, graph, loss_node, optimizer, seed)?,
-                });
+                let local = Box::new(GpuExecutor::new(gpu, graph, loss_node, optimizer, seed)?);
                 Box::new(crate::mpi::MpiExecutor::new(local, mpi)?)
             }
         };

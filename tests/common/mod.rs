@@ -3,18 +3,18 @@
 
 pub mod mlp;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};
 use wgtrain::gpu::{GpuBuffer, GpuContext};
 
 /// The test GPU. Panics with the reason when there is no adapter: GPU tests never skip.
-pub fn gpu() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
+pub fn gpu() -> &'static Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new() {
         Ok(ctx) => {
             eprintln!("GPU tests run on: {:?}", ctx.adapter_info());
-            ctx
+            Arc::new(ctx)
         }
         Err(e) => panic!("GPU tests need a GPU adapter and none could be opened: {e}"),
     })

@@ -1,8 +1,9 @@
 //! Where a training step's time goes, launch by launch (`mlp_bench --profile`).
 
+use std::sync::Arc;
+
 use super::{submit, GpuExecutor};
 use crate::error::Result;
-use crate::gpu::GpuContext;
 
 impl GpuExecutor {
     /// Where a training step's time goes, for `batch` (which must have been prepared or run):
@@ -12,13 +13,10 @@ impl GpuExecutor {
     /// precede each pass. Running in order keeps each launch's caches as a real step leaves
     /// them. The step's effect on the parameters is repeated too, so profile a copy of a
     /// model, not one being trained.
-    pub fn profile(
-        &mut self,
-        ctx: &GpuContext,
-        batch: usize,
-        reps: usize,
-    ) -> Result<Vec<(String, [u32; 3], f64)>> {
-        self.prepare(ctx, batch)?;
+    pub fn profile(&mut self, batch: usize, reps: usize) -> Result<Vec<(String, [u32; 3], f64)>> {
+        let ctx = Arc::clone(&self.ctx);
+        let ctx = ctx.as_ref();
+        self.prepare(batch)?;
         let plan = &self.plans[&batch];
         let clip = self.clip.as_ref().map(|c| &c.1);
         let launches: Vec<&crate::gpu::Launch> = plan
