@@ -20,6 +20,42 @@ pub fn gpu() -> &'static Arc<GpuContext> {
     })
 }
 
+/// One context per kernel plan this adapter runs (ARCHITECTURE.md, "GEMM adapts to the
+/// adapter"): the CPU-adapter plan where the adapter has subgroups of 8 (lavapipe; a note on
+/// stderr where it has not), then the real-GPU plan, which every adapter runs. A check that
+/// loops over them covers both plans in one test run; each context's [`GpuContext::plan`]
+/// names it, and `for_each_plan` prints it before each pass so a failure says which.
+pub fn each_plan() -> &'static [Arc<GpuContext>] {
+    use wgtrain::gpu::{AdapterKind, GpuOptions};
+    static PLANS: OnceLock<Vec<Arc<GpuContext>>> = OnceLock::new();
+    PLANS.get_or_init(|| {
+        let open = |plan| {
+            GpuContext::with_options(GpuOptions {
+                plan: Some(plan),
+                ..Default::default()
+            })
+        };
+        let mut plans = Vec::new();
+        match open(AdapterKind::Cpu) {
+            Ok(ctx) => plans.push(Arc::new(ctx)),
+            Err(e) => eprintln!("the CPU-adapter plan does not run on this adapter: {e}"),
+        }
+        match open(AdapterKind::Gpu) {
+            Ok(ctx) => plans.push(Arc::new(ctx)),
+            Err(e) => panic!("GPU tests need a GPU adapter and none could be opened: {e}"),
+        }
+        plans
+    })
+}
+
+/// Runs `check` once per kernel plan (see [`each_plan`]).
+pub fn for_each_plan(mut check: impl FnMut(&Arc<GpuContext>)) {
+    for ctx in each_plan() {
+        eprintln!("kernel plan: {:?}", ctx.plan());
+        check(ctx);
+    }
+}
+
 /// Uniform values in [lo, hi) from a fixed seed.
 pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
