@@ -152,11 +152,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         println!("wrote {}", curves.display());
     }
     let shown: Vec<usize> = (0..test.len().min(40)).collect();
-    let inputs: Vec<f32> = shown
-        .iter()
-        .flat_map(|&i| model.normalize().apply(test.image(i), test.channels))
-        .collect();
-    let predicted = model.predict(&inputs, shown.len())?;
+    let predicted = model.predict(&test.head(shown.len()))?;
     let grid = cli.out.join("predictions.png");
     picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
     println!("wrote {} (green: right, red: wrong)", grid.display());

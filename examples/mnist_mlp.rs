@@ -260,11 +260,7 @@ fn run(mut cli: Cli) -> wgtrain::Result<()> {
         println!("wrote {}", curves.display());
     }
     let shown: Vec<usize> = (0..test.len().min(40)).collect();
-    let inputs: Vec<f32> = shown
-        .iter()
-        .flat_map(|&i| test.image(i).iter().map(|&p| p as f32 / 255.0))
-        .collect();
-    let predicted = model.predict(&inputs, shown.len())?;
+    let predicted = model.predict(&test.head(shown.len()))?;
     let grid = cli.out.join("predictions.png");
     picture::save_grid(&grid, &test, &shown, 10, Some(&predicted.classes))?;
     println!("wrote {} (green: right, red: wrong)", grid.display());

@@ -27,7 +27,10 @@ fn main() -> wgtrain::Result<()> {
     let last = history.epochs.last().expect("300 epochs ran");
     println!("epoch {}: {last}", last.epoch);
     let p = model.predict_array(&x)?;
-    let classes: Vec<u32> = p.column(0).iter().map(|&v| (v > 0.5) as u32).collect();
-    println!("p(1) for 00 01 10 11: {:.3} -> {classes:?}", p.column(0));
+    println!(
+        "p(1) for 00 01 10 11: {:.3} -> {:?}",
+        p.outputs.column(0),
+        p.classes
+    );
     Ok(())
 }

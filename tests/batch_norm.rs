@@ -153,18 +153,12 @@ fn evaluation_mode_predictions_do_not_depend_on_the_batch() {
         let name = device.name();
         let mut m = compile(device);
         m.fit(&data, &FitConfig::new(1, 16)).unwrap();
-        let x: Vec<f32> = data.images[..8 * 128]
-            .iter()
-            .map(|&v| v as f32 / 255.0)
-            .collect();
-        let together = m.predict(&x, 8).unwrap();
+        let first = data.head(8);
+        let together = m.predict(&first).unwrap().outputs;
         for i in 0..8 {
-            let alone = m.predict(&x[i * 128..(i + 1) * 128], 1).unwrap();
-            let (a, b) = (
-                &together.probabilities[i * 4..(i + 1) * 4],
-                &alone.probabilities[..4],
-            );
-            for (u, v) in a.iter().zip(b) {
+            let alone = m.predict(&data.select(&[i]).unwrap()).unwrap().outputs;
+            let (a, b) = (together.row(i).to_vec(), alone.row(0).to_vec());
+            for (u, v) in a.iter().zip(&b) {
                 assert!(
                     (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
                     "{name}, sample {i}: {a:?} in a batch of 8, {b:?} alone"
@@ -173,7 +167,7 @@ fn evaluation_mode_predictions_do_not_depend_on_the_batch() {
         }
         // And predicting moves no running statistic.
         let before = m.weights().unwrap();
-        m.predict(&x, 8).unwrap();
+        m.predict(&first).unwrap();
         assert_same(
             &before,
             &m.weights().unwrap(),
@@ -306,12 +300,9 @@ fn folded_batch_norm_predicts_what_evaluation_mode_predicts() {
         );
         assert!(!folded.network().summary().contains("BatchNorm"));
         let mut folded = folded;
-        let x: Vec<f32> = data.images[..40 * 128]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
-        let (a, b) = (m.predict(&x, 40).unwrap(), folded.predict(&x, 40).unwrap());
-        for (j, (p, q)) in a.probabilities.iter().zip(&b.probabilities).enumerate() {
+        let x = data.head(40);
+        let (a, b) = (m.predict(&x).unwrap(), folded.predict(&x).unwrap());
+        for (j, (p, q)) in a.outputs.iter().zip(&b.outputs).enumerate() {
             assert!(
                 (p - q).abs() <= 1e-4 + 1e-3 * p.abs(),
                 "model {k}, value {j}: {p} vs folded {q}"

@@ -200,11 +200,12 @@ fn two_outputs_train_as_one_row_of_values() {
             h.epochs[0].loss,
             h.epochs[29].loss
         );
-        let p = m.predict_array(&x).unwrap();
+        let pred = m.predict_array(&x).unwrap();
+        assert!(pred.classes.is_empty(), "no single class for two heads");
+        // The dataset path and the array path are one path.
+        assert_eq!(m.predict(&data).unwrap().outputs, pred.outputs);
+        let p = pred.outputs;
         assert_eq!(p.dim(), (256, 3));
-        let flat: Vec<f32> = x.iter().copied().collect();
-        let raw = m.predict(&flat, 256).unwrap();
-        assert!(raw.classes.is_empty(), "no single class for two heads");
         let mse = (&p - &y).mapv(|d| (d * d) as f64).mean().unwrap();
         let eval = m.evaluate(&data, 64).unwrap();
         assert!(
@@ -424,7 +425,7 @@ fn rows_hold_inputs_and_outputs_in_turn() {
             (m.input_widths(), m.output_widths()),
             (&[2, 3][..], &[3, 1][..])
         );
-        let p = m.predict_array(&x).unwrap();
+        let p = m.predict_array(&x).unwrap().outputs;
         assert_eq!(p.dim(), (7, 4));
         for i in 0..7 {
             for j in 0..3 {

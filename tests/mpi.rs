@@ -34,7 +34,7 @@ fn fit_config(epochs: usize) -> FitConfig {
 
 fn outputs(m: &mut Model, d: &ArrayDataset) -> Vec<f32> {
     let x = Array2::from_shape_vec((d.len(), 6), d.features.clone()).unwrap();
-    m.predict_array(&x).unwrap().into_iter().collect()
+    m.predict_array(&x).unwrap().outputs.into_iter().collect()
 }
 
 /// Bytes of the final outputs on the data, then the last epoch's loss.

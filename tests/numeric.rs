@@ -110,7 +110,7 @@ fn a_linear_model_reaches_the_least_squares_solution() {
         for j in 0..f {
             probe[[j + 1, j]] = 1.0;
         }
-        let out = model.predict_array(&probe).unwrap();
+        let out = model.predict_array(&probe).unwrap().outputs;
         let b = out[[0, 0]] as f64;
         let got: Vec<f64> = (0..f).map(|j| out[[j + 1, 0]] as f64 - b).collect();
         let norm = w_ls.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -193,6 +193,20 @@ fn iris_reaches_90_percent_on_gpu_and_cpu() {
         model.fit(&train, &cfg).unwrap();
         let m = model.evaluate(&test, 64).unwrap();
         assert!(m.accuracy >= 0.9, "{name}: test accuracy {}", m.accuracy);
+        // One prediction path, scaled as fit scaled: the classes `predict` gives are the ones
+        // `evaluate` counted, on a dataset and on its bare features alike.
+        let p = model.predict(&test).unwrap();
+        let Targets::Classes { labels, .. } = &test.targets else {
+            unreachable!("iris has classes")
+        };
+        let right = p.classes.iter().zip(labels).filter(|(a, b)| a == b).count();
+        assert_eq!(right as f32 / test.len() as f32, m.accuracy, "{name}");
+        let x = Array2::from_shape_vec((test.len(), 4), test.features.clone()).unwrap();
+        assert_eq!(model.predict_array(&x).unwrap(), p, "{name}");
+        assert_eq!(
+            p.class_name(0),
+            Some(&*data.class_names[p.classes[0] as usize])
+        );
     }
 }
 
@@ -245,6 +259,7 @@ fn diabetes_regression_matches_least_squares_r2_on_the_same_split() {
         let pred: Vec<f64> = model
             .predict_array(&xte32)
             .unwrap()
+            .outputs
             .iter()
             .map(|&v| v as f64)
             .collect();
@@ -349,6 +364,7 @@ fn save_and_load_keep_the_scaling_and_class_names() {
     model.fit(&data, &cfg).unwrap();
     let x = Array2::from_shape_vec((5, 2), data.features.clone()).unwrap();
     let before = model.predict_array(&x).unwrap();
+    assert_eq!(before.class_names, ["apple", "pear"]);
     let path = dir.path().join("fruit.safetensors");
     model.save(&path).unwrap();
     let mut loaded = build();

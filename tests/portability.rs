@@ -73,7 +73,7 @@ fn exercise(ctx: &Arc<GpuContext>) {
         )
         .unwrap();
     m.fit(&data, &cfg(2)).unwrap();
-    m.predict(&vec![0.5; 128 * 3], 3).unwrap();
+    m.predict(&data.head(3)).unwrap();
     // A softmax inside the network (a final one is fused into the loss).
     let mut m = Sequential::new(&[2, 8, 8])
         .flatten()

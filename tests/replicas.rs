@@ -29,7 +29,7 @@ fn train(device: Device, data: &ArrayDataset) -> (Array2<f32>, f32) {
     };
     let h = m.fit(data, &cfg).unwrap();
     let x = Array2::from_shape_vec((data.len(), 6), data.features.clone()).unwrap();
-    (m.predict_array(&x).unwrap(), h.epochs[1].loss)
+    (m.predict_array(&x).unwrap().outputs, h.epochs[1].loss)
 }
 
 #[test]
@@ -72,12 +72,15 @@ fn replicas_checkpoint_and_resume_like_one_model() {
     let mut one = model(Device::gpu().unwrap());
     one.load(&path).unwrap();
     let x = Array2::from_shape_vec((d.len(), 6), d.features.clone()).unwrap();
-    assert_eq!(one.predict_array(&x).unwrap(), m.predict_array(&x).unwrap());
+    assert_eq!(
+        one.predict_array(&x).unwrap().outputs,
+        m.predict_array(&x).unwrap().outputs
+    );
     let mut again = model(Device::Replicas(contexts(3)));
     again.load(&path).unwrap();
     assert_eq!(
-        again.predict_array(&x).unwrap(),
-        m.predict_array(&x).unwrap()
+        again.predict_array(&x).unwrap().outputs,
+        m.predict_array(&x).unwrap().outputs
     );
     assert!(Device::gpus(0).is_err());
 }

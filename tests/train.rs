@@ -77,13 +77,16 @@ fn summary_errors_and_prediction() {
             1,
         )
         .unwrap();
-    let x = common::uniform(3, 5 * 784, 0.0, 1.0);
-    let p = model.predict(&x, 5).unwrap();
-    assert_eq!((p.probabilities.len(), p.classes.len()), (50, 5));
-    for row in p.probabilities.chunks(10) {
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let x =
+        ndarray::Array2::from_shape_vec((5, 784), common::uniform(3, 5 * 784, 0.0, 1.0)).unwrap();
+    let p = model.predict_array(&x).unwrap();
+    assert_eq!((p.outputs.dim(), p.classes.len()), ((5, 10), 5));
+    for row in p.outputs.rows() {
+        assert!((row.sum() - 1.0).abs() < 1e-5);
     }
-    assert!(model.predict(&x, 4).is_err());
+    assert!(model
+        .predict_array(&x.slice(ndarray::s![.., ..783]))
+        .is_err());
     let small = wgtrain::data::Dataset {
         images: vec![0; 2 * 9],
         labels: vec![0, 1],

@@ -37,6 +37,24 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The samples at `indices`, in that order (each index below [`Dataset::len`]).
+    pub fn select(&self, indices: &[usize]) -> Result<Dataset> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::invalid(
+                "select",
+                format!("sample {i} of a dataset of {}", self.len()),
+            ));
+        }
+        Ok(Dataset {
+            images: indices
+                .iter()
+                .flat_map(|&i| self.image(i).iter().copied())
+                .collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            ..self.clone()
+        })
+    }
+
     /// The first `n` samples (all of them when there are fewer), for quick runs on a subset.
     pub fn head(&self, n: usize) -> Dataset {
         let n = n.min(self.len());

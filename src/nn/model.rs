@@ -9,7 +9,9 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayBase, Data, Dimension};
 
 use super::{Built, Functional, Loss};
-use crate::data::{Affine, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets};
+use crate::data::{
+    Affine, ArrayDataset, Loader, LoaderConfig, Normalize, Samples, TargetKind, Targets,
+};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::graph::{CpuExecutor, Dim, Executor, Feed, GpuExecutor, NodeId, Replicated};
@@ -141,17 +143,31 @@ impl Device {
     }
 }
 
-/// Class probabilities (softmax of the logits for cross-entropy, sigmoid for binary
-/// cross-entropy on logits, the outputs themselves otherwise) and the predicted class of each
-/// sample (the argmax, or `p > 0.5` for a single output).
+/// What [`Model::predict`] returns: the outputs (class probabilities: softmax of the logits
+/// for cross-entropy, sigmoid for binary cross-entropy on logits; the outputs themselves
+/// otherwise, in the targets' units), the predicted class of each sample (the argmax, or
+/// `p > 0.5` for a single output) and the class names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// (samples, classes); with several outputs, each output's values in turn
-    /// ([`Model::output_widths`]).
-    pub probabilities: Vec<f32>,
-    /// One class per sample; empty for a model with several outputs, where one class per
-    /// sample has no meaning.
+    /// One row per sample: class probabilities (softmax or sigmoid applied) for a
+    /// classifier, values in the targets' own units for regression; with several outputs,
+    /// each output's values in turn ([`Model::output_widths`]).
+    pub outputs: Array2<f32>,
+    /// The most likely class per sample (the largest output, or output > 0.5 for one
+    /// output); empty for a model with several outputs, where one class per sample has no
+    /// meaning.
     pub classes: Vec<u32>,
+    /// The names of the classes of the data the model was fitted on (empty when they had
+    /// none): `class_names[classes[i]]` names sample i's class.
+    pub class_names: Vec<String>,
+}
+
+impl Prediction {
+    /// Sample `i`'s class name, when the classes have names.
+    pub fn class_name(&self, i: usize) -> Option<&str> {
+        let c = *self.classes.get(i)? as usize;
+        self.class_names.get(c).map(String::as_str)
+    }
 }
 
 /// A named tensor: (checkpoint name, shape, values), as [`Model::weights`] returns them.
@@ -184,8 +200,11 @@ pub struct Model {
     pub(super) optimizer: Optimizer,
     /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
     pub(super) epoch: usize,
-    /// How inputs are scaled: set by `fit`, used by `evaluate`.
+    /// How inputs are scaled: set by `fit`, used by `evaluate` and `predict`.
     normalize: Normalize,
+    /// Whether the last `fit` trained on u8 images (scaled by `normalize`), so that numeric
+    /// arrays given to `predict_array` are in other units.
+    fitted_on_pixels: bool,
     /// Numeric data's scaling, fitted by `fit` on its training split and saved with the model.
     pub(super) preprocess: Preprocess,
     /// Class names of the data the model was fitted on (saved with the model).
@@ -348,6 +367,7 @@ impl Model {
             label_scratch: Vec::new(),
             epoch: 0,
             normalize: Normalize::Unit,
+            fitted_on_pixels: false,
             preprocess: Preprocess::default(),
             class_names: Vec::new(),
             metrics: if loss.is_regression() {
@@ -858,60 +878,130 @@ impl Model {
         Ok(self.in_target_units(result?))
     }
 
-    /// The model's outputs for numeric features `x` (first axis: samples; the rest one
-    /// sample's shape), scaled by the fitted preprocessing as `fit` scaled them: class
-    /// probabilities for a classifier, values in the targets' own units for regression.
-    pub fn predict_array<S, D>(&mut self, x: &ArrayBase<S, D>) -> Result<Array2<f32>>
+    /// The model's outputs for every sample of `data`, in order, with the inputs scaled
+    /// exactly as `fit` and `evaluate` scale them (the same loader: pixels by the fitted
+    /// `normalize`, numeric arrays by the fitted preprocessing), regression outputs back in
+    /// the targets' own units, and the class names of the data the model was fitted on.
+    /// Targets in `data` are ignored. Keras' `model.predict(x)`.
+    pub fn predict<S: Samples + ?Sized>(&mut self, data: &S) -> Result<Prediction> {
+        data.check(&LoaderConfig::new(1))?;
+        if data.sample_len() != self.features {
+            return Err(Error::Shape {
+                op: "predict",
+                detail: format!(
+                    "the model takes {} inputs per sample, the data has {}",
+                    self.features,
+                    data.sample_len()
+                ),
+            });
+        }
+        if data.is_empty() {
+            return self.prediction(Vec::new(), 0);
+        }
+        let cfg = LoaderConfig {
+            shuffle: false,
+            // Every sample, on every rank: prediction is local.
+            shard: None,
+            ..self.scaling_config(data, PREDICT_BATCH, &self.normalize.clone())
+        };
+        let mut outputs = Vec::with_capacity(data.len() * self.classes);
+        std::thread::scope(|scope| -> Result<()> {
+            let all = (0..data.len()).collect();
+            let mut loader = Loader::scoped(scope, data, Some(all), cfg)?;
+            while let Some(batch) = loader.next_batch() {
+                let batch = batch?;
+                outputs.extend(self.predict_scaled(&batch.inputs, batch.len)?);
+                loader.recycle(batch);
+            }
+            Ok(())
+        })?;
+        self.prediction(outputs, data.len())
+    }
+
+    /// [`Model::predict`] for numeric features `x` (first axis: samples; the rest one
+    /// sample's shape, as `fit` took them), with no targets: scaled by the fitted
+    /// preprocessing, outputs in the targets' own units. A flat slice of `n` samples is
+    /// `ndarray::ArrayView2::from_shape((n, features), &slice)`.
+    pub fn predict_array<S, D>(&mut self, x: &ArrayBase<S, D>) -> Result<Prediction>
     where
         S: Data<Elem = f32>,
         D: Dimension,
     {
-        let shape = x.shape();
-        let n = shape.first().copied().unwrap_or(0);
-        let per_sample: usize = shape.iter().skip(1).product();
-        if shape.len() < 2 || per_sample != self.features {
+        if self.fitted_on_pixels {
+            return Err(Error::invalid(
+                "predict_array",
+                format!(
+                    "this model was fitted on u8 images, which fit scaled by {:?}; predict on an \
+                     image dataset with `predict(&data)` so they are scaled the same way",
+                    self.normalize
+                ),
+            ));
+        }
+        let n = x.shape().first().copied().unwrap_or(0);
+        let data = ArrayDataset::new(
+            x,
+            Targets::Classes {
+                labels: vec![0; n],
+                classes: 1,
+            },
+        )
+        .map_err(|e| match e {
+            Error::InvalidArgument { detail, .. } => Error::invalid("predict_array", detail),
+            other => other,
+        })?;
+        if data.sample_shape.iter().product::<usize>() != self.features {
             return Err(Error::Shape {
                 op: "predict_array",
                 detail: format!(
                     "the model takes samples of {} inputs (an array of shape (n, {})), got shape \
-                     {shape:?}",
-                    self.features, self.features
+                     {:?}",
+                    self.features,
+                    self.features,
+                    x.shape()
                 ),
             });
         }
-        let mut inputs: Vec<f32> = x.iter().copied().collect();
-        if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
-            return Err(Error::invalid(
-                "predict_array",
-                format!(
-                    "input {} of sample {} is {}",
-                    i % per_sample,
-                    i / per_sample,
-                    inputs[i]
-                ),
-            ));
-        }
-        if let Some(a) = &self.preprocess.features {
-            a.apply(&mut inputs);
-        }
-        let mut out = self.predict(&inputs, n)?.probabilities;
-        if let Some(a) = &self.preprocess.targets {
-            a.invert(&mut out);
-        }
-        Array2::from_shape_vec((n, self.classes), out).map_err(|e| Error::Shape {
-            op: "predict_array",
-            detail: e.to_string(),
-        })
+        self.predict(&data)
     }
 
-    /// How `evaluate` scales inputs (and `predict` expects them scaled).
+    /// How `evaluate` and `predict` scale image inputs.
     pub fn normalize(&self) -> &Normalize {
         &self.normalize
     }
 
-    /// Class probabilities for `inputs`: `n` samples of the model's input size, already
-    /// normalized like the training data.
-    pub fn predict(&mut self, inputs: &[f32], n: usize) -> Result<Prediction> {
+    /// A [`Prediction`] of `n` samples from outputs in the model's own (scaled) units.
+    fn prediction(&self, mut outputs: Vec<f32>, n: usize) -> Result<Prediction> {
+        let classes = self.classes;
+        let several = self.output_widths.len() > 1;
+        let best = outputs
+            .chunks(classes)
+            .filter(|_| !several)
+            .map(|p| {
+                if classes == 1 {
+                    return (p[0] > 0.5) as u32;
+                }
+                p.iter()
+                    .enumerate()
+                    .fold(0, |best, (j, &v)| if v > p[best] { j } else { best })
+                    as u32
+            })
+            .collect();
+        if let Some(a) = &self.preprocess.targets {
+            a.invert(&mut outputs);
+        }
+        Ok(Prediction {
+            outputs: Array2::from_shape_vec((n, classes), outputs).map_err(|e| Error::Shape {
+                op: "predict",
+                detail: e.to_string(),
+            })?,
+            classes: best,
+            class_names: self.class_names.clone(),
+        })
+    }
+
+    /// The outputs for `inputs`: `n` samples of the model's input size, already scaled as
+    /// the loader scales them (probabilities for the cross-entropies).
+    pub(crate) fn predict_scaled(&mut self, inputs: &[f32], n: usize) -> Result<Vec<f32>> {
         if n.checked_mul(self.features) != Some(inputs.len()) {
             return Err(Error::Shape {
                 op: "predict",
@@ -924,9 +1014,8 @@ impl Model {
         }
         let classes = self.classes;
         let mut probabilities = Vec::with_capacity(n * classes);
-        let chunk = 256;
-        for start in (0..n).step_by(chunk) {
-            let len = chunk.min(n - start);
+        for start in (0..n).step_by(PREDICT_BATCH) {
+            let len = PREDICT_BATCH.min(n - start);
             let x = &inputs[start * self.features..(start + len) * self.features];
             let zero_labels = vec![0u32; len];
             let zero_targets = vec![0f32; len * classes];
@@ -956,26 +1045,12 @@ impl Model {
         }
         // Local to this rank in a distributed job: nothing here may be a collective.
         self.exec.reset_metrics()?;
-        let several = self.output_widths.len() > 1;
-        let classes_out = probabilities
-            .chunks(classes)
-            .filter(|_| !several)
-            .map(|p| {
-                if classes == 1 {
-                    return (p[0] > 0.5) as u32;
-                }
-                p.iter()
-                    .enumerate()
-                    .fold(0, |best, (j, &v)| if v > p[best] { j } else { best })
-                    as u32
-            })
-            .collect();
-        Ok(Prediction {
-            probabilities,
-            classes: classes_out,
-        })
+        Ok(probabilities)
     }
 }
+
+/// Samples per forward pass of `predict`.
+const PREDICT_BATCH: usize = 256;
 
 impl Functional {
     /// Compiles the model with a loss and an optimizer onto `device`; parameters are

@@ -463,6 +463,7 @@ impl Model {
         self.fit_preprocess(data, &train, cfg)?;
         self.set_clip(cfg.clip_global_norm)?;
         self.normalize = cfg.normalize.clone();
+        self.fitted_on_pixels = data.as_arrays().is_none();
         let loader_cfg = LoaderConfig {
             shuffle: cfg.shuffle,
             seed: cfg.seed,
