@@ -435,7 +435,7 @@ fn csv_errors_name_the_file_line_and_column() {
     let p = write(
         dir.path(),
         "holes.csv",
-        "a,b,y\n1,,0\n3,4,1\nnan,1,0\n5,6,1\n",
+        "a,b,y\n1,,0\n3,4,1\nnan,1,0\n5,6,0\n",
     );
     let d = read_csv(
         &p,
@@ -446,6 +446,79 @@ fn csv_errors_name_the_file_line_and_column() {
     )
     .unwrap();
     assert_eq!(d.features, vec![3.0, 4.0, 5.0, 6.0]);
+}
+
+/// Label columns as a Keras user writes them: numbers are classes by value (1 < 2 < 10, never
+/// sorted as text), names are sorted names, a fraction or a single class is an error saying
+/// what to do, and given class names must cover every label.
+#[test]
+fn csv_labels_that_look_like_numbers_are_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |name: &str, labels: &[&str], opts: &CsvOptions| {
+        let text: String = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{i},{l}\n"))
+            .collect();
+        let p = write(dir.path(), name, &format!("a,y\n{text}"));
+        read_csv(&p, opts)
+    };
+    let classes = |d: &ArrayDataset| match &d.targets {
+        Targets::Classes { labels, classes } => (labels.clone(), *classes),
+        Targets::Values { .. } => panic!("class labels expected"),
+    };
+    let opts = CsvOptions::new();
+    for labels in [["1", "2", "10", "2"], ["1.0", "2.0", "10.0", "2.0"]] {
+        let d = read("ints.csv", &labels, &opts).unwrap();
+        assert_eq!(classes(&d), (vec![1, 2, 10, 2], 11), "{labels:?}");
+        assert!(d.class_names.is_empty());
+    }
+    let d = read("signed.csv", &["1", "-1", "-10", "1"], &opts).unwrap();
+    assert_eq!(classes(&d), (vec![2, 1, 0, 2], 3));
+    assert_eq!(d.class_names, ["-10", "-1", "1"]);
+    let d = read("names.csv", &["pear", "apple", "fig"], &opts).unwrap();
+    assert_eq!(classes(&d), (vec![2, 0, 1], 3));
+    assert_eq!(d.class_names, ["apple", "fig", "pear"]);
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "fraction.csv",
+            &["1", "2.5", "3"],
+            "line 3, column `y`: the label `2.5` is not a whole number",
+        ),
+        (
+            "one.csv",
+            &["7", "7.0", "7"],
+            "holds one class (`7`) in every row",
+        ),
+        ("one_name.csv", &["cat", "cat"], "holds one class (`cat`)"),
+    ];
+    for (name, labels, want) in cases {
+        let err = read(name, labels, &opts).unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains(name), "{name}: {err}");
+    }
+    assert!(read(
+        "fraction.csv",
+        &["1", "2.5"],
+        &CsvOptions {
+            task: Task::Regress,
+            ..CsvOptions::new()
+        }
+    )
+    .is_ok());
+    let named = CsvOptions {
+        class_names: vec!["no".into(), "yes".into()],
+        ..CsvOptions::new()
+    };
+    // Declared names allow a file that holds one of them, and must cover every label.
+    let d = read("all_yes.csv", &["1", "1"], &named).unwrap();
+    assert_eq!((classes(&d), d.class_names.len()), ((vec![1, 1], 2), 2));
+    let err = read("three.csv", &["0", "1", "2"], &named)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 4, column `y`: label 2 has no name among the 2 class names"),
+        "{err}"
+    );
 }
 
 #[test]

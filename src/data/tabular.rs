@@ -30,8 +30,12 @@ pub enum Column {
 /// What the target columns hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
-    /// One target column of class labels: integers 0, 1, ... are class indices; any other
-    /// text is a class name, mapped to indices in sorted order (kept as the class names).
+    /// One target column of class labels. Whole numbers 0, 1, ... (`3` or `3.0`) are class
+    /// indices as they are (labels 1, 2, 10 make classes 1 < 2 < 10 of 11); negative whole
+    /// numbers make classes in numeric order, named by their values; any other text is a
+    /// class name, mapped to indices in sorted order (kept as the class names). A fraction is
+    /// an error (real-valued targets are [`Task::Regress`]), and so is a column holding a
+    /// single class unless [`CsvOptions::class_names`] names at least two.
     Classify,
     /// Real-valued targets, one column or several.
     Regress,
@@ -53,7 +57,8 @@ pub struct CsvOptions {
     pub task: Task,
     /// Drop rows with an empty or NaN cell instead of failing on them.
     pub drop_missing: bool,
-    /// Names for class indices (e.g. from a metadata line); ignored for string labels.
+    /// Names for class indices (e.g. from a metadata line): every numeric label must have
+    /// one (an error names the line of one that has not); ignored for string labels.
     pub class_names: Vec<String>,
 }
 
@@ -315,7 +320,7 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
                     values.push(number(&row[j], *line, j, &table.header, path)?);
                 }
             }
-            Task::Classify => labels_text.push(row[target_cols[0]].clone()),
+            Task::Classify => labels_text.push((*line, row[target_cols[0]].clone())),
         }
     }
     let n = features.len() / feature_cols.len();
@@ -332,45 +337,106 @@ pub fn read_csv(path: &Path, opts: &CsvOptions) -> Result<ArrayDataset> {
             ArrayDataset::new(&x, Targets::Values { values, width })?
         }
         Task::Classify => {
-            let (labels, names) = class_indices(&labels_text);
-            let classes = names.as_ref().map_or_else(
-                || {
-                    labels
-                        .iter()
-                        .max()
-                        .map_or(0, |&m| m as usize + 1)
-                        .max(opts.class_names.len())
-                },
-                Vec::len,
-            );
+            let column = &table.header[target_cols[0]];
+            let (labels, classes, names) =
+                class_indices(&labels_text, &opts.class_names, column, path)?;
             let mut d = ArrayDataset::new(&x, Targets::Classes { labels, classes })?;
-            d.class_names = match names {
-                Some(names) => names,
-                None if !opts.class_names.is_empty() => opts.class_names.clone(),
-                None => Vec::new(),
-            };
+            d.class_names = names;
             d
         }
     };
     Ok(data)
 }
 
-/// Labels as class indices: integers as they are, otherwise names in sorted order (returned).
-fn class_indices(text: &[String]) -> (Vec<u32>, Option<Vec<String>>) {
-    let ints: Option<Vec<u32>> = text.iter().map(|t| t.parse::<u32>().ok()).collect();
-    match ints {
-        Some(labels) => (labels, None),
+/// A label column's (line, text) cells as class indices, the class count and the class
+/// names. Whole non-negative numbers (`3`, `3.0`) are class indices as they are, named by
+/// `declared` when given (every label must then have a name); other whole numbers (`-1`) are
+/// classes in numeric order, named by their values; any other text is a name, in sorted
+/// order. A fraction (`2.5`) is refused (a real-valued target belongs to `Task::Regress`),
+/// and so is a column of a single class unless `declared` names at least two.
+fn class_indices(
+    cells: &[(usize, String)],
+    declared: &[String],
+    column: &str,
+    path: &Path,
+) -> Result<(Vec<u32>, usize, Vec<String>)> {
+    let at = |line: usize, what: String| {
+        Error::data(path, format!("line {line}, column `{column}`: {what}"))
+    };
+    let numbers: Option<Vec<f64>> = cells
+        .iter()
+        .map(|(_, t)| t.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+        .collect();
+    let (labels, classes, names) = match numbers {
+        Some(values) => {
+            if let Some(k) = values.iter().position(|v| v.fract() != 0.0) {
+                let (line, text) = &cells[k];
+                return Err(at(
+                    *line,
+                    format!(
+                        "the label `{text}` is not a whole number; class labels are integers or \
+                         names (for real-valued targets, read the column with task: \
+                         Task::Regress)"
+                    ),
+                ));
+            }
+            if values.iter().all(|&v| (0.0..=u32::MAX as f64).contains(&v)) {
+                let labels: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+                if !declared.is_empty() {
+                    if let Some(k) = labels.iter().position(|&l| l as usize >= declared.len()) {
+                        return Err(at(
+                            cells[k].0,
+                            format!(
+                                "label {} has no name among the {} class names given ({})",
+                                labels[k],
+                                declared.len(),
+                                declared.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                let top = labels.iter().max().map_or(0, |&m| m as usize + 1);
+                (labels, top.max(declared.len()), declared.to_vec())
+            } else {
+                let mut distinct = values.clone();
+                distinct.sort_by(f64::total_cmp);
+                distinct.dedup();
+                let labels = values
+                    .iter()
+                    .map(|v| {
+                        distinct
+                            .binary_search_by(|d| d.total_cmp(v))
+                            .expect("listed") as u32
+                    })
+                    .collect();
+                let names = distinct.iter().map(|v| format!("{v}")).collect::<Vec<_>>();
+                (labels, names.len(), names)
+            }
+        }
         None => {
-            let mut names: Vec<String> = text.to_vec();
+            let mut names: Vec<String> = cells.iter().map(|(_, t)| t.clone()).collect();
             names.sort();
             names.dedup();
-            let labels = text
+            let labels = cells
                 .iter()
-                .map(|t| names.binary_search(t).expect("every name is listed") as u32)
+                .map(|(_, t)| names.binary_search(t).expect("every name is listed") as u32)
                 .collect();
-            (labels, Some(names))
+            (labels, names.len(), names)
         }
+    };
+    let first = labels.first().copied();
+    if declared.len() < 2 && labels.iter().all(|&l| Some(l) == first) {
+        return Err(Error::data(
+            path,
+            format!(
+                "column `{column}` holds one class (`{}`) in every row, and a classifier learns \
+                 nothing from one class; if this file is part of a larger set, name every class \
+                 with class_names",
+                cells.first().map_or("", |(_, t)| t.as_str())
+            ),
+        ));
     }
+    Ok((labels, classes, names))
 }
 
 /// Reads a CSV file of numbers only (every column), e.g. a feature or a target file.
