@@ -678,6 +678,43 @@ fn targets_that_do_not_fit_the_loss_are_rejected_before_training() {
     );
 }
 
+/// A loss that cannot train on the model's outputs is refused at compile, naming the fix
+/// (Keras accepts both and trains on garbage).
+#[test]
+fn a_loss_that_cannot_train_on_the_outputs_is_refused() {
+    let compile = |net: Sequential, loss| {
+        net.compile(loss, Optimizer::Sgd(SgdConfig::new(0.1)), Device::Cpu, 0)
+    };
+    let bce = Loss::BinaryCrossentropy { from_logits: false };
+    let err = compile(tabular_classifier(4, 1), bce)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("expects probabilities") && err.contains("Activation::Sigmoid"),
+        "{err}"
+    );
+    let sigmoid = Sequential::new(&[4]).dense(Dense::new(1).activation(Activation::Sigmoid));
+    assert!(compile(sigmoid, bce).is_ok());
+    assert!(compile(
+        tabular_classifier(4, 1),
+        Loss::BinaryCrossentropy { from_logits: true }
+    )
+    .is_ok());
+    for loss in [
+        Loss::SparseCategoricalCrossentropy,
+        Loss::CategoricalCrossentropy {
+            label_smoothing: 0.0,
+        },
+    ] {
+        let err = compile(tabular_classifier(4, 1), loss)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("over one output"), "{err}");
+    }
+}
+
 #[test]
 fn one_hot_rows_train_like_their_class_indices() {
     // Categorical cross-entropy on one-hot rows computes exactly what the sparse form does on

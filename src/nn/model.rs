@@ -290,6 +290,7 @@ impl Model {
                 })
             }
         };
+        check_loss_fits_outputs(&graph, &built.outputs, loss, classes)?;
         let (labels, loss_node) = if loss.is_softmax_xent() {
             let labels = graph.labels("labels");
             let smoothing = match loss {
@@ -1047,6 +1048,52 @@ impl Model {
         self.exec.reset_metrics()?;
         Ok(probabilities)
     }
+}
+
+/// Refuses a loss that cannot train on what the model outputs: a softmax cross-entropy over
+/// one output (its softmax is always 1, so the loss is constant), and binary cross-entropy on
+/// outputs that are not probabilities (`from_logits: false` without a final sigmoid or
+/// softmax), which Keras accepts and trains on garbage.
+fn check_loss_fits_outputs(
+    graph: &crate::graph::Graph,
+    outputs: &[NodeId],
+    loss: Loss,
+    classes: usize,
+) -> Result<()> {
+    use crate::graph::{ElementwiseOp, LossOp, Op};
+    use crate::ops::Activation;
+    if loss.is_softmax_xent() && classes == 1 {
+        return Err(Error::invalid(
+            "compile",
+            format!(
+                "{loss:?} over one output: a softmax over one value is always 1, so the loss \
+                 cannot change; for two classes end the model in one output with \
+                 BinaryCrossentropy, or in two outputs"
+            ),
+        ));
+    }
+    if loss == (Loss::BinaryCrossentropy { from_logits: false }) {
+        for &out in outputs {
+            let probabilities = matches!(
+                graph.node(out).op,
+                Op::Elementwise(ElementwiseOp::Activation(Activation::Sigmoid))
+                    | Op::Loss(LossOp::Softmax)
+            );
+            if !probabilities {
+                return Err(Error::invalid(
+                    "compile",
+                    format!(
+                        "BinaryCrossentropy {{ from_logits: false }} expects probabilities, but \
+                         output `{}` has no sigmoid: end the model with \
+                         .activation(Activation::Sigmoid), or train on the raw outputs with \
+                         BinaryCrossentropy {{ from_logits: true }}",
+                        graph.node(out).name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Samples per forward pass of `predict`.
