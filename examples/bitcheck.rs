@@ -51,7 +51,15 @@ fn main() {
                 0,
             )
             .unwrap();
-        let h = model.fit(&train, &FitConfig::new(1, 64)).unwrap();
+        let h = model
+            .fit(
+                &train,
+                &FitConfig {
+                    verbose: 0,
+                    ..FitConfig::new(1, 64)
+                },
+            )
+            .unwrap();
         model
             .save(&Path::new(&out).join(format!("{name}.safetensors")))
             .unwrap();

@@ -117,7 +117,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     }
     let cfg = FitConfig {
         seed: cli.seed,
-        progress: !cli.quiet,
+        verbose: if cli.quiet { 2 } else { 1 },
         validation_split: cli.validation_split,
         checkpoint: cli.checkpoint.clone(),
         initial_epoch: model.epoch(),
@@ -129,11 +129,6 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         ..FitConfig::new(cli.epochs, cli.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    if cli.quiet {
-        for e in &history.epochs {
-            println!("epoch {}/{}: {e}", e.epoch, cli.epochs);
-        }
-    }
     let result = model.evaluate(&test, 256)?;
     println!(
         "test: loss {:.4}, accuracy {:.4} on {} images",

@@ -41,7 +41,13 @@ fn second_epoch<S: wgtrain::data::Samples>(
             device.clone(),
             0,
         )?;
-    let h = model.fit(data, &FitConfig::new(2, 128))?;
+    let h = model.fit(
+        data,
+        &FitConfig {
+            verbose: 0,
+            ..FitConfig::new(2, 128)
+        },
+    )?;
     Ok((h.epochs[1].samples_per_sec, h.epochs[1].loader_wait_seconds))
 }
 
@@ -122,7 +128,13 @@ fn main() -> wgtrain::Result<()> {
                 device,
                 0,
             )?;
-            let history = model.fit(&data.train, &FitConfig::new(epochs, 128))?;
+            let history = model.fit(
+                &data.train,
+                &FitConfig {
+                    verbose: 0,
+                    ..FitConfig::new(epochs, 128)
+                },
+            )?;
             let timed = if epochs > 1 {
                 &history.epochs[1..]
             } else {

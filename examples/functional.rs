@@ -81,9 +81,7 @@ fn main() -> wgtrain::Result<()> {
         scale_features: Some(Scaling::Standard),
         ..FitConfig::new(args.epochs, args.batch_size)
     };
-    let history = model.fit(&train, &cfg)?;
-    let last = history.epochs.last().expect("at least one epoch");
-    println!("epoch {}: {last}", last.epoch);
+    model.fit(&train, &cfg)?;
     let m = model.evaluate(&test, 256)?;
     println!(
         "test: loss {:.4}, accuracy {:.4} on {} rows",

@@ -37,12 +37,9 @@ fn main() -> wgtrain::Result<()> {
         scale_features: Some(Scaling::Standard),
         ..FitConfig::new(10, 32)
     };
-    let history = model.fit(&train, &cfg)?;
+    model.fit(&train, &cfg)?;
     let m = model.evaluate(&test, 32)?;
 
-    for e in &history.epochs {
-        println!("epoch {}: {e}", e.epoch);
-    }
     println!("test: loss {:.4}, accuracy {:.4}", m.mean_loss, m.accuracy);
     Ok(())
 }

@@ -46,11 +46,9 @@ fn main() -> wgtrain::Result<()> {
             0,
         )?
         .with_metrics(&[Metric::Accuracy])?;
-    let history = model.fit(&train, &FitConfig::new(20, 32))?;
+    model.fit(&train, &FitConfig::new(20, 32))?;
     let m = model.evaluate(&test, 32)?;
 
-    let last = history.epochs.last().expect("20 epochs");
-    println!("epoch {}: {last}", last.epoch);
     println!("test: loss {:.4}, accuracy {:.4}", m.mean_loss, m.accuracy);
     Ok(())
 }

@@ -28,10 +28,7 @@ fn main() -> wgtrain::Result<()> {
             Device::gpu()?,
             0,
         )?;
-    let history = model.fit(&ArrayDataset::regression(&x, &y)?, &FitConfig::new(10, 32))?;
+    model.fit(&ArrayDataset::regression(&x, &y)?, &FitConfig::new(10, 32))?;
 
-    for e in &history.epochs {
-        println!("epoch {}: {e}", e.epoch);
-    }
     Ok(())
 }

@@ -209,18 +209,13 @@ fn run(mut cli: Cli) -> wgtrain::Result<()> {
     }
     let cfg = FitConfig {
         seed: cli.seed,
-        progress: !cli.quiet,
+        verbose: if cli.quiet { 2 } else { 1 },
         validation_split: cli.validation_split,
         checkpoint: cli.checkpoint.clone(),
         initial_epoch: model.epoch(),
         ..FitConfig::new(cli.epochs, cli.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    if cli.quiet && root {
-        for e in &history.epochs {
-            println!("epoch {}/{}: {e}", e.epoch, cli.epochs);
-        }
-    }
     let result = model.evaluate(&test, 512)?;
     say!(
         "test: loss {:.4}, accuracy {:.4} on {} samples",

@@ -106,7 +106,7 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
     let total = (cli.epochs * steps_per_epoch) as u64;
     let cfg = FitConfig {
         seed: cli.seed,
-        progress: !cli.quiet,
+        verbose: if cli.quiet { 2 } else { 1 },
         checkpoint: cli.checkpoint.clone(),
         initial_epoch: model.epoch(),
         normalize: Normalize::MeanStd {
@@ -122,11 +122,6 @@ fn run(cli: Cli) -> wgtrain::Result<()> {
         ..FitConfig::new(cli.epochs, cli.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    if cli.quiet {
-        for e in &history.epochs {
-            println!("epoch {}/{}: {e}", e.epoch, cli.epochs);
-        }
-    }
     let result = model.evaluate(&test, 256)?;
     println!(
         "test: loss {:.4}, accuracy {:.4} on {} images",

@@ -187,8 +187,6 @@ fn main() -> wgtrain::Result<()> {
         ..FitConfig::new(args.epochs, args.batch_size)
     };
     let history = model.fit(&train, &cfg)?;
-    let last = history.epochs.last().expect("at least one epoch");
-    println!("epoch {}: {last}", last.epoch);
     let m = model.evaluate(&test, 256)?;
     match m.errors.filter(|_| regress) {
         Some(e) => println!(

@@ -23,7 +23,13 @@ fn main() -> wgtrain::Result<()> {
             device,
             1,
         )?;
-    let history = model.fit(&data, &FitConfig::new(300, 4))?;
+    let history = model.fit(
+        &data,
+        &FitConfig {
+            verbose: 0,
+            ..FitConfig::new(300, 4)
+        },
+    )?;
     let last = history.epochs.last().expect("300 epochs ran");
     println!("epoch {}: {last}", last.epoch);
     let p = model.predict_array(&x)?;

@@ -58,7 +58,7 @@ fn fit_and_evaluate_do_not_copy_the_dataset() {
         .unwrap();
     let cfg = FitConfig {
         validation_split: 0.25,
-        progress: false,
+        verbose: 0,
         ..FitConfig::new(1, 32)
     };
     LARGEST.store(0, Ordering::Relaxed);

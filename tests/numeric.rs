@@ -812,7 +812,7 @@ fn tabular_and_tutorial_examples_run_on_the_full_data() {
     let stdout = run("keras_binary", &[]);
     assert!(stdout.contains("test: loss"), "{stdout}");
     let stdout = run("keras_regression", &[]);
-    assert!(stdout.contains("epoch 10: loss"), "{stdout}");
+    assert!(stdout.contains("epoch 10/10: loss"), "{stdout}");
     let stdout = run("keras_multiclass", &[]);
     assert!(stdout.contains("test: loss"), "{stdout}");
 }

@@ -398,7 +398,7 @@ fn early_stopping_restores_the_best_epoch_and_non_finite_loss_stops() {
         .unwrap();
     let cfg = FitConfig {
         validation_split: 0.5,
-        early_stopping: Some(EarlyStopping::new(Monitor::ValLoss, 2)),
+        early_stopping: Some(EarlyStopping::new(Monitor::ValLoss, 2).restore_best_weights()),
         ..FitConfig::new(40, 64)
     };
     let history = model.fit(&small, &cfg).unwrap();
@@ -424,6 +424,38 @@ fn early_stopping_restores_the_best_epoch_and_non_finite_loss_stops() {
         "restored {} vs best {best_val}",
         now.mean_loss
     );
+    // Keras' default keeps the last epoch's weights: the same run without restoring ends on
+    // the last epoch's validation loss, worse than the best.
+    let mut last_kept = mlp()
+        .compile(Loss::SparseCategoricalCrossentropy, adam, Device::Cpu, 1)
+        .unwrap();
+    let keras = FitConfig {
+        early_stopping: Some(EarlyStopping::new(Monitor::ValLoss, 2)),
+        ..cfg.clone()
+    };
+    let again = last_kept.fit(&small, &keras).unwrap();
+    assert_eq!(again.stopped_early, Some(stopped));
+    let last_val = again.epochs.last().unwrap().val_loss.unwrap();
+    let now = last_kept.evaluate(&validation, 256).unwrap();
+    assert!(last_val > best_val, "{last_val} vs {best_val}");
+    assert!(
+        (now.mean_loss - last_val).abs() <= 1e-5 * last_val,
+        "kept {} vs last {last_val}",
+        now.mean_loss
+    );
+    // Keras' verbose: 0, 1 or 2, and 2 unless asked.
+    assert_eq!(FitConfig::new(1, 1).verbose, 2);
+    let err = last_kept
+        .fit(
+            &small,
+            &FitConfig {
+                verbose: 3,
+                ..FitConfig::new(1, 64)
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("verbose is 3"), "{err}");
 
     // An absurd learning rate makes the loss non-finite: training stops with an error that
     // names the step, and the checkpoint of the last good epoch is left as it was.

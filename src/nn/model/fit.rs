@@ -55,24 +55,34 @@ pub enum Monitor {
 }
 
 /// Stop when the monitored figure has not improved by more than `min_delta` for `patience`
-/// epochs; with `restore_best`, go back to the best epoch's parameters and optimizer state.
+/// epochs; with `restore_best_weights`, go back to the best epoch's parameters and optimizer
+/// state. Keras' `EarlyStopping`, with its defaults: the model keeps the last epoch's weights
+/// unless asked to restore the best.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EarlyStopping {
     pub monitor: Monitor,
     pub patience: usize,
     pub min_delta: f32,
-    pub restore_best: bool,
+    /// Go back to the best epoch when training stops (Keras' `restore_best_weights`; false
+    /// by default, as in Keras).
+    pub restore_best_weights: bool,
 }
 
 impl EarlyStopping {
-    /// Watches `monitor` with `patience` epochs, restoring the best epoch at the end.
+    /// Watches `monitor` with `patience` epochs, keeping the last epoch's weights.
     pub fn new(monitor: Monitor, patience: usize) -> Self {
         EarlyStopping {
             monitor,
             patience,
             min_delta: 0.0,
-            restore_best: true,
+            restore_best_weights: false,
         }
+    }
+
+    /// Goes back to the best epoch's weights when training stops.
+    pub fn restore_best_weights(mut self) -> Self {
+        self.restore_best_weights = true;
+        self
     }
 }
 
@@ -91,8 +101,10 @@ pub struct FitConfig {
     /// Validate on this data after every epoch instead (not together with a split); the same
     /// kind of data as the training data.
     pub validation_data: Option<Arc<dyn Samples + Send>>,
-    /// Show a progress bar per epoch and print each epoch's figures (Keras' `verbose=1`).
-    pub progress: bool,
+    /// What `fit` prints, as Keras' `verbose`: 0 nothing, 1 a progress bar during each epoch
+    /// and its figures at the end, 2 (the default) one line of figures per epoch. Only rank
+    /// 0 of a distributed job prints.
+    pub verbose: u8,
     /// How image pixels become inputs (images only).
     pub normalize: Normalize,
     /// Image augmentation (images only).
@@ -124,7 +136,7 @@ impl FitConfig {
             seed: 0,
             validation_split: 0.0,
             validation_data: None,
-            progress: false,
+            verbose: 2,
             normalize: Normalize::Unit,
             augment: None,
             scale_features: None,
@@ -393,6 +405,15 @@ impl Model {
         if cfg.batch_size == 0 {
             return Err(Error::invalid("fit", "batch_size is 0"));
         }
+        if cfg.verbose > 2 {
+            return Err(Error::invalid(
+                "fit",
+                format!(
+                    "verbose is {}; it is 0 (silent), 1 (a bar) or 2 (a line per epoch)",
+                    cfg.verbose
+                ),
+            ));
+        }
         if !(0.0..1.0).contains(&cfg.validation_split) {
             return Err(Error::invalid(
                 "fit",
@@ -560,10 +581,14 @@ impl Model {
         let mut waited = 0;
         let per_epoch = loader.batches_per_epoch();
         let mut history = History::default();
-        let progress = cfg.progress && self.is_root();
+        let (bar_shown, lines) = match (self.is_root(), cfg.verbose) {
+            (false, _) | (true, 0) => (false, false),
+            (true, 1) => (true, true),
+            _ => (false, true),
+        };
         self.take_metrics()?;
         for epoch in cfg.initial_epoch..cfg.epochs {
-            let bar = if progress {
+            let bar = if bar_shown {
                 let bar = indicatif::ProgressBar::new(per_epoch as u64);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -608,7 +633,7 @@ impl Model {
                         bar.abandon();
                         return Err(non_finite(first_step + k, epoch, k, m.mean_loss));
                     }
-                    if progress {
+                    if bar_shown {
                         let mut msg = format!("loss {:.4}", m.mean_loss);
                         for (metric, v) in self.named(&m) {
                             msg.push_str(&format!(" {} {v:.4}", metric.name()));
@@ -647,7 +672,7 @@ impl Model {
                 samples_per_sec: m.samples as f64 / seconds,
                 loader_wait_seconds: wait,
             });
-            if progress {
+            if lines {
                 let e = history.epochs.last().expect("just pushed");
                 println!("epoch {}/{}: {e}", e.epoch, cfg.epochs);
             }
@@ -675,7 +700,7 @@ impl Model {
                 if best.is_none_or(|(b, _)| score < b - es.min_delta) {
                     best = Some((score, epoch + 1));
                     waited = 0;
-                    if es.restore_best {
+                    if es.restore_best_weights {
                         best_state = Some(self.snapshot()?);
                     }
                 } else {
