@@ -14,7 +14,6 @@
 
 use std::path::Path;
 
-use ndarray::Array2;
 use wgtrain::data::tabular::{read_csv_matrix, sklearn, CsvOptions};
 use wgtrain::prelude::*;
 
@@ -28,10 +27,9 @@ fn main() -> wgtrain::Result<()> {
         },
     )?;
     let x = table.slice(ndarray::s![.., ..64]).mapv(|v| v / 16.0);
-    let y = Array2::from_shape_fn((table.nrows(), 10), |(i, j)| {
-        (table[[i, 64]] as usize == j) as u8 as f32
-    });
-    let (train, test) = ArrayDataset::regression(&x, &y)?.split_seeded(0.2, 0)?;
+    let labels: Vec<u32> = table.column(64).iter().map(|&v| v as u32).collect();
+    let y = to_categorical(&labels, 10)?; // Keras: y = to_categorical(y, 10)
+    let (train, test) = ArrayDataset::classification_one_hot(&x, &y)?.split_seeded(0.2, 0)?;
 
     let mut model = Sequential::new(&[64])
         .dense(Dense::new(64).activation(Activation::Relu))

@@ -21,7 +21,8 @@
 //! ```
 
 pub use crate::data::{
-    cifar10, mnist, tabular, ArrayDataset, Augment, Dataset, Normalize, Scaling, Targets,
+    cifar10, mnist, tabular, to_categorical, ArrayDataset, Augment, Dataset, Normalize, Scaling,
+    Targets,
 };
 pub use crate::error::{Error, Result};
 pub use crate::nn::{

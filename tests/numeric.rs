@@ -13,7 +13,7 @@ use wgtrain::data::tabular::{
     read_csv, read_csv_matrix, read_npy, read_npy_dataset, sklearn, Column, CsvOptions, Delimiter,
     Task,
 };
-use wgtrain::data::{ArrayDataset, Scaling, Targets};
+use wgtrain::data::{to_categorical, ArrayDataset, Scaling, Targets};
 use wgtrain::gpu::GpuContext;
 use wgtrain::nn::{Dense, Device, FitConfig, Loss, Metric, Sequential};
 use wgtrain::ops::Activation;
@@ -723,7 +723,24 @@ fn one_hot_rows_train_like_their_class_indices() {
     let x = Array2::from_shape_fn((64, 3), |_| rng.random_range(-1.0f32..1.0));
     let labels: Vec<u32> = (0..64).map(|i| (i % 4) as u32).collect();
     let onehot = Array2::from_shape_fn((64, 4), |(i, j)| (labels[i] as usize == j) as u8 as f32);
+    // Keras' to_categorical, and one-hot rows read back as the classes they encode.
+    assert_eq!(to_categorical(&labels, 4).unwrap(), onehot);
+    let err = to_categorical(&[0, 4], 4).unwrap_err().to_string();
+    assert!(err.contains("label 4 of sample 1"), "{err}");
     let sparse = ArrayDataset::classification(&x, &labels, 4).unwrap();
+    assert_eq!(
+        ArrayDataset::classification_one_hot(&x, &onehot).unwrap(),
+        sparse
+    );
+    let mut soft = onehot.clone();
+    soft[[5, 1]] = 0.5;
+    let err = ArrayDataset::classification_one_hot(&x, &soft)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("row 5 of the one-hot targets is not one-hot"),
+        "{err}"
+    );
     let dense = ArrayDataset::regression(&x, &onehot).unwrap();
     let run = |data: &ArrayDataset| {
         let mut m = tabular_classifier(3, 4)

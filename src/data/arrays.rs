@@ -2,7 +2,7 @@
 //! (any number of classes) or real-valued rows of any width (regression, one-hot or
 //! multi-label rows), and the per-feature scaling fitted on a training split.
 
-use ndarray::{ArrayBase, Data, Dimension};
+use ndarray::{Array2, ArrayBase, Data, Dimension, Ix2};
 
 use crate::error::{Error, Result};
 
@@ -116,6 +116,40 @@ impl ArrayDataset {
                 classes,
             },
         )
+    }
+
+    /// Classification from one-hot rows `y` of shape (samples, classes), as Keras'
+    /// `to_categorical` makes them: each row must hold a single 1 and zeros (a row that does
+    /// not is named); soft targets (label smoothing, mixup) go through
+    /// [`ArrayDataset::regression`] instead.
+    pub fn classification_one_hot<S, D, S2>(
+        x: &ArrayBase<S, D>,
+        y: &ArrayBase<S2, Ix2>,
+    ) -> Result<Self>
+    where
+        S: Data<Elem = f32>,
+        D: Dimension,
+        S2: Data<Elem = f32>,
+    {
+        let classes = y.ncols();
+        let mut labels = Vec::with_capacity(y.nrows());
+        for (i, row) in y.rows().into_iter().enumerate() {
+            let ones: Vec<usize> = (0..classes).filter(|&j| row[j] == 1.0).collect();
+            let zeros = row.iter().filter(|&&v| v == 0.0).count();
+            match ones.as_slice() {
+                [c] if zeros == classes - 1 => labels.push(*c as u32),
+                _ => {
+                    return Err(Error::invalid(
+                        "dataset",
+                        format!(
+                            "row {i} of the one-hot targets is not one-hot: {row}; a row holds a \
+                             single 1 and zeros (for soft targets, use ArrayDataset::regression)"
+                        ),
+                    ))
+                }
+            }
+        }
+        Self::classification(x, &labels, classes)
     }
 
     /// Number of samples.
@@ -252,6 +286,22 @@ impl ArrayDataset {
             class_names: self.class_names.clone(),
         }
     }
+}
+
+/// Class indices as one-hot rows of `classes` columns (Keras' `to_categorical`): row i
+/// holds a 1 at column `labels[i]`. A label at or above `classes` is an error naming it.
+pub fn to_categorical(labels: &[u32], classes: usize) -> Result<Array2<f32>> {
+    let mut y = Array2::zeros((labels.len(), classes));
+    for (i, &l) in labels.iter().enumerate() {
+        if l as usize >= classes {
+            return Err(Error::invalid(
+                "to_categorical",
+                format!("label {l} of sample {i} is not below the class count ({classes})"),
+            ));
+        }
+        y[[i, l as usize]] = 1.0;
+    }
+    Ok(y)
 }
 
 /// How numeric columns are scaled before training.

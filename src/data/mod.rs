@@ -11,7 +11,7 @@ pub mod mnist;
 pub mod picture;
 pub mod tabular;
 
-pub use arrays::{Affine, ArrayDataset, Scaling, Targets};
+pub use arrays::{to_categorical, Affine, ArrayDataset, Scaling, Targets};
 pub use idx::{parse_idx, read_idx, IdxArray};
 pub use loader::{Augment, Batch, Loader, LoaderConfig, Normalize, Samples, Shard, TargetKind};
 
