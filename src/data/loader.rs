@@ -179,6 +179,11 @@ pub trait Samples: std::fmt::Debug + Sync {
     /// Model inputs per sample.
     fn sample_len(&self) -> usize;
 
+    /// One sample's shape (images: (channels, height, width)); flat by default.
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![self.sample_len()]
+    }
+
     /// Checks the data, then `cfg` against them (called once, before the thread starts).
     fn check(&self, cfg: &LoaderConfig) -> Result<()>;
 
@@ -528,6 +533,10 @@ impl<T: Samples + ?Sized + Send> Samples for Arc<T> {
         (**self).sample_len()
     }
 
+    fn sample_shape(&self) -> Vec<usize> {
+        (**self).sample_shape()
+    }
+
     fn check(&self, cfg: &LoaderConfig) -> Result<()> {
         (**self).check(cfg)
     }
@@ -554,6 +563,10 @@ impl Samples for Dataset {
 
     fn sample_len(&self) -> usize {
         self.features()
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        vec![self.channels, self.height, self.width]
     }
 
     fn check(&self, cfg: &LoaderConfig) -> Result<()> {
@@ -658,6 +671,10 @@ impl Samples for ArrayDataset {
 
     fn sample_len(&self) -> usize {
         ArrayDataset::sample_len(self)
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.sample_shape.clone()
     }
 
     fn check(&self, cfg: &LoaderConfig) -> Result<()> {

@@ -435,6 +435,31 @@ impl Functional {
     /// flattened concatenation. A final softmax is left out of a single output when
     /// `fuse_softmax` (the loss fuses it); dropout call `k` draws masks from `seed + k`.
     pub fn build(&self, fuse_softmax: bool, seed: u64) -> Result<Built> {
+        self.build_layers(fuse_softmax, seed)
+            .map_err(|e| self.layout_hint(e))
+    }
+
+    /// A shape error on a model whose input shape looks like Keras' channels-last image
+    /// layout, (height, width, channels), with the channels-first shape to write instead.
+    fn layout_hint(&self, e: Error) -> Error {
+        let Error::Shape { op, detail } = e else {
+            return e;
+        };
+        let hint = self.input_shapes.iter().find_map(|s| match s.as_slice() {
+            &[h, w, c] if c <= 4 && h > 4 && w > 4 => Some(format!(
+                "; the input shape ({h}, {w}, {c}) looks like Keras' channels-last layout \
+                 (height, width, channels): wgtrain's images are channels first, so write \
+                 ({c}, {h}, {w}) and give the data in that layout"
+            )),
+            _ => None,
+        });
+        Error::Shape {
+            op,
+            detail: detail + &hint.unwrap_or_default(),
+        }
+    }
+
+    fn build_layers(&self, fuse_softmax: bool, seed: u64) -> Result<Built> {
         let op = if self.sequential {
             "Sequential"
         } else {

@@ -652,6 +652,7 @@ impl Model {
                 ),
             });
         }
+        self.check_layout("fit", data)?;
         match data.target_kind() {
             TargetKind::Classes(n) => {
                 if self.classes == 1 && n > 2 {
@@ -856,6 +857,36 @@ impl Model {
         })
     }
 
+    /// Checks that `data`'s samples have the model's input shape, not only its size: a model
+    /// with a flat input takes any shape of that size, and axes of size 1 do not count, but
+    /// (32, 32, 3) images are not (3, 32, 32) ones. Channels-last data for a channels-first
+    /// model is named as such, with the fix.
+    fn check_layout<S: Samples + ?Sized>(&self, op: &'static str, data: &S) -> Result<()> {
+        let (model, given) = match self.network.input_shapes() {
+            [model] => (model.as_slice(), data.sample_shape()),
+            _ => return Ok(()),
+        };
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if model.len() < 2 || given.len() < 2 || squeeze(model) == squeeze(&given) {
+            return Ok(());
+        }
+        let mut detail = format!(
+            "the model takes samples of shape {model:?}, the data's are {given:?} (the same \
+             number of values in another layout)"
+        );
+        if let &[c, h, w] = model {
+            if given == [h, w, c] {
+                detail.push_str(&format!(
+                    "; the data are channels last, (height, width, channels) as Keras stores \
+                     images, and the model takes channels first, (channels, height, width): \
+                     transpose the array before making the dataset, e.g. \
+                     x.permuted_axes([0, 3, 1, 2]).as_standard_layout() for (n, {h}, {w}, {c})"
+                ));
+            }
+        }
+        Err(Error::Shape { op, detail })
+    }
+
     /// Mean loss, accuracy and (against real-valued targets) error figures over `data`, with
     /// inputs scaled as the last `fit` scaled them (x / 255 for images before any fit; numeric
     /// arrays by the fitted preprocessing). MAE and RMSE are in the targets' own units.
@@ -896,6 +927,7 @@ impl Model {
                 ),
             });
         }
+        self.check_layout("predict", data)?;
         if data.is_empty() {
             return self.prediction(Vec::new(), 0);
         }

@@ -101,7 +101,8 @@ impl ShapeArgs<'_> {
     fn fit(&self, win: &Window, h: usize, w: usize) -> Result<(usize, usize)> {
         win.output(h, w).ok_or_else(|| {
             self.mismatch(&format!(
-                "a {}x{} window with stride {} and padding {} does not fit {h}x{w}",
+                "a {}x{} window with stride {} and padding {} does not fit {h}x{w} (images are \
+                 (channels, height, width), channels first)",
                 win.kh, win.kw, win.stride, win.pad
             ))
         })
