@@ -920,3 +920,35 @@ fn broadcast_and_sum_to_backward() {
         "{err}"
     );
 }
+
+/// Permute and its gradient (the inverse order): a convolution's output read channels last,
+/// then its (height, width) swapped, into a dense head; and orders that are not one are
+/// refused.
+#[test]
+fn permute_backward() {
+    let mut g = Graph::new();
+    let (x, xv) = image_input(&mut g, 3, 4, 5, 52);
+    let labels = g.labels("y");
+    let w = g.param("w", &[2, 3, 3, 3], Init::GlorotUniform);
+    let b = g.param("b", &[2], Init::Zeros);
+    let h = g.conv2d(x, w, b, 1, 1).unwrap(); // (B, 2, 4, 5)
+    let nhwc = g.permute(h, &[0, 2, 3, 1]).unwrap(); // (B, 4, 5, 2)
+    assert_eq!(
+        g.node(nhwc).shape,
+        [Dim::Batch, Dim::Fixed(4), Dim::Fixed(5), Dim::Fixed(2)]
+    );
+    let swapped = g.permute(nhwc, &[0, 2, 1, 3]).unwrap(); // (B, 5, 4, 2)
+    let flat = g.flatten(swapped).unwrap();
+    let wd = g.param("wd", &[40, 3], Init::GlorotUniform);
+    let z = g.matmul(flat, wd).unwrap();
+    let loss = g.softmax_xent(z, labels).unwrap();
+    let yv = Value::Labels(Array1::from(vec![0u32, 2, 1]));
+    gradcheck(&mut g, loss, feeds(vec![(x, xv), (labels, yv)]));
+    for bad in [&[1, 0, 2, 3][..], &[0, 1, 1, 3], &[0, 2, 1]] {
+        let err = g.permute(h, bad).unwrap_err().to_string();
+        assert!(
+            err.contains("is not an order of the 4 axes"),
+            "{bad:?}: {err}"
+        );
+    }
+}

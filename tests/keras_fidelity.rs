@@ -78,6 +78,70 @@ fn channels_last_images_are_refused_with_the_fix_and_train_once_transposed() {
     compile(unit_axis).unwrap().fit(&gray, &quiet).unwrap();
 }
 
+/// Keras' layout taken as it is: `Sequential::new(&[8, 8, 3]).channels_last()` trains on
+/// (n, 8, 8, 3) arrays exactly as the channels-first model trains on the transposed array
+/// (the device permutes each batch; same seed, same bits), on both executors.
+#[test]
+fn channels_last_models_train_on_keras_layout_bit_for_bit() {
+    let (x, labels) = channels_last(64);
+    let nhwc = ArrayDataset::classification(&x, &labels, 2).unwrap();
+    let nchw = x
+        .view()
+        .permuted_axes([0, 3, 1, 2])
+        .as_standard_layout()
+        .to_owned();
+    let nchw = ArrayDataset::classification(&nchw, &labels, 2).unwrap();
+    let layers = |net: Sequential| {
+        net.conv2d(Conv2d::new(4, 3).activation(Activation::Relu))
+            .flatten()
+            .dense(Dense::new(2))
+    };
+    let quiet = FitConfig {
+        verbose: 0,
+        ..FitConfig::new(3, 16)
+    };
+    let gpu = Device::gpu().expect("GPU tests need an adapter (install mesa-vulkan-drivers)");
+    for device in [Device::Cpu, gpu] {
+        let name = device.name();
+        let run = |net: Sequential, data: &ArrayDataset| {
+            let mut m = net
+                .compile(
+                    Loss::SparseCategoricalCrossentropy,
+                    Optimizer::Adam(AdamConfig::adam(1e-2)),
+                    device.clone(),
+                    0,
+                )
+                .unwrap();
+            let h = m.fit(data, &quiet).unwrap();
+            let losses: Vec<f32> = h.epochs.iter().map(|e| e.loss).collect();
+            (losses, m.predict(data).unwrap().outputs)
+        };
+        let keras = run(layers(Sequential::new(&[8, 8, 3]).channels_last()), &nhwc);
+        let ours = run(layers(Sequential::new(&[3, 8, 8])), &nchw);
+        assert_eq!(keras, ours, "{name}");
+    }
+    // Channels-first data into the channels-last model is named the other way round.
+    let mut m = compile(layers(Sequential::new(&[8, 8, 3]).channels_last())).unwrap();
+    let err = m.fit(&nchw, &quiet).unwrap_err().to_string();
+    assert!(err.contains("takes channels-last images"), "{err}");
+    let summary = layers(Sequential::new(&[8, 8, 3]).channels_last()).summary();
+    assert!(
+        summary.contains("Permute") && summary.contains("(None, 3, 8, 8)"),
+        "{summary}"
+    );
+    // Keras' Permute checks its order.
+    let err = compile(
+        Sequential::new(&[8, 8, 3])
+            .push(Layer::permute(&[3, 3, 1]))
+            .flatten()
+            .dense(Dense::new(2)),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("must order the 3 sample axes"), "{err}");
+}
+
 #[test]
 fn a_keras_input_shape_names_the_channels_first_layout() {
     // Keras' `input_shape=(28, 28, 1)` with a 3x3 convolution.

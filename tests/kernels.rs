@@ -668,6 +668,49 @@ fn elementwise_add() {
     assert!(err.to_string().contains("add"), "{err}");
 }
 
+/// Permute against the CPU reference (exact: it only moves values), over ranks 2 to 4 and
+/// every order of a rank-4 shape with a prime size; a non-permutation is refused.
+#[test]
+fn permute_matches_the_reference() {
+    use wgtrain::unstable::cpu;
+    let ctx = gpu();
+    let mut cases: Vec<(Vec<usize>, Vec<usize>)> =
+        vec![(vec![5, 7], vec![1, 0]), (vec![2, 3, 5], vec![0, 2, 1])];
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..4 {
+                let d = 6 - a - b - c;
+                if a != b && b != c && a != c && d < 4 && d != a && d != b && d != c {
+                    cases.push((vec![2, 3, 5, 7], vec![a, b, c, d]));
+                }
+            }
+        }
+    }
+    assert_eq!(cases.len(), 2 + 24);
+    for (shape, perm) in cases {
+        let n: usize = shape.iter().product();
+        let x = uniform(n as u64, n, -1.0, 1.0);
+        let (gx, gy) = (upload("x", &x), zeros("y", n));
+        let launch = kernels::permute(ctx, &shape, &perm, gx.full(), gy.full()).unwrap();
+        run(ctx, &[&launch]).unwrap();
+        let xa = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), x).unwrap();
+        let want: Vec<f64> = cpu::permute(xa.view(), &perm)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(
+            &format!("permute {shape:?} {perm:?}"),
+            &download(&gy),
+            &want,
+            0.0,
+            0.0,
+        );
+    }
+    let (x, y) = (zeros("x", 6), zeros("y", 6));
+    let err = kernels::permute(ctx, &[2, 3], &[0, 0], x.full(), y.full()).unwrap_err();
+    assert!(err.to_string().contains("is not an order"), "{err}");
+}
+
 /// Layer normalization's forward, input gradient and gamma gradient against the f64
 /// reference, over row and feature counts that include 1, primes and a long row.
 #[test]

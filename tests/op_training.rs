@@ -309,3 +309,32 @@ fn broadcasting_trains_like_the_cpu() {
     let loss = g.softmax_xent(z, y).unwrap();
     train_alike_for_8_steps(&g, (x, y, loss), 3 * 6 * 7, 8);
 }
+
+/// Permute on the GPU as the CPU reference computes it: a channels-last input turned
+/// channels-first before a convolution, and the feature maps read channels last again by
+/// the dense head, with both gradients (inverse orders) in the backward pass.
+#[test]
+fn permute_trains_like_the_cpu() {
+    let mut g = Graph::new();
+    let x = g.input(
+        "x",
+        &[Dim::Batch, Dim::Fixed(7), Dim::Fixed(5), Dim::Fixed(3)],
+    );
+    let y = g.labels("y");
+    let nchw = g.permute(x, &[0, 3, 1, 2]).unwrap();
+    let w = g.param("w", &[4, 3, 3, 3], Init::HeUniform);
+    let b = g.param("b", &[4], Init::Constant(0.1));
+    let h = g.conv2d(nchw, w, b, 1, 1).unwrap();
+    let h = g.activation(h, Activation::Relu).unwrap();
+    let nhwc = g.permute(h, &[0, 2, 3, 1]).unwrap();
+    let h = g.flatten(nhwc).unwrap();
+    let wd = g.param("wd", &[7 * 5 * 4, 5], Init::GlorotUniform);
+    let z = g.matmul(h, wd).unwrap();
+    let loss = g.softmax_xent(z, y).unwrap();
+    for (gm, cm) in train_alike_for_8_steps(&g, (x, y, loss), 7 * 5 * 3, 9) {
+        assert!(
+            (gm.mean_loss - cm.mean_loss).abs() < 1e-3 * cm.mean_loss,
+            "{gm:?} vs {cm:?}"
+        );
+    }
+}

@@ -17,6 +17,12 @@ pub fn slice_channels<T: Scalar>(x: ArrayViewD<'_, T>, start: usize, len: usize)
         .to_owned()
 }
 
+/// `x` with its axes reordered (output axis `a` is input axis `perm[a]`), in row-major
+/// order.
+pub fn permute<T: Scalar>(x: ArrayViewD<'_, T>, perm: &[usize]) -> ArrayD<T> {
+    x.permuted_axes(IxDyn(perm)).as_standard_layout().to_owned()
+}
+
 /// `x` repeated along its axes of size 1 to `shape` (of the same rank; checked by the shape
 /// rule).
 pub fn broadcast<T: Scalar>(x: ArrayViewD<'_, T>, shape: &[usize]) -> ArrayD<T> {

@@ -19,7 +19,7 @@ pub use batch_norm::{
     batch_norm_backward, batch_norm_forward, batch_norm_gamma_grad, batch_norm_running_update,
     batch_norm_stats,
 };
-pub use channels::{broadcast, concat_channels, slice_channels, sum_to};
+pub use channels::{broadcast, concat_channels, permute, slice_channels, sum_to};
 pub use conv::{
     avg_pool2d, avg_pool2d_grad, channel_sum, conv2d, conv2d_grad_input, conv2d_grad_weight,
     max_pool2d, max_pool2d_grad,

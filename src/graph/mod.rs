@@ -561,6 +561,12 @@ impl Graph {
         self.add_op(Op::Shape(ShapeOp::Broadcast(shape.to_vec())), &[x])
     }
 
+    /// `x` with its axes reordered: output axis `a` is axis `perm[a]` of `x` (`perm[0]` is 0,
+    /// the batch axis).
+    pub fn permute(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
+        self.add_op(Op::Shape(ShapeOp::Permute(perm.to_vec())), &[x])
+    }
+
     /// `x` summed over the axes where `shape` (of the same rank) has size 1.
     pub fn sum_to(&mut self, x: NodeId, shape: &[Dim]) -> Result<NodeId> {
         self.add_op(Op::Shape(ShapeOp::SumTo(shape.to_vec())), &[x])
@@ -717,6 +723,7 @@ mod tests {
             (Op::Shape(ShapeOp::Slice { start: 0, len: 1 }), "slice"),
             (Op::Shape(ShapeOp::Broadcast(vec![])), "broadcast"),
             (Op::Shape(ShapeOp::SumTo(vec![])), "sum_to"),
+            (Op::Shape(ShapeOp::Permute(vec![0, 2, 1])), "permute"),
             (
                 Op::Dense(DenseOp::MatMul {
                     trans_a: false,

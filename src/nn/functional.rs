@@ -352,6 +352,17 @@ impl Functional {
         &self.input_shapes
     }
 
+    /// Whether a single input's first call is `Permute((3, 1, 2))`, so images arrive
+    /// channels last ([`super::Sequential::channels_last`]).
+    pub fn channels_last(&self) -> bool {
+        let first = self.calls.first();
+        self.input_shapes.len() == 1
+            && first.is_some_and(|c| {
+                c.inputs == [Src::Input(0)]
+                    && *self.layers[c.layer].0.layer() == Layer::permute(&[3, 1, 2])
+            })
+    }
+
     /// The input tensors.
     pub fn inputs(&self) -> &[Tensor] {
         &self.inputs
@@ -449,7 +460,8 @@ impl Functional {
             &[h, w, c] if c <= 4 && h > 4 && w > 4 => Some(format!(
                 "; the input shape ({h}, {w}, {c}) looks like Keras' channels-last layout \
                  (height, width, channels): wgtrain's images are channels first, so write \
-                 ({c}, {h}, {w}) and give the data in that layout"
+                 ({c}, {h}, {w}) and give the data in that layout, or keep Keras' layout with \
+                 Sequential::new(&[{h}, {w}, {c}]).channels_last()"
             )),
             _ => None,
         });

@@ -131,6 +131,23 @@ impl Residual {
     }
 }
 
+/// A sample's axis order for [`Layer::Permute`], Keras' 1-based `dims` (up to 4 axes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permutation {
+    dims: [u8; 4],
+    len: u8,
+}
+
+impl Permutation {
+    /// Keras' `dims`, 1-based (up to 4; checked when the model is built).
+    pub fn dims(&self) -> Vec<usize> {
+        self.dims[..self.len as usize]
+            .iter()
+            .map(|&d| d as usize)
+            .collect()
+    }
+}
+
 /// A layer of a [`Sequential`](super::Sequential) or [`Functional`](super::Functional) model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Layer {
@@ -140,6 +157,10 @@ pub enum Layer {
     Softmax,
     /// (batch, d1, d2, ...) to (batch, d1 * d2 * ...).
     Flatten,
+    /// Keras' `Permute(dims)`: the sample's axes reordered, output axis i (1-based, the batch
+    /// axis left out) being input axis `dims[i - 1]`. `Permute((3, 1, 2))` turns
+    /// channels-last images into channels-first ones. Made by [`Layer::permute`].
+    Permute(Permutation),
     /// Zeroes each input with this probability while training and scales the rest by
     /// `1 / (1 - rate)`; the identity when evaluating. Masks are seeded from the model's seed.
     Dropout(f32),
@@ -221,6 +242,7 @@ impl Layer {
             Layer::Activation(_) => "activation",
             Layer::Softmax => "softmax",
             Layer::Flatten => "flatten",
+            Layer::Permute(_) => "permute",
             Layer::Dropout(_) => "dropout",
             Layer::MaxPool2d { .. } => "max_pool",
             Layer::AvgPool2d { .. } => "avg_pool",
@@ -246,6 +268,7 @@ impl Layer {
             Layer::Activation(a) => format!("{a:?}"),
             Layer::Softmax => "Softmax".into(),
             Layer::Flatten => "Flatten".into(),
+            Layer::Permute(_) => "Permute".into(),
             Layer::Dropout(rate) => format!("Dropout {rate}"),
             Layer::MaxPool2d { .. } => "MaxPooling2D".into(),
             Layer::AvgPool2d { .. } => "AveragePooling2D".into(),
@@ -274,6 +297,7 @@ impl Layer {
             Layer::Activation(a) => format!("activation({})", a.name()),
             Layer::Softmax => "softmax".into(),
             Layer::Flatten => "flatten".into(),
+            Layer::Permute(p) => format!("permute{:?}", p.dims()).replace(' ', ""),
             Layer::Dropout(_) => "dropout".into(),
             Layer::MaxPool2d { size, stride } => format!("max_pool({size},stride{stride})"),
             Layer::AvgPool2d { size, stride } => format!("avg_pool({size},stride{stride})"),
@@ -294,6 +318,21 @@ impl Layer {
 }
 
 impl Layer {
+    /// Keras' `Permute(dims)`: `dims` are 1-based sample axes, e.g. `&[3, 1, 2]` for
+    /// channels-last images to channels-first. An order that is not a permutation of
+    /// `1..=rank` is an error when the model is built.
+    pub fn permute(dims: &[usize]) -> Layer {
+        let mut p = Permutation {
+            dims: [0; 4],
+            // More than 4 axes is recorded as too many, and refused at build.
+            len: dims.len().min(5) as u8,
+        };
+        for (slot, &d) in p.dims.iter_mut().zip(dims) {
+            *slot = d.min(u8::MAX as usize) as u8;
+        }
+        Layer::Permute(p)
+    }
+
     /// The historic Sequential summary names (`dense_0 (Dense, relu)`, `flatten
     /// (Flatten)`): layers without weights are not numbered.
     pub(super) fn summary_name(&self, name: &str) -> String {

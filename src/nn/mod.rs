@@ -24,7 +24,7 @@ mod checkpoint;
 mod functional;
 mod layer;
 
-pub use layer::{Conv2d, Dense, Layer, Residual};
+pub use layer::{Conv2d, Dense, Layer, Permutation, Residual};
 
 pub use functional::{add, concatenate, multiply, Functional, Input, LayerRef, Tensor};
 
@@ -139,6 +139,14 @@ impl Sequential {
     /// Appends a flatten layer.
     pub fn flatten(self) -> Self {
         self.push(Layer::Flatten)
+    }
+
+    /// Takes images in Keras' default layout: the input shape is (height, width, channels)
+    /// as `Sequential::new(&[h, w, c])` gave it, and data arrive as (n, h, w, c); the first
+    /// layer is `Permute((3, 1, 2))`, which turns each batch channels-first on the device
+    /// (no copy on the host). Call it right after `new`.
+    pub fn channels_last(self) -> Self {
+        self.push(Layer::permute(&[3, 1, 2]))
     }
 
     /// The layers.

@@ -874,13 +874,23 @@ impl Model {
             "the model takes samples of shape {model:?}, the data's are {given:?} (the same \
              number of values in another layout)"
         );
-        if let &[c, h, w] = model {
+        if let (&[h, w, c], true) = (model, self.network.channels_last()) {
+            if given == [c, h, w] {
+                detail.push_str(&format!(
+                    "; the model takes channels-last images, (height, width, channels) (it \
+                     starts with channels_last()), and the data are channels first: give them \
+                     as (n, {h}, {w}, {c}), or drop channels_last() from the model"
+                ));
+            }
+        } else if let &[c, h, w] = model {
             if given == [h, w, c] {
                 detail.push_str(&format!(
                     "; the data are channels last, (height, width, channels) as Keras stores \
                      images, and the model takes channels first, (channels, height, width): \
                      transpose the array before making the dataset, e.g. \
-                     x.permuted_axes([0, 3, 1, 2]).as_standard_layout() for (n, {h}, {w}, {c})"
+                     x.permuted_axes([0, 3, 1, 2]).as_standard_layout() for (n, {h}, {w}, {c}), \
+                     or take Keras' layout in the model with Sequential::new(&[{h}, {w}, \
+                     {c}]).channels_last()"
                 ));
             }
         }

@@ -173,6 +173,55 @@ pub fn broadcast(
     )
 }
 
+/// `x` of shape `from` (rank up to 4) with its axes reordered into `y`: output axis `a` is
+/// input axis `perm[a]`. The same strided gather as [`broadcast`], with the source's strides
+/// taken in the new order.
+pub fn permute(
+    ctx: &GpuContext,
+    from: &[usize],
+    perm: &[usize],
+    x: View<'_>,
+    y: View<'_>,
+) -> Result<Launch> {
+    let f = rank4("permute", from)?;
+    let mut seen = [false; 4];
+    if perm.len() != from.len()
+        || !perm
+            .iter()
+            .all(|&p| p < from.len() && !std::mem::replace(&mut seen[p], true))
+    {
+        return Err(crate::error::Error::invalid(
+            "permute",
+            format!("{perm:?} is not an order of the axes of {from:?}"),
+        ));
+    }
+    let n: usize = f.iter().product();
+    need("permute", "x", &x, n)?;
+    need("permute", "y", &y, n)?;
+    let st = strides(f);
+    let u = |v: usize| dim_u32("permute", "size", v);
+    let (mut t, mut s) = ([1usize; 4], [0u32; 4]);
+    for (a, &p) in perm.iter().enumerate() {
+        t[a] = f[p];
+        s[a] = u(st[p])?;
+    }
+    Launch::new(
+        ctx,
+        LaunchDesc {
+            shader: "copy",
+            entry: "broadcast",
+            constants: vec![],
+            params: Strided {
+                n: u(n)?,
+                d: [u(t[1])?, u(t[2])?, u(t[3])?],
+                s,
+            },
+            bindings: vec![Binding::Read(x), Binding::ReadWrite(y)],
+            workgroups: groups(n, 256)?,
+        },
+    )
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 struct Reduce {

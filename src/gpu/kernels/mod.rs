@@ -21,7 +21,7 @@ pub use conv::{
     channel_sum, conv2d, conv2d_direct, conv2d_grad_input, conv2d_grad_weight, pool, pool_grad,
     ConvGeom,
 };
-pub use copy::{broadcast, concat, slice, sum_to, RowCopy};
+pub use copy::{broadcast, concat, permute, slice, sum_to, RowCopy};
 pub use elementwise::{
     activation_backward, activation_forward, add, bias_add, bias_add_out, dropout, mul, StepMode,
 };

@@ -34,6 +34,10 @@ pub enum ShapeOp {
     SumTo(Shape),
     /// Same data, another shape of equal size.
     Reshape(Shape),
+    /// The input's axes reordered: output axis `a` is input axis `perm[a]`; the batch axis
+    /// stays first (`perm[0] == 0`). Keras' `Permute`, e.g. channels-last images to
+    /// channels-first ones.
+    Permute(Vec<usize>),
 }
 
 /// The output shape of one of this family's ops (see [`super::infer`]).
@@ -102,6 +106,23 @@ pub(super) fn infer(op: &ShapeOp, a: &ShapeArgs<'_>) -> Result<Shape> {
                 }
             }
         }
+        ShapeOp::Permute(perm) => {
+            a.want(1)?;
+            let from = s[0];
+            let mut seen = vec![false; from.len()];
+            let valid = perm.len() == from.len()
+                && perm.first() == Some(&0)
+                && perm
+                    .iter()
+                    .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+            if !valid {
+                return Err(a.mismatch(&format!(
+                    "{perm:?} is not an order of the {} axes that keeps the batch axis first",
+                    from.len()
+                )));
+            }
+            perm.iter().map(|&p| from[p]).collect()
+        }
         ShapeOp::Broadcast(to) | ShapeOp::SumTo(to) => {
             a.want(1)?;
             let from = s[0];
@@ -159,6 +180,15 @@ pub(super) fn backward(op: &ShapeOp, g: &mut Graph, cx: &mut GradArgs<'_>) -> Re
             cx.give(0, dx);
         }
         ShapeOp::SumTo(_) => return Err(cx.second_order()),
+        ShapeOp::Permute(perm) => {
+            // The inverse order puts every axis back.
+            let mut back = vec![0; perm.len()];
+            for (a, &p) in perm.iter().enumerate() {
+                back[p] = a;
+            }
+            let dx = g.add_op(Op::Shape(ShapeOp::Permute(back)), &[cx.dy()?])?;
+            cx.give(0, dx);
+        }
     }
     Ok(())
 }
@@ -191,5 +221,6 @@ pub(super) fn eval_cpu<T: Scalar>(op: &ShapeOp, cx: &CpuArgs<'_, T>) -> Result<V
         }
         ShapeOp::Broadcast(_) => Value::Float(cpu::broadcast(cx.get(0)?.view(), cx.shape)),
         ShapeOp::SumTo(_) => Value::Float(cpu::sum_to(cx.get(0)?.view(), cx.shape)),
+        ShapeOp::Permute(perm) => Value::Float(cpu::permute(cx.get(0)?.view(), perm)),
     })
 }

@@ -207,6 +207,20 @@ impl Builder {
         Ok(match layer {
             Layer::Add | Layer::Multiply | Layer::Concatenate => unreachable!("merged by merge()"),
             Layer::Flatten => self.g.flatten(x).map_err(|e| self.named(e))?,
+            Layer::Permute(p) => {
+                let dims = p.dims();
+                let rank = self.g.node(x).shape.len() - 1;
+                let mut sorted = dims.clone();
+                sorted.sort_unstable();
+                if dims.len() > 4 || sorted != (1..=rank).collect::<Vec<_>>() {
+                    return Err(self.shape_error(format!(
+                        "Permute({dims:?}) must order the {rank} sample axes 1..={rank}, each \
+                         once"
+                    )));
+                }
+                let perm: Vec<usize> = std::iter::once(0).chain(dims).collect();
+                self.g.permute(x, &perm).map_err(|e| self.named(e))?
+            }
             Layer::Dense(d) => {
                 if d.units == 0 {
                     return Err(Error::invalid(

@@ -35,6 +35,11 @@ pub(super) fn lower(op: &ShapeOp, cx: &mut GpuArgs<'_>) -> Result<Option<Kernel>
                 views.view(i)?,
             )?)
         }
+        ShapeOp::Permute(perm) => {
+            let x = node.inputs[0].0;
+            let (vx, vy) = (views.view(x)?, views.view(i)?);
+            Some(kernels::permute(views.ctx, &cx.shapes[x], perm, vx, vy)?.into())
+        }
         ShapeOp::Broadcast(_) | ShapeOp::SumTo(_) => {
             let x = node.inputs[0].0;
             let (from, to) = (&cx.shapes[x], &cx.shapes[i]);
