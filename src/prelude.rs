@@ -26,9 +26,9 @@ pub use crate::data::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::nn::{
-    add, concatenate, multiply, Conv2d, Dense, Device, EarlyStopping, FitConfig, Functional,
-    History, Input, Layer, LayerRef, Loss, LrSchedule, Metric, Model, Monitor, Prediction,
-    Residual, Sequential, Tensor,
+    add, concatenate, load_model, load_model_on, multiply, Conv2d, Dense, Device, EarlyStopping,
+    FitConfig, Functional, History, Input, Layer, LayerRef, Loss, LrSchedule, Metric, Model,
+    Monitor, Prediction, Residual, Sequential, Tensor,
 };
 pub use crate::ops::Activation;
 pub use crate::optim::{AdamConfig, LionConfig, Optimizer, SgdConfig};

@@ -161,3 +161,147 @@ fn a_keras_input_shape_names_the_channels_first_layout() {
         "{err}"
     );
 }
+
+/// Trains `build`'s model 4 epochs straight, and 2 epochs, saved, opened with `load_model_on`
+/// (no model compiled by hand), then 2 more: the opened model predicts what the saved one
+/// did, bit for bit, and its final checkpoint is byte-identical to the straight run's.
+fn load_model_round_trip(
+    what: &str,
+    build: &dyn Fn(Device) -> Model,
+    data: &ArrayDataset,
+    cfg: &dyn Fn(usize, usize) -> FitConfig,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let gpu = Device::gpu().expect("GPU tests need an adapter (install mesa-vulkan-drivers)");
+    for device in [Device::Cpu, gpu] {
+        let name = format!("{what} on {}", device.name());
+        let (straight, split, resumed) = (
+            dir.path().join("straight"),
+            dir.path().join("split"),
+            dir.path().join("resumed"),
+        );
+        let mut a = build(device.clone());
+        a.fit(data, &cfg(4, 0)).unwrap();
+        a.save(&straight).unwrap();
+        let mut b = build(device.clone());
+        b.fit(data, &cfg(2, 0)).unwrap();
+        b.save(&split).unwrap();
+        let mut c = load_model_on(&split, device.clone()).unwrap();
+        assert_eq!(c.predict(data).unwrap(), b.predict(data).unwrap(), "{name}");
+        assert_eq!(c.epoch(), 2, "{name}");
+        c.fit(data, &cfg(4, c.epoch())).unwrap();
+        c.save(&resumed).unwrap();
+        assert!(
+            std::fs::read(&straight).unwrap() == std::fs::read(&resumed).unwrap(),
+            "{name}: the resumed checkpoint differs from the straight run's"
+        );
+    }
+}
+
+#[test]
+fn load_model_opens_a_checkpoint_in_one_call() {
+    let quiet = |epochs: usize, initial: usize| FitConfig {
+        verbose: 0,
+        initial_epoch: initial,
+        seed: 5,
+        ..FitConfig::new(epochs, 16)
+    };
+    // A Sequential CNN in Keras' layout with dropout (its masks follow the saved seed).
+    let (x, labels) = channels_last(48);
+    let images = ArrayDataset::classification(&x, &labels, 2).unwrap();
+    let cnn = |device| {
+        Sequential::new(&[8, 8, 3])
+            .channels_last()
+            .conv2d(Conv2d::new(4, 3).activation(Activation::Relu))
+            .dropout(0.25)
+            .flatten()
+            .dense(Dense::new(2))
+            .compile(
+                Loss::SparseCategoricalCrossentropy,
+                Optimizer::Adam(AdamConfig::adam(1e-2)),
+                device,
+                7,
+            )
+            .unwrap()
+            .with_metrics(&[Metric::Accuracy])
+            .unwrap()
+    };
+    load_model_round_trip("sequential CNN", &cnn, &images, &quiet);
+
+    // A functional graph with two branches, batch normalization and a merge, on a scaled
+    // table with named classes.
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(8);
+    let table = ndarray::Array2::from_shape_fn((60, 5), |_| rng.random_range(-50.0f32..50.0));
+    let classes: Vec<u32> = (0..60)
+        .map(|i| (table[[i, 0]] > table[[i, 1]]) as u32 + (i % 2) as u32)
+        .collect();
+    let mut tabular = ArrayDataset::classification(&table, &classes, 3).unwrap();
+    tabular.class_names = vec!["low".into(), "mid".into(), "high".into()];
+    let functional = |device| {
+        let x = Input::new(&[5]);
+        let a = Dense::new(8).on(&x);
+        let a = Layer::BatchNorm {
+            eps: 1e-3,
+            momentum: 0.2,
+        }
+        .on(&a);
+        let a = Layer::Activation(Activation::Relu).on(&a);
+        let b = Dense::new(4).activation(Activation::Tanh).on(&x);
+        let h = concatenate(&[&a, &b]);
+        let y = Dense::new(3).on(&h);
+        Functional::new(&[&x], &[&y])
+            .unwrap()
+            .compile(
+                Loss::SparseCategoricalCrossentropy,
+                Optimizer::Sgd(SgdConfig {
+                    momentum: 0.9,
+                    ..SgdConfig::new(0.05)
+                }),
+                device,
+                3,
+            )
+            .unwrap()
+    };
+    let scaled = |epochs: usize, initial: usize| FitConfig {
+        scale_features: Some(Scaling::Standard),
+        ..quiet(epochs, initial)
+    };
+    load_model_round_trip(
+        "functional BN on a scaled table",
+        &functional,
+        &tabular,
+        &scaled,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let mut m = functional(Device::Cpu);
+    m.fit(&tabular, &scaled(1, 0)).unwrap();
+    m.save(&path).unwrap();
+    let mut opened = load_model(&path).unwrap();
+    let p = opened.predict(&tabular).unwrap();
+    assert_eq!(p.class_names, ["low", "mid", "high"]);
+    assert_eq!(p, m.predict(&tabular).unwrap());
+    assert_eq!(opened.network().summary(), m.network().summary());
+    assert_eq!(opened.architecture(), m.architecture());
+
+    // A file that describes no model, or a damaged description, is an error naming it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Same length, so the file stays well-formed: only the description is damaged.
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"\\\"calls\\\"")
+        .unwrap();
+    bytes[at + 6] = b'z';
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = load_model(&bad).err().unwrap().to_string();
+    assert!(
+        err.contains("bad.safetensors") && err.contains("model description"),
+        "{err}"
+    );
+    let err = load_model(&dir.path().join("absent"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("absent"), "{err}");
+}

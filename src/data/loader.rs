@@ -17,7 +17,7 @@ use super::{Affine, ArrayDataset, Dataset};
 use crate::error::{Error, Result};
 
 /// How pixels become model inputs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Normalize {
     /// x / 255, in [0, 1].
     Unit,

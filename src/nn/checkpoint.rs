@@ -9,7 +9,10 @@
 //! and dtype before changing anything. A model fitted on numeric arrays also stores its
 //! fitted scaling (`preprocess.features.scale`, `.shift`, and `preprocess.targets.*`) and the
 //! data's class names (metadata `wgtrain.classes`, a JSON array), so that `predict_array`
-//! after a load scales inputs and names classes as before the save.
+//! after a load scales inputs and names classes as before the save. The model description
+//! (metadata `wgtrain.model`: layers, wiring, loss, optimizer, seed, image scaling) lets
+//! [`load_model`] rebuild the model from the file alone. The header's keys are written in
+//! sorted order, so equal states give byte-identical files.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,15 +21,171 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::model::{Model, Named};
+use super::functional::NetworkSpec;
+use super::model::{Metric, Model, Named};
+use super::{Device, Functional, Layer, Loss};
+use crate::data::Normalize;
 use crate::error::{Error, Result};
+use crate::optim::Optimizer;
 
 const FORMAT: &str = "wgtrain-checkpoint-1";
 /// Metadata key of the class names.
 const CLASSES_KEY: &str = "wgtrain.classes";
+/// Metadata key of the model description (a JSON [`ModelSpec`]).
+const MODEL_KEY: &str = "wgtrain.model";
+
+/// What a checkpoint records of a model besides its tensors, so that [`load_model`] can
+/// rebuild it: the network (every layer's configuration and the wiring), the loss, the
+/// optimizer, the seed (dropout masks follow it), the chosen metrics and how `fit` scaled
+/// images.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ModelSpec {
+    architecture: String,
+    network: NetworkSpec,
+    loss: Loss,
+    optimizer: Optimizer,
+    seed: u64,
+    metrics: Option<Vec<Metric>>,
+    normalize: Normalize,
+    fitted_on_pixels: bool,
+}
+
+/// The model description in a checkpoint's header (only the header is read).
+fn read_spec(path: &Path) -> Result<ModelSpec> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::data(
+            path,
+            format!("not a safetensors file (unreadable header): {e}"),
+        )
+    })?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MODEL_KEY))
+        .ok_or_else(|| {
+            Error::data(
+                path,
+                format!(
+                    "records no model description (`{MODEL_KEY}`; checkpoints saved before it \
+                 load with Model::load into a model compiled the same way)"
+                ),
+            )
+        })?;
+    serde_json::from_str(json)
+        .map_err(|e| Error::data(path, format!("the model description is not valid: {e}")))
+}
+
+/// Opens a checkpoint as a model in one call (Keras' `keras.models.load_model`): rebuilds
+/// the network the checkpoint describes (any layers, functional wiring included), compiles
+/// it with its loss, optimizer and seed on the default device ([`Device::auto`]), and loads
+/// its parameters, optimizer state, step and epoch counts, scaling and class names, so it
+/// predicts what the saved model predicted and resumes training bit for bit.
+pub fn load_model(path: &Path) -> Result<Model> {
+    let spec = read_spec(path)?;
+    let convolutional = spec
+        .network
+        .layers()
+        .any(|l| matches!(l, Layer::Conv2d(_) | Layer::Residual(_)));
+    load_spec(path, spec, Device::auto(convolutional)?)
+}
+
+/// [`load_model`] onto a chosen device.
+pub fn load_model_on(path: &Path, device: Device) -> Result<Model> {
+    load_spec(path, read_spec(path)?, device)
+}
+
+fn load_spec(path: &Path, spec: ModelSpec, device: Device) -> Result<Model> {
+    let network = Functional::from_spec(&spec.network).map_err(|e| match e {
+        Error::InvalidArgument { detail, .. } | Error::Shape { detail, .. } => Error::data(
+            path,
+            format!("the model it describes does not build: {detail}"),
+        ),
+        other => other,
+    })?;
+    // A description is not trusted to size memory: the parameters it asks for must be in
+    // the file, which is checked before anything is allocated for them.
+    let built = network.build(false, 0)?;
+    let graph = &built.graph;
+    let wanted = graph.params().iter().try_fold(0usize, |sum, &p| {
+        let n = graph
+            .node(p)
+            .shape
+            .iter()
+            .try_fold(1usize, |n, d| match d {
+                crate::graph::Dim::Fixed(d) => n.checked_mul(*d),
+                crate::graph::Dim::Batch => None,
+            })?;
+        sum.checked_add(n)
+    });
+    let held = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len()
+        / 4;
+    if wanted.is_none_or(|w| w as u64 > held) {
+        return Err(Error::data(
+            path,
+            format!(
+                "the model it describes has more parameters ({}) than the file holds values \
+                 ({held}); the description is damaged",
+                wanted.map_or("too many to count".into(), |w| w.to_string())
+            ),
+        ));
+    }
+    let mut model = Model::new(
+        network,
+        spec.architecture,
+        spec.loss,
+        spec.optimizer,
+        device,
+        spec.seed,
+    )?;
+    if let Some(metrics) = &spec.metrics {
+        model = model.with_metrics(metrics)?;
+    }
+    model.load(path)?;
+    Ok(model)
+}
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The safetensors file `bytes` with its JSON header's keys in sorted order: the metadata map
+/// is a `HashMap`, whose order changes from run to run, and equal states must give equal
+/// files. The header stays padded to 8 bytes, as the format asks.
+fn canonical_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("no header length")?;
+    let header = bytes.get(8..8 + n).ok_or("a header past the end")?;
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted: BTreeMap<String, serde_json::Value> = parsed
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::Object(m) => serde_json::to_value(
+                    m.into_iter()
+                        .collect::<BTreeMap<String, serde_json::Value>>(),
+                )
+                .expect("a map of JSON values is JSON"),
+                other => other,
+            };
+            (k, v)
+        })
+        .collect();
+    let mut text = serde_json::to_string(&sorted).map_err(|e| e.to_string())?;
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// A model's parameters and optimizer state held in memory (for restoring the best epoch).
@@ -229,12 +388,27 @@ impl Model {
                 self.architecture()
             ),
         )]);
+        let spec = ModelSpec {
+            architecture: self.architecture.clone(),
+            network: self.network.spec(),
+            loss: self.loss,
+            optimizer: self.optimizer,
+            seed: self.seed,
+            metrics: self.metrics_chosen.then(|| self.metrics.clone()),
+            normalize: self.normalize.clone(),
+            fitted_on_pixels: self.fitted_on_pixels,
+        };
+        let spec = serde_json::to_string(&spec)
+            .map_err(|e| Error::data(path, format!("writing the model description: {e}")))?;
+        meta.insert(MODEL_KEY.to_string(), spec);
         if !self.class_names.is_empty() {
             let names = serde_json::to_string(&self.class_names)
                 .map_err(|e| Error::data(path, format!("writing the class names: {e}")))?;
             meta.insert(CLASSES_KEY.to_string(), names);
         }
         let serialized = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
+        let serialized = canonical_header(serialized)
             .map_err(|e| Error::data(path, format!("serializing the checkpoint: {e}")))?;
         crate::atomic_file::write_atomic(path, |file, tmp| {
             file.write_all(&serialized).map_err(|e| Error::io(tmp, e))
@@ -271,6 +445,14 @@ impl Model {
                     )
                 })?,
             };
+        // How fit scaled images, when the file records it (checked before anything changes).
+        let spec: Option<ModelSpec> = match meta.metadata().as_ref().and_then(|m| m.get(MODEL_KEY))
+        {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                Error::data(path, format!("the model description is not valid: {e}"))
+            })?),
+        };
         let meta: HashMap<&str, &str> = entry
             .split(';')
             .filter_map(|kv| kv.split_once('='))
@@ -475,6 +657,10 @@ impl Model {
         })?;
         self.preprocess = preprocess;
         self.class_names = class_names;
+        if let Some(spec) = spec {
+            self.normalize = spec.normalize;
+            self.fitted_on_pixels = spec.fitted_on_pixels;
+        }
         Ok(())
     }
 }

@@ -153,10 +153,29 @@ pub fn concatenate(xs: &[&Tensor]) -> Tensor {
 }
 
 /// Where a call's input comes from: model input `k`, or the output of call `k`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Src {
     Input(usize),
     Call(usize),
+}
+
+/// A functional model as checkpoints record it, so that [`super::load_model`] can rebuild it:
+/// the inputs, every layer's name and full configuration, the calls in order and the outputs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NetworkSpec {
+    inputs: Vec<(String, Vec<usize>)>,
+    layers: Vec<(String, Layer)>,
+    calls: Vec<(usize, Vec<Src>)>,
+    outputs: Vec<Src>,
+    no_weight_decay: Vec<String>,
+    sequential: bool,
+}
+
+impl NetworkSpec {
+    /// The layers' configurations.
+    pub(crate) fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter().map(|(_, l)| l)
+    }
 }
 
 /// One layer call, in an order where every call follows the calls it reads.
@@ -345,6 +364,78 @@ impl Functional {
         self.no_weight_decay
             .extend(names.iter().map(|n| n.to_string()));
         self
+    }
+
+    /// The model as checkpoints record it.
+    pub(crate) fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            inputs: self
+                .input_names
+                .iter()
+                .cloned()
+                .zip(self.input_shapes.iter().cloned())
+                .collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|(l, n)| (n.clone(), *l.layer()))
+                .collect(),
+            calls: self
+                .calls
+                .iter()
+                .map(|c| (c.layer, c.inputs.clone()))
+                .collect(),
+            outputs: self.output_calls.clone(),
+            no_weight_decay: self.no_weight_decay.clone(),
+            sequential: self.sequential,
+        }
+    }
+
+    /// The model a [`NetworkSpec`] describes: the same layers, names and wiring (a spec that
+    /// refers to a layer, input or call it does not hold is an error, not a panic).
+    pub(crate) fn from_spec(spec: &NetworkSpec) -> Result<Self> {
+        let bad =
+            |what: String| Error::invalid("load_model", format!("the model description {what}"));
+        let inputs: Vec<Tensor> = spec
+            .inputs
+            .iter()
+            .map(|(name, shape)| Input::named(name, shape))
+            .collect();
+        let layers: Vec<LayerRef> = spec
+            .layers
+            .iter()
+            .map(|(name, layer)| LayerRef::named(name, *layer))
+            .collect();
+        let mut made: Vec<Tensor> = Vec::with_capacity(spec.calls.len());
+        let pick = |made: &[Tensor], s: Src| -> Result<Tensor> {
+            match s {
+                Src::Input(k) => inputs.get(k).cloned(),
+                Src::Call(k) => made.get(k).cloned(),
+            }
+            .ok_or_else(|| bad(format!("reads {s:?}, which comes later or does not exist")))
+        };
+        for (layer, args) in &spec.calls {
+            let layer = layers
+                .get(*layer)
+                .ok_or_else(|| bad(format!("calls layer {layer} of {}", layers.len())))?;
+            let args = args
+                .iter()
+                .map(|&s| pick(&made, s))
+                .collect::<Result<Vec<_>>>()?;
+            made.push(layer.call_many(&args.iter().collect::<Vec<_>>()));
+        }
+        let outputs = spec
+            .outputs
+            .iter()
+            .map(|&s| pick(&made, s))
+            .collect::<Result<Vec<_>>>()?;
+        let mut f = Self::trace(
+            &inputs.iter().collect::<Vec<_>>(),
+            &outputs.iter().collect::<Vec<_>>(),
+            spec.sequential,
+        )?;
+        f.no_weight_decay = spec.no_weight_decay.clone();
+        Ok(f)
     }
 
     /// Each input's sample shape.

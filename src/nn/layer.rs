@@ -5,7 +5,7 @@ use crate::graph::Init;
 use crate::ops::Activation;
 
 /// A fully connected layer: `activation(x W + b)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dense {
     pub units: usize,
     pub activation: Option<Activation>,
@@ -39,7 +39,7 @@ impl Dense {
 /// A 2-D convolution over (channels, height, width) inputs: `filters` output channels,
 /// `kernel` x `kernel` windows, then an optional activation. Weights are (filters, channels,
 /// kernel, kernel), as in PyTorch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Conv2d {
     pub filters: usize,
     pub kernel: usize,
@@ -99,7 +99,7 @@ impl Conv2d {
 /// `stride` and the shortcut is `x` itself when the shape is kept, else a 1x1 convolution
 /// with that stride followed by batch normalization (the paper's option B). Convolutions
 /// are He-normal initialized; batch normalization takes PyTorch's defaults.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Residual {
     pub filters: usize,
     pub stride: usize,
@@ -132,7 +132,7 @@ impl Residual {
 }
 
 /// A sample's axis order for [`Layer::Permute`], Keras' 1-based `dims` (up to 4 axes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Permutation {
     dims: [u8; 4],
     len: u8,
@@ -149,7 +149,7 @@ impl Permutation {
 }
 
 /// A layer of a [`Sequential`](super::Sequential) or [`Functional`](super::Functional) model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Layer {
     Dense(Dense),
     Activation(Activation),

@@ -21,6 +21,8 @@
 //! ```
 
 mod checkpoint;
+
+pub use checkpoint::{load_model, load_model_on};
 mod functional;
 mod layer;
 
@@ -43,7 +45,7 @@ use crate::ops::Activation;
 /// What a model is trained to minimize. Datasets hold integer labels; the dense losses
 /// compare the outputs with targets made from them (one-hot, or the label itself for a
 /// single output).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Loss {
     /// Softmax cross-entropy against integer labels (the model outputs logits, or a final
     /// softmax that training fuses into the loss). Metric: accuracy.

@@ -176,9 +176,9 @@ pub type Named = (String, Vec<usize>, Vec<f32>);
 /// A [`super::Sequential`] or [`Functional`] model compiled with a loss and an optimizer
 /// onto a device.
 pub struct Model {
-    network: Functional,
+    pub(super) network: Functional,
     /// The architecture checkpoints record (a Sequential's in its historic form).
-    architecture: String,
+    pub(super) architecture: String,
     /// Values per sample of each input, in order (a sample row holds them in turn).
     input_widths: Vec<usize>,
     /// Values per sample of each output, in order (a prediction row holds them in turn).
@@ -191,7 +191,7 @@ pub struct Model {
     device: Device,
     features: usize,
     classes: usize,
-    loss: Loss,
+    pub(super) loss: Loss,
     /// Dense targets made from a batch's labels (for the losses that compare with targets).
     targets: Vec<f32>,
     /// Labels made from a batch's one-hot rows (for the softmax cross-entropies).
@@ -201,18 +201,20 @@ pub struct Model {
     /// Epochs trained so far (saved in checkpoints, so a resumed `fit` knows where it is).
     pub(super) epoch: usize,
     /// How inputs are scaled: set by `fit`, used by `evaluate` and `predict`.
-    normalize: Normalize,
+    pub(super) normalize: Normalize,
     /// Whether the last `fit` trained on u8 images (scaled by `normalize`), so that numeric
     /// arrays given to `predict_array` are in other units.
-    fitted_on_pixels: bool,
+    pub(super) fitted_on_pixels: bool,
     /// Numeric data's scaling, fitted by `fit` on its training split and saved with the model.
     pub(super) preprocess: Preprocess,
     /// Class names of the data the model was fitted on (saved with the model).
     pub(super) class_names: Vec<String>,
     /// The figures reported besides the loss.
-    metrics: Vec<Metric>,
+    pub(super) metrics: Vec<Metric>,
     /// Whether the user chose them (otherwise `fit` picks them from the loss and the data).
-    metrics_chosen: bool,
+    pub(super) metrics_chosen: bool,
+    /// The seed parameters and dropout masks were drawn from (checkpoints record it).
+    pub(super) seed: u64,
 }
 
 /// The feeds of a batch `x` of a model's inputs: `x` itself for one input, else the
@@ -377,6 +379,7 @@ impl Model {
                 vec![Metric::Accuracy]
             },
             metrics_chosen: false,
+            seed,
         })
     }
 

@@ -5,7 +5,7 @@
 /// The elementwise activations. A backward rule reads the forward output `y = f(x)` where it
 /// can (so `x` need not stay alive), else the input `x`: see
 /// [`Activation::backward_reads_input`] and ARCHITECTURE.md, "Gradients".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Relu,
     Sigmoid,

@@ -14,7 +14,7 @@ use crate::gpu::{Binding, GpuContext, Launch, View};
 
 /// Adam, or AdamW with `decoupled` weight decay; with `amsgrad`, the denominator uses the
 /// running maximum of the second moment (Reddi et al. 2018, as PyTorch and Keras do).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
     pub lr: f32,
     pub beta1: f32,

@@ -20,7 +20,7 @@ use crate::gpu::{Binding, GpuContext, Launch, View};
 
 /// Lion's hyper-parameters (the paper's defaults: betas 0.9 and 0.99; a learning rate 3-10x
 /// smaller than AdamW's, and a weight decay 3-10x larger).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LionConfig {
     pub lr: f32,
     pub beta1: f32,

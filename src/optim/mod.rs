@@ -23,7 +23,7 @@ use crate::gpu::kernels::{check_flat, groups, vec4_ok};
 use crate::gpu::{Binding, GpuContext, Kernel, Launch, LaunchDesc, View};
 
 /// The optimizer a graph executor appends.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Optimizer {
     Sgd(SgdConfig),
     /// Adam, AdamW and AMSGrad ([`AdamConfig::with_amsgrad`]).

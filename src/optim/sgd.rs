@@ -13,7 +13,7 @@ use crate::gpu::{Binding, GpuBuffer, GpuContext, Kernel, View};
 
 /// Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay
 /// (PyTorch's semantics, no dampening).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
     pub lr: f32,
     pub momentum: f32,

@@ -14,7 +14,7 @@ use crate::optim::LrSchedule;
 type Held<'a> = (&'a dyn Samples, Vec<usize>);
 
 /// A figure reported besides the loss, accumulated on the device like the loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Metric {
     /// Correct predictions over predictions: the argmax against the label or one-hot row, or
     /// for one output (binary), the thresholded output against a 0/1 target.
