@@ -305,3 +305,31 @@ fn load_model_opens_a_checkpoint_in_one_call() {
         .to_string();
     assert!(err.contains("absent"), "{err}");
 }
+
+/// The summary as Keras prints it: an input row, and every layer under its own name (two
+/// dropout layers are two rows with two names).
+#[test]
+fn the_summary_has_an_input_row_and_unique_names() {
+    let s = Sequential::new(&[28, 28])
+        .flatten()
+        .dense(Dense::new(128).activation(Activation::Relu))
+        .dropout(0.2)
+        .dense(Dense::new(64))
+        .dropout(0.2)
+        .dense(Dense::new(10))
+        .summary();
+    assert!(
+        s.contains("input (InputLayer)") && s.contains("(None, 28, 28)"),
+        "{s}"
+    );
+    for name in [
+        "flatten_0",
+        "dense_0",
+        "dropout_0",
+        "dense_1",
+        "dropout_1",
+        "dense_2",
+    ] {
+        assert_eq!(s.matches(&format!("{name} (")).count(), 1, "{name}: {s}");
+    }
+}

@@ -820,15 +820,13 @@ impl Functional {
         out.push_str(&"=".repeat(width));
         out.push('\n');
         let mut rows: Vec<(String, String, usize, String)> = Vec::new();
-        if connected {
-            for (k, name) in self.input_names.iter().enumerate() {
-                rows.push((
-                    format!("{name} (InputLayer)"),
-                    dims(built.inputs[k]),
-                    0,
-                    String::new(),
-                ));
-            }
+        for (k, name) in self.input_names.iter().enumerate() {
+            rows.push((
+                format!("{name} (InputLayer)"),
+                dims(built.inputs[k]),
+                0,
+                String::new(),
+            ));
         }
         let mut total = 0;
         for (li, (lref, name)) in self.layers.iter().enumerate() {
@@ -850,11 +848,7 @@ impl Functional {
                 .iter()
                 .flat_map(|&c| self.calls[c].inputs.iter().map(|f| self.source_name(*f)))
                 .collect();
-            let title = if self.sequential {
-                lref.layer().summary_name(name)
-            } else {
-                format!("{name} ({})", lref.layer().kind())
-            };
+            let title = format!("{name} ({})", lref.layer().kind());
             rows.push((title, shape, params, from.join(", ")));
         }
         for (title, shape, params, from) in rows {

@@ -333,21 +333,6 @@ impl Layer {
         Layer::Permute(p)
     }
 
-    /// The historic Sequential summary names (`dense_0 (Dense, relu)`, `flatten
-    /// (Flatten)`): layers without weights are not numbered.
-    pub(super) fn summary_name(&self, name: &str) -> String {
-        match self {
-            Layer::Dense(_)
-            | Layer::Conv2d(_)
-            | Layer::LayerNorm { .. }
-            | Layer::BatchNorm { .. }
-            | Layer::Residual(_) => format!("{name} ({})", self.kind()),
-            Layer::Activation(a) => format!("activation ({a:?})"),
-            Layer::Dropout(rate) => format!("dropout (Dropout {rate})"),
-            other => format!("{} ({})", other.stem(), other.kind()),
-        }
-    }
-
     /// The variant's name (`Dense`, `Conv2d`), as Sequential's errors have always put it:
     /// the Debug form up to its fields.
     pub(super) fn variant_name(&self) -> String {
