@@ -375,3 +375,34 @@ fn folding_needs_a_foldable_pair_and_set_weights_checks_its_input() {
         vec![0.5; 4]
     );
 }
+
+/// The CPU reference's batch statistics and backward sums over 50,176 values per channel
+/// (64 images of 28x28, as in a residual network's first block) are the f64 ones rounded
+/// once to f32: a serial f32 fold drifts by many ulps over such sums (on values around 3,
+/// as here), which the f32 trajectory then carries.
+#[test]
+fn long_batch_norm_sums_round_once() {
+    use ndarray::Array3;
+    use wgtrain::unstable::cpu;
+    let (b, c, p) = (64, 2, 28 * 28);
+    let x32 = Array3::from_shape_vec((b, c, p), common::uniform(21, b * c * p, 2.0, 4.0)).unwrap();
+    let dy32 =
+        Array3::from_shape_vec((b, c, p), common::uniform(22, b * c * p, -1.0, 1.0)).unwrap();
+    let (x64, dy64) = (x32.mapv(f64::from), dy32.mapv(f64::from));
+    let (m32, v32) = cpu::batch_norm_stats(x32.view());
+    let (m64, v64) = cpu::batch_norm_stats(x64.view());
+    for ch in 0..c {
+        assert_eq!(m32[ch], m64[ch] as f32, "mean of channel {ch}");
+        assert_eq!(v32[ch], v64[ch] as f32, "variance of channel {ch}");
+    }
+    let g32 = cpu::batch_norm_gamma_grad(x32.view(), dy32.view(), 1e-5).unwrap();
+    let g64 = cpu::batch_norm_gamma_grad(x64.view(), dy64.view(), 1e-5).unwrap();
+    for ch in 0..c {
+        let err = (g32[ch] as f64 - g64[ch]).abs();
+        // The terms differ by the f32 rounding of xhat only: well under 1e-6 of the sum's scale.
+        assert!(
+            err <= 1e-6 * (p * b) as f64 / 100.0,
+            "gamma grad of channel {ch}: {err}"
+        );
+    }
+}

@@ -8,6 +8,11 @@
 //! - evaluation normalizes with the running statistics.
 //!
 //! `y = (x - mean) / sqrt(var + eps) * gamma + beta` either way.
+//!
+//! The per-channel sums (the statistics, and the backward pass's sums of dy and dy * xhat)
+//! run over batch x positions values, 50,176 for 64 images of 28x28: they accumulate in f64
+//! and round once, so an f32 run's statistics are the correctly rounded f64 ones rather than
+//! a serial f32 fold's (ARCHITECTURE.md, "Accumulation").
 
 use ndarray::{Array1, Array3, ArrayView1, ArrayView3, Axis, Zip};
 
@@ -31,18 +36,27 @@ fn check<T: Scalar>(
     Ok(())
 }
 
-/// Each channel's mean and population variance over the batch and positions.
+/// `v` in f64, the type every long sum here accumulates in.
+fn wide<T: Scalar>(v: T) -> f64 {
+    v.to_f64().expect("a float converts to f64")
+}
+
+/// Each channel's mean and population variance over the batch and positions, two passes
+/// in f64, each rounded once.
 pub fn batch_norm_stats<T: Scalar>(x: ArrayView3<'_, T>) -> (Array1<T>, Array1<T>) {
-    let n = T::of((x.len_of(Axis(0)) * x.len_of(Axis(2))) as f64);
+    let n = (x.len_of(Axis(0)) * x.len_of(Axis(2))) as f64;
     let c = x.len_of(Axis(1));
     let mut mean = Array1::zeros(c);
     let mut var = Array1::zeros(c);
     for ch in 0..c {
         let values = x.index_axis(Axis(1), ch);
-        let m = values.iter().fold(T::zero(), |a, &v| a + v) / n;
-        let s = values.iter().fold(T::zero(), |a, &v| a + (v - m) * (v - m));
-        mean[ch] = m;
-        var[ch] = s / n;
+        let m = values.iter().fold(0.0, |a, &v| a + wide(v)) / n;
+        let s = values.iter().fold(0.0, |a, &v| {
+            let d = wide(v) - m;
+            a + d * d
+        });
+        mean[ch] = T::of(m);
+        var[ch] = T::of(s / n);
     }
     (mean, var)
 }
@@ -103,12 +117,13 @@ fn grad_sums<T: Scalar>(x: ArrayView3<'_, T>, dy: ArrayView3<'_, T>, eps: T) -> 
         .map(|ch| {
             let inv = T::one() / (var[ch] + eps).sqrt();
             let (xs, ds) = (x.index_axis(Axis(1), ch), dy.index_axis(Axis(1), ch));
-            let (mut sum_dy, mut sum_dyx) = (T::zero(), T::zero());
+            // Each term as the forward pass rounds xhat; the sums in f64.
+            let (mut sum_dy, mut sum_dyx) = (0.0, 0.0);
             Zip::from(&xs).and(&ds).for_each(|&v, &d| {
-                sum_dy = sum_dy + d;
-                sum_dyx = sum_dyx + d * (v - mean[ch]) * inv;
+                sum_dy += wide(d);
+                sum_dyx += wide(d) * wide((v - mean[ch]) * inv);
             });
-            (mean[ch], inv, sum_dy, sum_dyx)
+            (mean[ch], inv, T::of(sum_dy), T::of(sum_dyx))
         })
         .collect()
 }
