@@ -333,3 +333,28 @@ fn the_summary_has_an_input_row_and_unique_names() {
         assert_eq!(s.matches(&format!("{name} (")).count(), 1, "{name}: {s}");
     }
 }
+
+/// A model too large to hold is an error naming its size before anything is allocated
+/// (it was an allocation abort), and so is an input shape whose size cannot be counted.
+#[test]
+fn a_model_too_large_to_allocate_is_an_error() {
+    let sgd = || Optimizer::Sgd(SgdConfig::new(0.1));
+    let err = Sequential::new(&[1 << 40])
+        .dense(Dense::new(1 << 30))
+        .compile(Loss::MeanSquaredError, sgd(), Device::Cpu, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("more than this machine can allocate"), "{err}");
+    let err = Sequential::new(&[usize::MAX / 2, 4])
+        .flatten()
+        .dense(Dense::new(2))
+        .compile(Loss::MeanSquaredError, sgd(), Device::Cpu, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("more values per sample than can be counted"),
+        "{err}"
+    );
+}

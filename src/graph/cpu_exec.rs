@@ -166,6 +166,7 @@ impl CpuExecutor {
         seed: u64,
     ) -> Result<Self> {
         optimizer.validate()?;
+        graph.check_leaf_sizes("CpuExecutor")?;
         let grads = graph.backward(loss)?;
         let run = CpuRun::new(&graph, seed);
         Ok(CpuExecutor {

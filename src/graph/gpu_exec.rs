@@ -68,6 +68,7 @@ impl GpuExecutor {
         seed: u64,
     ) -> Result<Self> {
         optimizer.validate()?;
+        graph.check_leaf_sizes("GpuExecutor")?;
         let grads = graph.backward(loss)?;
         let (layout, arena_len) = graph.param_layout();
         let mut offsets = HashMap::new();

@@ -289,6 +289,38 @@ impl Graph {
 
     /// Initial values of every leaf with an initializer: parameter `i` (creation order) draws
     /// from `seed + i`, buffer `j` from `seed + 2^32 + j`.
+    /// Checks, before an executor allocates them, that the parameters and buffers fit in
+    /// memory: every size is counted without overflow, and the host can reserve them all.
+    pub(crate) fn check_leaf_sizes(&self, op: &'static str) -> Result<()> {
+        let mut total: Option<usize> = Some(0);
+        for id in self.params().into_iter().chain(self.buffers()) {
+            let n = self
+                .node(id)
+                .shape
+                .iter()
+                .try_fold(1usize, |n, d| n.checked_mul(d.resolve(1)));
+            total = total.zip(n).and_then(|(t, n)| t.checked_add(n));
+        }
+        let fits = total
+            .filter(|&t| t.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
+            .is_some_and(|t| Vec::<f32>::new().try_reserve_exact(t).is_ok());
+        if !fits {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the parameters and buffers need {} values ({}), more than this machine can \
+                     allocate; make the layers smaller",
+                    total.map_or("too many to count".into(), |t| t.to_string()),
+                    total.map_or("more than addressable".into(), |t| format!(
+                        "{:.1} GiB",
+                        t as f64 * 4.0 / (1u64 << 30) as f64
+                    )),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn initial_values(&self, id: NodeId, seed: u64) -> Vec<f32> {
         let node = self.node(id);
         let shape: Vec<usize> = node.shape.iter().map(|d| d.resolve(0)).collect();

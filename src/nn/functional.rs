@@ -241,6 +241,16 @@ impl Functional {
                             "input {k} has shape {shape:?}; every axis needs at least one entry"
                         )));
                     }
+                    if shape
+                        .iter()
+                        .try_fold(1usize, |n, &d| n.checked_mul(d))
+                        .is_none()
+                    {
+                        return Err(err(format!(
+                            "input {k} has shape {shape:?}, more values per sample than can be \
+                             counted"
+                        )));
+                    }
                     input_shapes.push(shape.clone());
                     input_names.push(name.clone().unwrap_or_else(|| {
                         if inputs.len() == 1 {
